@@ -1,0 +1,85 @@
+"""Small frozen event records shared between layers (SIP user agent -> application).
+
+Owns only the shapes of what happened and the agreed media parameters; no behaviour. Imports
+nothing from the project: every other layer may import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MediaParams:
+    """What both sides agreed for the audio stream (from SDP), ready for the media core."""
+
+    remote_addr: str
+    remote_port: int
+    payload_type: int
+    codec: str
+    dtmf_payload_type: int | None
+    ptime: int
+    direction: str  # our direction: sendrecv, sendonly, recvonly, inactive
+
+
+@dataclass(frozen=True)
+class Registered:
+    expires: int
+    contact: str
+
+
+@dataclass(frozen=True)
+class RegistrationFailed:
+    """Registration did not succeed; ``retry_in`` seconds until the next attempt."""
+
+    reason: str
+    status: int | None
+    retry_in: float
+
+
+@dataclass(frozen=True)
+class Unregistered:
+    reason: str
+
+
+@dataclass(frozen=True)
+class IncomingCall:
+    call_id: str
+    remote: str
+    display: str | None
+
+
+@dataclass(frozen=True)
+class CallRinging:
+    call_id: str
+    status: int
+
+
+@dataclass(frozen=True)
+class CallAnswered:
+    call_id: str
+    media: MediaParams | None
+
+
+@dataclass(frozen=True)
+class MediaUpdated:
+    call_id: str
+    media: MediaParams
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    call_id: str
+    reason: str
+    status: int | None = None
+    by_remote: bool = False
+
+
+@dataclass(frozen=True)
+class DtmfReceived:
+    call_id: str
+    digit: str
+
+
+SipEvent = (Registered | RegistrationFailed | Unregistered | IncomingCall | CallRinging
+            | CallAnswered | MediaUpdated | CallEnded | DtmfReceived)

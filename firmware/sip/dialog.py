@@ -1,0 +1,89 @@
+"""SIP dialogs (RFC 3261 §12): identity, CSeq spaces, route set, remote target.
+
+Owns the creation of a dialog from either side of an INVITE, building in-dialog requests
+(loose and strict routing), CSeq ordering of incoming requests and target refresh. Knows
+nothing about transactions, media or sockets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import RemoteProtocolError
+from .headers import NameAddr, parse_name_addr
+from .message import Request, Response
+
+
+@dataclass
+class Dialog:
+    call_id: str
+    local_tag: str
+    remote_tag: str
+    local: NameAddr
+    remote: NameAddr
+    remote_target: str
+    route_set: list[str] = field(default_factory=list)
+    local_cseq: int = 1
+    remote_cseq: int | None = None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.call_id, self.local_tag, self.remote_tag
+
+    @classmethod
+    def from_uac(cls, request: Request, response: Response) -> Dialog:
+        """Dialog of the caller, from the INVITE and a 2xx/1xx with a To tag (§12.1.2)."""
+        to = response.to
+        if not to.tag:
+            raise RemoteProtocolError("response creating a dialog has no To tag")
+        routes = list(reversed(response.headers.get_all("Record-Route")))
+        return cls(request.call_id, request.from_.tag or "", to.tag,
+                   request.from_, to, _target(response), routes, request.cseq.number, None)
+
+    @classmethod
+    def from_uas(cls, request: Request, local_tag: str) -> Dialog:
+        """Dialog of the callee, from the INVITE it answers (§12.1.1)."""
+        frm = request.from_
+        return cls(request.call_id, local_tag, frm.tag or "", request.to.with_tag(local_tag),
+                   frm, _target(request), request.headers.get_all("Record-Route"), 0,
+                   request.cseq.number)
+
+    def create_request(self, method: str, cseq: int | None = None) -> Request:
+        """A request inside the dialog, without Via (the user agent adds it)."""
+        if cseq is None and method not in ("ACK", "CANCEL"):
+            self.local_cseq += 1
+        number = self.local_cseq if cseq is None else cseq
+        uri, routes = self.remote_target, list(self.route_set)
+        if routes and ";lr" not in routes[0]:  # strict router (§12.2.1.1)
+            uri = str(parse_name_addr(routes[0]).uri)
+            routes = routes[1:] + [f"<{self.remote_target}>"]
+        req = Request(method=method, uri=uri)
+        for route in routes:
+            req.headers.add("Route", route)
+        req.headers.add("Max-Forwards", "70")
+        req.headers.add("From", str(self.local))
+        req.headers.add("To", str(self.remote))
+        req.headers.add("Call-ID", self.call_id)
+        req.headers.add("CSeq", f"{number} {method}")
+        return req
+
+    def receive_request(self, req: Request) -> None:
+        """Check CSeq order (500 when out of order) and apply target refresh (§12.2.2)."""
+        number = req.cseq.number
+        if req.method not in ("ACK", "CANCEL"):
+            if self.remote_cseq is not None and number <= self.remote_cseq:
+                raise RemoteProtocolError("CSeq lower than the last one in this dialog", 500)
+            self.remote_cseq = number
+        if req.method == "INVITE" and req.headers.get("Contact"):
+            self.remote_target = _target(req)
+
+    def refresh_target(self, response: Response) -> None:
+        if response.headers.get("Contact"):
+            self.remote_target = _target(response)
+
+
+def _target(msg: Request | Response) -> str:
+    contacts = msg.contacts
+    if not contacts:
+        raise RemoteProtocolError("dialog-creating message has no Contact")
+    return str(contacts[0].uri)
