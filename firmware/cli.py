@@ -1,0 +1,125 @@
+"""Command line: ``intercom run|check-config|status|call|answer|hangup``.
+
+Owns argument parsing, logging set-up, signal handling and exit codes (2 = bad configuration,
+1 = the running intercom could not be reached or refused). The composition root: config ->
+app. Knows nothing about SIP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from .config import DEFAULT_PATH, ConfigError, load_config
+
+
+def _socket_path(args: argparse.Namespace) -> str:
+    if args.socket:
+        return args.socket
+    path = args.config or os.environ.get("INTERCOM_CONFIG") or DEFAULT_PATH
+    try:
+        return load_config(path).control.socket
+    except ConfigError:
+        return "/run/intercom/control.sock"
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config or os.environ.get("INTERCOM_CONFIG") or DEFAULT_PATH)
+    except ConfigError as exc:
+        print(f"intercom: {exc}", file=sys.stderr)
+        return 2
+    level = getattr(logging, (args.log_level or cfg.log.level).upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .app import run
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run(cfg, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.file)
+    except ConfigError as exc:
+        print(f"intercom: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.file}: OK ({cfg.sip.username}@{cfg.sip.server}:{cfg.sip.port} "
+          f"over {cfg.sip.transport.upper()})")
+    return 0
+
+
+def _client(args: argparse.Namespace, cmd: str, **extra: Any) -> int:
+    from .control import request
+
+    path = _socket_path(args)
+    try:
+        reply = request(path, cmd, **extra)
+    except (OSError, ValueError) as exc:
+        print(f"intercom: cannot reach the intercom at {path}: {exc}", file=sys.stderr)
+        return 1
+    if cmd == "status" and not args.json and reply.get("ok"):
+        _print_status(reply)
+    else:
+        print(json.dumps(reply, indent=None if cmd != "status" else 2))
+    return 0 if reply.get("ok") else 1
+
+
+def _print_status(st: dict[str, Any]) -> None:
+    reg = "registered" if st["registered"] else "NOT registered"
+    print(f"{st['username']}@{st['server']} ({st['transport']}): {reg}")
+    print(f"state: {st['state']}")
+    if st.get("remote"):
+        dur = f", {st['call_duration']} s" if st.get("call_duration") is not None else ""
+        print(f"remote: {st['remote']}{dur}")
+    if st.get("last_error"):
+        print(f"last error: {st['last_error']}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="intercom", description="SIP door intercom")
+    p.add_argument("--config", "-c", help=f"configuration file (default {DEFAULT_PATH})")
+    p.add_argument("--socket", help="control socket path (default: from the configuration)")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the intercom")
+    run.add_argument("--config", "-c", dest="config", default=argparse.SUPPRESS)
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("file")
+    for name in ("status", "call", "answer", "hangup"):
+        sp = sub.add_parser(name, help=f"{name} (through the control socket)")
+        sp.add_argument("--config", "-c", dest="config", default=argparse.SUPPRESS)
+        sp.add_argument("--socket", dest="socket", default=argparse.SUPPRESS)
+        if name == "status":
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "call":
+            sp.add_argument("target", nargs="?", help="extension or SIP URI "
+                            "(default: calls.default_target)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
+    if args.command == "run":
+        return _cmd_run(args)
+    if args.command == "check-config":
+        return _cmd_check(args)
+    extra = {"target": args.target} if args.command == "call" and args.target else {}
+    return _client(args, args.command, **extra)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The one YAML configuration file -> frozen, validated objects.
+
+Owns the schema (every key, its type, default and limits), error messages that name the key and
+its line, and the rule that secrets never appear in repr() or logs. The only module that imports
+yaml. Knows nothing about SIP, sockets or GPIO beyond the values it checks.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PATH = "/etc/intercom/intercom.yaml"
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the key (and line) and what is wrong."""
+
+
+@dataclass(frozen=True)
+class SipSettings:
+    server: str
+    username: str
+    password: str = field(default="", repr=False)
+    port: int = 5060
+    transport: str = "udp"
+    auth_username: str | None = None
+    display_name: str | None = None
+    domain: str | None = None
+    local_address: str | None = None
+    local_port: int = 5070
+    register: bool = True
+    register_expires: int = 300
+    keepalive: str = "options"
+    keepalive_interval: float = 30.0
+    retry_min: float = 2.0
+    retry_max: float = 60.0
+    t1: float = 0.5
+    t2: float = 4.0
+    t4: float = 5.0
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    auto_answer: bool = False
+    auto_answer_delay: float = 0.0
+    ring_timeout: float = 30.0
+    default_target: str = "5001"
+
+
+@dataclass(frozen=True)
+class MediaSettings:
+    address: str | None = None
+    rtp_port: int = 10000
+    codecs: tuple[str, ...] = ("PCMU", "PCMA")
+    dtmf_payload_type: int = 101
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    socket: str = "/run/intercom/control.sock"
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    sip: SipSettings
+    calls: CallSettings = CallSettings()
+    media: MediaSettings = MediaSettings()
+    control: ControlSettings = ControlSettings()
+    log: LogSettings = LogSettings()
+    path: str = ""
+
+
+# ----------------------------------------------------------------------------- schema
+Check = Callable[[Any], str | None]  # returns an error text or None
+
+
+def _port(allow_zero: bool = False) -> Check:
+    low = 0 if allow_zero else 1
+    return lambda v: None if low <= v <= 65535 else f"must be a port number {low}..65535"
+
+
+def _positive(v: Any) -> str | None:
+    return None if v > 0 else "must be greater than 0"
+
+
+def _non_negative(v: Any) -> str | None:
+    return None if v >= 0 else "must not be negative"
+
+
+def _one_of(*choices: str) -> Check:
+    return lambda v: None if v in choices else "must be one of " + ", ".join(choices)
+
+
+def _non_empty(v: Any) -> str | None:
+    return None if str(v).strip() else "must not be empty"
+
+
+def _codecs(v: Any) -> str | None:
+    if not v or any(c not in ("PCMU", "PCMA") for c in v):
+        return "must be a non-empty list of PCMU and/or PCMA"
+    return None
+
+
+_NUM = (int, float)
+# section -> key -> (types, check, required)
+SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
+    "sip": {
+        "server": ((str,), _non_empty, True), "username": ((str, int), _non_empty, True),
+        "password": ((str, int), None, False), "port": ((int,), _port(), False),
+        "transport": ((str,), _one_of("udp", "tcp"), False),
+        "auth_username": ((str, int), None, False), "display_name": ((str,), None, False),
+        "domain": ((str,), None, False), "local_address": ((str,), None, False),
+        "local_port": ((int,), _port(True), False), "register": ((bool,), None, False),
+        "register_expires": ((int,), lambda v: None if 30 <= v <= 86400 else
+                             "must be between 30 and 86400 seconds", False),
+        "keepalive": ((str,), _one_of("options", "crlf", "off"), False),
+        "keepalive_interval": (_NUM, _positive, False), "retry_min": (_NUM, _positive, False),
+        "retry_max": (_NUM, _positive, False), "t1": (_NUM, _positive, False),
+        "t2": (_NUM, _positive, False), "t4": (_NUM, _positive, False),
+    },
+    "calls": {
+        "auto_answer": ((bool,), None, False), "auto_answer_delay": (_NUM, _non_negative, False),
+        "ring_timeout": (_NUM, _positive, False), "default_target": ((str, int), _non_empty,
+                                                                      False),
+    },
+    "media": {
+        "address": ((str,), None, False), "rtp_port": ((int,), _port(True), False),
+        "codecs": ((list,), _codecs, False),
+        "dtmf_payload_type": ((int,), lambda v: None if 96 <= v <= 127 else
+                              "must be a dynamic payload type 96..127", False),
+    },
+    "control": {"socket": ((str,), _non_empty, False)},
+    "log": {"level": ((str,), _one_of("debug", "info", "warning", "error"), False)},
+}
+_SECTION_TYPES = {"sip": SipSettings, "calls": CallSettings, "media": MediaSettings,
+                  "control": ControlSettings, "log": LogSettings}
+_STRINGY = {"username", "password", "auth_username", "default_target"}
+
+
+def _line_map(text: str) -> dict[str, int]:
+    """Dotted key path -> 1-based line of that key in the YAML text."""
+    lines: dict[str, int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: yaml.Node, path: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                sub = f"{path}.{key_node.value}" if path else str(key_node.value)
+                lines[sub] = key_node.start_mark.line + 1
+                walk(value_node, sub)
+
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
+def _where(key: str, lines: dict[str, int]) -> str:
+    return f"{key} (line {lines[key]})" if key in lines else key
+
+
+def _suggest(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def parse_config(text: str, path: str = "<string>") -> Config:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: "
+                          f"{getattr(exc, 'problem', None) or exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections "
+                          f"({', '.join(SCHEMA)})")
+    lines = _line_map(text)
+    sections: dict[str, Any] = {}
+    for section in data:
+        if section not in SCHEMA:
+            raise ConfigError(f"{path}: unknown section {_where(str(section), lines)}"
+                              f"{_suggest(str(section), list(SCHEMA))}")
+    for section, keys in SCHEMA.items():
+        raw = data.get(section) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: {_where(section, lines)} must be a mapping")
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            dotted = f"{section}.{key}"
+            if key not in keys:
+                raise ConfigError(f"{path}: unknown key {_where(dotted, lines)}"
+                                  f"{_suggest(str(key), list(keys))}")
+            types, check, _ = keys[key]
+            if value is None:
+                continue
+            if isinstance(value, bool) and bool not in types:
+                raise ConfigError(f"{path}: {_where(dotted, lines)} must be "
+                                  f"{'/'.join(t.__name__ for t in types)}, not a boolean")
+            if not isinstance(value, types):
+                raise ConfigError(f"{path}: {_where(dotted, lines)} must be "
+                                  f"{'/'.join(t.__name__ for t in types)}, "
+                                  f"got {type(value).__name__}")
+            if check and (problem := check(value)):
+                raise ConfigError(f"{path}: {_where(dotted, lines)} {problem}")
+            if key in _STRINGY:
+                value = str(value)
+            if isinstance(value, list):
+                value = tuple(value)
+            values[key] = value
+        for key, (_, _, required) in keys.items():
+            if required and key not in values:
+                raise ConfigError(f"{path}: missing required key {section}.{key}")
+        sections[section] = _SECTION_TYPES[section](**values)
+    sip: SipSettings = sections["sip"]
+    if sip.retry_max < sip.retry_min:
+        raise ConfigError(f"{path}: {_where('sip.retry_max', lines)} must not be smaller "
+                          f"than sip.retry_min")
+    return Config(**sections, path=path)
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read configuration: {exc}") from None
+    return parse_config(text, str(p))

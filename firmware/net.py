@@ -1,0 +1,214 @@
+"""asyncio adapters that carry the sans-I/O SIP user agent over UDP or TCP.
+
+Owns sockets, name resolution, TCP connect/reconnect and framing, the loop clock and the one
+timer handle that drives ``UserAgent.handle_timer``. Thin on purpose: every SIP decision lives in
+``firmware.sip``. Knows nothing about GPIO, audio or the control socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+from collections.abc import Callable
+
+from .sip.errors import RemoteProtocolError
+from .sip.message import StreamParser
+from .sip.ua import UserAgent
+
+log = logging.getLogger("intercom.net")
+Addr = tuple[str, int]
+_SECRET_HEADERS = re.compile(rb"(?im)^((?:proxy-)?authorization:).*$")
+
+
+def redact(data: bytes) -> str:
+    """A SIP message for the debug log, with credentials removed."""
+    return _SECRET_HEADERS.sub(rb"\1 <redacted>", data).decode("utf-8", "replace")
+
+
+def source_address_for(host: str, port: int) -> str:
+    """The local IP the kernel would use to reach host:port (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((host, port))
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+async def resolve(host: str, port: int) -> Addr:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
+    return infos[0][4][0], port
+
+
+class UaDriver:
+    """Feeds a UserAgent from a transport and the loop clock; hands its events to ``on_event``."""
+
+    def __init__(self, ua: UserAgent, send: Callable[[bytes, Addr], None],
+                 on_event: Callable[[object], None]) -> None:
+        self.ua = ua
+        self._send = send
+        self._on_event = on_event
+        self._loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def now(self) -> float:
+        return self._loop.time()
+
+    def datagram(self, data: bytes, addr: Addr) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("recv from %s:%d\n%s", addr[0], addr[1], redact(data))
+        self.ua.receive_datagram(data, addr, self.now())
+        self.flush()
+
+    def flush(self) -> None:
+        """Send what the UA queued, deliver its events and re-arm its timer."""
+        for data, addr in self.ua.datagrams_to_send():
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("send to %s:%d\n%s", addr[0], addr[1], redact(data))
+            self._send(data, addr)
+        while (event := self.ua.next_event()) is not None:
+            self._on_event(event)
+            # the handler may have acted on the UA (answer, hangup): send that too
+            for data, addr in self.ua.datagrams_to_send():
+                self._send(data, addr)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.ua.get_timer()
+        if deadline is not None:
+            self._timer = self._loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self.ua.handle_timer(self.now())
+        self.flush()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class UdpTransport(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.driver: UaDriver | None = None
+        self.server: Addr = ("127.0.0.1", 5060)
+        self.send_errors = 0
+
+    @classmethod
+    async def open(cls, bind: str, port: int) -> UdpTransport:
+        loop = asyncio.get_running_loop()
+        transport, proto = await loop.create_datagram_endpoint(cls, local_addr=(bind, port))
+        proto.transport = transport  # connection_made runs only on the next loop turn
+        return proto
+
+    @property
+    def local_port(self) -> int:
+        assert self.transport is not None
+        return self.transport.get_extra_info("sockname")[1]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        if self.driver is not None:
+            self.driver.datagram(data, (addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable: the server is down; fail its transactions at once
+        log.info("SIP transport error: %s", exc)
+        if self.driver is not None:
+            self.driver.ua.transport_error(self.server, self.driver.now(), str(exc))
+            self.driver.flush()
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        if self.transport is None or self.transport.is_closing():
+            self.send_errors += 1
+            return
+        self.transport.sendto(data, addr)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class TcpTransport(asyncio.Protocol):
+    """One TCP connection to the server, re-opened with backoff when it drops."""
+
+    def __init__(self, server: Addr, max_size: int) -> None:
+        self.server = server
+        self.driver: UaDriver | None = None
+        self.transport: asyncio.Transport | None = None
+        self._parser = StreamParser(max_size)
+        self._max_size = max_size
+        self._closing = False
+        self._reconnect_task: asyncio.Task | None = None
+        self.send_errors = 0
+        self.local: Addr | None = None
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_connection(lambda: self, self.server[0], self.server[1])
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._parser = StreamParser(self._max_size)
+        host, port = transport.get_extra_info("sockname")[:2]
+        self.local = (host, port)
+        if self.driver is not None:
+            self.driver.ua.contact_addr = self.local
+            self.driver.ua.local_addr = self.local
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self._parser.feed(data)
+        except RemoteProtocolError as exc:
+            log.warning("closing SIP/TCP connection: %s", exc.reason)
+            assert self.transport is not None
+            self.transport.close()
+            return
+        for msg in messages:
+            if self.driver is not None:
+                self.driver.datagram(msg, self.server)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self._closing:
+            return
+        log.warning("SIP/TCP connection to %s:%d lost", *self.server)
+        if self.driver is not None:
+            self.driver.ua.transport_error(self.server, self.driver.now(), "connection lost")
+            self.driver.flush()
+        self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = 0.5
+        while not self._closing and self.transport is None:
+            try:
+                await self.connect()
+                if self.driver is not None:
+                    self.driver.flush()
+                return
+            except OSError:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def send(self, data: bytes, addr: Addr) -> None:
+        if self.transport is None:
+            self.send_errors += 1
+            if self._reconnect_task is None or self._reconnect_task.done():
+                self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+            return
+        self.transport.write(data)
+
+    def close(self) -> None:
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
