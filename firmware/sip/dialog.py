@@ -38,15 +38,16 @@ class Dialog:
             raise RemoteProtocolError("response creating a dialog has no To tag")
         routes = list(reversed(response.headers.get_all("Record-Route")))
         return cls(request.call_id, request.from_.tag or "", to.tag,
-                   request.from_, to, _target(response), routes, request.cseq.number, None)
+                   request.from_, to, _target(response, request.uri), routes,
+                   request.cseq.number, None)
 
     @classmethod
     def from_uas(cls, request: Request, local_tag: str) -> Dialog:
         """Dialog of the callee, from the INVITE it answers (§12.1.1)."""
         frm = request.from_
         return cls(request.call_id, local_tag, frm.tag or "", request.to.with_tag(local_tag),
-                   frm, _target(request), request.headers.get_all("Record-Route"), 0,
-                   request.cseq.number)
+                   frm, _target(request, str(frm.uri)), request.headers.get_all("Record-Route"),
+                   0, request.cseq.number)
 
     def create_request(self, method: str, cseq: int | None = None) -> Request:
         """A request inside the dialog, without Via (the user agent adds it)."""
@@ -74,16 +75,14 @@ class Dialog:
             if self.remote_cseq is not None and number <= self.remote_cseq:
                 raise RemoteProtocolError("CSeq lower than the last one in this dialog", 500)
             self.remote_cseq = number
-        if req.method == "INVITE" and req.headers.get("Contact"):
-            self.remote_target = _target(req)
+        if req.method == "INVITE":
+            self.remote_target = _target(req, self.remote_target)
 
     def refresh_target(self, response: Response) -> None:
-        if response.headers.get("Contact"):
-            self.remote_target = _target(response)
+        self.remote_target = _target(response, self.remote_target)
 
 
-def _target(msg: Request | Response) -> str:
+def _target(msg: Request | Response, fallback: str) -> str:
+    """The Contact URI; RFC 2543 peers may omit Contact, then ``fallback`` is used."""
     contacts = msg.contacts
-    if not contacts:
-        raise RemoteProtocolError("dialog-creating message has no Contact")
-    return str(contacts[0].uri)
+    return str(contacts[0].uri) if contacts else fallback

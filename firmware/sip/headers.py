@@ -235,6 +235,7 @@ def parse_name_addr(value: str) -> NameAddr:
         return NameAddr(parse_uri(inner), display, parse_params(text[gt + 1:], value))
     # addr-spec form: everything after the first ';' is a header parameter (§20.10)
     uri_text, _, param_text = text.partition(";")
+    uri_text = uri_text.strip()
     if any(c in uri_text for c in " \t,?"):
         raise RemoteProtocolError(f"addr-spec with spaces, commas or '?' must use <>: {value!r}")
     return NameAddr(parse_uri(uri_text), None, parse_params(param_text, value))

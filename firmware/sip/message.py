@@ -135,6 +135,8 @@ def _split_head(data: bytes) -> tuple[bytes, bytes]:
         idx = data.find(sep)
         if idx >= 0:
             return data[:idx], data[idx + len(sep):]
+    if data.endswith(b"\n"):  # datagram ending right after the last header line
+        return data.rstrip(b"\r\n"), b""
     raise RemoteProtocolError("no empty line after the header fields")
 
 

@@ -246,7 +246,7 @@ class UserAgent:
         req.headers.add("Content-Type", "application/sdp")
         req.body = offer
         self.call = Call(call_id, True, uri, None, media, req, offer_body=offer,
-                         local_tag=local.tag or "")
+                         local_tag=local.tag or "", last_sdp=offer)
         self._send_invite(req, now)
         self._timers["ring"] = now + self.config.ring_timeout
         return call_id

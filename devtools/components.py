@@ -1,5 +1,5 @@
-"""Real components for integration tests: Asterisk 22 (in its Debian-unstable chroot) and
-baresip, each started by the test on loopback with its own ports and folders.
+"""Real peers for integration tests and ``./build.sh run``: Asterisk 22 (from its Debian-unstable
+chroot) and baresip, each started on loopback with its own ports and folders.
 
 Nothing here stands in for the intercom: these are the peers it must work with.
 """
@@ -15,7 +15,7 @@ import time
 import uuid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 ASTERISK_ROOT = Path(os.environ.get("INTERCOM_ASTERISK_ROOT", "/var/cache/intercom/asterisk-root"))
 PASSWORDS = {"5001": "reception-5001-change-me", "5002": "door-5002-change-me",
              "5003": "test-5003-change-me"}
@@ -52,11 +52,13 @@ def wait_for(predicate, timeout: float, interval: float = 0.1, what: str = "cond
 class Asterisk:
     """Asterisk 22 from the chroot, configured from pbx/ with loopback-only ports."""
 
-    def __init__(self, direct_media: bool = False, rtp_base: int = 31000) -> None:
+    def __init__(self, direct_media: bool = False, rtp_base: int = 31000,
+                 bind: str = "127.0.0.1", port: int | None = None) -> None:
         if not (ASTERISK_ROOT / "usr/sbin/asterisk").exists():
             raise RuntimeError(f"no Asterisk root at {ASTERISK_ROOT}: run ./build.sh test "
                                "(it builds it with mmdebstrap)")
-        self.port = free_port()
+        self.bind = bind
+        self.port = port or free_port()
         self.name = f"t-{uuid.uuid4().hex[:8]}"
         self.inner = Path("/intercom-tests") / self.name
         self.dir = ASTERISK_ROOT / str(self.inner).lstrip("/")
@@ -76,13 +78,13 @@ class Asterisk:
         for f in (REPO / "pbx").glob("*.conf"):
             text = f.read_text()
             if f.name == "pjsip.conf":
-                text = text.replace("bind=0.0.0.0:5060", f"bind=127.0.0.1:{self.port}")
+                text = text.replace("bind=0.0.0.0:5060", f"bind={self.bind}:{self.port}")
                 text = text.replace(
                     "direct_media=no ", f"direct_media={'yes' if self.direct_media else 'no'} ")
-                text = text.replace(
-                    "rewrite_contact=yes\n",
-                    "rewrite_contact=yes\nmedia_address=127.0.0.1\nbind_rtp_to_media_address=yes\n",
-                    1)
+                if self.bind == "127.0.0.1":  # keep media on loopback too
+                    text = text.replace(
+                        "rewrite_contact=yes\n", "rewrite_contact=yes\nmedia_address=127.0.0.1"
+                        "\nbind_rtp_to_media_address=yes\n", 1)
             if f.name == "rtp.conf":
                 text = re.sub(r"rtpstart=\d+", f"rtpstart={self.rtp_base}", text)
                 text = re.sub(r"rtpend=\d+", f"rtpend={self.rtp_base + 998}", text)

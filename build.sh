@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# The one entry point: ./build.sh run | test | help. Orchestration only: every apt and pip step
+# of the project lives here, so a fresh Debian machine (as root) needs nothing else.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+CACHE=${INTERCOM_CACHE:-/var/cache/intercom}
+export INTERCOM_ASTERISK_ROOT=${INTERCOM_ASTERISK_ROOT:-$CACHE/asterisk-root}
+VENV=$ROOT/.venv
+APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
+# Debian packages: the Asterisk chroot builder, the Python toolchain for the Cython core, and the
+# real peers the tests talk to (baresip, SIPp).
+DEB_PACKAGES=(mmdebstrap python3 python3-venv python3-dev gcc iproute2 baresip-core sip-tester)
+
+log() { printf '\n==> %s\n' "$*"; }
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "build.sh: run as root (it installs Debian packages and builds a chroot)" >&2
+    exit 1
+  fi
+}
+
+apt_deps() {
+  local missing=()
+  for p in "${DEB_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    need_root
+    apt-get "${APT_OPTS[@]}" update -q
+    DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" install -y -q --no-install-recommends \
+      "${missing[@]}"
+  fi
+}
+
+venv() {
+  local py=${PYTHON:-python3}
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    "$py" -m venv "$VENV"
+  fi
+  local stamp=$VENV/.installed
+  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ] \
+     || { [ -f "$ROOT/firmware/_rtpcore.pyx" ] && [ "$ROOT/firmware/_rtpcore.pyx" -nt "$stamp" ]; }; then
+    log "installing the firmware and its test tools into $VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q -e "$ROOT[test]"
+    touch "$stamp"
+  fi
+}
+
+asterisk_root() {
+  if [ ! -x "$INTERCOM_ASTERISK_ROOT/usr/sbin/asterisk" ]; then
+    log "building the Asterisk 22 root (Debian unstable) in $INTERCOM_ASTERISK_ROOT"
+    need_root
+    local tmp=$INTERCOM_ASTERISK_ROOT.tmp
+    rm -rf "$tmp"
+    mkdir -p "$(dirname "$INTERCOM_ASTERISK_ROOT")"
+    mmdebstrap --variant=apt --aptopt='Acquire::Check-Valid-Until "false"' \
+      --include=asterisk,asterisk-modules sid "$tmp"
+    mv "$tmp" "$INTERCOM_ASTERISK_ROOT"
+  fi
+  "$INTERCOM_ASTERISK_ROOT/usr/sbin/asterisk" -V >/dev/null 2>&1 || \
+    chroot "$INTERCOM_ASTERISK_ROOT" asterisk -V
+}
+
+setup() {
+  apt_deps
+  venv
+  asterisk_root
+}
+
+cmd_run() {
+  setup
+  cd "$ROOT"
+  exec "$VENV/bin/python" -m devtools.devrun
+}
+
+cmd_test() {
+  setup
+  cd "$ROOT"
+  log "ruff"
+  "$VENV/bin/ruff" check firmware tests devtools
+  log "pytest"
+  local rc=0
+  "$VENV/bin/python" -m pytest --cov=firmware --cov-report= "$@" || rc=$?
+  if [ "$rc" = 5 ]; then
+    echo "build.sh: pytest collected no tests: that is a failure" >&2
+    exit 5
+  fi
+  [ "$rc" = 0 ] || exit "$rc"
+  log "coverage of the SIP core (firmware/sip, target 90 %)"
+  "$VENV/bin/python" -m coverage report --include='firmware/sip/*' --fail-under=90
+}
+
+case "${1:-help}" in
+  run) shift; cmd_run "$@" ;;
+  test) shift; cmd_test "$@" ;;
+  setup) setup ;;
+  *)
+    echo "usage: ./build.sh run | test [pytest args] | setup"
+    exit 2 ;;
+esac
