@@ -120,7 +120,7 @@ class Call:
     provisional: bool = False
     cancel_wanted: bool = False
     cancel_sent: bool = False
-    auth_tries: int = 0
+    challenges: list[Challenge] = field(default_factory=list)
     answered_at: float | None = None
     last_sdp: bytes = b""
     ack: Request | None = None
@@ -496,27 +496,37 @@ class UserAgent:
         if resp.status < 300:
             self._on_invite_2xx(call, resp, now)
             return
-        if resp.status in (401, 407) and call.auth_tries == 0 and not call.cancel_wanted:
-            challenge = self._challenge(resp)
-            if challenge is not None:
-                call.auth_tries += 1
-                old = call.invite
-                req = self._new_request("INVITE", old.uri, old.headers.get("From") or "",
-                                        old.headers.get("To") or "", call.call_id,
-                                        old.cseq.number + 1)
-                req.headers.add("Content-Type", "application/sdp")
-                req.body = old.body
-                name, value = self._auth.authorization(challenge, "INVITE", old.uri)
-                req.headers.add(name, value)
-                call.provisional = False
-                self._send_invite(req, now)
-                return
+        if resp.status in (401, 407) and not call.cancel_wanted and \
+                self._answer_invite_challenge(call, resp, now):
+            return
         if call.state == "ended":
             return
         if resp.status == 487 and call.cancel_wanted:
             self._end(call, "cancelled", 487, False)
         else:
             self._end(call, f"{resp.status} {resp.reason}", resp.status, True)
+
+    def _answer_invite_challenge(self, call: Call, resp: Response, now: float) -> bool:
+        """Re-send the INVITE with credentials. A registrar's 401 followed by a proxy's 407
+        is answered; the same realm challenging twice (wrong password) is not."""
+        challenge = self._challenge(resp)
+        if challenge is None:
+            return False
+        same = [c for c in call.challenges
+                if (c.proxy, c.realm) == (challenge.proxy, challenge.realm)]
+        if (same and not challenge.stale) or len(call.challenges) >= 4:
+            return False
+        call.challenges = [c for c in call.challenges if c not in same] + [challenge]
+        old = call.invite
+        req = self._new_request("INVITE", old.uri, old.headers.get("From") or "",
+                                old.headers.get("To") or "", call.call_id, old.cseq.number + 1)
+        req.headers.add("Content-Type", "application/sdp")
+        req.body = old.body
+        for ch in call.challenges:
+            req.headers.add(*self._auth.authorization(ch, "INVITE", old.uri))
+        call.provisional = False
+        self._send_invite(req, now)
+        return True
 
     def _on_invite_2xx(self, call: Call, resp: Response, now: float) -> None:
         if call.dialog is not None:  # retransmitted 2xx: our ACK was lost

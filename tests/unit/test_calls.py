@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from firmware.events import (
-    CallAnswered, CallEnded, CallRinging, DtmfReceived, IncomingCall, MediaUpdated,
+    CallAnswered,
+    CallEnded,
+    CallRinging,
+    DtmfReceived,
+    IncomingCall,
+    MediaUpdated,
 )
 from firmware.sip.message import Request, Response, parse_message
 

@@ -1,0 +1,54 @@
+"""The import direction of DESIGN.md, checked by walking every module's imports."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[2] / "firmware"
+IO_MODULES = {"asyncio", "socket", "time", "yaml", "gpiozero", "alsaaudio", "select",
+              "threading", "subprocess"}
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module:
+                found.add(node.module)
+            elif node.level > 0:
+                rel = path.relative_to(PKG.parent).with_suffix("").parts[:-node.level]
+                base = ".".join(rel)
+                found.add(f"{base}.{node.module}" if node.module else base)
+    return found
+
+
+def test_sip_core_is_sans_io() -> None:
+    for path in (PKG / "sip").glob("*.py"):
+        imported = imports_of(path)
+        bad = {m for m in imported if m.split(".")[0] in IO_MODULES}
+        assert not bad, f"{path.name} imports {bad}"
+        inner = {m for m in imported if m.startswith("firmware.")}
+        allowed = {m for m in inner if m.startswith("firmware.sip") or m == "firmware.events"}
+        assert inner == allowed, f"{path.name} reaches outward: {inner - allowed}"
+
+
+def test_events_and_config_are_innermost() -> None:
+    for name in ("events.py", "config.py"):
+        inner = {m for m in imports_of(PKG / name) if m.startswith("firmware")}
+        assert inner == set(), f"{name} imports {inner}"
+
+
+def test_only_config_imports_yaml() -> None:
+    for path in PKG.rglob("*.py"):
+        if path.name != "config.py":
+            assert "yaml" not in imports_of(path), path
+
+
+def test_every_module_has_a_docstring() -> None:
+    for path in PKG.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        assert ast.get_docstring(tree), f"{path} has no module docstring"

@@ -1,0 +1,218 @@
+"""Registration against a scripted registrar: challenges, refresh, 423, failures and backoff."""
+
+from __future__ import annotations
+
+from firmware.events import Registered, RegistrationFailed, Unregistered
+from firmware.sip.transaction import TimerConfig
+from firmware.sip.ua import UAConfig, UserAgent
+
+from .registrar import UA_ADDR, Registrar
+
+
+def make(password: str = "secret", **cfg) -> tuple[UserAgent, Registrar]:
+    base = dict(server="127.0.0.1", port=5060, username="5002", password=password,
+                keepalive="off", register_expires=300, timers=TimerConfig(0.5, 4.0, 5.0))
+    ua = UserAgent(UAConfig(**{**base, **cfg}), UA_ADDR)
+    return ua, Registrar(ua)
+
+
+def test_register_with_md5_challenge() -> None:
+    ua, reg = make()
+    ua.start(reg.now)
+    reg.pump()
+    assert [type(e) for e in reg.events()] == [Registered]
+    assert ua.registered
+    first, second = reg.registers()
+    assert "Authorization" not in first.headers
+    assert reg.check(second)
+    assert first.call_id == second.call_id and second.cseq.number == first.cseq.number + 1
+    assert first.top_via.branch != second.top_via.branch
+    assert "rport" in first.top_via.params
+
+
+def test_register_with_sha256_challenge() -> None:
+    ua, reg = make()
+    reg.algorithm = "SHA-256"
+    ua.start(reg.now)
+    reg.pump()
+    assert ua.registered
+    assert "algorithm=SHA-256" in (reg.registers()[-1].headers.get("Authorization") or "")
+
+
+def test_refresh_before_expiry_with_nonce_count() -> None:
+    ua, reg = make()
+    reg.grant = 120
+    ua.start(reg.now)
+    reg.pump()
+    assert reg.events()[0] == Registered(120, "<sip:5002@127.0.0.1:5070>")
+    reg.advance(89)
+    assert len(reg.registers()) == 2, "no refresh before granted - 30 s"
+    reg.advance(2)
+    assert len(reg.registers()) == 3, "refreshed at 90 s with the cached challenge"
+    auth = reg.registers()[-1].headers.get("Authorization") or ""
+    assert "nc=00000002" in auth, "nonce count increments on reuse"
+    assert ua.registered
+
+
+def test_stale_nonce_is_answered_without_error() -> None:
+    ua, reg = make()
+    reg.grant = 60
+    ua.start(reg.now)
+    reg.pump()
+    reg.events()
+    reg.stale_next = True
+    reg.advance(31)
+    assert ua.registered
+    assert all(not isinstance(e, RegistrationFailed) for e in reg.events())
+
+
+def test_423_min_expires() -> None:
+    ua, reg = make(register_expires=60)
+    reg.min_expires = 600
+    ua.start(reg.now)
+    reg.pump()
+    assert ua.registered
+    assert reg.registers()[-1].headers.get("Expires") == "600"
+
+
+def test_wrong_password_one_clear_error_and_backoff() -> None:
+    ua, reg = make(password="wrong", retry_min=2.0, retry_max=16.0)
+    ua.start(reg.now)
+    reg.pump()
+    events = reg.events()
+    assert len(events) == 1 and isinstance(events[0], RegistrationFailed)
+    assert events[0].reason == ("registration rejected: 401 Unauthorized from 127.0.0.1:5060"
+                                " — check sip.username / sip.password")
+    assert "wrong" not in events[0].reason
+    assert len(reg.registers()) == 2, "one challenge answered, then stop: no tight loop"
+    reg.advance(100)
+    retries = [e.retry_in for e in reg.events()]
+    assert retries[:3] == [4.0, 8.0, 16.0] and set(retries[3:]) == {16.0}, "capped backoff"
+    assert len(reg.registers()) == 2 * (1 + len(retries)), "one challenge per attempt"
+
+
+def test_403_and_503_are_failures_with_retry() -> None:
+    for status in ("403 Forbidden", "503 Service Unavailable"):
+        ua, reg = make()
+        reg.custom = lambda req, s=status, r=reg: r._reply(req, s)
+        ua.start(reg.now)
+        reg.pump()
+        (ev,) = reg.events()
+        assert isinstance(ev, RegistrationFailed) and ev.status == int(status[:3])
+        assert status in ev.reason
+        reg.custom = None
+        reg.advance(ev.retry_in + 0.1)
+        assert ua.registered
+
+
+def test_timeout_then_server_comes_back() -> None:
+    ua, reg = make(retry_min=1.0, retry_max=8.0)
+    reg.up = False
+    ua.start(reg.now)
+    reg.advance(33)
+    (ev,) = reg.events()
+    assert isinstance(ev, RegistrationFailed) and "no response" in ev.reason
+    assert reg.now >= 32, "Timer F = 64*T1"
+    reg.up = True
+    reg.advance(2)
+    assert ua.registered
+
+
+def test_transport_error_fails_fast() -> None:
+    ua, reg = make(retry_min=1.0)
+    reg.up = False
+    ua.start(reg.now)
+    reg.pump(until=0.1)
+    ua.transport_error(("127.0.0.1", 5060), reg.now)
+    (ev,) = reg.events()
+    assert isinstance(ev, RegistrationFailed)
+    assert ev.retry_in == 1.0
+
+
+def test_keepalive_loss_triggers_reregistration() -> None:
+    ua, reg = make(keepalive="options", keepalive_interval=5.0, retry_min=1.0,
+                   timers=TimerConfig(0.1, 1.0, 1.0))
+    ua.start(reg.now)
+    reg.pump()
+    reg.events()
+    reg.advance(6)
+    assert any(r.method == "OPTIONS" for r in reg.received)
+    reg.up = False
+    reg.advance(12)
+    events = reg.events()
+    assert any(isinstance(e, RegistrationFailed) and "keep-alive" in e.reason for e in events)
+    assert not ua.registered
+    reg.up = True
+    reg.advance(20)
+    assert ua.registered
+
+
+def test_unregister_on_shutdown() -> None:
+    ua, reg = make()
+    ua.start(reg.now)
+    reg.pump()
+    reg.events()
+    ua.shutdown(reg.now)
+    reg.pump()
+    last = reg.registers()[-1]
+    assert last.headers.get("Expires") == "0"
+    assert reg.events() == [Unregistered("shutdown")]
+
+
+def test_rport_rewrites_contact() -> None:
+    ua, reg = make()
+    original = reg._reply
+
+    def natted(req, status, extra="", tag=True):
+        return original(req, status, extra, tag).replace(
+            f";rport={UA_ADDR[1]}", ";rport=40000;received=127.0.0.7")
+
+    reg._reply = natted
+    ua.start(reg.now)
+    reg.pump()
+    assert ua.contact_addr == ("127.0.0.7", 40000)
+    assert "127.0.0.7:40000" in (reg.registers()[-1].headers.get("Contact") or "")
+    assert ua.counters["contact_rewrites"] == 1
+    assert ua.registered
+
+
+def test_invite_with_401_then_407() -> None:
+    from firmware.sip.sdp import LocalMedia
+
+    ua, reg = make(register=False)
+    steps: list[int] = []
+
+    def proxy(req):
+        if req.method == "INVITE":
+            if "Authorization" not in req.headers:
+                steps.append(401)
+                return reg.challenge(req, 401)
+            if "Proxy-Authorization" not in req.headers:
+                steps.append(407)
+                return reg.challenge(req, 407)
+            return None
+        return None
+
+    reg.custom = proxy
+    ua.make_call("5001", LocalMedia("127.0.0.1", 4000), reg.now)
+    reg.pump(until=1.0)
+    invites = list({r.top_via.branch: r for r in reg.received if r.method == "INVITE"}.values())
+    assert steps == [401, 407]
+    assert len(invites) == 3, "one INVITE per challenge (retransmissions aside)"
+    assert reg.check(invites[1]) and reg.check(invites[2])
+    assert reg.check(invites[2], "Proxy-Authorization")
+    assert [i.cseq.number for i in invites] == [1, 2, 3]
+    assert ua.call is not None and ua.call.state == "calling"
+
+
+def test_invite_wrong_password_ends_call() -> None:
+    from firmware.events import CallEnded
+    from firmware.sip.sdp import LocalMedia
+
+    ua, reg = make(register=False, password="bad")
+    reg.custom = lambda req: reg.challenge(req, 401) if req.method == "INVITE" else None
+    ua.make_call("5001", LocalMedia("127.0.0.1", 4000), reg.now)
+    reg.pump(until=1.0)
+    assert len([r for r in reg.received if r.method == "INVITE"]) == 2
+    (ev,) = reg.events()
+    assert isinstance(ev, CallEnded) and ev.status == 401
