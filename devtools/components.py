@@ -173,6 +173,8 @@ class Baresip:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.sip_port = free_port()
         self.ctrl_port = free_port(socket.SOCK_STREAM)
+        self.rtp_ports = (41000 + (self.sip_port % 50) * 100, 41000 + (self.sip_port % 50) * 100
+                          + 98)
         modules = ["g711.so", "ausine.so", "account.so", "ctrl_tcp.so", "menu.so"]
         extra = ""
         if record_dir is not None:
@@ -186,6 +188,7 @@ class Baresip:
             "audio_player nothing,none\naudio_alert nothing,none\n"
             "ausrc_srate 48000\nausrc_channels 2\n"
             "sip_transports udp\n"
+            f"rtp_ports {self.rtp_ports[0]}-{self.rtp_ports[1]}\n"
             "module_path /usr/lib/baresip/modules\n"
             + "".join(f"module {m}\n" for m in modules)
             + f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}\n" + extra)
