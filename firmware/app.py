@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from typing import Any
+from typing import Any, cast
 
 from . import __version__
 from .config import Config
@@ -57,8 +57,7 @@ class RtpPort(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         self.received += 1

@@ -12,6 +12,7 @@ import logging
 import re
 import socket
 from collections.abc import Callable
+from typing import cast
 
 from .sip.errors import RemoteProtocolError
 from .sip.message import StreamParser
@@ -111,8 +112,7 @@ class UdpTransport(asyncio.DatagramProtocol):
         return self.transport.get_extra_info("sockname")[1]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple) -> None:
         if self.driver is not None:

@@ -36,7 +36,7 @@ def test_wrong_password_clear_error_backoff_no_crash(asterisk, intercom) -> None
     assert st["registered"] is False and st["state"] == "offline"
     time.sleep(6)
     assert box.proc.poll() is None, "still running"
-    registers = box.log().count("send to 127.0.0.1:%d\nREGISTER " % asterisk.port)
+    registers = box.log().count(f"send to 127.0.0.1:{asterisk.port}\nREGISTER ")
     # backoff 1, 2, 4, 4 s: at most 5 attempts in ~7 s, two REGISTERs each (challenge+answer)
     assert 4 <= registers <= 10, registers
     assert box.log().count("ERROR intercom: registration rejected") == 1, "said once, not spammed"
