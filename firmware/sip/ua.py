@@ -121,6 +121,7 @@ class Call:
     cancel_wanted: bool = False
     cancel_sent: bool = False
     challenges: list[Challenge] = field(default_factory=list)
+    redirected: bool = False
     answered_at: float | None = None
     last_sdp: bytes = b""
     ack: Request | None = None
@@ -499,12 +500,30 @@ class UserAgent:
         if resp.status in (401, 407) and not call.cancel_wanted and \
                 self._answer_invite_challenge(call, resp, now):
             return
+        if 300 <= resp.status < 400 and not call.cancel_wanted and self._follow(call, resp, now):
+            return
         if call.state == "ended":
             return
         if resp.status == 487 and call.cancel_wanted:
             self._end(call, "cancelled", 487, False)
         else:
             self._end(call, f"{resp.status} {resp.reason}", resp.status, True)
+
+    def _follow(self, call: Call, resp: Response, now: float) -> bool:
+        """Follow a redirect (3xx) once, to its first SIP Contact (RFC 3261 §8.1.3.4)."""
+        targets = [c.uri for c in resp.contacts if isinstance(c.uri, SipUri)]
+        if call.redirected or not targets:
+            return False
+        call.redirected = True
+        old = call.invite
+        uri = str(targets[0].without_headers())
+        req = self._new_request("INVITE", uri, old.headers.get("From") or "",
+                                old.headers.get("To") or "", call.call_id, old.cseq.number + 1)
+        req.headers.add("Content-Type", "application/sdp")
+        req.body = old.body
+        call.remote, call.provisional = uri, False
+        self._send_invite(req, now)
+        return True
 
     def _answer_invite_challenge(self, call: Call, resp: Response, now: float) -> bool:
         """Re-send the INVITE with credentials. A registrar's 401 followed by a proxy's 407

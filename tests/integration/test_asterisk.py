@@ -19,6 +19,8 @@ def test_registers_with_digest_challenge_visible_in_asterisk(asterisk, intercom)
     assert re.search(rf"5002/sip:5002@127\.0\.0\.1:{box.sip_port}\s", contacts), contacts
     st = box.wait_state("idle")
     assert st["registered"] is True and st["last_error"] is None
+    assert box.sock.stat().st_mode & 0o777 == 0o660, "control socket is mode 0660"
+    assert PASSWORDS["5002"] not in str(st)
     log = box.log()
     assert "SIP/2.0 401 Unauthorized" in log, "Asterisk challenged the REGISTER"
     assert "Authorization: <redacted>" in log
@@ -174,3 +176,15 @@ def test_tcp_transport(asterisk, intercom, baresip) -> None:
     _call_in_and_answer(asterisk, box, phone)
     phone.command("hangup")
     assert box.wait_state("idle")["last_call_end"] == "remote hangup"
+
+
+def test_auto_answer(asterisk, intercom, baresip) -> None:
+    phone = baresip("5001")
+    box = intercom(calls={"auto_answer": True, "auto_answer_delay": 0.5})
+    box.wait_state("idle")
+    phone.command("dial", f"sip:5002@127.0.0.1:{asterisk.port}")
+    box.wait_state("ringing", 10)
+    phone.wait_event("CALL_ESTABLISHED", 10)
+    assert box.wait_state("in_call")["remote"].startswith("Reception")
+    phone.command("hangup")
+    box.wait_state("idle")

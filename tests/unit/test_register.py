@@ -216,3 +216,20 @@ def test_invite_wrong_password_ends_call() -> None:
     assert len([r for r in reg.received if r.method == "INVITE"]) == 2
     (ev,) = reg.events()
     assert isinstance(ev, CallEnded) and ev.status == 401
+
+
+def test_redirect_is_followed_once() -> None:
+    from firmware.events import CallEnded
+    from firmware.sip.sdp import LocalMedia
+
+    ua, reg = make(register=False)
+    reg.custom = lambda req: reg._reply(
+        req, "302 Moved Temporarily", "Contact: <sip:reception@127.0.0.1:5062>\r\n") \
+        if req.method == "INVITE" else None
+    ua.make_call("5001", LocalMedia("127.0.0.1", 4000), reg.now)
+    reg.pump(until=1.0)
+    invites = list({r.top_via.branch: r for r in reg.received if r.method == "INVITE"}.values())
+    assert [i.uri for i in invites] == ["sip:5001@127.0.0.1", "sip:reception@127.0.0.1:5062"]
+    assert invites[0].call_id == invites[1].call_id
+    (ev,) = reg.events()
+    assert isinstance(ev, CallEnded) and ev.status == 302, "a second redirect is not followed"
