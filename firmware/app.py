@@ -1,8 +1,9 @@
-"""The running intercom: composes config, transport, user agent and control socket.
+"""The running intercom: composes config, transport, user agent, media and control socket.
 
 Owns the box's call state as the user sees it (offline, idle, calling, ringing, in_call), the
 status report, auto-answer, and the commands from the control socket. The only place where SIP
-meets media: it allocates the RTP port the SDP announces. Knows nothing about SIP wire details.
+meets media: negotiated MediaParams start, move and stop the RTP session whose port the SDP
+announces. Knows nothing about SIP wire details or RTP packets.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from typing import Any, cast
+from typing import Any
 
 from . import __version__
 from .config import Config
@@ -27,6 +28,8 @@ from .events import (
     RegistrationFailed,
     Unregistered,
 )
+from .media.audio import AudioError, open_sink, open_source
+from .media.stream import RtpPorts, RtpSession, StreamSettings
 from .net import TcpTransport, UaDriver, UdpTransport, resolve, source_address_for
 from .sip.errors import LocalProtocolError, RemoteProtocolError
 from .sip.sdp import LocalMedia
@@ -49,20 +52,6 @@ def ua_config(cfg: Config, server_ip: str) -> UAConfig:
         user_agent=f"intercom-firmware/{__version__}")
 
 
-class RtpPort(asyncio.DatagramProtocol):
-    """Holds the RTP port announced in SDP and counts what arrives on it."""
-
-    def __init__(self) -> None:
-        self.received = 0
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        self.received += 1
-
-
 class App:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
@@ -77,7 +66,10 @@ class App:
         self.dtmf: list[str] = []
         self._unregistered = asyncio.Event()
         self._answer_timer: asyncio.TimerHandle | None = None
-        self.rtp: RtpPort | None = None
+        self._dtmf_timer: asyncio.TimerHandle | None = None
+        self.ports: RtpPorts | None = None
+        self.session: RtpSession | None = None
+        self.last_media_stats: dict[str, Any] | None = None
         self.local_ip = "127.0.0.1"
 
     # --------------------------------------------------------------- lifecycle
@@ -88,7 +80,6 @@ class App:
         except OSError as exc:
             raise SystemExit(f"cannot resolve sip.server {s.server!r}: {exc}") from None
         self.local_ip = s.local_address or source_address_for(*server)
-        loop = asyncio.get_running_loop()
         if s.transport == "udp":
             transport: UdpTransport | TcpTransport = await UdpTransport.open(
                 s.local_address or "0.0.0.0", s.local_port)
@@ -106,11 +97,8 @@ class App:
                 await transport.connect()
             except OSError as exc:
                 log.warning("cannot connect to %s:%d over TCP yet: %s", *server, exc)
-        media_ip = self.cfg.media.address or self.local_ip
-        rtp_transport, self.rtp = await loop.create_datagram_endpoint(
-            RtpPort, local_addr=(media_ip, self.cfg.media.rtp_port))
-        self.rtp.transport = rtp_transport
-        self.media_ip = media_ip
+        self.media_ip = self.cfg.media.address or self.local_ip
+        self.ports = RtpPorts(self.media_ip, self.cfg.media.rtp_port)
         self.control = ControlServer(self.cfg.control.socket, self.handle_command)
         await self.control.start()
         log.info("intercom %s starting: %s@%s:%d over %s, control socket %s", __version__,
@@ -127,10 +115,11 @@ class App:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._unregistered.wait(), 3.0)
             self.driver.close()
+        self._stop_media()
         await self.control.close()
         self.transport.close()
-        if self.rtp and self.rtp.transport:
-            self.rtp.transport.close()
+        if self.ports is not None:
+            self.ports.close()
 
     # --------------------------------------------------------------- events from SIP
     def _on_event(self, ev: object) -> None:
@@ -162,8 +151,14 @@ class App:
                 self.state, self.call_started = "in_call", self._now()
                 self._set_media(media)
                 log.info("call with %s established", self.remote)
+                if media is not None:
+                    self._start_media(media)
             case MediaUpdated(media=media):
                 self._set_media(media)
+                if self.session is not None:
+                    self.session.update(media)
+                elif self.state == "in_call":
+                    self._start_media(media)
             case DtmfReceived(digit=digit):
                 self.dtmf.append(digit)
             case CallEnded(reason=reason):
@@ -176,7 +171,45 @@ class App:
             k: getattr(media, k) for k in ("remote_addr", "remote_port", "codec", "ptime",
                                           "direction", "dtmf_payload_type")}
 
+    def _start_media(self, media: Any) -> None:
+        assert self.ports is not None
+        a, m = self.cfg.audio, self.cfg.media
+        try:
+            source, sink = open_source(a.capture), open_sink(a.playback)
+        except AudioError as exc:
+            log.error("audio unavailable: %s", exc)
+            self.last_error = str(exc)
+            return
+        settings = StreamSettings(m.jitter_target_ms, m.jitter_min_ms, m.jitter_max_ms,
+                                  m.realtime_priority, m.latch)
+        self.session = RtpSession(self.ports, source, sink, settings,
+                                  cname=f"{self.cfg.sip.username}@{self.media_ip}")
+        self.session.start(media)
+        self._poll_dtmf()
+
+    def _poll_dtmf(self) -> None:
+        if self.session is None:
+            return
+        for digit in self.session.received_digits():
+            log.info("DTMF %s received", digit)
+            self.dtmf.append(digit)
+        self._dtmf_timer = asyncio.get_running_loop().call_later(0.05, self._poll_dtmf)
+
+    def _stop_media(self) -> None:
+        if self._dtmf_timer is not None:
+            self._dtmf_timer.cancel()
+            self._dtmf_timer = None
+        if self.session is not None:
+            for digit in self.session.received_digits():
+                self.dtmf.append(digit)
+            self.session.stop()
+            self.last_media_stats = self.session.final_stats
+            self.session.source.close()
+            self.session.sink.close()
+            self.session = None
+
     def _call_over(self) -> None:
+        self._stop_media()
         if self._answer_timer is not None:
             self._answer_timer.cancel()
             self._answer_timer = None
@@ -194,10 +227,9 @@ class App:
         return self.driver.now()
 
     def _local_media(self) -> LocalMedia:
-        assert self.rtp is not None and self.rtp.transport is not None
-        port = self.rtp.transport.get_extra_info("sockname")[1]
+        assert self.ports is not None
         m = self.cfg.media
-        return LocalMedia(self.media_ip, port, m.codecs, m.dtmf_payload_type)
+        return LocalMedia(self.media_ip, self.ports.port, m.codecs, m.dtmf_payload_type, m.ptime)
 
     def _act(self, action: Any) -> None:
         assert self.ua is not None and self.driver is not None
@@ -223,6 +255,11 @@ class App:
                     return {"ok": False, "error": f"nothing to answer (state {self.state})"}
                 self._act(lambda ua, now: ua.answer(self._local_media(), now))
                 return {"ok": True, "state": self.state}
+            if cmd == "dtmf":
+                digits = str(req.get("digits") or "")
+                if self.session is None:
+                    return {"ok": False, "error": "DTMF needs a call with media"}
+                return {"ok": True, "queued": self.session.send_dtmf(digits)}
             if cmd == "hangup":
                 if self.state not in ("calling", "ringing", "in_call"):
                     return {"ok": False, "error": f"no call to hang up (state {self.state})"}
@@ -249,7 +286,7 @@ class App:
             "username": self.cfg.sip.username,
             "transport": self.cfg.sip.transport,
             "media": self.media,
-            "rtp_packets_received": self.rtp.received if self.rtp else 0,
+            "rtp": self.session.stats() if self.session else self.last_media_stats,
             "dtmf": "".join(self.dtmf[-16:]),
             "counters": dict(ua.counters) if ua else {},
         }

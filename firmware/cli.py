@@ -1,4 +1,4 @@
-"""Command line: ``intercom run|check-config|status|call|answer|hangup``.
+"""Command line: ``intercom run|check-config|status|call|answer|hangup|dtmf``.
 
 Owns argument parsing, logging set-up, signal handling and exit codes (2 = bad configuration,
 1 = the running intercom could not be reached or refused). The composition root: config ->
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file")
-    for name in ("status", "call", "answer", "hangup"):
+    for name in ("status", "call", "answer", "hangup", "dtmf"):
         sp = sub.add_parser(name, help=f"{name} (through the control socket)")
         sp.add_argument("--config", "-c", dest="config", default=argparse.SUPPRESS)
         sp.add_argument("--socket", dest="socket", default=argparse.SUPPRESS)
@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "call":
             sp.add_argument("target", nargs="?", help="extension or SIP URI "
                             "(default: calls.default_target)")
+        if name == "dtmf":
+            sp.add_argument("digits", help="digits to send as RFC 4733 events, e.g. *1")
     return p
 
 
@@ -117,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_run(args)
     if args.command == "check-config":
         return _cmd_check(args)
-    extra = {"target": args.target} if args.command == "call" and args.target else {}
+    extra: dict[str, Any] = {}
+    if args.command == "call" and args.target:
+        extra["target"] = args.target
+    if args.command == "dtmf":
+        extra["digits"] = args.digits
     return _client(args, args.command, **extra)
 
 

@@ -59,6 +59,18 @@ class MediaSettings:
     rtp_port: int = 10000
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
     dtmf_payload_type: int = 101
+    ptime: int = 20
+    jitter_target_ms: int = 40
+    jitter_min_ms: int = 20
+    jitter_max_ms: int = 200
+    realtime_priority: int = 0
+    latch: bool = False
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    capture: str = "silence"
+    playback: str = "null"
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,7 @@ class Config:
     sip: SipSettings
     calls: CallSettings = CallSettings()
     media: MediaSettings = MediaSettings()
+    audio: AudioSettings = AudioSettings()
     control: ControlSettings = ControlSettings()
     log: LogSettings = LogSettings()
     path: str = ""
@@ -104,6 +117,18 @@ def _one_of(*choices: str) -> Check:
 
 def _non_empty(v: Any) -> str | None:
     return None if str(v).strip() else "must not be empty"
+
+
+def _range(low: int, high: int) -> Check:
+    return lambda v: None if low <= v <= high else f"must be between {low} and {high}"
+
+
+def _audio_spec(v: Any) -> str | None:
+    kind = str(v).partition(":")[0]
+    if kind in ("wav", "tone") or v in ("silence", "null"):
+        return None
+    return ("must be wav:/path/file.wav, tone:HZ, silence or null "
+            "(ALSA device names come with the appliance release)")
 
 
 def _codecs(v: Any) -> str | None:
@@ -139,11 +164,20 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
         "codecs": ((list,), _codecs, False),
         "dtmf_payload_type": ((int,), lambda v: None if 96 <= v <= 127 else
                               "must be a dynamic payload type 96..127", False),
+        "ptime": ((int,), lambda v: None if v in (10, 20, 30, 40) else
+                  "must be 10, 20, 30 or 40 (ms)", False),
+        "jitter_target_ms": ((int,), _range(20, 200), False),
+        "jitter_min_ms": ((int,), _range(10, 200), False),
+        "jitter_max_ms": ((int,), _range(20, 1000), False),
+        "realtime_priority": ((int,), _range(0, 99), False),
+        "latch": ((bool,), None, False),
     },
+    "audio": {"capture": ((str,), _audio_spec, False), "playback": ((str,), _audio_spec, False)},
     "control": {"socket": ((str,), _non_empty, False)},
     "log": {"level": ((str,), _one_of("debug", "info", "warning", "error"), False)},
 }
 _SECTION_TYPES = {"sip": SipSettings, "calls": CallSettings, "media": MediaSettings,
+                  "audio": AudioSettings,
                   "control": ControlSettings, "log": LogSettings}
 _STRINGY = {"username", "password", "auth_username", "default_target"}
 
@@ -228,6 +262,10 @@ def parse_config(text: str, path: str = "<string>") -> Config:
                 raise ConfigError(f"{path}: missing required key {section}.{key}")
         sections[section] = _SECTION_TYPES[section](**values)
     sip: SipSettings = sections["sip"]
+    media: MediaSettings = sections["media"]
+    if not media.jitter_min_ms <= media.jitter_target_ms <= media.jitter_max_ms:
+        raise ConfigError(f"{path}: {_where('media.jitter_target_ms', lines)} must lie between "
+                          "media.jitter_min_ms and media.jitter_max_ms")
     if sip.retry_max < sip.retry_min:
         raise ConfigError(f"{path}: {_where('sip.retry_max', lines)} must not be smaller "
                           f"than sip.retry_min")

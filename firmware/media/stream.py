@@ -1,0 +1,186 @@
+"""Runs one call's audio: the RTP/RTCP socket pair, the Cython loop thread and the audio pump.
+
+Owns socket allocation (an even RTP port and RTCP on the next one), turning negotiated media
+parameters into a running ``_rtpcore.MediaStream``, moving PCM between the stream's FIFOs and a
+source/sink on a plain Python thread (so the real-time loop never needs the GIL), and stopping
+everything cleanly. Knows nothing about SIP messages: it takes MediaParams.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import socket
+import threading
+from dataclasses import dataclass
+
+from .._rtpcore import MediaStream
+from ..events import MediaParams
+from .audio import Sink, Source
+
+log = logging.getLogger("intercom.media")
+DIRECTIONS = {"sendrecv": (True, True), "sendonly": (True, False),
+              "recvonly": (False, True), "inactive": (False, False)}
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    jitter_target_ms: int = 40
+    jitter_min_ms: int = 20
+    jitter_max_ms: int = 200
+    realtime_priority: int = 0  # SCHED_FIFO priority, 0 = normal scheduling
+    latch: bool = False  # follow the source address of the first packet (NAT)
+    prefill_ms: int = 60  # how much PCM the pump keeps queued ahead of the loop
+
+
+class RtpPorts:
+    """A bound RTP socket on an even port and its RTCP socket on the next port."""
+
+    def __init__(self, address: str, port: int = 0, tries: int = 50) -> None:
+        self.address = address
+        last: OSError | None = None
+        for _ in range(tries):
+            rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                want = port or random.randrange(20000, 60000, 2)
+                rtp.bind((address, want))
+                rtcp.bind((address, want + 1))
+            except OSError as exc:
+                rtp.close()
+                rtcp.close()
+                last = exc
+                if port:
+                    break
+                continue
+            for s in (rtp, rtcp):
+                s.setblocking(False)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+            self.rtp, self.rtcp, self.port = rtp, rtcp, want
+            return
+        raise OSError(f"cannot bind RTP/RTCP ports on {address}"
+                      f"{f':{port}' if port else ''}: {last}")
+
+    def close(self) -> None:
+        self.rtp.close()
+        self.rtcp.close()
+
+
+class RtpSession:
+    """One running media stream. ``start`` once, ``update`` on re-INVITE, ``stop`` at the end."""
+
+    def __init__(self, ports: RtpPorts, source: Source, sink: Sink,
+                 settings: StreamSettings | None = None, cname: str = "intercom") -> None:
+        self.ports = ports
+        self.source = source
+        self.sink = sink
+        self.settings = settings or StreamSettings()
+        self.cname = cname
+        self.stream: MediaStream | None = None
+        self._loop_thread: threading.Thread | None = None
+        self._pump_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.final_stats: dict | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._loop_thread is not None and self._loop_thread.is_alive()
+
+    def start(self, media: MediaParams) -> None:
+        if self.stream is not None:
+            raise RuntimeError("media session already started")
+        s = self.settings
+        rng = random.SystemRandom()
+        self.stream = MediaStream(
+            self.ports.rtp.fileno(), self.ports.rtcp.fileno(), media.payload_type, media.ptime,
+            media.dtmf_payload_type or 101, rng.getrandbits(32), rng.getrandbits(16),
+            rng.getrandbits(32), s.latch, s.jitter_target_ms, s.jitter_min_ms, s.jitter_max_ms,
+            self.cname)
+        self._apply(media)
+        self._pump_once()  # the first frames are ready before the first tick
+        self._loop_thread = threading.Thread(target=self.stream.run,
+                                             args=(s.realtime_priority,),
+                                             name="rtp-loop", daemon=True)
+        self._pump_thread = threading.Thread(target=self._pump, name="audio-pump", daemon=True)
+        self._loop_thread.start()
+        self._pump_thread.start()
+        log.info("media: %s/%d ms to %s:%d (%s)", media.codec, media.ptime, media.remote_addr,
+                 media.remote_port, media.direction)
+
+    def update(self, media: MediaParams) -> None:
+        """Re-INVITE: new remote address, direction (hold) or both."""
+        if self.stream is None:
+            self.start(media)
+            return
+        self._apply(media)
+        log.info("media moved to %s:%d (%s)", media.remote_addr, media.remote_port,
+                 media.direction)
+
+    def _apply(self, media: MediaParams) -> None:
+        assert self.stream is not None
+        try:
+            self.stream.set_remote(_ipv4(media.remote_addr), media.remote_port)
+        except ValueError:
+            log.warning("cannot send RTP to %r: not an IPv4 address", media.remote_addr)
+            self.stream.set_remote("0.0.0.0", 0)
+        send, receive = DIRECTIONS.get(media.direction, (True, True))
+        self.stream.set_direction(send, receive)
+
+    def send_dtmf(self, digits: str) -> int:
+        return self.stream.send_dtmf(digits) if self.stream else 0
+
+    def received_digits(self) -> str:
+        return self.stream.received_digits() if self.stream else ""
+
+    def stats(self) -> dict:
+        if self.stream is None:
+            return self.final_stats or {}
+        return self.stream.stats()
+
+    def _pump_once(self) -> None:
+        assert self.stream is not None
+        fifo_ms = len(self.stream.source) // 8
+        want = self.settings.prefill_ms - fifo_ms
+        if want > 0:
+            pcm = self.source.read(want * 8)
+            if pcm:
+                self.stream.source.write(pcm)
+        received = self.stream.sink.read()
+        if received:
+            self.sink.write(received)
+
+    def _pump(self) -> None:
+        while not self._stop.wait(0.01):
+            try:
+                self._pump_once()
+            except Exception:  # a broken source/sink must not take the call down silently
+                log.exception("audio pump failed; continuing with silence")
+                self._stop.wait(0.2)
+
+    def stop(self) -> None:
+        if self.stream is None:
+            return
+        self._stop.set()
+        self.stream.stop()
+        for t in (self._loop_thread, self._pump_thread):
+            if t is not None:
+                t.join(2.0)
+        self._pump_once_final()
+        self.final_stats = self.stream.stats()
+        self.stream = None
+        log.info("media stopped: %s", {k: self.final_stats[k] for k in (
+            "sent", "received", "lost", "late", "concealed_ms", "jitter_ms")})
+
+    def _pump_once_final(self) -> None:
+        assert self.stream is not None
+        received = self.stream.sink.read()
+        if received:
+            self.sink.write(received)
+
+
+def _ipv4(host: str) -> str:
+    try:
+        socket.inet_aton(host)
+        return host
+    except OSError:
+        return socket.gethostbyname(host)

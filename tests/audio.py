@@ -1,0 +1,44 @@
+"""Helpers that judge audio by its content."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+
+
+def pcm_array(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+
+
+def wav_array(path: Path) -> tuple[np.ndarray, int]:
+    with wave.open(str(path), "rb") as w:
+        rate, ch, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
+        raw = w.readframes(w.getnframes())
+    assert width == 2, f"{path}: {width * 8}-bit"
+    x = np.frombuffer(raw, dtype="<i2").astype(np.float64)
+    if ch > 1:
+        x = x.reshape(-1, ch).mean(axis=1)
+    return x, rate
+
+
+def peak_hz(x: np.ndarray, rate: int = 8000) -> float:
+    """Frequency of the strongest FFT bin (Hann window)."""
+    assert len(x) > rate // 10, "less than 100 ms of audio"
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    spectrum[0] = 0
+    return float(np.fft.rfftfreq(len(x), 1 / rate)[int(spectrum.argmax())])
+
+
+def tone_snr_db(x: np.ndarray, hz: float, rate: int = 8000) -> float:
+    """Energy within +-20 Hz of ``hz`` against everything else."""
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x)))) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / rate)
+    band = np.abs(freqs - hz) <= 20
+    return float(10 * np.log10(spectrum[band].sum() / max(spectrum[~band].sum(), 1e-9)))
+
+
+def frame_rms(x: np.ndarray, frame: int = 160) -> np.ndarray:
+    n = len(x) // frame
+    return np.sqrt((x[: n * frame].reshape(n, frame) ** 2).mean(axis=1))

@@ -1,0 +1,231 @@
+"""The media core over real UDP sockets on loopback: tones both ways (judged by FFT), DTMF,
+RTCP, the packet clock, hold, bad packets, and a lossy, jittery path."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+
+import numpy as np
+import pytest
+
+from devtools.impair import ImpairedLink
+from firmware import _rtpcore as core
+from firmware.events import MediaParams
+from firmware.media.audio import NullSink, SilenceSource, ToneSource
+from firmware.media.stream import RtpPorts, RtpSession
+
+from ..audio import frame_rms, pcm_array, peak_hz, tone_snr_db
+
+pytestmark = pytest.mark.integration
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.pcm = bytearray()
+
+    def write(self, pcm: bytes) -> None:
+        self.pcm += pcm
+
+    def close(self) -> None:
+        pass
+
+
+def params(port: int, pt: int = 0, direction: str = "sendrecv", ptime: int = 20) -> MediaParams:
+    return MediaParams("127.0.0.1", port, pt, "PCMU" if pt == 0 else "PCMA", 101, ptime,
+                       direction)
+
+
+def pair(freq_a: float, freq_b: float, pt: int = 0):
+    pa, pb = RtpPorts("127.0.0.1"), RtpPorts("127.0.0.1")
+    ra, rb = Recorder(), Recorder()
+    a = RtpSession(pa, ToneSource(freq_a), ra)
+    b = RtpSession(pb, ToneSource(freq_b), rb)
+    return (a, pa, ra), (b, pb, rb)
+
+
+@pytest.mark.parametrize("pt", [0, 8])
+def test_tones_both_ways_dtmf_and_rtcp(pt: int) -> None:
+    (a, pa, ra), (b, pb, rb) = pair(700, 1300, pt)
+    try:
+        a.start(params(pb.port, pt))
+        b.start(params(pa.port, pt))
+        time.sleep(1.0)
+        assert a.send_dtmf("159#") == 4
+        assert b.send_dtmf("*0") == 2
+        time.sleep(2.2)
+        got_b, got_a = b.received_digits(), a.received_digits()
+    finally:
+        a.stop()
+        b.stop()
+    assert got_b == "159#" and got_a == "*0"
+    for rec, hz in ((ra, 1300), (rb, 700)):
+        x = pcm_array(bytes(rec.pcm))[4000:]  # after the first half second
+        assert abs(peak_hz(x) - hz) < 10
+        assert tone_snr_db(x, hz) > 15
+    sa, sb = a.final_stats, b.final_stats
+    assert sa["rtcp_sent"] >= 1 and sb["rtcp_received"] >= 1
+    assert sa["dtmf_sent"] == 4 and sb["dtmf_received"] == 4
+    assert sa["lost"] == 0 and sb["malformed"] == 0 and sb["wrong_source"] == 0
+
+
+def test_packet_clock_seen_by_a_plain_receiver() -> None:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(1.0)
+    ports = RtpPorts("127.0.0.1")
+    session = RtpSession(ports, ToneSource(440), NullSink())
+    packets = []
+    try:
+        session.start(params(rx.getsockname()[1]))
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            packets.append(rx.recv(2048))
+    finally:
+        session.stop()
+        rx.close()
+        ports.close()
+    parsed = [core.rtp_parse(p) for p in packets]
+    assert len(parsed) >= 90
+    assert {p[0] for p in parsed} == {0}
+    seqs = [p[2] for p in parsed]
+    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+    stamps = [p[3] for p in parsed]
+    assert all((b - a) % 2**32 == 160 for a, b in zip(stamps, stamps[1:], strict=False))
+    assert parsed[0][1] is True and not any(p[1] for p in parsed[1:]), "marker only at start"
+    assert len({p[4] for p in parsed}) == 1 and all(len(p[5]) == 160 for p in parsed)
+
+
+def test_timestamp_runs_on_during_hold() -> None:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(0.5)
+    ports = RtpPorts("127.0.0.1")
+    session = RtpSession(ports, ToneSource(440), NullSink())
+    try:
+        session.start(params(rx.getsockname()[1]))
+        time.sleep(0.5)
+        session.update(params(rx.getsockname()[1], direction="recvonly"))  # on hold
+        time.sleep(0.2)
+        while True:
+            try:
+                before = rx.recv(2048)
+            except TimeoutError:
+                break
+        time.sleep(0.5)
+        session.update(params(rx.getsockname()[1], direction="sendrecv"))
+        after = rx.recv(2048)
+    finally:
+        session.stop()
+        rx.close()
+        ports.close()
+    b, a = core.rtp_parse(before), core.rtp_parse(after)
+    assert a[1] is True, "marker at the talkspurt after hold"
+    assert a[2] == (b[2] + 1) % 65536, "no sequence gap: nothing was sent on hold"
+    assert (a[3] - b[3]) % 2**32 >= 160 * 25, "timestamp kept running during the pause"
+
+
+def test_bad_packets_are_counted_not_fatal() -> None:
+    (a, pa, ra), _ = pair(700, 1300)
+    intruder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    intruder.bind(("127.0.0.1", 0))
+    peer = RtpPorts("127.0.0.1")
+    try:
+        a.start(params(peer.port))
+        for junk in (b"", b"\x00" * 5, b"\x40" + b"\x00" * 20, b"\xbf" + b"\x00" * 11):
+            peer.rtp.sendto(junk, ("127.0.0.1", pa.port))
+        peer.rtp.sendto(core.rtp_pack(99, False, 1, 1, 1, b"x" * 160), ("127.0.0.1", pa.port))
+        peer.rtp.sendto(core.rtp_pack(101, False, 1, 1, 1, b"\x63\x00"), ("127.0.0.1", pa.port))
+        intruder.sendto(core.rtp_pack(0, False, 1, 1, 1, b"x" * 160), ("127.0.0.1", pa.port))
+        time.sleep(0.3)
+        st = a.stats()
+    finally:
+        a.stop()
+        intruder.close()
+        peer.close()
+    assert st["malformed"] == 5  # four broken headers + one short event payload
+    assert st["wrong_payload_type"] == 1 and st["wrong_source"] == 1
+
+
+def test_lossy_jittery_path_stays_continuous() -> None:
+    """5 % loss, 20 +- 10 ms delay each way (a user-space relay: this kernel has no netem)."""
+    (a, pa, ra), (b, pb, rb) = pair(700, 1300)
+    link = ImpairedLink(("127.0.0.1", pa.port), ("127.0.0.1", pb.port), loss=0.05,
+                        delay=0.020, jitter=0.010, seed=42).start()
+    try:
+        a.start(params(link.port_a))
+        b.start(params(link.port_b))
+        time.sleep(6.0)
+    finally:
+        a.stop()
+        b.stop()
+        link.stop()
+    assert link.dropped > 0
+    for rec, hz, stats in ((rb, 700, b.final_stats), (ra, 1300, a.final_stats)):
+        x = pcm_array(bytes(rec.pcm))[8000:]  # after the first second
+        assert abs(peak_hz(x) - hz) < 10
+        rms = frame_rms(x)
+        silent = float(np.mean(rms < 100))
+        assert silent < 0.02, f"{silent:.1%} of frames silent: output not continuous"
+        assert stats["lost"] > 0 and stats["concealed_ms"] > 0
+        assert stats["jitter_ms"] > 1.0
+        assert stats["late"] + stats["reordered"] >= 0
+
+
+def test_silence_source_and_direction_inactive() -> None:
+    pa, pb = RtpPorts("127.0.0.1"), RtpPorts("127.0.0.1")
+    a = RtpSession(pa, SilenceSource(), NullSink())
+    try:
+        a.start(params(pb.port, direction="inactive"))
+        time.sleep(0.3)
+        pb.rtp.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            pb.rtp.recv(2048)
+        assert a.stats()["sent"] == 0 and a.stats()["ticks"] >= 10
+    finally:
+        a.stop()
+        pa.close()
+        pb.close()
+
+
+def test_latching_follows_the_first_sender() -> None:
+    from firmware.media.stream import StreamSettings
+
+    pa = RtpPorts("127.0.0.1")
+    nat = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    nat.bind(("127.0.0.1", 0))
+    nat.settimeout(1.0)
+    a = RtpSession(pa, ToneSource(500), NullSink(), StreamSettings(latch=True))
+    try:
+        a.start(params(9))  # the SDP says port 9; the peer really sends from elsewhere
+        nat.sendto(core.rtp_pack(0, True, 1, 160, 5, b"\xff" * 160), ("127.0.0.1", pa.port))
+        data = nat.recv(2048)
+        assert core.rtp_parse(data)[0] == 0
+    finally:
+        a.stop()
+        nat.close()
+        pa.close()
+
+
+def test_event_timestamps_deduplicate_digits() -> None:
+    pa = RtpPorts("127.0.0.1")
+    peer = RtpPorts("127.0.0.1")
+    a = RtpSession(pa, SilenceSource(), NullSink())
+    try:
+        a.start(params(peer.port))
+        dest = ("127.0.0.1", pa.port)
+        seq = 100
+        # digit 4: no marker, end packet lost; digit 7: three end packets; digit 4 again
+        for ts, event, ends in ((1000, 4, (False, False)), (2000, 7, (False, True, True, True)),
+                                (3000, 4, (True,))):
+            for i, end in enumerate(ends):
+                payload = struct.pack("!BBH", event, (0x80 if end else 0) | 10, 160 * (i + 1))
+                peer.rtp.sendto(core.rtp_pack(101, False, seq, ts, 77, payload), dest)
+                seq += 1
+        time.sleep(0.2)
+        assert a.received_digits() == "474"
+    finally:
+        a.stop()
+        pa.close()
+        peer.close()
