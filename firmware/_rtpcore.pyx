@@ -36,13 +36,38 @@ cdef extern from "<pthread.h>" nogil:
 cdef extern from "<sched.h>" nogil:
     int SCHED_FIFO
 
+cdef extern from "<sys/uio.h>" nogil:
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+
 cdef extern from "<sys/socket.h>" nogil:
     ctypedef unsigned int socklen_t
     struct sockaddr:
         pass
+    struct msghdr:
+        void *msg_name
+        socklen_t msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    cmsghdr *CMSG_FIRSTHDR(msghdr *)
+    cmsghdr *CMSG_NXTHDR(msghdr *, cmsghdr *)
+    unsigned char *CMSG_DATA(cmsghdr *)
     ssize_t recvfrom(int, void *, size_t, int, sockaddr *, socklen_t *)
+    ssize_t recvmsg(int, msghdr *, int)
     ssize_t sendto(int, const void *, size_t, int, const sockaddr *, socklen_t)
+    int setsockopt(int, int, int, const void *, socklen_t)
     int MSG_DONTWAIT
+    int SOL_SOCKET
+    int SO_TIMESTAMPNS
+    int SCM_TIMESTAMPNS
 
 cdef extern from "<netinet/in.h>" nogil:
     ctypedef uint32_t in_addr_t
@@ -642,6 +667,10 @@ cdef class MediaStream:
             raise ValueError("payload type must be 0 (PCMU) or 8 (PCMA)")
         self.rtp_fd = rtp_fd
         self.rtcp_fd = rtcp_fd
+        cdef int one = 1
+        # kernel receive timestamps: interarrival jitter from when packets really arrived,
+        # not from when the loop woke up to read them
+        setsockopt(rtp_fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one))
         self.payload_type = payload_type
         self.law = 1 if payload_type == 8 else 0
         self.ptime_ms = ptime_ms
@@ -784,15 +813,40 @@ cdef class MediaStream:
 
     cdef void _receive(self, int64_t now_ns) noexcept nogil:
         cdef uint8_t buf[1500]
+        cdef uint8_t control[128]
         cdef sockaddr_in src
         cdef socklen_t slen
         cdef ssize_t n
         cdef RtpHeader h
+        cdef msghdr msg
+        cdef iovec iov
+        cdef cmsghdr *cm
+        cdef timespec *stamp
+        cdef timespec wall
+        cdef int64_t arrival_ns
         while True:
-            slen = sizeof(src)
-            n = recvfrom(self.rtp_fd, buf, sizeof(buf), MSG_DONTWAIT, <sockaddr *>&src, &slen)
+            iov.iov_base = buf
+            iov.iov_len = sizeof(buf)
+            memset(&msg, 0, sizeof(msg))
+            msg.msg_name = &src
+            msg.msg_namelen = sizeof(src)
+            msg.msg_iov = &iov
+            msg.msg_iovlen = 1
+            msg.msg_control = control
+            msg.msg_controllen = sizeof(control)
+            n = recvmsg(self.rtp_fd, &msg, MSG_DONTWAIT)
             if n < 0:
                 break
+            arrival_ns = 0
+            cm = CMSG_FIRSTHDR(&msg)
+            while cm != NULL:
+                if cm.cmsg_level == SOL_SOCKET and cm.cmsg_type == SCM_TIMESTAMPNS:
+                    stamp = <timespec *>CMSG_DATA(cm)
+                    arrival_ns = <int64_t>stamp.tv_sec * 1000000000 + stamp.tv_nsec
+                cm = CMSG_NXTHDR(&msg, cm)
+            if arrival_ns == 0:
+                clock_gettime(CLOCK_REALTIME, &wall)
+                arrival_ns = <int64_t>wall.tv_sec * 1000000000 + wall.tv_nsec
             if _rtp_parse(buf, <int>n, &h) != 0:
                 self.st.malformed += 1
                 continue
@@ -806,12 +860,12 @@ cdef class MediaStream:
                 continue
             if h.pt == self.dtmf_payload_type:
                 self._receive_event(buf + h.offset, h.length, h.ts)
-                self._count(&h, now_ns, <int>n)
+                self._count(&h, arrival_ns, <int>n)
             elif h.pt == self.payload_type:
-                self._count(&h, now_ns, <int>n)
+                self._count(&h, arrival_ns, <int>n)
                 self.jb.put_c(h.ts, h.seq, h.ssrc, buf + h.offset, h.length)
             elif h.pt == 13:  # comfort noise: accepted, not played
-                self._count(&h, now_ns, <int>n)
+                self._count(&h, arrival_ns, <int>n)
             else:
                 self.st.wrong_pt += 1
         while True:  # RTCP from the peer: counted; SR timestamps kept for LSR/DLSR
@@ -843,7 +897,7 @@ cdef class MediaStream:
             return True
         return not self.have_remote
 
-    cdef void _count(self, RtpHeader *h, int64_t now_ns, int n) noexcept nogil:
+    cdef void _count(self, RtpHeader *h, int64_t arrival_ns, int n) noexcept nogil:
         cdef double arrival, transit, d
         cdef uint16_t udelta
         self.st.received += 1
@@ -862,7 +916,7 @@ cdef class MediaStream:
                 if h.seq < self.max_seq:
                     self.cycles += 65536
                 self.max_seq = h.seq
-        arrival = now_ns * 8000.0 / 1e9
+        arrival = arrival_ns * 8e-6  # in 8 kHz timestamp units
         transit = arrival - h.ts
         if self.have_transit:
             d = transit - self.last_transit

@@ -28,12 +28,13 @@ class Intercom:
         self.config = tmp / "intercom.yaml"
         self.sip_port = sip.pop("local_port", None) or free_port()
         calls = sip.pop("calls", {})
+        audio = sip.pop("audio", {})
         settings = {"server": "127.0.0.1", "port": server_port, "username": "5002",
                     "password": PASSWORDS["5002"], "display_name": "Door",
                     "local_port": self.sip_port, "register_expires": 60,
                     "retry_min": 1, "retry_max": 4, **sip}
         doc = {"sip": settings, "calls": calls, "control": {"socket": str(self.sock)},
-               "media": {"rtp_port": 0}, "log": {"level": "debug"}}
+               "media": {"rtp_port": 0}, "audio": audio, "log": {"level": "debug"}}
         self.config.write_text(json.dumps(doc))  # JSON is YAML
         self.proc: subprocess.Popen | None = None
 

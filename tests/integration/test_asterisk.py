@@ -188,3 +188,32 @@ def test_auto_answer(asterisk, intercom, baresip) -> None:
     assert box.wait_state("in_call")["remote"].startswith("Reception")
     phone.command("hangup")
     box.wait_state("idle")
+
+
+def test_call_through_asterisk_carries_a_tone_each_way(asterisk, intercom, baresip,
+                                                       tmp_path) -> None:
+    """The box sends 700 Hz, baresip (ausine) sends 1000 Hz; each side's recording of what it
+    received is judged by its FFT peak."""
+    from ..audio import peak_hz, wav_array
+
+    record = tmp_path / "baresip-rec"
+    record.mkdir()
+    phone = baresip("5001", answer="auto", tone_hz=1000, record_dir=record)
+    heard = tmp_path / "box-heard.wav"
+    box = intercom(audio={"capture": "tone:700", "playback": f"wav:{heard}"})
+    box.wait_state("idle")
+    assert box.cmd("call", "5001")["ok"]
+    phone.wait_event("CALL_ESTABLISHED", 15)
+    box.wait_state("in_call")
+    time.sleep(4)
+    rtp = box.status()["rtp"]
+    assert box.cmd("hangup")["ok"]
+    phone.wait_event("CALL_CLOSED", 10)
+    box.wait_state("idle")
+    x, rate = wav_array(heard)
+    assert abs(peak_hz(x[rate:], rate) - 1000) < 15, "the box heard baresip's 1000 Hz"
+    decoded = [p for p in record.glob("*.wav") if "dec" in p.name]
+    assert decoded, f"baresip recorded nothing: {list(record.iterdir())}"
+    y, yrate = wav_array(max(decoded, key=lambda p: p.stat().st_size))
+    assert abs(peak_hz(y[yrate:], yrate) - 700) < 15, "baresip heard the box's 700 Hz"
+    assert rtp["received"] > 100 and rtp["sent"] > 100 and rtp["malformed"] == 0
