@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one entry point: ./build.sh run | test | help. Orchestration only: every apt and pip step
+# The one entry point: ./build.sh run | test | bench | setup. Orchestration only: every apt and pip step
 # of the project lives here, so a fresh Debian machine (as root) needs nothing else.
 set -euo pipefail
 
@@ -82,7 +82,7 @@ cmd_test() {
   setup
   cd "$ROOT"
   log "ruff"
-  "$VENV/bin/ruff" check firmware tests devtools
+  "$VENV/bin/ruff" check firmware tests devtools benchmarks
   log "pytest"
   local rc=0
   "$VENV/bin/python" -m pytest --cov=firmware --cov-report= "$@" || rc=$?
@@ -95,11 +95,18 @@ cmd_test() {
   "$VENV/bin/python" -m coverage report --include='firmware/sip/*' --fail-under=90
 }
 
+cmd_bench() {
+  setup
+  cd "$ROOT"
+  "$VENV/bin/python" -m benchmarks "$@"
+}
+
 case "${1:-help}" in
   run) shift; cmd_run "$@" ;;
   test) shift; cmd_test "$@" ;;
+  bench) shift; cmd_bench "$@" ;;
   setup) setup ;;
   *)
-    echo "usage: ./build.sh run | test [pytest args] | setup"
+    echo "usage: ./build.sh run | test [pytest args] | bench [--quick] | setup"
     exit 2 ;;
 esac

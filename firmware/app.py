@@ -193,7 +193,7 @@ class App:
         for digit in self.session.received_digits():
             log.info("DTMF %s received", digit)
             self.dtmf.append(digit)
-        self._dtmf_timer = asyncio.get_running_loop().call_later(0.05, self._poll_dtmf)
+        self._dtmf_timer = asyncio.get_running_loop().call_later(0.1, self._poll_dtmf)
 
     def _stop_media(self) -> None:
         if self._dtmf_timer is not None:

@@ -30,7 +30,7 @@ class StreamSettings:
     jitter_max_ms: int = 200
     realtime_priority: int = 0  # SCHED_FIFO priority, 0 = normal scheduling
     latch: bool = False  # follow the source address of the first packet (NAT)
-    prefill_ms: int = 60  # how much PCM the pump keeps queued ahead of the loop
+    prefill_ms: int = 80  # how much PCM the pump keeps queued ahead of the loop
 
 
 class RtpPorts:
@@ -150,7 +150,7 @@ class RtpSession:
             self.sink.write(received)
 
     def _pump(self) -> None:
-        while not self._stop.wait(0.01):
+        while not self._stop.wait(0.04):  # every other packet period: few wake-ups
             try:
                 self._pump_once()
             except Exception:  # a broken source/sink must not take the call down silently

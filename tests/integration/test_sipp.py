@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.components import free_port, wait_for
-
-from .conftest import Intercom
+from devtools.components import Intercom, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 SCENARIOS = Path(__file__).parent / "sipp"

@@ -1,0 +1,45 @@
+"""``./build.sh bench`` / ``python -m benchmarks [--quick]``: every figure with its reference."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+
+from . import codec, cpu, loop
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{platform.machine()}, {os.cpu_count()} cores, {model}, Linux "
+            f"{platform.release()}, Python {sys.version.split()[0]}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="benchmarks")
+    p.add_argument("--quick", action="store_true", help="short runs (10 s loops)")
+    p.add_argument("--only", choices=["codec", "loop", "cpu"])
+    args = p.parse_args()
+    seconds = 10.0 if args.quick else 60.0
+    print(f"machine: {machine()}\n")
+    if args.only in (None, "codec"):
+        print("## G.711 codec (per 160-sample frame and bulk, non-repeating input)\n")
+        print(codec.table(codec.run(args.quick)), "\n", flush=True)
+    if args.only in (None, "loop"):
+        print(f"## 20 ms send loop, {seconds:.0f} s per row, measured at a loopback receiver\n")
+        print(loop.table(loop.run(seconds)), "\n", flush=True)
+    if args.only in (None, "cpu"):
+        print(f"## One full-duplex G.711 call to Asterisk Echo(), {seconds / 2:.0f} s window\n")
+        print(cpu.table(cpu.run(seconds / 2)), "\n", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The 20 ms packet senders compared by the loop benchmark, each run as its own process:
+
+- ``core``: the Cython MediaStream (absolute CLOCK_MONOTONIC deadlines, no GIL);
+- ``asyncio``: a pure-Python asyncio loop scheduling each packet at an absolute deadline;
+- ``pyvoip``: the relative ``sleep(0.02 - elapsed)`` loop of pyVoIP and its kin.
+
+Usage: python -m benchmarks.senders KIND PORT SECONDS [RT_PRIORITY]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+import sys
+import time
+
+from firmware import _rtpcore as core
+
+PTIME = 0.020
+
+
+def _packet(seq: int, ts: int, ssrc: int, payload: bytes) -> bytes:
+    return core.rtp_pack(0, seq == 0, seq, ts, ssrc, payload)
+
+
+def run_core(port: int, seconds: float, rt: int) -> None:
+    from firmware.events import MediaParams
+    from firmware.media.audio import NullSink, ToneSource
+    from firmware.media.stream import RtpPorts, RtpSession, StreamSettings
+
+    ports = RtpPorts("127.0.0.1")
+    session = RtpSession(ports, ToneSource(440), NullSink(), StreamSettings(realtime_priority=rt))
+    session.start(MediaParams("127.0.0.1", port, 0, "PCMU", 101, 20, "sendonly"))
+    time.sleep(seconds)
+    session.stop()
+    print("realtime" if session.final_stats and session.final_stats["realtime"] else "normal")
+
+
+def run_asyncio(port: int, seconds: float, rt: int) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ssrc = random.getrandbits(32)
+    pcm = bytes(320)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        start = loop.time() + PTIME
+        count = int(seconds / PTIME)
+
+        def tick(k: int) -> None:
+            sock.sendto(_packet(k, 160 * k, ssrc, core.encode_ulaw(pcm)), ("127.0.0.1", port))
+            if k + 1 < count:
+                loop.call_at(start + (k + 1) * PTIME, tick, k + 1)
+            else:
+                done.set_result(None)
+
+        loop.call_at(start, tick, 0)
+        await done
+
+    asyncio.run(main())
+
+
+def run_pyvoip(port: int, seconds: float, rt: int) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    ssrc = random.getrandbits(32)
+    pcm = bytes(320)
+    end = time.time() + seconds
+    k = 0
+    while time.time() < end:
+        last = time.time()
+        sock.sendto(_packet(k, 160 * k, ssrc, core.encode_ulaw(pcm)), ("127.0.0.1", port))
+        k += 1
+        elapsed = time.time() - last
+        time.sleep(max(0.0, PTIME - elapsed))
+
+
+def main() -> None:
+    kind, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    rt = int(sys.argv[4]) if len(sys.argv) > 4 else 0
+    if rt and kind != "core":
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt))
+    {"core": run_core, "asyncio": run_asyncio, "pyvoip": run_pyvoip}[kind](port, seconds, rt)
+
+
+if __name__ == "__main__":
+    main()
