@@ -95,9 +95,10 @@ class WavSink:
 
     def __init__(self, path: str | Path) -> None:
         try:
-            self._wav = wave.open(str(path), "wb")
+            self._file = open(path, "wb")  # noqa: SIM115 - closed in close()
         except OSError as exc:
             raise AudioError(f"cannot write {path}: {exc}") from None
+        self._wav = wave.open(self._file, "wb")
         self._wav.setnchannels(1)
         self._wav.setsampwidth(2)
         self._wav.setframerate(RATE)
@@ -112,6 +113,7 @@ class WavSink:
     def close(self) -> None:
         with self._lock:
             self._wav.close()
+            self._file.close()
 
 
 class NullSink:

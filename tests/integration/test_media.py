@@ -229,3 +229,113 @@ def test_event_timestamps_deduplicate_digits() -> None:
         a.stop()
         pa.close()
         peer.close()
+
+
+def _plain_pair() -> tuple[socket.socket, socket.socket, int]:
+    """An RTP and an RTCP receiving socket on an even/odd port pair."""
+    for _ in range(50):
+        rtp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            rtp.bind(("127.0.0.1", 0))
+            port = rtp.getsockname()[1]
+            if port % 2:
+                raise OSError("odd")
+            rtcp.bind(("127.0.0.1", port + 1))
+            return rtp, rtcp, port
+        except OSError:
+            rtp.close()
+            rtcp.close()
+    raise RuntimeError("no port pair")
+
+
+def test_rtcp_report_counts_loss_and_bye_on_stop() -> None:
+    rtp, rtcp, port = _plain_pair()
+    rtcp.settimeout(6.0)
+    ports = RtpPorts("127.0.0.1")
+    session = RtpSession(ports, SilenceSource(), NullSink())
+    try:
+        session.start(params(port))
+        peer_ssrc, seq, ts = 0x1234ABCD, 1000, 5000
+        for i in range(50):  # 50 packets sent, 5 of them "lost" (never sent)
+            if i % 10 != 3:
+                rtp.sendto(core.rtp_pack(0, i == 0, seq + i, ts + 160 * i, peer_ssrc,
+                                         b"\xff" * 160), ("127.0.0.1", ports.port))
+            time.sleep(0.02)
+        sr = rtcp.recv(2048)
+        session.stop()
+        bye = rtcp.recv(2048)
+    finally:
+        session.stop()
+        rtp.close()
+        rtcp.close()
+        ports.close()
+    v_rc, pt, length, ssrc = struct.unpack_from("!BBHI", sr)
+    assert v_rc >> 6 == 2 and pt == 200 and v_rc & 0x1F == 1
+    assert ssrc == session.final_stats["ssrc"]
+    packets, octets = struct.unpack_from("!II", sr, 20)
+    assert packets > 0 and octets == 160 * packets
+    block = sr[28:52]
+    src, fraction_cum = struct.unpack_from("!II", block)
+    assert src == peer_ssrc
+    cumulative = fraction_cum & 0xFFFFFF
+    assert cumulative == 5 and 20 <= fraction_cum >> 24 <= 30, "5 of 50 lost: 10 %"
+    assert struct.unpack_from("!I", block, 8)[0] == seq + 49, "extended highest sequence"
+    sdes_at = 4 * (length + 1)
+    assert sr[sdes_at + 1] == 202 and b"intercom" in sr[sdes_at:]
+    types = []
+    off = 0
+    while off < len(bye):
+        types.append(bye[off + 1])
+        off += 4 * (struct.unpack_from("!H", bye, off + 2)[0] + 1)
+    assert types[-1] == 203, f"compound RTCP ends with BYE: {types}"
+
+
+@pytest.mark.parametrize("ptime", [10, 40])
+def test_other_packet_times(ptime: int) -> None:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(1.0)
+    ports = RtpPorts("127.0.0.1")
+    session = RtpSession(ports, ToneSource(440), NullSink())
+    try:
+        session.start(params(rx.getsockname()[1], ptime=ptime))
+        packets = [core.rtp_parse(rx.recv(2048)) for _ in range(10)]
+    finally:
+        session.stop()
+        rx.close()
+        ports.close()
+    assert {len(p[5]) for p in packets} == {8 * ptime}
+    assert {(b[3] - a[3]) % 2**32 for a, b in zip(packets, packets[1:], strict=False)} == \
+        {8 * ptime}
+
+
+def test_dtmf_on_the_wire() -> None:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(1.0)
+    ports = RtpPorts("127.0.0.1")
+    session = RtpSession(ports, ToneSource(440), NullSink())
+    events = []
+    try:
+        session.start(params(rx.getsockname()[1]))
+        time.sleep(0.2)
+        session.send_dtmf("5")
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end:
+            p = core.rtp_parse(rx.recv(2048))
+            if p[0] == 101:
+                events.append(p)
+    finally:
+        session.stop()
+        rx.close()
+        ports.close()
+    assert len(events) == 5 + 2, "4 updates + 3 end packets for a 100 ms digit"
+    assert len({p[3] for p in events}) == 1, "all share the event's timestamp"
+    assert events[0][1] is True and not any(p[1] for p in events[1:])
+    parsed = [struct.unpack("!BBH", p[5]) for p in events]
+    assert {e for e, _, _ in parsed} == {5}
+    ends = [p for p in parsed if p[1] & 0x80]
+    assert len(ends) == 3 and len({d for _, _, d in ends}) == 1 and ends[0][2] == 800
+    seqs = [p[2] for p in events]
+    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False))
