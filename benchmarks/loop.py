@@ -8,6 +8,7 @@ packet rate and the RTP timestamp steps.
 
 from __future__ import annotations
 
+import os
 import socket
 import statistics
 import struct
@@ -23,7 +24,7 @@ def _busy_loops(n: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
-def measure(kind: str, seconds: float, load: bool, rt: int = 0) -> dict:
+def measure(kind: str, seconds: float, load: bool, rt: int = 0, spin_us: int = 0) -> dict:
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -32,7 +33,8 @@ def measure(kind: str, seconds: float, load: bool, rt: int = 0) -> dict:
     hogs = _busy_loops(2) if load else []
     sender = subprocess.Popen([sys.executable, "-m", "benchmarks.senders", kind,
                                str(rx.getsockname()[1]), str(seconds + 1.0), str(rt)],
-                              stdout=subprocess.PIPE, text=True)
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "BENCH_SPIN_US": str(spin_us)})
     arrivals: list[int] = []
     stamps: list[int] = []
     try:
@@ -67,7 +69,8 @@ def measure(kind: str, seconds: float, load: bool, rt: int = 0) -> dict:
     drift_ms = (span - (len(arrivals) - 1) * PTIME_NS) / 1e6
     steps = sorted({(b - a) % 2**32 for a, b in zip(stamps, stamps[1:], strict=False)})
     return {
-        "sender": kind + (" +RT" if rt else ""), "load": "2 busy cores" if load else "idle",
+        "sender": kind + (" +RT" if rt else "") + (f" +spin {spin_us} µs" if spin_us else ""),
+        "load": "2 busy cores" if load else "idle",
         "packets": len(arrivals),
         "p50_us": statistics.median(errors), "p99_us": errors[int(0.99 * (len(errors) - 1))],
         "max_us": errors[-1], "drift_ms_per_10min": drift_ms * 600e9 / span,
@@ -79,8 +82,9 @@ def measure(kind: str, seconds: float, load: bool, rt: int = 0) -> dict:
 def run(seconds: float) -> list[dict]:
     rows = []
     for load in (False, True):
-        for kind, rt in (("core", 0), ("core", 50), ("asyncio", 0), ("pyvoip", 0)):
-            rows.append(measure(kind, seconds, load, rt))
+        for kind, rt, spin in (("core", 0, 0), ("core", 50, 0), ("core", 50, 300),
+                               ("asyncio", 0, 0), ("pyvoip", 0, 0)):
+            rows.append(measure(kind, seconds, load, rt, spin))
     return rows
 
 

@@ -31,7 +31,9 @@ def run_core(port: int, seconds: float, rt: int) -> None:
     from firmware.media.stream import RtpPorts, RtpSession, StreamSettings
 
     ports = RtpPorts("127.0.0.1")
-    session = RtpSession(ports, ToneSource(440), NullSink(), StreamSettings(realtime_priority=rt))
+    spin = int(os.environ.get("BENCH_SPIN_US", "0"))
+    session = RtpSession(ports, ToneSource(440), NullSink(),
+                         StreamSettings(realtime_priority=rt, spin_us=spin))
     session.start(MediaParams("127.0.0.1", port, 0, "PCMU", 101, 20, "sendonly"))
     time.sleep(seconds)
     session.stop()

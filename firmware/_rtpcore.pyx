@@ -647,6 +647,7 @@ cdef class MediaStream:
     cdef int conceal_run
     cdef bint have_last
     cdef public bint realtime_ok
+    cdef public int spin_us
     cdef int64_t next_rtcp_ns
     cdef uint8_t cname[MAX_CNAME]
     cdef int cname_len
@@ -784,10 +785,15 @@ cdef class MediaStream:
         cdef int64_t late
         cdef timespec t
         self.next_rtcp_ns = deadline + RTCP_INTERVAL_NS // 2
+        cdef int64_t wake
         while not self.stop_flag:
-            t.tv_sec = deadline // 1000000000
-            t.tv_nsec = deadline % 1000000000
+            # sleep to the deadline (or spin_us before it, then spin: hides idle-exit latency)
+            wake = deadline - <int64_t>self.spin_us * 1000
+            t.tv_sec = wake // 1000000000
+            t.tv_nsec = wake % 1000000000
             while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) == EINTR:
+                pass
+            while self.spin_us and _now_ns() < deadline:
                 pass
             late = _now_ns() - deadline
             self.st.ticks += 1

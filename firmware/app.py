@@ -181,7 +181,7 @@ class App:
             self.last_error = str(exc)
             return
         settings = StreamSettings(m.jitter_target_ms, m.jitter_min_ms, m.jitter_max_ms,
-                                  m.realtime_priority, m.latch)
+                                  m.realtime_priority, m.latch, spin_us=m.spin_us)
         self.session = RtpSession(self.ports, source, sink, settings,
                                   cname=f"{self.cfg.sip.username}@{self.media_ip}")
         self.session.start(media)

@@ -64,6 +64,7 @@ class MediaSettings:
     jitter_min_ms: int = 20
     jitter_max_ms: int = 200
     realtime_priority: int = 0
+    spin_us: int = 0
     latch: bool = False
 
 
@@ -170,6 +171,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
         "jitter_min_ms": ((int,), _range(10, 200), False),
         "jitter_max_ms": ((int,), _range(20, 1000), False),
         "realtime_priority": ((int,), _range(0, 99), False),
+        "spin_us": ((int,), _range(0, 2000), False),
         "latch": ((bool,), None, False),
     },
     "audio": {"capture": ((str,), _audio_spec, False), "playback": ((str,), _audio_spec, False)},

@@ -31,6 +31,7 @@ class StreamSettings:
     realtime_priority: int = 0  # SCHED_FIFO priority, 0 = normal scheduling
     latch: bool = False  # follow the source address of the first packet (NAT)
     prefill_ms: int = 80  # how much PCM the pump keeps queued ahead of the loop
+    spin_us: int = 0  # wake this early and spin to the deadline (CPU for timing accuracy)
 
 
 class RtpPorts:
@@ -96,6 +97,7 @@ class RtpSession:
             media.dtmf_payload_type or 101, rng.getrandbits(32), rng.getrandbits(16),
             rng.getrandbits(32), s.latch, s.jitter_target_ms, s.jitter_min_ms, s.jitter_max_ms,
             self.cname)
+        self.stream.spin_us = s.spin_us
         self._apply(media)
         self._pump_once()  # the first frames are ready before the first tick
         self._loop_thread = threading.Thread(target=self.stream.run,
