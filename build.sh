@@ -8,9 +8,11 @@ CACHE=${INTERCOM_CACHE:-/var/cache/intercom}
 export INTERCOM_ASTERISK_ROOT=${INTERCOM_ASTERISK_ROOT:-$CACHE/asterisk-root}
 VENV=$ROOT/.venv
 APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
-# Debian packages: the Asterisk chroot builder, the Python toolchain for the Cython core, and the
-# real peers the tests talk to (baresip, SIPp).
-DEB_PACKAGES=(mmdebstrap python3 python3-venv python3-dev gcc iproute2 baresip-core sip-tester)
+# Debian packages: the Asterisk chroot builder, the Python toolchain for the Cython core, ALSA's
+# headers (pyalsaaudio builds against them), and the real peers the tests talk to (baresip with
+# jackd's paced dummy driver, SIPp).
+DEB_PACKAGES=(mmdebstrap python3 python3-venv python3-dev gcc iproute2 baresip-core sip-tester
+  jackd2 libasound2-dev alsa-utils)
 
 log() { printf '\n==> %s\n' "$*"; }
 

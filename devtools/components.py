@@ -170,7 +170,8 @@ class Baresip:
     """
 
     def __init__(self, asterisk: Asterisk, ext: str = "5001", answer: str = "manual",
-                 tone_hz: int = 440, record_dir: Path | None = None, tmp: Path | None = None):
+                 tone_hz: int = 440, record_dir: Path | None = None, tmp: Path | None = None,
+                 paced: bool | None = None):
         self.ext = ext
         self.asterisk = asterisk
         self.dir = Path(tmp or f"/tmp/baresip-{uuid.uuid4().hex[:8]}")
@@ -181,15 +182,24 @@ class Baresip:
                           + 98)
         modules = ["g711.so", "ausine.so", "account.so", "ctrl_tcp.so", "menu.so"]
         extra = ""
+        player = "audio_player nothing,none\n"
+        # a recording call needs a paced player: jackd's dummy driver (ALSA null is unpaced)
+        self.paced = record_dir is not None if paced is None else paced
+        self.jack_name = f"ic-{uuid.uuid4().hex[:8]}" if self.paced else None
+        self.jackd: subprocess.Popen | None = None
         if record_dir is not None:
             modules.append("sndfile.so")
             extra = f"snd_path {record_dir}\n"
+        if self.paced:
+            modules.append("jack.so")
+            player = ("audio_player jack,\nauplay_srate 48000\nauplay_channels 2\n"
+                      "auplay_format float\njack_connect_ports no\n")
         (self.dir / "config").write_text(
             "poll_method epoll\n"
             f"sip_listen 127.0.0.1:{self.sip_port}\n"
             "net_interface 127.0.0.1\n"
             f"audio_source ausine,{tone_hz}\n"
-            "audio_player nothing,none\naudio_alert nothing,none\n"
+            + player + "audio_alert nothing,none\n"
             "ausrc_srate 48000\nausrc_channels 2\n"
             "sip_transports udp\n"
             f"rtp_ports {self.rtp_ports[0]}-{self.rtp_ports[1]}\n"
@@ -206,8 +216,17 @@ class Baresip:
 
     def start(self) -> Baresip:
         self.log = open(self.dir / "baresip.log", "wb")
+        env = dict(os.environ)
+        if self.jack_name:
+            env["JACK_DEFAULT_SERVER"] = self.jack_name
+            env["JACK_NO_AUDIO_RESERVATION"] = "1"
+            self.jackd = subprocess.Popen(
+                ["jackd", "--no-realtime", "-n", self.jack_name, "-d", "dummy", "-r", "48000",
+                 "-p", "960"], stdin=subprocess.DEVNULL, stdout=self.log,
+                stderr=subprocess.STDOUT, env=env)
+            time.sleep(0.5)
         self.proc = subprocess.Popen(["baresip", "-f", str(self.dir)], stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
         def connect():
             try:
                 return socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=1)
@@ -267,6 +286,12 @@ class Baresip:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.jackd is not None and self.jackd.poll() is None:
+            self.jackd.terminate()
+            try:
+                self.jackd.wait(5)
+            except subprocess.TimeoutExpired:
+                self.jackd.kill()
 
 
 class Intercom:
@@ -281,12 +306,14 @@ class Intercom:
         self.sip_port = sip.pop("local_port", None) or free_port()
         calls = sip.pop("calls", {})
         audio = sip.pop("audio", {})
+        gpio = sip.pop("gpio", {"pin_factory": "mock"})
         settings = {"server": "127.0.0.1", "port": server_port, "username": "5002",
                     "password": PASSWORDS["5002"], "display_name": "Door",
                     "local_port": self.sip_port, "register_expires": 60,
                     "retry_min": 1, "retry_max": 4, **sip}
         doc = {"sip": settings, "calls": calls, "control": {"socket": str(self.sock)},
-               "media": {"rtp_port": 0}, "audio": audio, "log": {"level": "debug"}}
+               "media": {"rtp_port": 0}, "audio": audio, "gpio": gpio,
+               "log": {"level": "debug"}}
         self.config.write_text(json.dumps(doc))  # JSON is YAML
         self.proc: subprocess.Popen | None = None
 

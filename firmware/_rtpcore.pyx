@@ -598,6 +598,14 @@ cdef struct Stats:
     double jitter  # RFC 3550 A.8, timestamp units
 
 
+cdef inline void _scale(int16_t *pcm, int n, int q12) noexcept nogil:
+    cdef int i
+    cdef int32_t v
+    for i in range(n):
+        v = (<int32_t>pcm[i] * q12) >> 12
+        pcm[i] = <int16_t>(32767 if v > 32767 else (-32768 if v < -32768 else v))
+
+
 cdef inline int64_t _now_ns() noexcept nogil:
     cdef timespec t
     clock_gettime(CLOCK_MONOTONIC, &t)
@@ -648,6 +656,7 @@ cdef class MediaStream:
     cdef bint have_last
     cdef public bint realtime_ok
     cdef public int spin_us
+    cdef public int tx_gain_q12, rx_gain_q12  # 4096 = unity
     cdef int64_t next_rtcp_ns
     cdef uint8_t cname[MAX_CNAME]
     cdef int cname_len
@@ -690,6 +699,8 @@ cdef class MediaStream:
                                max(1, jitter_min_ms // ptime_ms), max(2, jitter_max_ms // ptime_ms))
         memset(&self.st, 0, sizeof(Stats))
         self.dtmf_duration_ms = 100
+        self.tx_gain_q12 = 4096
+        self.rx_gain_q12 = 4096
         self.ev_code = -1
         raw = cname.encode()[:MAX_CNAME]
         self.cname_len = len(raw)
@@ -958,6 +969,8 @@ cdef class MediaStream:
             if self.send_on:
                 self.st.source_underruns += 1
             memset(&pcm[got], 0, (fs - got) * sizeof(int16_t))
+        if self.tx_gain_q12 != 4096:
+            _scale(pcm, fs, self.tx_gain_q12)
         pthread_mutex_lock(&self.lock)
         send = self.send_on and self.have_remote
         if self.ev_code < 0 and self.ev_gap == 0 and self.dq_count > 0:
@@ -1042,6 +1055,8 @@ cdef class MediaStream:
             if self.have_last:
                 self.st.concealed_frames += 1
             memset(pcm, 0, fs * sizeof(int16_t))
+        if self.rx_gain_q12 != 4096:
+            _scale(pcm, fs, self.rx_gain_q12)
         self.sink.push(pcm, fs)
 
     cdef void _send_rtcp(self, bint bye) noexcept nogil:

@@ -1,9 +1,11 @@
-"""The running intercom: composes config, transport, user agent, media and control socket.
+"""The running intercom: composes config, transport, user agent, supervisor, GPIO, media and
+the control socket, and executes the supervisor's commands.
 
-Owns the box's call state as the user sees it (offline, idle, calling, ringing, in_call), the
-status report, auto-answer, and the commands from the control socket. The only place where SIP
-meets media: negotiated MediaParams start, move and stop the RTP session whose port the SDP
-announces. Knows nothing about SIP wire details or RTP packets.
+Owns the glue: SIP events and button presses become supervisor events; supervisor commands
+become SIP actions, LED and relay changes, timers and tones. The only place where SIP meets
+media: negotiated MediaParams start, move and stop the RTP session whose port the SDP announced.
+Also owns the status report and the systemd watchdog. Knows nothing about SIP wire details or
+RTP packets.
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from typing import Any
 
 from . import __version__
+from . import supervisor as sv
 from .config import Config
 from .control import ControlServer
 from .events import (
@@ -23,20 +25,26 @@ from .events import (
     CallRinging,
     DtmfReceived,
     IncomingCall,
+    MediaParams,
     MediaUpdated,
     Registered,
     RegistrationFailed,
     Unregistered,
 )
-from .media.audio import AudioError, open_sink, open_source
+from .gpio import Board, make_pin_factory
+from .media.audio import AudioError, Sink, Source, open_sink, open_source
 from .media.stream import RtpPorts, RtpSession, StreamSettings
+from .media.tones import TonePlayer
 from .net import TcpTransport, UaDriver, UdpTransport, resolve, source_address_for
 from .sip.errors import LocalProtocolError, RemoteProtocolError
 from .sip.sdp import LocalMedia
 from .sip.transaction import TimerConfig
 from .sip.ua import UAConfig, UserAgent
+from .systemd import Notifier
 
 log = logging.getLogger("intercom")
+_FILE_LIKE = ("wav:", "tone:")
+_NOT_DEVICES = ("silence", "null")
 
 
 def ua_config(cfg: Config, server_ip: str) -> UAConfig:
@@ -47,34 +55,69 @@ def ua_config(cfg: Config, server_ip: str) -> UAConfig:
         domain=s.domain or s.server, register=s.register, register_expires=s.register_expires,
         timers=TimerConfig(s.t1, s.t2, s.t4), keepalive=s.keepalive,
         keepalive_interval=s.keepalive_interval, retry_min=s.retry_min, retry_max=s.retry_max,
-        ring_timeout=cfg.calls.ring_timeout, codecs=cfg.media.codecs,
-        dtmf_payload_type=cfg.media.dtmf_payload_type,
+        ring_timeout=cfg.calls.ring_timeout + 5,  # the supervisor's timer normally acts first
+        codecs=cfg.media.codecs, dtmf_payload_type=cfg.media.dtmf_payload_type,
         user_agent=f"intercom-firmware/{__version__}")
 
 
+def policy(cfg: Config) -> sv.Policy:
+    c, g = cfg.calls, cfg.gpio
+    return sv.Policy(
+        buttons={b.name: sv.ButtonAction(b.action, b.target) for b in g.buttons},
+        register=cfg.sip.register, ring_timeout=c.ring_timeout, max_duration=c.max_duration,
+        auto_answer=c.auto_answer, auto_answer_delay=c.auto_answer_delay,
+        door_code=c.door_code.upper(), relay_seconds=g.relay.seconds if g.relay else 3.0,
+        ring_tone=c.ring_tone, ringback=c.ringback)
+
+
+def is_alsa(spec: str) -> bool:
+    return not spec.startswith(_FILE_LIKE) and spec not in _NOT_DEVICES
+
+
+def open_audio(spec: str, capture: bool) -> Source | Sink:
+    if is_alsa(spec):
+        from .media.alsa import AlsaSink, AlsaSource
+
+        return AlsaSource(spec) if capture else AlsaSink(spec)
+    return open_source(spec) if capture else open_sink(spec)
+
+
 class App:
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, pin_factory: Any = None) -> None:
         self.cfg = cfg
+        self.pin_factory = pin_factory
         self.ua: UserAgent | None = None
         self.driver: UaDriver | None = None
-        self.state = "offline"
+        self.sup = sv.Supervisor(policy(cfg))
+        self.board: Board | None = None
         self.remote: str | None = None
         self.call_started: float | None = None
         self.last_error: str | None = None
         self.last_call_end: str | None = None
+        self.audio_error: str | None = None
         self.media: dict[str, Any] | None = None
         self.dtmf: list[str] = []
-        self._unregistered = asyncio.Event()
-        self._answer_timer: asyncio.TimerHandle | None = None
+        self.door_openings = 0
+        self._timers: dict[str, asyncio.TimerHandle] = {}
         self._dtmf_timer: asyncio.TimerHandle | None = None
+        self._tasks: list[asyncio.Task] = []
         self.ports: RtpPorts | None = None
         self.session: RtpSession | None = None
+        self.tones: TonePlayer | None = None
         self.last_media_stats: dict[str, Any] | None = None
         self.local_ip = "127.0.0.1"
+        self.notifier = Notifier()
+        self._unregistered = asyncio.Event()
+        self._media_ticks = -1
+
+    @property
+    def state(self) -> str:
+        return self.sup.state
 
     # --------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         s = self.cfg.sip
+        self.loop = asyncio.get_running_loop()
         try:
             server = await resolve(s.server, s.port)
         except OSError as exc:
@@ -90,7 +133,7 @@ class App:
             local = (self.local_ip, 0)
         self.transport = transport
         self.ua = UserAgent(ua_config(self.cfg, server[0]), local)
-        self.driver = UaDriver(self.ua, transport.send, self._on_event)
+        self.driver = UaDriver(self.ua, transport.send, self._on_sip)
         transport.driver = self.driver
         if isinstance(transport, TcpTransport):
             try:
@@ -99,15 +142,25 @@ class App:
                 log.warning("cannot connect to %s:%d over TCP yet: %s", *server, exc)
         self.media_ip = self.cfg.media.address or self.local_ip
         self.ports = RtpPorts(self.media_ip, self.cfg.media.rtp_port)
+        factory = self.pin_factory or make_pin_factory(self.cfg.gpio.pin_factory)
+        self.pin_factory = factory
+        self.board = Board(self.cfg.gpio, factory, self._press_from_thread)
         self.control = ControlServer(self.cfg.control.socket, self.handle_command)
         await self.control.start()
         log.info("intercom %s starting: %s@%s:%d over %s, control socket %s", __version__,
                  s.username, s.server, s.port, s.transport.upper(), self.cfg.control.socket)
-        self.state = "offline" if s.register else "idle"
+        self._execute(self.sup.start())
+        self._check_audio()
         self.ua.start(self.driver.now())
         self.driver.flush()
+        self.notifier.ready(self._status_line())
+        if self.notifier.watchdog_interval:
+            self._tasks.append(asyncio.create_task(self._watchdog()))
 
     async def stop(self) -> None:
+        self.notifier.stopping()
+        for task in self._tasks:
+            task.cancel()
         if self.ua is not None and self.driver is not None:
             self.ua.shutdown(self.driver.now())
             self.driver.flush()
@@ -116,168 +169,293 @@ class App:
                     await asyncio.wait_for(self._unregistered.wait(), 3.0)
             self.driver.close()
         self._stop_media()
+        self._tone("off")
+        for handle in self._timers.values():
+            handle.cancel()
         await self.control.close()
         self.transport.close()
         if self.ports is not None:
             self.ports.close()
+        if self.board is not None:
+            self.board.close()
 
-    # --------------------------------------------------------------- events from SIP
-    def _on_event(self, ev: object) -> None:
-        log.debug("event %s", ev)
+    # --------------------------------------------------------------- events in
+    def _press_from_thread(self, name: str) -> None:
+        self.loop.call_soon_threadsafe(self.dispatch, sv.Press(name))
+
+    def dispatch(self, event: sv.Event) -> None:
+        log.debug("supervisor %s <- %s", self.sup.state, event)
+        before = self.sup.state
+        self._execute(self.sup.handle(event))
+        if self.sup.state != before:
+            self.notifier.status(self._status_line())
+
+    def _on_sip(self, ev: object) -> None:
+        log.debug("sip event %s", ev)
         match ev:
             case Registered(expires=expires):
-                if self.state == "offline":
-                    self.state = "idle"
+                if not self.sup.registered:
                     log.info("registered with %s for %d s", self.cfg.sip.server, expires)
                 self.last_error = None
+                self.dispatch(sv.RegistrationUp())
             case RegistrationFailed(reason=reason, retry_in=retry):
                 if self.last_error != reason:
                     log.error("%s (retrying in %.0f s)", reason, retry)
                 self.last_error = reason
-                if self.state == "idle":
-                    self.state = "offline"
+                self.dispatch(sv.RegistrationDown(reason))
             case Unregistered():
                 self._unregistered.set()
             case IncomingCall(remote=remote, display=display):
-                self.state, self.remote = "ringing", _party(remote, display)
+                self.remote = f"{display} <{remote}>" if display else remote
                 log.info("incoming call from %s", self.remote)
-                if self.cfg.calls.auto_answer:
-                    loop = asyncio.get_running_loop()
-                    self._answer_timer = loop.call_later(self.cfg.calls.auto_answer_delay,
-                                                         self._auto_answer)
+                self.dispatch(sv.Incoming(self.remote))
             case CallRinging():
                 log.info("remote party is ringing")
+                self.dispatch(sv.RemoteRinging())
             case CallAnswered(media=media):
-                self.state, self.call_started = "in_call", self._now()
-                self._set_media(media)
+                self.call_started = self.driver.now() if self.driver else None
                 log.info("call with %s established", self.remote)
                 if media is not None:
                     self._start_media(media)
+                self.dispatch(sv.Connected())
             case MediaUpdated(media=media):
                 self._set_media(media)
                 if self.session is not None:
                     self.session.update(media)
-                elif self.state == "in_call":
+                elif self.sup.state == "in_call":
                     self._start_media(media)
             case DtmfReceived(digit=digit):
-                self.dtmf.append(digit)
+                self._digit(digit)
             case CallEnded(reason=reason):
                 log.info("call with %s ended: %s", self.remote, reason)
                 self.last_call_end = reason
-                self._call_over()
+                self._stop_media()
+                self.remote, self.call_started = None, None
+                self.dispatch(sv.Ended(reason))
 
-    def _set_media(self, media: object) -> None:
-        self.media = None if media is None else {
-            k: getattr(media, k) for k in ("remote_addr", "remote_port", "codec", "ptime",
-                                          "direction", "dtmf_payload_type")}
+    def _digit(self, digit: str) -> None:
+        log.info("DTMF %s received", digit)
+        self.dtmf.append(digit)
+        self.dispatch(sv.Digit(digit.upper()))
 
-    def _start_media(self, media: Any) -> None:
+    # --------------------------------------------------------------- commands out
+    def _execute(self, commands: list[sv.Command]) -> None:
+        for cmd in commands:
+            try:
+                self._run(cmd)
+            except (LocalProtocolError, RemoteProtocolError) as exc:
+                log.warning("%s failed: %s", type(cmd).__name__, exc.reason)
+                if isinstance(cmd, sv.Dial):
+                    self.dispatch(sv.Ended(f"call failed: {exc.reason}"))
+
+    def _run(self, cmd: sv.Command) -> None:
+        ua, now = self.ua, self.driver.now() if self.driver else 0.0
+        match cmd:
+            case sv.Dial(target=target):
+                assert ua is not None
+                self.remote = target
+                ua.make_call(target, self._local_media(), now)
+            case sv.Answer():
+                if ua is not None and ua.call is not None and ua.call.state == "ringing":
+                    if self._audio_available():
+                        ua.answer(self._local_media(), now)
+                    else:
+                        ua.reject(480, now)
+            case sv.Reject(status=status):
+                if ua is not None and ua.call is not None and ua.call.state == "ringing":
+                    ua.reject(status, now)
+            case sv.Hangup():
+                if ua is not None and ua.call is not None and ua.call.state != "ended":
+                    ua.hangup(now)
+            case sv.Led(name=name, mode=mode):
+                if self.board is not None:
+                    self.board.set_led(name, mode)
+            case sv.PulseRelay(seconds=seconds):
+                self.door_openings += 1
+                if self.board is not None:
+                    self.board.pulse_relay(seconds)
+            case sv.StartTimer(name=name, seconds=seconds):
+                if (old := self._timers.pop(name, None)) is not None:
+                    old.cancel()
+                self._timers[name] = self.loop.call_later(seconds, self._timer_fired, name)
+            case sv.CancelTimer(name=name):
+                if (old := self._timers.pop(name, None)) is not None:
+                    old.cancel()
+            case sv.Tone(kind=kind):
+                self._tone(kind)
+            case sv.Log(level=level, message=message):
+                log.log(logging.getLevelName(level.upper()), "%s", message)
+        if self.driver is not None:
+            self.driver.flush()
+
+    def _timer_fired(self, name: str) -> None:
+        self._timers.pop(name, None)
+        self.dispatch(sv.Timeout(name))
+
+    # --------------------------------------------------------------- audio
+    def _check_audio(self) -> None:
+        """Probe ALSA devices now and every 10 s while they are missing."""
+        a = self.cfg.audio
+        problems = []
+        for spec, capture in ((a.capture, True), (a.playback, False)):
+            if is_alsa(spec) and self.session is None:
+                from .media.alsa import probe
+
+                try:
+                    probe(spec, capture)
+                except AudioError as exc:
+                    problems.append(str(exc))
+        if problems and self.audio_error != problems[0]:
+            self.audio_error = problems[0]
+            self.dispatch(sv.AudioFailed(problems[0]))
+        elif not problems and self.audio_error is not None:
+            self.audio_error = None
+            self.dispatch(sv.AudioRecovered())
+        if problems:
+            self._timers["audio_probe"] = self.loop.call_later(10, self._check_audio)
+
+    def _audio_available(self) -> bool:
+        if self.audio_error is not None:
+            self._check_audio()
+        return self.audio_error is None
+
+    def _tone(self, kind: str) -> None:
+        if self.tones is not None:
+            self.tones.stop()
+            self.tones = None
+        if kind in ("ring", "ringback"):
+            try:
+                sink = open_audio(self.cfg.audio.playback, capture=False)
+            except AudioError as exc:
+                log.warning("cannot play the %s tone: %s", kind, exc)
+                return
+            self.tones = TonePlayer(sink, kind)
+            self.tones.start()
+
+    def _start_media(self, media: MediaParams) -> None:
         assert self.ports is not None
+        self._tone("off")
         a, m = self.cfg.audio, self.cfg.media
         try:
-            source, sink = open_source(a.capture), open_sink(a.playback)
+            source = open_audio(a.capture, capture=True)
+            try:
+                sink = open_audio(a.playback, capture=False)
+            except AudioError:
+                source.close()
+                raise
         except AudioError as exc:
             log.error("audio unavailable: %s", exc)
-            self.last_error = str(exc)
+            self.audio_error = str(exc)
+            self.dispatch(sv.AudioFailed(str(exc)))
             return
         settings = StreamSettings(m.jitter_target_ms, m.jitter_min_ms, m.jitter_max_ms,
-                                  m.realtime_priority, m.latch, spin_us=m.spin_us)
+                                  m.realtime_priority, m.latch, spin_us=m.spin_us,
+                                  capture_gain_db=a.capture_gain_db,
+                                  playback_gain_db=a.playback_gain_db)
         self.session = RtpSession(self.ports, source, sink, settings,
                                   cname=f"{self.cfg.sip.username}@{self.media_ip}")
         self.session.start(media)
+        self._set_media(media)
+        self._media_ticks = -1
         self._poll_dtmf()
 
     def _poll_dtmf(self) -> None:
         if self.session is None:
             return
         for digit in self.session.received_digits():
-            log.info("DTMF %s received", digit)
-            self.dtmf.append(digit)
-        self._dtmf_timer = asyncio.get_running_loop().call_later(0.1, self._poll_dtmf)
+            self._digit(digit)
+        self._dtmf_timer = self.loop.call_later(0.1, self._poll_dtmf)
 
     def _stop_media(self) -> None:
         if self._dtmf_timer is not None:
             self._dtmf_timer.cancel()
             self._dtmf_timer = None
         if self.session is not None:
-            for digit in self.session.received_digits():
+            session, self.session = self.session, None
+            for digit in session.received_digits():
                 self.dtmf.append(digit)
-            self.session.stop()
-            self.last_media_stats = self.session.final_stats
-            self.session.source.close()
-            self.session.sink.close()
-            self.session = None
+            session.stop()
+            self.last_media_stats = session.final_stats
+            session.source.close()
+            session.sink.close()
+        self.media = None
 
-    def _call_over(self) -> None:
-        self._stop_media()
-        if self._answer_timer is not None:
-            self._answer_timer.cancel()
-            self._answer_timer = None
-        self.remote, self.call_started, self.media = None, None, None
-        registered = self.ua is not None and (self.ua.registered or not self.cfg.sip.register)
-        self.state = "idle" if registered else "offline"
-
-    def _auto_answer(self) -> None:
-        self._answer_timer = None
-        if self.state == "ringing":
-            self._act(lambda ua, now: ua.answer(self._local_media(), now))
-
-    def _now(self) -> float:
-        assert self.driver is not None
-        return self.driver.now()
+    def _set_media(self, media: MediaParams | None) -> None:
+        self.media = None if media is None else {
+            k: getattr(media, k) for k in ("remote_addr", "remote_port", "codec", "ptime",
+                                          "direction", "dtmf_payload_type")}
 
     def _local_media(self) -> LocalMedia:
         assert self.ports is not None
         m = self.cfg.media
         return LocalMedia(self.media_ip, self.ports.port, m.codecs, m.dtmf_payload_type, m.ptime)
 
-    def _act(self, action: Any) -> None:
-        assert self.ua is not None and self.driver is not None
-        action(self.ua, self._now())
-        self.driver.flush()
+    # --------------------------------------------------------------- health
+    def healthy(self) -> bool:
+        """The event loop runs (we are in it) and, during a call, the media loop ticks."""
+        if self.session is None:
+            return True
+        ticks = self.session.stats().get("ticks", 0)
+        ok = self.session.running and ticks != self._media_ticks
+        self._media_ticks = ticks
+        return ok
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval or 10.0
+        while True:
+            await asyncio.sleep(interval)
+            if self.healthy():
+                self.notifier.watchdog()
+            else:
+                log.error("media loop stalled: withholding the watchdog ping")
+
+    def _status_line(self) -> str:
+        reg = "registered" if self.ua and self.ua.registered else "not registered"
+        return f"{self.sup.state}, {reg}" + (f", {self.remote}" if self.remote else "")
 
     # --------------------------------------------------------------- control socket
     async def handle_command(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req["cmd"]
-        try:
-            if cmd == "status":
-                return {"ok": True, **self.status()}
-            if cmd == "call":
-                target = str(req.get("target") or self.cfg.calls.default_target)
-                if self.state not in ("idle", "offline"):
-                    return {"ok": False, "error": f"cannot call while {self.state}"}
-                self._act(lambda ua, now: ua.make_call(target, self._local_media(), now))
-                if self.state in ("idle", "offline"):
-                    self.state, self.remote = "calling", target
-                return {"ok": True, "state": self.state}
-            if cmd == "answer":
-                if self.state != "ringing":
-                    return {"ok": False, "error": f"nothing to answer (state {self.state})"}
-                self._act(lambda ua, now: ua.answer(self._local_media(), now))
-                return {"ok": True, "state": self.state}
-            if cmd == "dtmf":
-                digits = str(req.get("digits") or "")
-                if self.session is None:
-                    return {"ok": False, "error": "DTMF needs a call with media"}
-                return {"ok": True, "queued": self.session.send_dtmf(digits)}
-            if cmd == "hangup":
-                if self.state not in ("calling", "ringing", "in_call"):
-                    return {"ok": False, "error": f"no call to hang up (state {self.state})"}
-                self._act(lambda ua, now: ua.hangup(now))
-                return {"ok": True, "state": self.state}
-        except (LocalProtocolError, RemoteProtocolError) as exc:
-            return {"ok": False, "error": exc.reason}
+        if cmd == "status":
+            return {"ok": True, **self.status()}
+        if cmd == "call":
+            if self.sup.state not in ("idle", "offline"):
+                return {"ok": False, "error": f"cannot call while {self.sup.state}"}
+            self.dispatch(sv.UserCall(str(req.get("target") or self.cfg.calls.default_target)))
+            return {"ok": True, "state": self.sup.state}
+        if cmd == "answer":
+            if self.sup.state != "ringing":
+                return {"ok": False, "error": f"nothing to answer (state {self.sup.state})"}
+            self.dispatch(sv.UserAnswer())
+            return {"ok": True, "state": self.sup.state}
+        if cmd == "hangup":
+            if self.sup.state not in ("calling", "ringing", "in_call"):
+                return {"ok": False, "error": f"no call to hang up (state {self.sup.state})"}
+            self.dispatch(sv.UserHangup())
+            return {"ok": True, "state": self.sup.state}
+        if cmd == "press":
+            name = str(req.get("button") or "")
+            if self.board is None or name not in self.board.buttons:
+                known = ", ".join(sorted(self.board.buttons)) if self.board else ""
+                return {"ok": False, "error": f"no button {name!r} (buttons: {known})"}
+            self.dispatch(sv.Press(name))
+            return {"ok": True, "state": self.sup.state}
+        if cmd == "dtmf":
+            if self.session is None:
+                return {"ok": False, "error": "DTMF needs a call with media"}
+            return {"ok": True, "queued": self.session.send_dtmf(str(req.get("digits") or ""))}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     def status(self) -> dict[str, Any]:
         ua = self.ua
         duration = None
-        if self.call_started is not None:
-            duration = round(self._now() - self.call_started, 1)
+        if self.call_started is not None and self.driver is not None:
+            duration = round(self.driver.now() - self.call_started, 1)
+        a = self.cfg.audio
         return {
             "version": __version__,
             "registered": bool(ua and ua.registered),
-            "state": self.state,
+            "state": self.sup.state,
             "remote": self.remote,
             "call_duration": duration,
             "last_error": self.last_error,
@@ -287,13 +465,14 @@ class App:
             "transport": self.cfg.sip.transport,
             "media": self.media,
             "rtp": self.session.stats() if self.session else self.last_media_stats,
+            "audio": {"capture": a.capture, "playback": a.playback,
+                      "state": "error" if self.audio_error else "ok",
+                      "error": self.audio_error},
+            "leds": self.board.states() if self.board else {},
+            "door_openings": self.door_openings,
             "dtmf": "".join(self.dtmf[-16:]),
             "counters": dict(ua.counters) if ua else {},
         }
-
-
-def _party(uri: str, display: str | None) -> str:
-    return f"{display} <{uri}>" if display else uri
 
 
 async def run(cfg: Config, stop: asyncio.Event) -> None:
@@ -303,9 +482,3 @@ async def run(cfg: Config, stop: asyncio.Event) -> None:
         await stop.wait()
     finally:
         await app.stop()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

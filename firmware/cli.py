@@ -1,4 +1,4 @@
-"""Command line: ``intercom run|check-config|status|call|answer|hangup|dtmf``.
+"""Command line: ``intercom run|check-config|status|call|answer|hangup|dtmf|press``.
 
 Owns argument parsing, logging set-up, signal handling and exit codes (2 = bad configuration,
 1 = the running intercom could not be reached or refused). The composition root: config ->
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file")
-    for name in ("status", "call", "answer", "hangup", "dtmf"):
+    for name in ("status", "call", "answer", "hangup", "dtmf", "press"):
         sp = sub.add_parser(name, help=f"{name} (through the control socket)")
         sp.add_argument("--config", "-c", dest="config", default=argparse.SUPPRESS)
         sp.add_argument("--socket", dest="socket", default=argparse.SUPPRESS)
@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "(default: calls.default_target)")
         if name == "dtmf":
             sp.add_argument("digits", help="digits to send as RFC 4733 events, e.g. *1")
+        if name == "press":
+            sp.add_argument("button", help="a configured button name (call, answer, talk...)")
     return p
 
 
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         extra["target"] = args.target
     if args.command == "dtmf":
         extra["digits"] = args.digits
+    if args.command == "press":
+        extra["button"] = args.button
     return _client(args, args.command, **extra)
 
 

@@ -8,6 +8,7 @@ yaml. Knows nothing about SIP, sockets or GPIO beyond the values it checks.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,10 @@ class CallSettings:
     auto_answer_delay: float = 0.0
     ring_timeout: float = 30.0
     default_target: str = "5001"
+    max_duration: float = 0.0
+    door_code: str = field(default="", repr=False)
+    ring_tone: bool = False
+    ringback: bool = False
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,43 @@ class MediaSettings:
 class AudioSettings:
     capture: str = "silence"
     playback: str = "null"
+    capture_gain_db: float = 0.0
+    playback_gain_db: float = 0.0
+
+
+@dataclass(frozen=True)
+class ButtonSpec:
+    name: str
+    pin: int
+    action: str  # call | answer | hangup | talk
+    target: str | None = None
+    active_high: bool = False
+    pull_up: bool = True
+    bounce_ms: int = 30
+    hold_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class LedSpec:
+    name: str
+    pin: int
+    active_high: bool = True
+
+
+@dataclass(frozen=True)
+class RelaySpec:
+    pin: int
+    active_high: bool = True
+    seconds: float = 3.0
+
+
+@dataclass(frozen=True)
+class GpioSettings:
+    pin_factory: str = "auto"
+    profile: str = "plain"
+    buttons: tuple[ButtonSpec, ...] = ()
+    leds: tuple[LedSpec, ...] = ()
+    relay: RelaySpec | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +132,7 @@ class Config:
     calls: CallSettings = CallSettings()
     media: MediaSettings = MediaSettings()
     audio: AudioSettings = AudioSettings()
+    gpio: GpioSettings = GpioSettings()
     control: ControlSettings = ControlSettings()
     log: LogSettings = LogSettings()
     path: str = ""
@@ -125,11 +168,20 @@ def _range(low: int, high: int) -> Check:
 
 
 def _audio_spec(v: Any) -> str | None:
-    kind = str(v).partition(":")[0]
-    if kind in ("wav", "tone") or v in ("silence", "null"):
-        return None
-    return ("must be wav:/path/file.wav, tone:HZ, silence or null "
-            "(ALSA device names come with the appliance release)")
+    kind, colon, rest = str(v).partition(":")
+    if kind in ("wav", "tone") and not rest:
+        return f"needs a value after '{kind}:'"
+    return None if str(v).strip() else "must name an ALSA PCM, wav:/path, tone:HZ or null"
+
+
+def _gain(v: Any) -> str | None:
+    return None if -30 <= v <= 30 else "must be between -30 and +30 dB"
+
+
+def _dtmf(v: Any) -> str | None:
+    text = str(v)
+    return None if all(c in "0123456789*#ABCDabcd" for c in text) else \
+        "may only contain DTMF digits 0-9 * # A-D"
 
 
 def _codecs(v: Any) -> str | None:
@@ -159,6 +211,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
         "auto_answer": ((bool,), None, False), "auto_answer_delay": (_NUM, _non_negative, False),
         "ring_timeout": (_NUM, _positive, False), "default_target": ((str, int), _non_empty,
                                                                       False),
+        "max_duration": (_NUM, _non_negative, False), "door_code": ((str, int), _dtmf, False),
+        "ring_tone": ((bool,), None, False), "ringback": ((bool,), None, False),
     },
     "media": {
         "address": ((str,), None, False), "rtp_port": ((int,), _port(True), False),
@@ -174,14 +228,19 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
         "spin_us": ((int,), _range(0, 2000), False),
         "latch": ((bool,), None, False),
     },
-    "audio": {"capture": ((str,), _audio_spec, False), "playback": ((str,), _audio_spec, False)},
+    "audio": {"capture": ((str,), _audio_spec, False), "playback": ((str,), _audio_spec, False),
+              "capture_gain_db": (_NUM, _gain, False), "playback_gain_db": (_NUM, _gain, False)},
+    "gpio": {"pin_factory": ((str,), _one_of("auto", "mock", "lgpio", "rpigpio", "native"),
+                             False),
+             "profile": ((str,), _non_empty, False), "buttons": ((dict,), None, False),
+             "leds": ((dict,), None, False), "relay": ((dict,), None, False)},
     "control": {"socket": ((str,), _non_empty, False)},
     "log": {"level": ((str,), _one_of("debug", "info", "warning", "error"), False)},
 }
 _SECTION_TYPES = {"sip": SipSettings, "calls": CallSettings, "media": MediaSettings,
-                  "audio": AudioSettings,
+                  "audio": AudioSettings, "gpio": GpioSettings,
                   "control": ControlSettings, "log": LogSettings}
-_STRINGY = {"username", "password", "auth_username", "default_target"}
+_STRINGY = {"username", "password", "auth_username", "default_target", "door_code"}
 
 
 def _line_map(text: str) -> dict[str, int]:
@@ -259,6 +318,9 @@ def parse_config(text: str, path: str = "<string>") -> Config:
             if isinstance(value, list):
                 value = tuple(value)
             values[key] = value
+        if section == "gpio":
+            sections[section] = _gpio(values, data.get("calls") or {}, lines, path)
+            continue
         for key, (_, _, required) in keys.items():
             if required and key not in values:
                 raise ConfigError(f"{path}: missing required key {section}.{key}")
@@ -272,6 +334,90 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         raise ConfigError(f"{path}: {_where('sip.retry_max', lines)} must not be smaller "
                           f"than sip.retry_min")
     return Config(**sections, path=path)
+
+
+# ----------------------------------------------------------------------------- GPIO
+PROFILE_DIRS = [Path(__file__).resolve().parents[1] / "hw" / "profiles",
+                Path("/usr/share/intercom/hw/profiles")]
+_BUTTON_KEYS = {"pin": int, "action": str, "target": (str, int), "active_high": bool,
+                "pull_up": bool, "bounce_ms": int, "hold_s": (int, float)}
+_LED_KEYS = {"pin": int, "active_high": bool}
+_RELAY_KEYS = {"pin": int, "active_high": bool, "seconds": (int, float)}
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    dirs = [Path(d) for d in os.environ.get("INTERCOM_HW_DIR", "").split(":") if d] + PROFILE_DIRS
+    for d in dirs:
+        f = d / f"{name}.yaml"
+        if f.exists():
+            data = yaml.safe_load(f.read_text()) or {}
+            if not isinstance(data, dict):
+                raise ConfigError(f"{f}: a board profile must be a mapping")
+            return data
+    known = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.yaml")})
+    raise ConfigError(f"gpio.profile {name!r} not found (known: {', '.join(known) or 'none'})")
+
+
+def _check_item(kind: str, name: str, item: Any, keys: dict[str, Any], lines: dict[str, int],
+                path: str) -> dict[str, Any]:
+    where = _where(f"gpio.{kind}.{name}", lines)
+    if not isinstance(item, dict):
+        raise ConfigError(f"{path}: {where} must be a mapping")
+    for key, value in item.items():
+        if key not in keys:
+            raise ConfigError(f"{path}: unknown key {where}.{key}{_suggest(key, list(keys))}")
+        if isinstance(value, bool) and keys[key] is not bool:
+            raise ConfigError(f"{path}: {where}.{key} must not be a boolean")
+        if not isinstance(value, keys[key]):
+            raise ConfigError(f"{path}: {where}.{key} has the wrong type "
+                              f"({type(value).__name__})")
+    if "pin" in item and not 0 <= item["pin"] <= 53:
+        raise ConfigError(f"{path}: {where}.pin must be a BCM GPIO number 0..53")
+    return item
+
+
+def _gpio(values: dict[str, Any], calls: dict[str, Any], lines: dict[str, int],
+          path: str) -> GpioSettings:
+    profile = load_profile(values.get("profile", "plain"))
+    buttons: dict[str, dict[str, Any]] = {k: dict(v) for k, v in
+                                          (profile.get("buttons") or {}).items()}
+    for name, item in (values.get("buttons") or {}).items():
+        buttons.setdefault(str(name), {}).update(
+            _check_item("buttons", str(name), item, _BUTTON_KEYS, lines, path))
+    leds: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (profile.get("leds") or {}).items()}
+    for name, item in (values.get("leds") or {}).items():
+        leds.setdefault(str(name), {}).update(
+            _check_item("leds", str(name), item, _LED_KEYS, lines, path))
+    relay = dict(profile.get("relay") or {})
+    if values.get("relay"):
+        relay.update(_check_item("relay", "", values["relay"], _RELAY_KEYS, lines, path))
+    default_target = str(calls.get("default_target", CallSettings.default_target))
+    specs: list[ButtonSpec] = []
+    used: dict[int, str] = {}
+    for name, b in buttons.items():
+        if "pin" not in b:
+            raise ConfigError(f"{path}: gpio.buttons.{name} needs a pin")
+        action = b.get("action", "call")
+        if action not in ("call", "answer", "hangup", "talk"):
+            raise ConfigError(f"{path}: {_where(f'gpio.buttons.{name}', lines)}.action must be "
+                              "call, answer, hangup or talk")
+        target = b.get("target")
+        if action in ("call", "talk"):
+            target = str(target) if target is not None else default_target
+        specs.append(ButtonSpec(name, b["pin"], action, target, b.get("active_high", False),
+                                b.get("pull_up", True), b.get("bounce_ms", 30),
+                                float(b.get("hold_s", 0.0))))
+    led_specs = [LedSpec(n, v["pin"], v.get("active_high", True)) for n, v in leds.items()]
+    relay_spec = RelaySpec(relay["pin"], relay.get("active_high", True),
+                           float(relay.get("seconds", 3.0))) if "pin" in relay else None
+    for owner, pin in ([(f"button {b.name}", b.pin) for b in specs]
+                       + [(f"LED {led.name}", led.pin) for led in led_specs]
+                       + ([("relay", relay_spec.pin)] if relay_spec else [])):
+        if pin in used:
+            raise ConfigError(f"{path}: GPIO {pin} is used twice ({used[pin]} and {owner})")
+        used[pin] = owner
+    return GpioSettings(values.get("pin_factory", "auto"), values.get("profile", "plain"),
+                        tuple(specs), tuple(led_specs), relay_spec)
 
 
 def load_config(path: str | Path) -> Config:

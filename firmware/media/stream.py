@@ -32,6 +32,8 @@ class StreamSettings:
     latch: bool = False  # follow the source address of the first packet (NAT)
     prefill_ms: int = 80  # how much PCM the pump keeps queued ahead of the loop
     spin_us: int = 0  # wake this early and spin to the deadline (CPU for timing accuracy)
+    capture_gain_db: float = 0.0
+    playback_gain_db: float = 0.0
 
 
 class RtpPorts:
@@ -82,6 +84,7 @@ class RtpSession:
         self._pump_thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.final_stats: dict | None = None
+        self._pump_source = self._pump_sink = True
 
     @property
     def running(self) -> bool:
@@ -98,6 +101,15 @@ class RtpSession:
             rng.getrandbits(32), s.latch, s.jitter_target_ms, s.jitter_min_ms, s.jitter_max_ms,
             self.cname)
         self.stream.spin_us = s.spin_us
+        self.stream.tx_gain_q12 = _q12(s.capture_gain_db)
+        self.stream.rx_gain_q12 = _q12(s.playback_gain_db)
+        # devices with their own thread (ALSA) feed/drain the FIFOs directly
+        self._pump_source = not hasattr(self.source, "attach")
+        self._pump_sink = not hasattr(self.sink, "attach")
+        if not self._pump_source:
+            self.source.attach(self.stream.source)  # type: ignore[attr-defined]
+        if not self._pump_sink:
+            self.sink.attach(self.stream.sink)  # type: ignore[attr-defined]
         self._apply(media)
         self._pump_once()  # the first frames are ready before the first tick
         self._loop_thread = threading.Thread(target=self.stream.run,
@@ -141,15 +153,16 @@ class RtpSession:
 
     def _pump_once(self) -> None:
         assert self.stream is not None
-        fifo_ms = len(self.stream.source) // 8
-        want = self.settings.prefill_ms - fifo_ms
-        if want > 0:
-            pcm = self.source.read(want * 8)
-            if pcm:
-                self.stream.source.write(pcm)
-        received = self.stream.sink.read()
-        if received:
-            self.sink.write(received)
+        if self._pump_source:
+            want = self.settings.prefill_ms - len(self.stream.source) // 8
+            if want > 0:
+                pcm = self.source.read(want * 8)
+                if pcm:
+                    self.stream.source.write(pcm)
+        if self._pump_sink:
+            received = self.stream.sink.read()
+            if received:
+                self.sink.write(received)
 
     def _pump(self) -> None:
         while not self._stop.wait(0.04):  # every other packet period: few wake-ups
@@ -175,9 +188,15 @@ class RtpSession:
 
     def _pump_once_final(self) -> None:
         assert self.stream is not None
-        received = self.stream.sink.read()
-        if received:
-            self.sink.write(received)
+        if self._pump_sink:
+            received = self.stream.sink.read()
+            if received:
+                self.sink.write(received)
+
+
+def _q12(db: float) -> int:
+    """A gain in dB as a Q12 fixed-point factor (4096 = unity)."""
+    return max(0, min(int(round(4096 * 10 ** (db / 20))), 32767 * 8))
 
 
 def _ipv4(host: str) -> str:

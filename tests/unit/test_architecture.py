@@ -36,6 +36,19 @@ def test_sip_core_is_sans_io() -> None:
         assert inner == allowed, f"{path.name} reaches outward: {inner - allowed}"
 
 
+def test_supervisor_and_media_stay_in_their_lane() -> None:
+    sup = imports_of(PKG / "supervisor.py")
+    assert {m for m in sup if m.startswith("firmware")} == set(), "the supervisor is pure"
+    assert not {m for m in sup if m.split(".")[0] in IO_MODULES}
+    for path in (PKG / "media").glob("*.py"):
+        imported = imports_of(path)
+        bad = {m for m in imported if m.split(".")[0] in ("asyncio", "gpiozero", "yaml")
+               or m.startswith(("firmware.sip", "firmware.app", "firmware.gpio"))}
+        assert not bad, f"{path.name} imports {bad}"
+    gpio = imports_of(PKG / "gpio.py")
+    assert not {m for m in gpio if m.startswith(("firmware.sip", "firmware.media"))}
+
+
 def test_events_and_config_are_innermost() -> None:
     for name in ("events.py", "config.py"):
         inner = {m for m in imports_of(PKG / name) if m.startswith("firmware")}

@@ -1,0 +1,133 @@
+"""ALSA capture and playback through pyalsaaudio: 8 kHz mono S16_LE via the ``plug`` layer,
+20 ms periods, one thread per direction feeding the media stream's FIFOs directly.
+
+Owns opening devices by name (with a clear error when one is missing), xrun recovery that keeps
+the call going, and pacing for ALSA plugins that are not (file/null). Knows nothing about RTP
+or SIP: it moves PCM between a device and a FIFO.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from .audio import AudioError
+
+log = logging.getLogger("intercom.alsa")
+RATE, PERIOD = 8000, 160  # samples: 20 ms
+
+
+def _alsa() -> Any:
+    try:
+        import alsaaudio
+    except ImportError as exc:  # pragma: no cover - the package is a dependency
+        raise AudioError(f"pyalsaaudio is not installed: {exc}") from None
+    return alsaaudio
+
+
+def open_pcm(device: str, capture: bool, periods: int = 4) -> Any:
+    alsa = _alsa()
+    kind = alsa.PCM_CAPTURE if capture else alsa.PCM_PLAYBACK
+    try:
+        return alsa.PCM(type=kind, mode=alsa.PCM_NORMAL, rate=RATE, channels=1,
+                        format=alsa.PCM_FORMAT_S16_LE, periodsize=PERIOD, periods=periods,
+                        device=device)
+    except alsa.ALSAAudioError as exc:
+        what = "capture" if capture else "playback"
+        raise AudioError(f"ALSA {what} device {device!r} cannot be opened: {exc}") from None
+
+
+def probe(device: str, capture: bool) -> None:
+    """Open and close the device once: raises AudioError with the reason when it is missing."""
+    open_pcm(device, capture).close()
+
+
+class _Worker:
+    def __init__(self, device: str, capture: bool) -> None:
+        self.device = device
+        self.pcm = open_pcm(device, capture)
+        self.xruns = 0
+        self.errors = 0
+        self.frames = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.fifo: Any = None
+
+    def attach(self, fifo: Any) -> None:
+        """Start moving audio to/from ``fifo`` (a ``_rtpcore.PcmFifo``)."""
+        self.fifo = fifo
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def read(self, samples: int) -> bytes:  # Source protocol: ALSA feeds the FIFO itself
+        return b""
+
+    def write(self, pcm: bytes) -> None:  # Sink protocol: ALSA drains the FIFO itself
+        pass
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(1.0)
+        try:
+            self.pcm.close()
+        except Exception:  # noqa: BLE001 - closing a device that vanished
+            pass
+
+
+class AlsaSource(_Worker):
+    """Captures 20 ms periods and pushes them into the stream's source FIFO."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__(device, capture=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                length, data = self.pcm.read()
+            except _alsa().ALSAAudioError as exc:
+                self.errors += 1
+                log.warning("ALSA capture error on %s: %s", self.device, exc)
+                time.sleep(0.02)
+                continue
+            if length < 0:  # -EPIPE: overrun; pyalsaaudio has already re-prepared the PCM
+                self.xruns += 1
+                continue
+            if length == 0:
+                time.sleep(0.005)
+                continue
+            self.frames += length
+            self.fifo.write(data)
+            # unpaced plugins (file, null) deliver at once: never queue more than 100 ms
+            while len(self.fifo) > RATE // 10 and not self._stop.is_set():
+                time.sleep(0.02)
+
+
+class AlsaSink(_Worker):
+    """Pulls decoded PCM from the stream's sink FIFO and plays it."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__(device, capture=False)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            data = self.fifo.read(PERIOD)
+            if not data:
+                time.sleep(0.01)  # nothing decoded yet; real devices keep their buffer
+                continue
+            try:
+                written = self.pcm.write(data)
+            except _alsa().ALSAAudioError as exc:
+                self.errors += 1
+                log.warning("ALSA playback error on %s: %s", self.device, exc)
+                time.sleep(0.02)
+                continue
+            if written is not None and written < 0:  # -EPIPE: underrun, recovered by re-write
+                self.xruns += 1
+                self.pcm.write(data)
+            self.frames += len(data) // 2
