@@ -307,6 +307,7 @@ class Intercom:
         calls = sip.pop("calls", {})
         audio = sip.pop("audio", {})
         gpio = sip.pop("gpio", {"pin_factory": "mock"})
+        self.env = sip.pop("env", {})
         settings = {"server": "127.0.0.1", "port": server_port, "username": "5002",
                     "password": PASSWORDS["5002"], "display_name": "Door",
                     "local_port": self.sip_port, "register_expires": 60,
@@ -321,7 +322,7 @@ class Intercom:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "firmware", "run", "--config", str(self.config)],
             cwd=REPO, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         wait_for(lambda: self.sock.exists() or self.proc.poll() is not None, 10, 0.05,
                  "the control socket")
         assert self.proc.poll() is None, self.log()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -45,7 +46,9 @@ def make_pin_factory(name: str) -> Any:
 
         return NativeFactory()
     try:
-        return Device._default_pin_factory()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # gpiozero's PinFactoryFallback chatter
+            return Device._default_pin_factory()
     except (BadPinFactory, ImportError, OSError) as exc:
         from gpiozero.pins.mock import MockFactory
 

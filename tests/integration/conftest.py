@@ -11,6 +11,8 @@ import pytest
 
 from devtools.components import Asterisk, Baresip, Intercom
 
+from . import alsa_env  # noqa: F401 - sets ALSA_CONFIG_PATH before alsa-lib loads
+
 
 @pytest.fixture
 def asterisk(request: pytest.FixtureRequest) -> Iterator[Asterisk]:

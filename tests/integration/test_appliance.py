@@ -1,0 +1,207 @@
+"""The whole box, in-process with gpiozero's MockFactory and real alsa-lib (file plugin), against
+a real Asterisk 22 and baresip: LEDs by pin history, buttons by driving pins, audio by FFT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from devtools.components import PASSWORDS, Intercom, free_port, wait_for
+from firmware.app import App
+from firmware.config import load_config
+
+from ..audio import pcm_array, peak_hz, wav_array
+from .alsa_env import reset_speaker, speaker_pcm, write_mic_tone
+
+pytestmark = pytest.mark.integration
+PINS = {"call": 17, "answer": 27, "hangup": 22, "talk": 23, "registered": 5, "ringing": 6,
+        "calling": 13, "in_call": 19, "error": 12, "relay": 26}
+
+
+class Box:
+    """The intercom application running on its own event loop thread, pins simulated."""
+
+    def __init__(self, tmp: Path, pbx_port: int, **extra: Any) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        sip = {"server": "127.0.0.1", "port": pbx_port, "username": "5002",
+               "password": PASSWORDS["5002"], "display_name": "Door", "local_port": free_port(),
+               "register_expires": 60, "retry_min": 1, "retry_max": 2, **extra.pop("sip", {})}
+        doc = {"sip": sip, "control": {"socket": str(tmp / "control.sock")},
+               "media": {"rtp_port": 0},
+               "audio": {"capture": "box_mic", "playback": "box_speaker", **extra.pop("audio", {})},
+               "calls": {"door_code": "*1", **extra.pop("calls", {})},
+               "gpio": {"pin_factory": "mock", "relay": {"seconds": 1}}}
+        (tmp / "intercom.yaml").write_text(json.dumps(doc))
+        self.factory = MockFactory()
+        self.app = App(load_config(tmp / "intercom.yaml"), pin_factory=self.factory)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self._call(self.app.start(), 15)
+
+    def _call(self, coro: Any, timeout: float = 5) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def status(self) -> dict:
+        return self._call(self.app.handle_command({"cmd": "status"}))
+
+    def wait_state(self, state: str, timeout: float = 15) -> dict:
+        return wait_for(lambda: (s := self.status())["state"] == state and s, timeout, 0.05,
+                        f"state {state}")
+
+    def pin(self, name: str) -> Any:
+        return self.factory.pin(PINS[name])
+
+    def press(self, name: str) -> None:
+        pin = self.pin(name)
+        pin.drive_low()
+        time.sleep(0.15)
+        pin.drive_high()
+
+    def stop(self) -> None:
+        self._call(self.app.stop(), 15)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.fixture
+def box(tmp_path: Path, asterisk):
+    boxes: list[Box] = []
+
+    def make(**extra: Any) -> Box:
+        b = Box(tmp_path / f"box{len(boxes)}", asterisk.port, **extra)
+        boxes.append(b)
+        return b
+
+    yield make
+    for b in boxes:
+        b.stop()
+
+
+def toggles(pin: Any, since: int) -> int:
+    """State changes recorded after the first ``since`` entries of the pin's history (MockPin
+    timestamps are intervals, so the history is indexed by position)."""
+    states = [s.state for s in pin.states[max(since - 1, 0):]]
+    return sum(1 for a, b in zip(states, states[1:], strict=False) if a != b)
+
+
+def test_reception_calls_the_door(asterisk, box, baresip, tmp_path: Path) -> None:
+    write_mic_tone(700)
+    reset_speaker()
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    phone = baresip("5001", tone_hz=1000, record_dir=rec)
+    b = box()
+    b.wait_state("idle")
+    assert b.pin("registered").state and not b.pin("error").state
+    phone.command("dial", f"sip:5002@127.0.0.1:{asterisk.port}")
+    b.wait_state("ringing")
+    n0 = len(b.pin("ringing").states)
+    time.sleep(1.1)
+    assert toggles(b.pin("ringing"), n0) >= 3, "the ringing LED blinks at 2 Hz"
+    assert b.status()["leds"]["ringing"] == "blinking"
+    b.press("answer")
+    phone.wait_event("CALL_ESTABLISHED", 10)
+    st = b.wait_state("in_call")
+    assert st["leds"]["in_call"] == "on" and st["leds"]["ringing"] == "off"
+    assert b.pin("in_call").state
+    time.sleep(3)
+    phone.command("sndcode", "*1")
+    wait_for(lambda: b.pin("relay").state, 10, 0.02, "the door relay")
+    assert b.status()["door_openings"] == 1
+    wait_for(lambda: not b.pin("relay").state, 3, 0.02, "the relay pulse to end")
+    rtp = b.status()["rtp"]
+    b.press("hangup")
+    phone.wait_event("CALL_CLOSED", 10)
+    assert b.wait_state("idle")["last_call_end"] == "local hangup"
+    heard = pcm_array(speaker_pcm())
+    assert len(heard) > 8000 * 3
+    assert abs(peak_hz(heard[8000:]) - 1000) < 15, "the speaker played the phone's 1000 Hz"
+    dec = [p for p in rec.glob("*dec.wav")]
+    y, rate = wav_array(max(dec, key=lambda p: p.stat().st_size))
+    assert abs(peak_hz(y[rate:], rate) - 700) < 15, "the phone heard the door's microphone"
+    assert rtp["received"] > 100 and rtp["dtmf_received"] == 2
+
+
+def test_call_button_rings_reception(asterisk, box, baresip, tmp_path: Path) -> None:
+    write_mic_tone(600)
+    reset_speaker()
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    phone = baresip("5001", answer="auto", tone_hz=1200, record_dir=rec)
+    b = box()
+    b.wait_state("idle")
+    b.press("call")
+    phone.wait_event("CALL_ESTABLISHED", 15)
+    b.wait_state("in_call")
+    time.sleep(3)
+    phone.command("hangup")
+    st = b.wait_state("idle")
+    assert st["last_call_end"] == "remote hangup" and not b.pin("in_call").state
+    heard = pcm_array(speaker_pcm())
+    assert abs(peak_hz(heard[8000:]) - 1200) < 15
+    y, rate = wav_array(max(rec.glob("*dec.wav"), key=lambda p: p.stat().st_size))
+    assert abs(peak_hz(y[rate:], rate) - 600) < 15
+
+
+def test_leds_follow_the_pbx(asterisk, box) -> None:
+    b = box(sip={"keepalive_interval": 1, "t1": 0.1, "t2": 0.4, "t4": 0.5})
+    b.wait_state("idle")
+    asterisk.stop()
+    b.wait_state("offline", 20)
+    t0 = time.monotonic()
+    wait_for(lambda: not b.pin("registered").state, 5, 0.05, "registered LED off")
+    since = len(b.pin("error").states)
+    time.sleep(0.6)
+    assert toggles(b.pin("error"), since) >= 4, "error LED blinks fast"
+    assert b.status()["leds"]["error"] == "blinking"
+    asterisk.start()
+    b.wait_state("idle", 15)
+    assert b.pin("registered").state
+    time.sleep(0.3)
+    assert not b.pin("error").state and time.monotonic() - t0 < 30
+
+
+def test_missing_audio_device_refuses_calls_with_480(asterisk, box, baresip) -> None:
+    phone = baresip("5001")
+    b = box(audio={"capture": "no_such_pcm", "playback": "box_speaker"})
+    st = b.wait_state("idle")
+    assert st["audio"]["state"] == "error" and "no_such_pcm" in st["audio"]["error"]
+    assert st["leds"]["error"] == "blinking"
+    phone.command("dial", f"sip:5002@127.0.0.1:{asterisk.port}")
+    phone.wait_event("CALL_CLOSED", 10)
+    st = b.status()
+    assert st["state"] == "idle"
+    assert st["last_call_end"] == "rejected (480 Temporarily Unavailable)"
+
+
+def test_press_command_and_systemd_notifications(asterisk, tmp_path: Path) -> None:
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    path = tmp_path / "notify.sock"
+    notify.bind(str(path))
+    notify.settimeout(10)
+    box = Intercom(tmp_path / "sub", asterisk.port,
+                   env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"})
+    box.start()
+    try:
+        first = notify.recv(4096).decode()
+        assert first.startswith("READY=1\nSTATUS=")
+        messages = [notify.recv(4096).decode() for _ in range(4)]
+        assert "WATCHDOG=1" in messages
+        box.wait_state("idle")
+        reply = box.cmd("press", "nosuchbutton")
+        assert not reply["ok"] and "call" in reply["error"]
+        assert box.cmd("press", "call")["ok"]
+        st = wait_for(lambda: (s := box.status())["state"] in ("calling", "in_call") and s, 10)
+        assert st["remote"] == "5001"
+    finally:
+        box.stop()
+        notify.close()
