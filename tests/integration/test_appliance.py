@@ -205,3 +205,25 @@ def test_press_command_and_systemd_notifications(asterisk, tmp_path: Path) -> No
     finally:
         box.stop()
         notify.close()
+
+
+def test_watchdog_is_withheld_when_the_media_loop_stalls(asterisk, box, baresip) -> None:
+    write_mic_tone(500)
+    phone = baresip("5001", answer="auto")
+    b = box()
+    b.wait_state("idle")
+    b.press("call")
+    phone.wait_event("CALL_ESTABLISHED", 15)
+    b.wait_state("in_call")
+    assert b.app.healthy() is True
+    time.sleep(0.1)
+    assert b.app.healthy() is True, "ticks advance while the loop runs"
+    assert b.app.session is not None and b.app.session.stream is not None
+    b.app.session.stream.stop()  # the media loop dies under the call
+    time.sleep(0.3)
+    b.app.healthy()
+    time.sleep(0.1)
+    assert b.app.healthy() is False
+    phone.command("hangup")
+    b.wait_state("idle")
+    assert b.app.healthy() is True
