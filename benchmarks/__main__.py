@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 
-from . import codec, cpu, loop
+from . import button, codec, cpu, loop
 
 
 def machine() -> str:
@@ -26,7 +26,7 @@ def machine() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(prog="benchmarks")
     p.add_argument("--quick", action="store_true", help="short runs (10 s loops)")
-    p.add_argument("--only", choices=["codec", "loop", "cpu"])
+    p.add_argument("--only", choices=["codec", "loop", "cpu", "button"])
     args = p.parse_args()
     seconds = 10.0 if args.quick else 60.0
     print(f"machine: {machine()}\n")
@@ -36,6 +36,9 @@ def main() -> None:
     if args.only in (None, "loop"):
         print(f"## 20 ms send loop, {seconds:.0f} s per row, measured at a loopback receiver\n")
         print(loop.table(loop.run(seconds)), "\n", flush=True)
+    if args.only in (None, "button"):
+        print("## Button press -> INVITE on the wire\n")
+        print(button.table(button.run(10 if args.quick else 30)), "\n", flush=True)
     if args.only in (None, "cpu"):
         print(f"## One full-duplex G.711 call to Asterisk Echo(), {seconds / 2:.0f} s window\n")
         print(cpu.table(cpu.run(seconds / 2)), "\n", flush=True)

@@ -52,13 +52,18 @@ def run(quick: bool = False) -> list[dict]:
         frame_inputs = pcm_frames if name.startswith("encode") else law_frames
         if reference == "pure Python":
             frame_inputs = frame_inputs[:200]
-        ours_ns = _per_call_ns(ours, frame_inputs)
-        ref_ns = _per_call_ns(ref_fn, frame_inputs)
+        # interleave ours and the reference so that machine noise hits both alike
+        ours_runs, ref_runs, ours_bulk_runs, ref_bulk_runs = [], [], [], []
         bulk = bulk_pcm if name.startswith("encode") else bulk_law
         samples = len(bulk_pcm) // 2
-        ours_bulk = min(timeit.repeat(lambda b=bulk, f=ours: f(b), number=1, repeat=5))
-        ref_bulk = min(timeit.repeat(lambda b=bulk, f=ref_fn: f(b), number=1,
-                                     repeat=5 if reference == "audioop" else 1))
+        for _ in range(5):
+            ours_runs.append(_per_call_ns(ours, frame_inputs, 1))
+            ref_runs.append(_per_call_ns(ref_fn, frame_inputs, 1))
+            ours_bulk_runs.append(timeit.timeit(lambda b=bulk, f=ours: f(b), number=1))
+            if reference == "audioop" or not ref_bulk_runs:
+                ref_bulk_runs.append(timeit.timeit(lambda b=bulk, f=ref_fn: f(b), number=1))
+        ours_ns, ref_ns = statistics.median(ours_runs), statistics.median(ref_runs)
+        ours_bulk, ref_bulk = min(ours_bulk_runs), min(ref_bulk_runs)
         rows.append({"function": name, "reference": reference,
                      "frame_ns": ours_ns, "ref_frame_ns": ref_ns, "frame_ratio": ref_ns / ours_ns,
                      "bulk_msps": samples / ours_bulk / 1e6,
