@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
@@ -227,3 +228,23 @@ def test_watchdog_is_withheld_when_the_media_loop_stalls(asterisk, box, baresip)
     phone.command("hangup")
     b.wait_state("idle")
     assert b.app.healthy() is True
+
+
+def test_ring_tone_plays_on_the_box_while_ringing(asterisk, box, baresip) -> None:
+    write_mic_tone(700)
+    reset_speaker()
+    phone = baresip("5001")
+    b = box(calls={"ring_tone": True})
+    b.wait_state("idle")
+    phone.command("dial", f"sip:5002@127.0.0.1:{asterisk.port}")
+    b.wait_state("ringing")
+    time.sleep(1.5)
+    phone.command("hangup")
+    b.wait_state("idle")
+    time.sleep(0.2)
+    heard = pcm_array(speaker_pcm())
+    assert len(heard) >= 8000, "about a second of ring tone reached the speaker"
+    spectrum = np.abs(np.fft.rfft(heard[:8000] * np.hanning(8000)))
+    freqs = np.fft.rfftfreq(8000, 1 / 8000)
+    top2 = sorted(freqs[np.argsort(spectrum)[-2:]])
+    assert abs(top2[0] - 400) < 5 and abs(top2[1] - 450) < 5, top2

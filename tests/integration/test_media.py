@@ -339,3 +339,25 @@ def test_dtmf_on_the_wire() -> None:
     assert len(ends) == 3 and len({d for _, _, d in ends}) == 1 and ends[0][2] == 800
     seqs = [p[2] for p in events]
     assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+
+
+def test_gains_scale_what_is_sent_and_played() -> None:
+    from firmware.media.stream import StreamSettings
+
+    pa, pb = RtpPorts("127.0.0.1"), RtpPorts("127.0.0.1")
+    ra, rb = Recorder(), Recorder()
+    a = RtpSession(pa, ToneSource(800, 0.4), ra,
+                   StreamSettings(capture_gain_db=-6.02, playback_gain_db=-12.04))
+    b = RtpSession(pb, ToneSource(800, 0.4), rb)
+    try:
+        a.start(params(pb.port))
+        b.start(params(pa.port))
+        time.sleep(1.5)
+    finally:
+        a.stop()
+        b.stop()
+    unity = 0.4 * 32767 / np.sqrt(2)
+    at_b = float(np.sqrt(np.mean(pcm_array(bytes(rb.pcm))[4000:] ** 2)))
+    at_a = float(np.sqrt(np.mean(pcm_array(bytes(ra.pcm))[4000:] ** 2)))
+    assert abs(at_b / unity - 0.5) < 0.05, "A's microphone at -6 dB"
+    assert abs(at_a / unity - 0.25) < 0.03, "A's speaker at -12 dB"
