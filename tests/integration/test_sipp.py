@@ -53,8 +53,9 @@ def peer_box(tmp_path: Path):
     """An intercom that does not register and whose 'server' is the SIPp peer."""
     boxes: list[Intercom] = []
 
-    def make(server_port: int) -> Intercom:
-        box = Intercom(tmp_path / "box", server_port, register=False, keepalive="off")
+    def make(server_port: int = 5060, local_port: int | None = None) -> Intercom:
+        box = Intercom(tmp_path / "box", server_port, register=False, keepalive="off",
+                       local_port=local_port)
         boxes.append(box)
         return box.start()
 
@@ -77,21 +78,17 @@ def test_invite_challenged_401_then_407(tmp_path: Path, peer_box) -> None:
 def test_reinvite_with_new_media_address(tmp_path: Path, peer_box) -> None:
     box_port = free_port()
     sipp = Sipp("reinvite_media.xml", tmp_path, f"127.0.0.1:{box_port}")
-    box = Intercom(tmp_path / "box", 5060, register=False, keepalive="off",
-                   local_port=box_port).start()
-    try:
-        sipp.start()
-        box.wait_state("ringing")
-        assert box.cmd("answer")["ok"]
-        st = box.wait_state("in_call")
-        assert st["media"]["remote_port"] == 6000
-        moved = wait_for(lambda: (m := box.status()["media"]) and m["remote_port"] == 7777
-                         and m, 10, 0.1, "media moved by re-INVITE")
-        assert moved["remote_addr"] == "127.0.0.5" and moved["direction"] == "sendrecv"
-        sipp.wait()
-        assert box.wait_state("idle")["last_call_end"] == "remote hangup"
-    finally:
-        box.stop()
+    box = peer_box(local_port=box_port)
+    sipp.start()
+    box.wait_state("ringing")
+    assert box.cmd("answer")["ok"]
+    st = box.wait_state("in_call")
+    assert st["media"]["remote_port"] == 6000
+    moved = wait_for(lambda: (m := box.status()["media"]) and m["remote_port"] == 7777
+                     and m, 10, 0.1, "media moved by re-INVITE")
+    assert moved["remote_addr"] == "127.0.0.5" and moved["direction"] == "sendrecv"
+    sipp.wait()
+    assert box.wait_state("idle")["last_call_end"] == "remote hangup"
 
 
 def test_cancel_racing_200_is_acked_and_byed(tmp_path: Path, peer_box) -> None:
@@ -107,62 +104,50 @@ def test_cancel_racing_200_is_acked_and_byed(tmp_path: Path, peer_box) -> None:
     assert log.index("CANCEL sip:5001") < log.index("\nACK sip:sipp") < log.index("\nBYE sip:sipp")
 
 
-def test_retransmitted_invite_rings_once(tmp_path: Path) -> None:
+def test_retransmitted_invite_rings_once(tmp_path: Path, peer_box) -> None:
     box_port = free_port()
-    box = Intercom(tmp_path / "box", 5060, register=False, keepalive="off",
-                   local_port=box_port).start()
-    try:
-        sipp = Sipp("retransmitted_invite.xml", tmp_path, f"127.0.0.1:{box_port}").start()
-        sipp.wait()
-        st = box.wait_state("idle")
-        assert st["last_call_end"] == "cancelled by caller"
-        assert st["counters"]["retransmissions_received"] >= 1
-        assert box.log().count("incoming call from") == 1
-    finally:
-        box.stop()
+    box = peer_box(local_port=box_port)
+    sipp = Sipp("retransmitted_invite.xml", tmp_path, f"127.0.0.1:{box_port}").start()
+    sipp.wait()
+    st = box.wait_state("idle")
+    assert st["last_call_end"] == "cancelled by caller"
+    assert st["counters"]["retransmissions_received"] >= 1
+    assert box.log().count("incoming call from") == 1
 
 
-def test_malformed_requests_get_errors_and_the_box_survives(tmp_path: Path) -> None:
+def test_malformed_requests_get_errors_and_the_box_survives(tmp_path: Path, peer_box) -> None:
     box_port = free_port()
-    box = Intercom(tmp_path / "box", 5060, register=False, keepalive="off",
-                   local_port=box_port).start()
-    try:
-        sipp = Sipp("malformed.xml", tmp_path, f"127.0.0.1:{box_port}").start()
-        sipp.wait()
-        st = box.status()
-        assert st["state"] == "idle" and box.proc.poll() is None
-        counters = st["counters"]
-        assert counters["dropped_malformed"] >= 2
-        assert counters.get("rejected_malformed", 0) + counters.get("rejected_invalid", 0) >= 5
-    finally:
-        box.stop()
+    box = peer_box(local_port=box_port)
+    sipp = Sipp("malformed.xml", tmp_path, f"127.0.0.1:{box_port}").start()
+    sipp.wait()
+    st = box.status()
+    assert st["state"] == "idle" and box.proc.poll() is None
+    counters = st["counters"]
+    assert counters["dropped_malformed"] >= 2
+    assert counters.get("rejected_malformed", 0) + counters.get("rejected_invalid", 0) >= 5
 
 
-def test_many_garbage_datagrams_do_not_stop_the_box(tmp_path: Path) -> None:
+def test_many_garbage_datagrams_do_not_stop_the_box(tmp_path: Path, peer_box) -> None:
     """A burst of random bytes and truncated messages: each dropped or answered, none fatal."""
     import random
     import socket
 
     box_port = free_port()
-    box = Intercom(tmp_path / "box", 5060, register=False, keepalive="off",
-                   local_port=box_port).start()
+    box = peer_box(local_port=box_port)
     rnd = random.Random(4475)
     seed = (SCENARIOS.parent.parent.parent.parent / "shared" / "testdata" / "rfc4475")
     samples = [p.read_bytes() for p in sorted(seed.glob("*.dat"))]
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for i in range(600):
-                base = samples[i % len(samples)]
-                data = bytearray(base[: rnd.randrange(1, len(base) + 1)])
-                for _ in range(rnd.randrange(0, 4)):
-                    if data:
-                        data[rnd.randrange(len(data))] = rnd.randrange(256)
-                s.sendto(bytes(data), ("127.0.0.1", box_port))
-        time.sleep(1.0)
-        st = box.status()
-        assert box.proc.poll() is None and st["ok"]
-        assert st["counters"]["dropped_malformed"] > 0
-    finally:
-        box.stop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(600):
+            base = samples[i % len(samples)]
+            data = bytearray(base[: rnd.randrange(1, len(base) + 1)])
+            for _ in range(rnd.randrange(0, 4)):
+                if data:
+                    data[rnd.randrange(len(data))] = rnd.randrange(256)
+            s.sendto(bytes(data), ("127.0.0.1", box_port))
+    time.sleep(1.0)
+    st = box.status()
+    assert box.proc.poll() is None and st["ok"]
+    assert st["counters"]["dropped_malformed"] > 0
 
 
