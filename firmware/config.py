@@ -303,6 +303,8 @@ def parse_config(text: str, path: str = "<string>") -> Config:
                                   f"{_suggest(str(key), list(keys))}")
             types, check, _ = keys[key]
             if value is None:
+                if section == "gpio":  # "relay: null" removes the profile's relay
+                    values[key] = None
                 continue
             if isinstance(value, bool) and bool not in types:
                 raise ConfigError(f"{path}: {_where(dotted, lines)} must be "
@@ -382,14 +384,22 @@ def _gpio(values: dict[str, Any], calls: dict[str, Any], lines: dict[str, int],
     buttons: dict[str, dict[str, Any]] = {k: dict(v) for k, v in
                                           (profile.get("buttons") or {}).items()}
     for name, item in (values.get("buttons") or {}).items():
+        if item is None:  # "name: null" removes a profile button
+            buttons.pop(str(name), None)
+            continue
         buttons.setdefault(str(name), {}).update(
             _check_item("buttons", str(name), item, _BUTTON_KEYS, lines, path))
     leds: dict[str, dict[str, Any]] = {k: dict(v) for k, v in (profile.get("leds") or {}).items()}
     for name, item in (values.get("leds") or {}).items():
+        if item is None:  # every LED is optional
+            leds.pop(str(name), None)
+            continue
         leds.setdefault(str(name), {}).update(
             _check_item("leds", str(name), item, _LED_KEYS, lines, path))
     relay = dict(profile.get("relay") or {})
-    if values.get("relay"):
+    if "relay" in values and values["relay"] is None:
+        relay = {}
+    elif values.get("relay"):
         relay.update(_check_item("relay", "", values["relay"], _RELAY_KEYS, lines, path))
     default_target = str(calls.get("default_target", CallSettings.default_target))
     specs: list[ButtonSpec] = []

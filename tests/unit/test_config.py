@@ -100,3 +100,33 @@ def test_run_with_bad_config_starts_nothing(tmp_path: Path) -> None:
 def test_client_commands_without_a_running_intercom(tmp_path: Path) -> None:
     r = run_cli("--socket", str(tmp_path / "none.sock"), "status")
     assert r.returncode == 1 and "cannot reach the intercom" in r.stderr
+
+
+def test_gpio_profile_overrides_and_errors() -> None:
+    cfg = parse_config(MINIMAL + """gpio:
+  buttons:
+    flat2: {pin: 24, target: "5003"}
+    talk: null
+  leds:
+    error: null
+  relay: null
+calls:
+  default_target: "5010"
+  door_code: 1234
+""")
+    names = {b.name: b for b in cfg.gpio.buttons}
+    assert "talk" not in names and names["flat2"].target == "5003"
+    assert names["call"].target == "5010", "the call button dials calls.default_target"
+    assert "error" not in {led.name for led in cfg.gpio.leds} and cfg.gpio.relay is None
+    assert cfg.calls.door_code == "1234" and "1234" not in repr(cfg)
+    for text, needle in (
+        ("gpio:\n  buttons:\n    x: {pin: 17}\n", "GPIO 17 is used twice"),
+        ("gpio:\n  buttons:\n    x: {pin: 40, action: open}\n", "action must be call"),
+        ("gpio:\n  buttons:\n    x: {pin: 40, colour: red}\n", "unknown key gpio.buttons.x"),
+        ("gpio:\n  buttons:\n    x: {pin: 99}\n", "BCM GPIO number"),
+        ("gpio:\n  profile: nosuch\n", "gpio.profile 'nosuch' not found (known: plain)"),
+        ("gpio:\n  pin_factory: magic\n", "gpio.pin_factory (line 6) must be one of"),
+        ("calls:\n  door_code: '*1x'\n", "calls.door_code (line 6) may only contain"),
+    ):
+        with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+            parse_config(MINIMAL + text)
