@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one entry point: ./build.sh run | test | bench | setup. Orchestration only: every apt and pip step
+# The one entry point: ./build.sh run | test | bench | image | setup. Orchestration only: every apt and pip step
 # of the project lives here, so a fresh Debian machine (as root) needs nothing else.
 set -euo pipefail
 
@@ -97,6 +97,54 @@ cmd_test() {
   "$VENV/bin/python" -m coverage report --include='firmware/sip/*' --fail-under=90
 }
 
+IMAGE_PACKAGES=(mmdebstrap qemu-user-static binfmt-support qemu-system-arm dosfstools mtools
+  e2fsprogs fdisk xz-utils)
+
+image_deps() {
+  local missing=()
+  for p in "${IMAGE_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing image tools: ${missing[*]}"
+    need_root
+    apt-get "${APT_OPTS[@]}" update -q
+    DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" install -y -q --no-install-recommends \
+      "${missing[@]}"
+  fi
+  # arm64 binaries run through qemu-user inside the root while it is built
+  [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
+}
+
+cmd_image() {
+  local started=$SECONDS
+  image_deps
+  local version key base work
+  version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml")
+  key=$(cat "$ROOT/images/packages.txt" "$ROOT/images/build-packages.txt" | sha256sum | cut -c1-12)
+  base=$CACHE/img/base-$key
+  work=$CACHE/img/work
+  if [ ! -d "$base" ]; then
+    log "mmdebstrap: Debian trixie arm64 base root (cached in $base)"
+    rm -rf "$base.tmp"
+    mmdebstrap --architectures=arm64 --variant=minbase \
+      --components="main contrib non-free non-free-firmware" \
+      --aptopt='Acquire::Check-Valid-Until "false"' \
+      --include="$(grep -hv '^#' "$ROOT/images/packages.txt" "$ROOT/images/build-packages.txt" \
+        | paste -sd, -)" trixie "$base.tmp"
+    mv "$base.tmp" "$base"
+  fi
+  log "customizing a copy of the base root"
+  rm -rf "$work"
+  cp -a "$base" "$work"
+  cp /etc/resolv.conf "$work/etc/resolv.conf" 2>/dev/null || true
+  "$ROOT/images/customize.sh" "$work" "$ROOT"
+  log "assembling the SD-card image"
+  "$ROOT/images/assemble.sh" "$work" "$ROOT/images/out" "$version"
+  log "image built in $(( SECONDS - started )) s"
+}
+
 cmd_bench() {
   setup
   cd "$ROOT"
@@ -107,8 +155,9 @@ case "${1:-help}" in
   run) shift; cmd_run "$@" ;;
   test) shift; cmd_test "$@" ;;
   bench) shift; cmd_bench "$@" ;;
+  image) shift; setup; cmd_image "$@" ;;
   setup) setup ;;
   *)
-    echo "usage: ./build.sh run | test [pytest args] | bench [--quick] | setup"
+    echo "usage: ./build.sh run | test [pytest args] | bench [--quick] | image | setup"
     exit 2 ;;
 esac

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,11 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class SystemSettings:
+    hostname: str = "intercom"
+
+
+@dataclass(frozen=True)
 class Config:
     sip: SipSettings
     calls: CallSettings = CallSettings()
@@ -135,6 +141,7 @@ class Config:
     gpio: GpioSettings = GpioSettings()
     control: ControlSettings = ControlSettings()
     log: LogSettings = LogSettings()
+    system: SystemSettings = SystemSettings()
     path: str = ""
 
 
@@ -172,6 +179,11 @@ def _audio_spec(v: Any) -> str | None:
     if kind in ("wav", "tone") and not rest:
         return f"needs a value after '{kind}:'"
     return None if str(v).strip() else "must name an ALSA PCM, wav:/path, tone:HZ or null"
+
+
+def _hostname(v: Any) -> str | None:
+    ok = re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", str(v))
+    return None if ok else "must be a host name (letters, digits, '-', up to 63)"
 
 
 def _gain(v: Any) -> str | None:
@@ -236,9 +248,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
              "leds": ((dict,), None, False), "relay": ((dict,), None, False)},
     "control": {"socket": ((str,), _non_empty, False)},
     "log": {"level": ((str,), _one_of("debug", "info", "warning", "error"), False)},
+    "system": {"hostname": ((str,), _hostname, False)},
 }
 _SECTION_TYPES = {"sip": SipSettings, "calls": CallSettings, "media": MediaSettings,
-                  "audio": AudioSettings, "gpio": GpioSettings,
+                  "audio": AudioSettings, "gpio": GpioSettings, "system": SystemSettings,
                   "control": ControlSettings, "log": LogSettings}
 _STRINGY = {"username", "password", "auth_username", "default_target", "door_code"}
 
