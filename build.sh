@@ -83,6 +83,10 @@ cmd_run() {
 cmd_test() {
   setup
   cd "$ROOT"
+  # the SD-card image, booted in QEMU by tests/image (base root cached; ~10 min when cached)
+  if [ "${INTERCOM_SKIP_IMAGE:-0}" != 1 ]; then
+    cmd_image
+  fi
   log "ruff"
   "$VENV/bin/ruff" check firmware tests devtools benchmarks
   log "pytest"

@@ -8,6 +8,9 @@ REPO=$2
 HERE=$(cd "$(dirname "$0")" && pwd)
 in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
   DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 "$@"; }
+# /proc inside the root: maintainer scripts (raspi-firmware's kernel hook) detect the chroot
+mount -t proc proc "$ROOT/proc"
+trap 'umount "$ROOT/proc" 2>/dev/null || true' EXIT
 
 # 1. the firmware, built by the root's own python3 and Cython, installed as a system package
 rm -rf "$ROOT/usr/src/intercom"
@@ -20,6 +23,8 @@ in_root apt-get install -y -q --no-install-recommends $(grep -v '^#' "$HERE/buil
 in_root sh -c 'cd /usr/src/intercom && pip3 install --no-deps --no-build-isolation \
   --break-system-packages --root-user-action=ignore --prefix=/usr .'
 in_root python3 -c 'import firmware._rtpcore, firmware.app; print("firmware OK")'
+# Debian's pip puts a --prefix=/usr install under /usr/local: the unit runs /usr/bin/intercom
+[ -e "$ROOT/usr/bin/intercom" ] || ln -s ../local/bin/intercom "$ROOT/usr/bin/intercom"
 in_root apt-get purge -y -q --auto-remove $(grep -v '^#' "$HERE/build-packages.txt")
 rm -rf "$ROOT/usr/src/intercom"
 install -d "$ROOT/usr/share/intercom/hw"
@@ -51,7 +56,9 @@ systemd-machine-id-setup --root="$ROOT" >/dev/null 2>&1 || true
 {
   echo "# generated from images/writable-paths: the root is read-only"
   echo "LABEL=rootfs  /              ext4   ro,noatime,errors=remount-ro  0 1"
-  echo "LABEL=BOOT    /boot/firmware vfat   rw,noatime,fmask=0077,dmask=0077,flush  0 2"
+  # intercom.yaml holds the SIP password: readable by root and the intercom group only
+  gid=$(awk -F: '$1 == "intercom" {print $3}' "$ROOT/etc/group")
+  echo "LABEL=BOOT    /boot/firmware vfat   rw,noatime,gid=$gid,fmask=0137,dmask=0027,flush  0 2"
   grep -v '^#' "$HERE/writable-paths" | while read -r path size; do
     [ -n "$path" ] && echo "tmpfs  $path  tmpfs  rw,nosuid,nodev,size=$size,mode=1777  0 0"
   done

@@ -39,7 +39,7 @@ class Qemu:
                     "root=LABEL=rootfs rootfstype=ext4 ro rootwait console=ttyAMA0 "
                     "systemd.show_status=1",
                     "-drive", f"file={img},format=raw,if=virtio",
-                    "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"]
+                    "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0,romfile="]
         self.log = log
         self.proc: subprocess.Popen | None = None
 
