@@ -23,9 +23,9 @@ need_root() {
   fi
 }
 
-apt_deps() {
+install_debs() {
   local missing=()
-  for p in "${DEB_PACKAGES[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if [ ${#missing[@]} -gt 0 ]; then
@@ -35,6 +35,10 @@ apt_deps() {
     DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" install -y -q --no-install-recommends \
       "${missing[@]}"
   fi
+}
+
+apt_deps() {
+  install_debs "${DEB_PACKAGES[@]}"
 }
 
 venv() {
@@ -105,17 +109,7 @@ IMAGE_PACKAGES=(mmdebstrap qemu-user-static binfmt-support qemu-system-arm dosfs
   e2fsprogs fdisk xz-utils)
 
 image_deps() {
-  local missing=()
-  for p in "${IMAGE_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-  done
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing image tools: ${missing[*]}"
-    need_root
-    apt-get "${APT_OPTS[@]}" update -q
-    DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" install -y -q --no-install-recommends \
-      "${missing[@]}"
-  fi
+  install_debs "${IMAGE_PACKAGES[@]}"
   # arm64 binaries run through qemu-user inside the root while it is built
   [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
   update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 || true
