@@ -105,8 +105,10 @@ cmd_test() {
   "$VENV/bin/python" -m coverage report --include='firmware/sip/*' --fail-under=90
 }
 
-IMAGE_PACKAGES=(mmdebstrap qemu-user-static binfmt-support qemu-system-arm dosfstools mtools
-  e2fsprogs fdisk xz-utils)
+# arch-test: mmdebstrap needs it for a foreign architecture (a Recommends that
+# --no-install-recommends skips); device-tree-compiler: the QEMU boot test edits the virt DTB
+IMAGE_PACKAGES=(mmdebstrap arch-test qemu-user-static binfmt-support qemu-system-arm dosfstools
+  mtools e2fsprogs fdisk xz-utils device-tree-compiler)
 
 image_deps() {
   install_debs "${IMAGE_PACKAGES[@]}"
@@ -123,6 +125,7 @@ cmd_image() {
   key=$(cat "$ROOT/images/packages.txt" "$ROOT/images/build-packages.txt" | sha256sum | cut -c1-12)
   base=$CACHE/img/base-$key
   work=$CACHE/img/work
+  mkdir -p "$CACHE/img"
   if [ ! -d "$base" ]; then
     log "mmdebstrap: Debian trixie arm64 base root (cached in $base)"
     rm -rf "$base.tmp"

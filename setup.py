@@ -1,11 +1,26 @@
-"""Build hook: compiles the Cython real-time core when its source is present."""
+"""Build hook: compiles the Cython real-time core and ships the board profiles (hw/profiles) as
+package data (firmware/profiles), so that ``pip install .`` gives a working ``intercom``."""
 
+import shutil
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.command.build_py import build_py
+
+HERE = Path(__file__).resolve().parent
+
+
+class BuildPyWithProfiles(build_py):
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib) / "firmware" / "profiles"
+        target.mkdir(parents=True, exist_ok=True)
+        for profile in sorted((HERE / "hw" / "profiles").glob("*.yaml")):
+            shutil.copy(profile, target / profile.name)
+
 
 ext_modules = []
-if Path("firmware/_rtpcore.pyx").exists():
+if (HERE / "firmware" / "_rtpcore.pyx").exists():
     from Cython.Build import cythonize
     from setuptools import Extension
 
@@ -14,4 +29,4 @@ if Path("firmware/_rtpcore.pyx").exists():
         language_level=3,
     )
 
-setup(ext_modules=ext_modules)
+setup(ext_modules=ext_modules, cmdclass={"build_py": BuildPyWithProfiles})

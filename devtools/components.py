@@ -57,7 +57,12 @@ class Asterisk:
     """Asterisk 22 from the chroot, configured from pbx/ with loopback-only ports."""
 
     def __init__(self, direct_media: bool = False, rtp_base: int = 31000,
-                 bind: str = "127.0.0.1", port: int | None = None) -> None:
+                 bind: str = "127.0.0.1", port: int | None = None, netns: str | None = None,
+                 media_address: str | None = None) -> None:
+        """``netns``: run inside that network namespace (the QEMU image tests: nothing Asterisk
+        sends can leave the namespace). ``media_address``: the address Asterisk announces in
+        SDP while its RTP stays bound to every address of its namespace (a QEMU guest reaches
+        the host's loopback as 10.0.2.2)."""
         if not (ASTERISK_ROOT / "usr/sbin/asterisk").exists():
             raise RuntimeError(f"no Asterisk root at {ASTERISK_ROOT}: run ./build.sh test "
                                "(it builds it with mmdebstrap)")
@@ -68,6 +73,8 @@ class Asterisk:
         self.dir = ASTERISK_ROOT / str(self.inner).lstrip("/")
         self.direct_media = direct_media
         self.rtp_base = rtp_base
+        self.netns = netns
+        self.media_address = media_address
         self.proc: subprocess.Popen | None = None
         self._write_config()
 
@@ -85,7 +92,10 @@ class Asterisk:
                 text = text.replace("bind=0.0.0.0:5060", f"bind={self.bind}:{self.port}")
                 text = text.replace(
                     "direct_media=no ", f"direct_media={'yes' if self.direct_media else 'no'} ")
-                if self.bind == "127.0.0.1":  # keep media on loopback too
+                if self.media_address:
+                    text = text.replace("rewrite_contact=yes\n", "rewrite_contact=yes\n"
+                                        f"media_address={self.media_address}\n", 1)
+                elif self.bind == "127.0.0.1":  # keep media on loopback too
                     text = text.replace(
                         "rewrite_contact=yes\n", "rewrite_contact=yes\nmedia_address=127.0.0.1"
                         "\nbind_rtp_to_media_address=yes\n", 1)
@@ -119,8 +129,10 @@ verbose = 3
 
     def start(self) -> Asterisk:
         log = open(self.dir / "log" / "console.log", "ab")
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         self.proc = subprocess.Popen(
-            ["chroot", str(ASTERISK_ROOT), "asterisk", "-C", self.conf, "-f", "-n", "-q"],
+            [*prefix, "chroot", str(ASTERISK_ROOT), "asterisk", "-C", self.conf, "-f", "-n",
+             "-q"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: "fully booted" in self.rx("core waitfullybooted", check=False).lower()
                  or self._ready(), 30, 0.2, "Asterisk to boot")

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import __version__
 from . import supervisor as sv
-from .config import Config
+from .config import Config, GpioSettings
 from .control import ControlServer
 from .events import (
     CallAnswered,
@@ -31,7 +31,7 @@ from .events import (
     RegistrationFailed,
     Unregistered,
 )
-from .gpio import Board, make_pin_factory
+from .gpio import Board, GpioUnavailableError, make_pin_factory
 from .media.audio import AudioError, Sink, Source, open_sink, open_source
 from .media.stream import RtpPorts, RtpSession, StreamSettings
 from .media.tones import TonePlayer
@@ -43,6 +43,22 @@ from .sip.ua import UAConfig, UserAgent
 from .systemd import Notifier
 
 log = logging.getLogger("intercom")
+
+
+class StartupError(Exception):
+    """The intercom cannot start; the message names the cause in one line."""
+
+
+async def control_socket_answers(path: str) -> bool:
+    """Whether a running intercom already listens on this control socket."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), 1.0)
+    except (TimeoutError, OSError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 _FILE_LIKE = ("wav:", "tone:")
 _NOT_DEVICES = ("silence", "null")
 
@@ -90,6 +106,7 @@ class App:
         self.driver: UaDriver | None = None
         self.sup = sv.Supervisor(policy(cfg))
         self.board: Board | None = None
+        self._own_factory: Any = None
         self.remote: str | None = None
         self.call_started: float | None = None
         self.last_error: str | None = None
@@ -118,14 +135,22 @@ class App:
     async def start(self) -> None:
         s = self.cfg.sip
         self.loop = asyncio.get_running_loop()
+        if await control_socket_answers(self.cfg.control.socket):
+            raise StartupError(f"another intercom is already running (its control socket "
+                               f"{self.cfg.control.socket} answers)")
         try:
             server = await resolve(s.server, s.port)
         except OSError as exc:
-            raise SystemExit(f"cannot resolve sip.server {s.server!r}: {exc}") from None
+            raise StartupError(f"cannot resolve sip.server {s.server!r}: {exc}") from None
         self.local_ip = s.local_address or source_address_for(*server)
         if s.transport == "udp":
-            transport: UdpTransport | TcpTransport = await UdpTransport.open(
-                s.local_address or "0.0.0.0", s.local_port)
+            bind = s.local_address or "0.0.0.0"
+            try:
+                transport: UdpTransport | TcpTransport = await UdpTransport.open(
+                    bind, s.local_port)
+            except OSError as exc:
+                raise StartupError(f"cannot use SIP port {bind}:{s.local_port}/udp "
+                                   f"(sip.local_port): {exc.strerror or exc}") from None
             transport.server = server
             local = (self.local_ip, transport.local_port)
         else:
@@ -141,12 +166,17 @@ class App:
             except OSError as exc:
                 log.warning("cannot connect to %s:%d over TCP yet: %s", *server, exc)
         self.media_ip = self.cfg.media.address or self.local_ip
-        self.ports = RtpPorts(self.media_ip, self.cfg.media.rtp_port)
-        factory = self.pin_factory or make_pin_factory(self.cfg.gpio.pin_factory)
-        self.pin_factory = factory
-        self.board = Board(self.cfg.gpio, factory, self._press_from_thread)
+        try:
+            self.ports = RtpPorts(self.media_ip, self.cfg.media.rtp_port)
+        except OSError as exc:
+            raise StartupError(f"{exc} (media.rtp_port)") from None
+        self.board = self._make_board()
         self.control = ControlServer(self.cfg.control.socket, self.handle_command)
-        await self.control.start()
+        try:
+            await self.control.start()
+        except OSError as exc:
+            raise StartupError(f"cannot create the control socket {self.cfg.control.socket}: "
+                               f"{exc.strerror or exc}") from None
         log.info("intercom %s starting: %s@%s:%d over %s, control socket %s", __version__,
                  s.username, s.server, s.port, s.transport.upper(), self.cfg.control.socket)
         self._execute(self.sup.start())
@@ -156,6 +186,20 @@ class App:
         self.notifier.ready(self._status_line())
         if self.notifier.watchdog_interval:
             self._tasks.append(asyncio.create_task(self._watchdog()))
+
+    def _make_board(self) -> Board:
+        """GPIO that cannot be used is an error in the log and status, never a crash loop."""
+        try:
+            factory = self.pin_factory or make_pin_factory(self.cfg.gpio.pin_factory)
+        except GpioUnavailableError as exc:
+            log.error("GPIO unavailable: %s", exc)
+            board = Board(GpioSettings(), None, self._press_from_thread)
+            board.errors.append(str(exc))
+            return board
+        if self.pin_factory is None:
+            self._own_factory = factory
+        self.pin_factory = factory
+        return Board(self.cfg.gpio, factory, self._press_from_thread)
 
     async def stop(self) -> None:
         self.notifier.stopping()
@@ -178,6 +222,8 @@ class App:
             self.ports.close()
         if self.board is not None:
             self.board.close()
+        if self._own_factory is not None:
+            self._own_factory.close()
 
     # --------------------------------------------------------------- events in
     def _press_from_thread(self, name: str) -> None:
@@ -446,6 +492,13 @@ class App:
             return {"ok": True, "queued": self.session.send_dtmf(str(req.get("digits") or ""))}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
+    def _realtime_report(self) -> dict[str, Any]:
+        """Whether the media loop got SCHED_FIFO (known once a call's loop has run)."""
+        wanted = self.cfg.media.realtime_priority
+        stats = self.session.stats() if self.session else self.last_media_stats
+        active = None if stats is None or wanted == 0 else bool(stats.get("realtime"))
+        return {"priority": wanted, "active": active}
+
     def status(self) -> dict[str, Any]:
         ua = self.ua
         duration = None
@@ -465,10 +518,12 @@ class App:
             "transport": self.cfg.sip.transport,
             "media": self.media,
             "rtp": self.session.stats() if self.session else self.last_media_stats,
+            "realtime": self._realtime_report(),
             "audio": {"capture": a.capture, "playback": a.playback,
                       "state": "error" if self.audio_error else "ok",
                       "error": self.audio_error},
             "leds": self.board.states() if self.board else {},
+            "gpio": self.board.report() if self.board else {},
             "door_openings": self.door_openings,
             "dtmf": "".join(self.dtmf[-16:]),
             "counters": dict(ua.counters) if ua else {},

@@ -37,7 +37,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     level = getattr(logging, (args.log_level or cfg.log.level).upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .app import run
+    from .app import StartupError, run
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -46,7 +46,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         await run(cfg, stop)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except StartupError as exc:
+        print(f"intercom: cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -84,6 +88,17 @@ def _print_status(st: dict[str, Any]) -> None:
     if st.get("remote"):
         dur = f", {st['call_duration']} s" if st.get("call_duration") is not None else ""
         print(f"remote: {st['remote']}{dur}")
+    gpio = st.get("gpio") or {}
+    if gpio:
+        kind = "SIMULATED (this machine has no GPIO)" if gpio.get("simulated") else gpio["factory"]
+        print(f"gpio: {kind}")
+        for error in gpio.get("errors") or []:
+            print(f"gpio error: {error}")
+    rt = st.get("realtime") or {}
+    if rt.get("priority"):
+        took = {True: "SCHED_FIFO active", False: "SCHED_FIFO REFUSED (normal scheduling)",
+                None: "not known until the first call"}[rt.get("active")]
+        print(f"media loop: realtime priority {rt['priority']}: {took}")
     if st.get("last_error"):
         print(f"last error: {st['last_error']}")
 

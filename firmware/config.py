@@ -69,7 +69,7 @@ class MediaSettings:
     jitter_target_ms: int = 40
     jitter_min_ms: int = 20
     jitter_max_ms: int = 200
-    realtime_priority: int = 0
+    realtime_priority: int = 10  # SCHED_FIFO for the 20 ms loop; refused = normal scheduling
     spin_us: int = 0
     latch: bool = False
 
@@ -178,7 +178,8 @@ def _audio_spec(v: Any) -> str | None:
     kind, colon, rest = str(v).partition(":")
     if kind in ("wav", "tone") and not rest:
         return f"needs a value after '{kind}:'"
-    return None if str(v).strip() else "must name an ALSA PCM, wav:/path, tone:HZ or null"
+    return None if str(v).strip() else \
+        "must name an ALSA PCM, usb (the USB sound card), wav:/path, tone:HZ or null"
 
 
 def _hostname(v: Any) -> str | None:
@@ -242,7 +243,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
     },
     "audio": {"capture": ((str,), _audio_spec, False), "playback": ((str,), _audio_spec, False),
               "capture_gain_db": (_NUM, _gain, False), "playback_gain_db": (_NUM, _gain, False)},
-    "gpio": {"pin_factory": ((str,), _one_of("auto", "mock", "lgpio", "rpigpio", "native"),
+    "gpio": {"pin_factory": ((str,), _one_of("auto", "gpiod", "mock", "rpigpio", "lgpio", "native"),
                              False),
              "profile": ((str,), _non_empty, False), "buttons": ((dict,), None, False),
              "leds": ((dict,), None, False), "relay": ((dict,), None, False)},
@@ -285,7 +286,9 @@ def _suggest(name: str, choices: list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def parse_config(text: str, path: str = "<string>") -> Config:
+def parse_config(text: str, path: str = "<string>",
+                 defaults: dict[str, dict[str, Any]] | None = None) -> Config:
+    """``defaults``: per-section values (a system's defaults file) that the text overrides."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -308,6 +311,8 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         raw = data.get(section) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: {_where(section, lines)} must be a mapping")
+        if defaults and section in defaults:
+            raw = {**defaults[section], **raw}
         values: dict[str, Any] = {}
         for key, value in raw.items():
             dotted = f"{section}.{key}"
@@ -352,7 +357,10 @@ def parse_config(text: str, path: str = "<string>") -> Config:
 
 
 # ----------------------------------------------------------------------------- GPIO
-PROFILE_DIRS = [Path(__file__).resolve().parents[1] / "hw" / "profiles",
+# an installed package carries the profiles (setup.py copies hw/profiles into it); a source
+# checkout reads hw/profiles; the image also keeps a copy in /usr/share
+PROFILE_DIRS = [Path(__file__).resolve().parent / "profiles",
+                Path(__file__).resolve().parents[1] / "hw" / "profiles",
                 Path("/usr/share/intercom/hw/profiles")]
 _BUTTON_KEYS = {"pin": int, "action": str, "target": (str, int), "active_high": bool,
                 "pull_up": bool, "bounce_ms": int, "hold_s": (int, float)}
@@ -443,6 +451,32 @@ def _gpio(values: dict[str, Any], calls: dict[str, Any], lines: dict[str, int],
                         tuple(specs), tuple(led_specs), relay_spec)
 
 
+DEFAULTS_PATH = "/etc/intercom/defaults.yaml"
+
+
+def load_defaults(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """The system's defaults file (the SD-card image ships one: audio on the USB sound card);
+    ``INTERCOM_DEFAULTS`` names another. Missing = no defaults. Validated with the config."""
+    p = Path(path or os.environ.get("INTERCOM_DEFAULTS") or DEFAULTS_PATH)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p}: cannot read the defaults file: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ConfigError(f"{p}: the defaults file must map sections to mappings")
+    for section in data:
+        if section not in SCHEMA:
+            raise ConfigError(f"{p}: unknown section {section!r} in the defaults file")
+        for key in data[section]:
+            if key not in SCHEMA[section]:
+                raise ConfigError(f"{p}: unknown key {section}.{key} in the defaults file")
+    return data
+
+
 def load_config(path: str | Path) -> Config:
     p = Path(path)
     try:
@@ -450,5 +484,6 @@ def load_config(path: str | Path) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"{p}: configuration file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read configuration: {exc}") from None
-    return parse_config(text, str(p))
+        why = getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"{p}: cannot read configuration: {why}") from None
+    return parse_config(text, str(p), load_defaults())

@@ -8,15 +8,15 @@ nothing about SIP, calls or the event loop.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import threading
-import warnings
 from collections.abc import Callable
 from typing import Any
 
-from gpiozero import LED, Button, Device, OutputDevice
-from gpiozero.exc import BadPinFactory
+from gpiozero import LED, Button, OutputDevice
+from gpiozero.exc import BadPinFactory, GPIOZeroError
 
 from .config import GpioSettings
 
@@ -24,39 +24,76 @@ log = logging.getLogger("intercom.gpio")
 BLINK = {"blink": (0.25, 0.25), "fast": (0.1, 0.1)}  # 2 Hz, 5 Hz
 
 
+FACTORIES = ("auto", "gpiod", "mock", "rpigpio", "lgpio", "native")
+
+
+class GpioUnavailableError(Exception):
+    """No pin factory could be made on a machine that has GPIO; the message says why."""
+
+
+def has_gpio() -> bool:
+    """Whether the kernel exposes any GPIO character device."""
+    return bool(glob.glob("/dev/gpiochip*"))
+
+
 def make_pin_factory(name: str) -> Any:
-    """``mock``, ``lgpio``, ``rpigpio``, ``native`` or ``auto`` (GPIOZERO_PIN_FACTORY, then
-    gpiozero's own choice, then a mock board when this machine has no GPIO)."""
+    """``gpiod`` (the kernel's GPIO character device), ``mock``, ``rpigpio``, ``lgpio``,
+    ``native``, or ``auto``: GPIOZERO_PIN_FACTORY if set, else ``gpiod`` wherever a
+    ``/dev/gpiochip*`` exists, and simulated pins only on a machine without any GPIO.
+
+    Never silently simulates pins on real hardware: a machine with GPIO whose factory cannot
+    load raises GpioUnavailableError."""
     if name == "auto" and os.environ.get("GPIOZERO_PIN_FACTORY"):
         name = os.environ["GPIOZERO_PIN_FACTORY"]
-    if name == "mock":
-        from gpiozero.pins.mock import MockFactory
-
-        return MockFactory()
-    if name == "lgpio":
-        from gpiozero.pins.lgpio import LGPIOFactory
-
-        return LGPIOFactory()
-    if name == "rpigpio":
-        from gpiozero.pins.rpigpio import RPiGPIOFactory
-
-        return RPiGPIOFactory()
-    if name == "native":
-        from gpiozero.pins.native import NativeFactory
-
-        return NativeFactory()
+    if name == "auto":
+        if not has_gpio():
+            log.warning("this machine has no GPIO: buttons, LEDs and the relay are simulated")
+            name = "mock"
+        else:
+            name = "gpiod"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # gpiozero's PinFactoryFallback chatter
-            return Device._default_pin_factory()
-    except (BadPinFactory, ImportError, OSError) as exc:
-        from gpiozero.pins.mock import MockFactory
+        if name == "mock":
+            from gpiozero.pins.mock import MockFactory
 
-        log.warning("no GPIO hardware found (%s): buttons and LEDs are simulated", exc)
-        return MockFactory()
+            return MockFactory()
+        if name == "gpiod":
+            from .gpiocdev import GpiodFactory
+
+            return GpiodFactory()
+        if name == "lgpio":
+            from gpiozero.pins.lgpio import LGPIOFactory
+
+            return LGPIOFactory()
+        if name == "rpigpio":
+            from gpiozero.pins.rpigpio import RPiGPIOFactory
+
+            return RPiGPIOFactory()
+        if name == "native":
+            from gpiozero.pins.native import NativeFactory
+
+            return NativeFactory()
+    except ImportError as exc:
+        raise GpioUnavailableError(f"gpio.pin_factory {name!r}: its library is missing ({exc})") \
+            from None
+    except (OSError, RuntimeError, BadPinFactory) as exc:
+        raise GpioUnavailableError(f"gpio.pin_factory {name!r} cannot start: {exc}") from None
+    raise GpioUnavailableError(f"unknown gpio.pin_factory {name!r} (known: {', '.join(FACTORIES)})")
+
+
+def factory_name(factory: Any) -> str:
+    """A short name for status: gpiod, mock (simulated), rpigpio..."""
+    cls = type(factory).__name__
+    for short, prefix in (("gpiod", "Gpiod"), ("simulated", "Mock"), ("rpigpio", "RPiGPIO"),
+                          ("lgpio", "LGPIO"), ("native", "Native")):
+        if cls.startswith(prefix):
+            return short
+    return cls
 
 
 class Board:
+    """The configured buttons, LEDs and relay. A device whose line cannot be used (busy, no
+    permission, no such line) is left out and named in ``errors``; the others still work."""
+
     def __init__(self, settings: GpioSettings, pin_factory: Any,
                  on_press: Callable[[str], None]) -> None:
         self.factory = pin_factory
@@ -64,6 +101,7 @@ class Board:
         self.leds: dict[str, LED] = {}
         self.modes: dict[str, str] = {}
         self.relay: OutputDevice | None = None
+        self.errors: list[str] = []
         self._relay_timer: threading.Timer | None = None
         self._lock = threading.Lock()
         for spec in settings.buttons:
@@ -72,9 +110,13 @@ class Board:
                 pull, active = (not spec.active_high), None
             else:
                 pull, active = None, spec.active_high
-            button = Button(spec.pin, pull_up=pull, active_state=active,
-                            bounce_time=spec.bounce_ms / 1000 if spec.bounce_ms else None,
-                            hold_time=spec.hold_s or 1.0, pin_factory=pin_factory)
+            button = self._make(f"button {spec.name!r}", spec.pin, lambda spec=spec, pull=pull,
+                                active=active: Button(
+                spec.pin, pull_up=pull, active_state=active,
+                bounce_time=spec.bounce_ms / 1000 if spec.bounce_ms else None,
+                hold_time=spec.hold_s or 1.0, pin_factory=pin_factory))
+            if button is None:
+                continue
             callback = _named(on_press, spec.name)
             if spec.hold_s > 0:  # must be held this long: no accidental presses
                 button.when_held = callback
@@ -82,13 +124,29 @@ class Board:
                 button.when_pressed = callback
             self.buttons[spec.name] = button
         for led_spec in settings.leds:
-            self.leds[led_spec.name] = LED(led_spec.pin, active_high=led_spec.active_high,
-                                           pin_factory=pin_factory)
-            self.modes[led_spec.name] = "off"
+            led = self._make(f"LED {led_spec.name!r}", led_spec.pin, lambda s=led_spec: LED(
+                s.pin, active_high=s.active_high, pin_factory=pin_factory))
+            if led is not None:
+                self.leds[led_spec.name] = led
+                self.modes[led_spec.name] = "off"
         if settings.relay is not None:
-            self.relay = OutputDevice(settings.relay.pin, active_high=settings.relay.active_high,
-                                      initial_value=False, pin_factory=pin_factory)
-            self.modes["relay"] = "off"
+            r = settings.relay
+            self.relay = self._make("door relay", r.pin, lambda: OutputDevice(
+                r.pin, active_high=r.active_high, initial_value=False, pin_factory=pin_factory))
+            if self.relay is not None:
+                self.modes["relay"] = "off"
+        for error in self.errors:
+            log.error("GPIO: %s", error)
+
+    def _make(self, what: str, pin: int, build: Callable[[], Any]) -> Any:
+        try:
+            return build()
+        except (GPIOZeroError, OSError, RuntimeError, ValueError) as exc:
+            text = str(exc) or type(exc).__name__
+            if f"GPIO{pin}" not in text:
+                text = f"GPIO{pin}: {text}"
+            self.errors.append(f"{what} on {text}")
+            return None
 
     def set_led(self, name: str, mode: str) -> None:
         led = self.leds.get(name)
@@ -120,7 +178,7 @@ class Board:
         with self._lock:
             if self.relay is not None:
                 self.relay.off()
-            self.modes["relay"] = "off"
+                self.modes["relay"] = "off"
             self._relay_timer = None
 
     def states(self) -> dict[str, str]:
@@ -134,6 +192,11 @@ class Board:
             dev.close()
         if self.relay is not None:
             self.relay.close()
+
+    def report(self) -> dict[str, Any]:
+        """For status: which factory drives the pins, whether they are simulated, what failed."""
+        name = factory_name(self.factory) if self.factory is not None else "none"
+        return {"factory": name, "simulated": name == "simulated", "errors": list(self.errors)}
 
 
 def _named(callback: Callable[[str], None], name: str) -> Callable[[], None]:

@@ -40,8 +40,8 @@ in_root sh -c 'id intercom >/dev/null 2>&1 || useradd --system --no-create-home 
 cat > "$ROOT/etc/udev/rules.d/60-gpio.rules" <<'RULES'
 SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"
 RULES
-in_root systemctl enable intercom.service intercom-boot.service systemd-networkd \
-  systemd-resolved
+in_root systemctl enable intercom.service intercom-boot.service intercom-selftest.service \
+  systemd-networkd systemd-resolved
 in_root systemctl disable ssh.service ssh.socket 2>/dev/null || true
 in_root systemctl mask systemd-firstboot.service apt-daily.timer apt-daily-upgrade.timer \
   e2scrub_all.timer fstrim.timer man-db.timer 2>/dev/null || true
@@ -66,7 +66,24 @@ systemd-machine-id-setup --root="$ROOT" >/dev/null 2>&1 || true
 
 # 4. a small initramfs (MODULES=list, see overlay/etc/initramfs-tools/modules) and boot files
 sed -i 's/^MODULES=.*/MODULES=list/' "$ROOT/etc/initramfs-tools/initramfs.conf"
+kver=$(ls "$ROOT/lib/modules" | sort -V | tail -n 1)
+missing=""
+for m in $(grep -v '^#' "$HERE/overlay/etc/initramfs-tools/modules"); do
+  in_root modinfo -k "$kver" -F name "$m" >/dev/null 2>&1 || missing="$missing $m"
+done
+if [ -n "$missing" ]; then
+  echo "customize.sh: not modules of linux $kver (nor built in):$missing" >&2
+  exit 1
+fi
 in_root update-initramfs -u -k all
+# the SD host drivers must be in the initramfs, or Pi 3B+/Zero 2 W (bcm2835) and Pi 4
+# (sdhci-iproc) never see their root
+for m in bcm2835 sdhci-iproc; do
+  file=$(in_root modinfo -k "$kver" -F filename "$m")
+  case "$file" in *builtin*) continue ;; esac
+  in_root lsinitramfs "/boot/initrd.img-$kver" | grep -q "/$m\.ko" || {
+    echo "customize.sh: $m.ko is not in the initramfs" >&2; exit 1; }
+done
 in_root apt-get clean
 rm -rf "$ROOT/var/lib/apt/lists/"* "$ROOT/usr/share/doc/"* "$ROOT/usr/share/man/"* \
   "$ROOT/var/log/"* "$ROOT/tmp/"*

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from .audio import AudioError
@@ -27,8 +28,31 @@ def _alsa() -> Any:
     return alsaaudio
 
 
+def usb_card(capture: bool, root: str = "/proc/asound") -> str:
+    """``usb`` in the configuration: the first USB sound card that has this direction, as an
+    ALSA name by card id (``plughw:CARD=Device,DEV=0``): card numbers move between boots,
+    ids do not."""
+    what = "microphone input" if capture else "playback output"
+    found = []
+    for card in sorted(Path(root).glob("card[0-9]*"), key=lambda p: int(p.name[4:])):
+        if not (card / "usbid").exists():
+            continue  # not snd-usb-audio (the Pi's headphone jack, HDMI, an I2S HAT)
+        pcm = "pcm0c" if capture else "pcm0p"
+        if (card / pcm).exists():
+            found.append((card / "id").read_text().strip())
+    if not found:
+        raise AudioError(f"no USB sound card with a {what} is plugged in (audio: usb)")
+    return f"plughw:CARD={found[0]},DEV=0"
+
+
+def resolve(device: str, capture: bool) -> str:
+    """The ALSA PCM name for a configured device (``usb`` -> the USB card by its id)."""
+    return usb_card(capture) if device == "usb" else device
+
+
 def open_pcm(device: str, capture: bool, periods: int = 4) -> Any:
     alsa = _alsa()
+    device = resolve(device, capture)
     kind = alsa.PCM_CAPTURE if capture else alsa.PCM_PLAYBACK
     try:
         return alsa.PCM(type=kind, mode=alsa.PCM_NORMAL, rate=RATE, channels=1,

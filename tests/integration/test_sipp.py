@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.components import Intercom, free_port, wait_for
+from devtools.components import REPO, Intercom, free_port, wait_for
 
 pytestmark = pytest.mark.integration
 SCENARIOS = Path(__file__).parent / "sipp"
@@ -135,7 +135,7 @@ def test_many_garbage_datagrams_do_not_stop_the_box(tmp_path: Path, peer_box) ->
     box_port = free_port()
     box = peer_box(local_port=box_port)
     rnd = random.Random(4475)
-    seed = (SCENARIOS.parent.parent.parent.parent / "shared" / "testdata" / "rfc4475")
+    seed = REPO / "tests" / "data" / "rfc4475"
     samples = [p.read_bytes() for p in sorted(seed.glob("*.dat"))]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for i in range(600):

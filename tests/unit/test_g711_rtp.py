@@ -13,7 +13,7 @@ from firmware import _rtpcore as core
 from firmware.media import _reference as ref
 from firmware.media import g711
 
-ITU = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "itu-g711"
+ITU = Path(__file__).resolve().parents[1] / "data" / "itu-g711"
 
 
 def itu(name: str) -> bytes:

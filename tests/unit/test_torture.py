@@ -1,4 +1,4 @@
-"""RFC 4475 torture messages (../shared/testdata/rfc4475) fed to the parser and to the user agent.
+"""RFC 4475 torture messages (tests/data/rfc4475, with its README) fed to the parser and the UA.
 
 Valid messages parse; invalid ones are answered 400 (or dropped when no answer is possible);
 the application-level ones get the response RFC 4475 names. Nothing crashes.
@@ -13,7 +13,7 @@ import pytest
 from firmware.sip.message import MalformedMessageError, Request, Response, parse_message
 from firmware.sip.ua import UAConfig, UserAgent
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "rfc4475"
+DATA = Path(__file__).resolve().parents[1] / "data" / "rfc4475"
 VALID = ["wsinv", "intmeth", "esc01", "escnull", "esc02", "lwsdisp", "longreq", "dblreq",
          "semiuri", "transports", "mpart01", "unreason", "noreason"]
 INVALID = ["badinv01", "clerr", "ncl", "scalar02", "scalarlg", "quotbal", "ltgtruri", "lwsruri",
