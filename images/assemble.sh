@@ -15,15 +15,30 @@ mkdir -p "$OUT"
 BOOT=$WORK/boot
 mkdir -p "$BOOT"
 
-# boot partition contents: what raspi-firmware put in /boot/firmware, our kernel and initrd
-cp -a "$ROOT/boot/firmware/." "$BOOT/" 2>/dev/null || true
+# boot partition contents: the Pi firmware (raspi-firmware), the kernel's upstream device trees
+# for every board we name, our kernel, initrd, config.txt and cmdline.txt. Nothing optional.
+cp -a "$ROOT/boot/firmware/." "$BOOT/"
 kernel=$(ls "$ROOT"/boot/vmlinuz-* | sort -V | tail -n 1)
-initrd=$(ls "$ROOT"/boot/initrd.img-* | sort -V | tail -n 1)
+kver=${kernel##*/vmlinuz-}
+initrd=$ROOT/boot/initrd.img-$kver
 cp "$kernel" "$BOOT/vmlinuz"
 cp "$initrd" "$BOOT/initrd.img"
+cp "$ROOT/usr/lib/linux-image-$kver/broadcom/"bcm2*-rpi-*.dtb "$BOOT/"
 cp "$HERE/boot/config.txt" "$HERE/boot/cmdline.txt" "$HERE/boot/README.txt" "$BOOT/"
 cp "$ROOT/usr/share/intercom/intercom.yaml.example" "$BOOT/intercom.yaml.example"
 if [ -n "$EXTRA" ]; then cp -a "$EXTRA/." "$BOOT/"; fi
+# Pi 3B+ / Zero 2 W: bootcode.bin, start.elf, fixup.dat; Pi 4 / 400: start4.elf, fixup4.dat;
+# with upstream_kernel=1 the firmware loads these device-tree names (bcm2837-rpi-3-b.dtb: QEMU)
+missing=""
+for f in bootcode.bin start.elf fixup.dat start4.elf fixup4.dat bcm2837-rpi-3-b-plus.dtb \
+    bcm2837-rpi-zero-2-w.dtb bcm2711-rpi-4-b.dtb bcm2711-rpi-400.dtb bcm2837-rpi-3-b.dtb \
+    vmlinuz initrd.img config.txt cmdline.txt; do
+  [ -s "$BOOT/$f" ] || missing="$missing $f"
+done
+if [ -n "$missing" ]; then
+  echo "assemble.sh: the boot partition would lack:$missing" >&2
+  exit 1
+fi
 
 # root partition: the root without /boot/firmware's contents
 ROOTCOPY=$WORK/root

@@ -15,7 +15,7 @@ trap 'umount "$ROOT/proc" 2>/dev/null || true' EXIT
 # 1. the firmware, built by the root's own python3 and Cython, installed as a system package
 rm -rf "$ROOT/usr/src/intercom"
 mkdir -p "$ROOT/usr/src/intercom"
-cp -r "$REPO/firmware" "$REPO/pyproject.toml" "$REPO/setup.py" "$REPO/README.md" \
+cp -r "$REPO/firmware" "$REPO/hw" "$REPO/pyproject.toml" "$REPO/setup.py" "$REPO/README.md" \
   "$ROOT/usr/src/intercom/"
 find "$ROOT/usr/src/intercom" \( -name '*.so' -o -name '*.c' -o -name __pycache__ \) \
   -exec rm -rf {} + 2>/dev/null || true
@@ -78,10 +78,11 @@ fi
 in_root update-initramfs -u -k all
 # the SD host drivers must be in the initramfs, or Pi 3B+/Zero 2 W (bcm2835) and Pi 4
 # (sdhci-iproc) never see their root
+initrd_files=$("$HERE/initrd-list" "$ROOT/boot/initrd.img-$kver")
 for m in bcm2835 sdhci-iproc; do
   file=$(in_root modinfo -k "$kver" -F filename "$m")
   case "$file" in *builtin*) continue ;; esac
-  in_root lsinitramfs "/boot/initrd.img-$kver" | grep -q "/$m\.ko" || {
+  grep -q "/$m\.ko" <<<"$initrd_files" || {
     echo "customize.sh: $m.ko is not in the initramfs" >&2; exit 1; }
 done
 in_root apt-get clean

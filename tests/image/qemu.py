@@ -42,9 +42,11 @@ def mtools(img: Path, *args: str) -> None:
                    capture_output=True)
 
 
-def prepare_card(src: Path, tmp: Path, config: dict[str, Any], size: int | None = None) -> Path:
+def prepare_card(src: Path, tmp: Path, config: dict[str, Any], size: int | None = None,
+                 extra: Path | None = None) -> Path:
     """A copy of the image with our intercom.yaml and the self-test marker on its boot
-    partition; ``size`` grows it (QEMU's raspi SD card must be a power of two)."""
+    partition; ``size`` grows it (QEMU's raspi SD card must be a power of two); ``extra`` is
+    a folder copied onto the boot partition under its own name."""
     img = tmp / "sd.img"
     shutil.copy(src, img)
     if size:
@@ -54,7 +56,23 @@ def prepare_card(src: Path, tmp: Path, config: dict[str, Any], size: int | None 
     (tmp / "selftest").write_text("")
     mtools(img, "mcopy", "-o", str(tmp / "intercom.yaml"), "::intercom.yaml")
     mtools(img, "mcopy", "-o", str(tmp / "selftest"), "::selftest")
+    if extra is not None:
+        mtools(img, "mcopy", "-s", "-o", str(extra), f"::{extra.name}")
     return img
+
+
+def gpiozero2_folder(tmp: Path, line: str) -> Path:
+    """gpiozero 2.x (and colorzero, which it imports) from this venv, for the guest's
+    selftest-gpiozero2, which drives ``line`` with it."""
+    import colorzero
+    import gpiozero
+
+    folder = tmp / "gpiozero2"
+    for module in (gpiozero, colorzero):
+        shutil.copytree(Path(module.__file__).parent, folder / module.__name__,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "LINE").write_text(line + "\n")
+    return folder
 
 
 def boot_file(img: Path, name: str, tmp: Path) -> Path:

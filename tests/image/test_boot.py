@@ -32,6 +32,7 @@ from .qemu import (
     Qemu,
     boot_file,
     built_image,
+    gpiozero2_folder,
     loopback_namespace,
     power_of_two,
     prepare_card,
@@ -100,12 +101,14 @@ def test_virt_gpio_button_calls_relay_opens_usb_audio_plays_and_power_cut(tmp_pa
                 # high; GPIO22 does not exist on this board and must be reported, not fatal
                 "gpio": {"buttons": {"call": {"pin": 17, "active_high": True, "pull_up": False,
                                               "bounce_ms": 10},
-                                     "hangup": None, "talk": None,
+                                     "hangup": None, "talk": None, "answer": None,
                                      "flat2": {"pin": 22, "target": "5003"}},
                          "relay": {"pin": 26, "seconds": 2}},
                 "system": {"hostname": "door-test"},
             }
-            img = prepare_card(src, tmp_path, config)
+            # GPIO27 (line 7) stays free for the factory's run under gpiozero 2.x
+            img = prepare_card(src, tmp_path, config,
+                               extra=gpiozero2_folder(tmp_path, "GPIO27"))
             kernel = boot_file(img, "vmlinuz", tmp_path)
             initrd = boot_file(img, "initrd.img", tmp_path)
             dtb = virt_dtb(tmp_path, VIRT)
@@ -153,6 +156,10 @@ def test_virt_gpio_button_calls_relay_opens_usb_audio_plays_and_power_cut(tmp_pa
 
 
 def check_gpio_call_and_audio(vm: Qemu, pbx: Asterisk, wav: Path) -> None:
+    gz2 = wait_for(lambda: vm.last("GZ2"), 120, 1, "the gpiozero 2.x run in the guest")
+    assert gz2["gpiozero"].startswith("2."), gz2
+    assert (gz2["led_on"], gz2["led_off"], gz2["after_close"]) == ("out hi", "out lo", "free")
+    assert gz2["button"] == "in lo" and gz2["button_pressed"] is False, gz2
     status = wait_for(lambda: (vm.last("STATUS") or {}).get("gpio") and vm.last("STATUS"), 60,
                       0.5, "the intercom's status on the console")
     gpio = status["gpio"]
