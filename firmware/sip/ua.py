@@ -56,8 +56,9 @@ from .uri import SipUri, parse_uri
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
 _KNOWN_NOT_ALLOWED = {"REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER",
                       "PRACK", "UPDATE"}
-# Challenges answered per registration attempt: the first one plus renewals of a stale nonce
-# (RFC 7616 §3.3). A server that answers every request stale=true is a failure, not a storm.
+# Challenges answered per REGISTER attempt (an INVITE gets one more: registrar and proxy): the
+# first one plus renewals of a stale nonce (RFC 7616 §3.3). A server that answers every request
+# stale=true is a failure, not a request storm.
 _MAX_AUTH_ANSWERS = 3
 
 
