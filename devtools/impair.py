@@ -30,6 +30,8 @@ class ImpairedLink:
         self.port_b = self.sock_b.getsockname()[1]
         self.dropped = 0
         self.forwarded = 0
+        # RTP sequence numbers in the order they left the relay: the wire's ground truth
+        self.delivered: dict[str, list[int]] = {"a>b": [], "b>a": []}
         self._queue: list[tuple[float, int, socket.socket, bytes, tuple[str, int]]] = []
         self._n = 0
         self._stop = threading.Event()
@@ -60,6 +62,9 @@ class ImpairedLink:
                 _, _, out, data, dest = heapq.heappop(self._queue)
                 out.sendto(data, dest)
                 self.forwarded += 1
+                if len(data) >= 12 and data[0] >> 6 == 2 and not 72 <= data[1] & 0x7F <= 76:
+                    self.delivered["a>b" if dest == self.b else "b>a"].append(
+                        int.from_bytes(data[2:4], "big"))
 
     def stop(self) -> None:
         self._stop.set()

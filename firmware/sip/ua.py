@@ -56,6 +56,10 @@ from .uri import SipUri, parse_uri
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
 _KNOWN_NOT_ALLOWED = {"REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER",
                       "PRACK", "UPDATE"}
+# Challenges answered per REGISTER attempt (an INVITE gets one more: registrar and proxy): the
+# first one plus renewals of a stale nonce (RFC 7616 §3.3). A server that answers every request
+# stale=true is a failure, not a request storm.
+_MAX_AUTH_ANSWERS = 3
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,7 @@ class Call:
     cancel_wanted: bool = False
     cancel_sent: bool = False
     challenges: list[Challenge] = field(default_factory=list)
+    auth_answers: int = 0  # INVITEs re-sent with credentials, stale renewals included
     redirected: bool = False
     answered_at: float | None = None
     last_sdp: bytes = b""
@@ -363,7 +368,8 @@ class UserAgent:
         unregistering = reg.state == "unregistering"
         if resp.status in (401, 407):
             challenge = self._challenge(resp)
-            if challenge is not None and (reg.auth_tries == 0 or challenge.stale):
+            if challenge is not None and (reg.auth_tries == 0 or (
+                    challenge.stale and reg.auth_tries < _MAX_AUTH_ANSWERS)):
                 reg.auth_tries += 1
                 reg.challenge = challenge
                 self._send_register(now, expires=0 if unregistering else None)
@@ -533,8 +539,10 @@ class UserAgent:
             return False
         same = [c for c in call.challenges
                 if (c.proxy, c.realm) == (challenge.proxy, challenge.realm)]
-        if (same and not challenge.stale) or len(call.challenges) >= 4:
+        if (same and not challenge.stale) or len(call.challenges) >= 4 or \
+                call.auth_answers >= _MAX_AUTH_ANSWERS + 1:  # one more: registrar and proxy
             return False
+        call.auth_answers += 1
         call.challenges = [c for c in call.challenges if c not in same] + [challenge]
         old = call.invite
         req = self._new_request("INVITE", old.uri, old.headers.get("From") or "",

@@ -21,6 +21,7 @@ from firmware.config import load_config
 
 from ..audio import pcm_array, peak_hz, wav_array
 from .alsa_env import reset_speaker, speaker_pcm, write_mic_tone
+from .freeze import thread_stopped
 
 pytestmark = pytest.mark.integration
 PINS = {"call": 17, "answer": 27, "hangup": 22, "talk": 23, "registered": 5, "ringing": 6,
@@ -208,26 +209,100 @@ def test_press_command_and_systemd_notifications(asterisk, tmp_path: Path) -> No
         notify.close()
 
 
-def test_watchdog_is_withheld_when_the_media_loop_stalls(asterisk, box, baresip) -> None:
+class NotifyListener:
+    """The systemd side of NOTIFY_SOCKET: every datagram with its arrival time."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.1)
+        self.got: list[tuple[float, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            self.got.append((time.monotonic(), data.decode()))
+
+    def pings(self, start: float, end: float) -> list[float]:
+        return [t for t, m in self.got if start <= t <= end and "WATCHDOG=1" in m.split("\n")]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def test_watchdog_pings_stop_when_media_or_event_loop_stall(
+        asterisk, box, baresip, tmp_path: Path, monkeypatch, caplog) -> None:
+    """Read what systemd reads. WATCHDOG_USEC=0.4 s: a ping every 0.2 s while healthy; none
+    while the media thread is alive but stopped (ticks do not advance), while the event loop is
+    blocked, or after the media loop died under the call; pings resume once each is over."""
+    interval = 0.2
+    listener = NotifyListener(tmp_path / "notify.sock")
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
+    monkeypatch.setenv("WATCHDOG_USEC", str(int(interval * 2 * 1e6)))
     write_mic_tone(500)
     phone = baresip("5001", answer="auto")
-    b = box()
-    b.wait_state("idle")
-    b.press("call")
-    phone.wait_event("CALL_ESTABLISHED", 15)
-    b.wait_state("in_call")
-    assert b.app.healthy() is True
-    time.sleep(0.1)
-    assert b.app.healthy() is True, "ticks advance while the loop runs"
-    assert b.app.session is not None and b.app.session.stream is not None
-    b.app.session.stream.stop()  # the media loop dies under the call
-    time.sleep(0.3)
-    b.app.healthy()
-    time.sleep(0.1)
-    assert b.app.healthy() is False
-    phone.command("hangup")
-    b.wait_state("idle")
-    assert b.app.healthy() is True
+    try:
+        b = box()
+        b.wait_state("idle")
+        assert listener.got and listener.got[0][1].startswith("READY=1\nSTATUS=")
+
+        def healthy_for(seconds: float) -> None:
+            t0 = time.monotonic()
+            time.sleep(seconds)
+            got = listener.pings(t0, time.monotonic())
+            assert len(got) >= seconds / interval * 0.6, (len(got), seconds)
+
+        def silent(start: float, end: float, what: str) -> None:
+            # the check in the interval the stall began may still pass: skip one interval
+            late = listener.pings(start + interval + 0.1, end)
+            assert late == [], f"WATCHDOG=1 sent while {what}: {[t - start for t in late]}"
+
+        healthy_for(1.0)  # idle
+        b.press("call")
+        phone.wait_event("CALL_ESTABLISHED", 15)
+        b.wait_state("in_call")
+        healthy_for(1.0)  # in a call, the media loop ticking
+        session = b.app.session
+        assert session is not None and session._loop_thread is not None
+
+        # 1. the media thread is alive but does not tick
+        with thread_stopped(session._loop_thread.native_id):
+            start = time.monotonic()
+            ticks = session.stats()["ticks"]
+            time.sleep(1.5)
+            assert session.stats()["ticks"] == ticks and session.running
+            end = time.monotonic()
+        silent(start, end, "the media loop was stopped")
+        assert "media loop stalled: withholding the watchdog ping" in caplog.text
+        healthy_for(1.0)
+
+        # 2. the event loop is blocked (a handler that never yields)
+        start = time.monotonic()
+        b.loop.call_soon_threadsafe(time.sleep, 1.5)
+        time.sleep(1.5)
+        end = time.monotonic()
+        silent(start, end - 0.1, "the event loop was blocked")
+        healthy_for(1.0)
+
+        # 3. the media loop dies under the call: no ping until the call is over
+        assert session.stream is not None
+        session.stream.stop()
+        start = time.monotonic()
+        time.sleep(1.0)
+        silent(start, time.monotonic(), "the media loop was dead")
+        phone.command("hangup")
+        b.wait_state("idle")
+        healthy_for(1.0)
+    finally:
+        listener.close()
 
 
 def test_ring_tone_plays_on_the_box_while_ringing(asterisk, box, baresip) -> None:

@@ -14,7 +14,7 @@ from devtools.impair import ImpairedLink
 from firmware import _rtpcore as core
 from firmware.events import MediaParams
 from firmware.media.audio import NullSink, SilenceSource, ToneSource
-from firmware.media.stream import RtpPorts, RtpSession
+from firmware.media.stream import RtpPorts, RtpSession, StreamSettings
 
 from ..audio import frame_rms, pcm_array, peak_hz, tone_snr_db
 
@@ -162,7 +162,8 @@ def test_lossy_jittery_path_stays_continuous() -> None:
         b.stop()
         link.stop()
     assert link.dropped > 0
-    for rec, hz, stats in ((rb, 700, b.final_stats), (ra, 1300, a.final_stats)):
+    for rec, hz, stats, wire in ((rb, 700, b.final_stats, link.delivered["a>b"]),
+                                 (ra, 1300, a.final_stats, link.delivered["b>a"])):
         x = pcm_array(bytes(rec.pcm))[8000:]  # after the first second
         assert abs(peak_hz(x) - hz) < 10
         rms = frame_rms(x)
@@ -170,7 +171,67 @@ def test_lossy_jittery_path_stays_continuous() -> None:
         assert silent < 0.02, f"{silent:.1%} of frames silent: output not continuous"
         assert stats["lost"] > 0 and stats["concealed_ms"] > 0
         assert stats["jitter_ms"] > 1.0
-        assert stats["late"] + stats["reordered"] >= 0
+        # what the relay actually did (uniform +-10 ms jitter at 20 ms spacing cannot reorder;
+        # losses must not be mistaken for reordering)
+        assert stats["reordered"] == out_of_order(wire), (stats["reordered"], wire)
+        assert stats["duplicates"] == 0
+
+
+def out_of_order(seqs: list[int]) -> int:
+    """Packets that arrived after a higher sequence number (16-bit wrap), counted from the
+    order on the wire."""
+    count, highest = 0, None
+    for seq in seqs:
+        if highest is not None and (seq - highest) & 0xFFFF >= 0x8000:
+            count += 1
+        else:
+            highest = seq
+    return count
+
+
+def test_reordered_late_and_duplicate_packets_counted_exactly() -> None:
+    """A hand-made 1 kHz stream over real UDP, paced at 20 ms: two swapped pairs (reordered,
+    each still in time), one duplicate, and two packets re-sent long after their playout
+    (late). Each counter sees exactly its own cases, and the tone plays."""
+    pa, peer = RtpPorts("127.0.0.1"), RtpPorts("127.0.0.1")
+    rec = Recorder()
+    # a deep buffer, so that a stalled sender thread on a busy machine makes nothing late
+    deep = StreamSettings(jitter_target_ms=200, jitter_max_ms=300)
+    a = RtpSession(pa, SilenceSource(), rec, deep)
+    t = np.arange(160 * 40) / 8000
+    pcm = (8000 * np.sin(2 * np.pi * 1000 * t)).astype("<i2").tobytes()
+    seq0, ts0, ssrc = 65530, 2**32 - 800, 0x1234ABCD  # both wrap during the stream
+
+    def packet(k: int) -> bytes:
+        payload = core.encode_ulaw(pcm[k * 320:(k + 1) * 320])
+        return core.rtp_pack(0, k == 0, (seq0 + k) & 0xFFFF, (ts0 + 160 * k) % 2**32, ssrc,
+                             payload)
+
+    # slot i (every 20 ms) -> packets sent back to back in that slot
+    slots: list[list[int]] = [[k] for k in range(40)]
+    for first in (10, 25):  # k+1 goes out just before k, both in k's slot
+        slots[first], slots[first + 1] = [first + 1, first], []
+    slots[30] = [30, 30]  # a duplicate while still buffered
+    try:
+        a.start(params(peer.port))
+        start = time.monotonic()
+        for i, ks in enumerate(slots):
+            time.sleep(max(0.0, start + 0.02 * i - time.monotonic()))
+            for k in ks:
+                peer.rtp.sendto(packet(k), ("127.0.0.1", pa.port))
+        time.sleep(0.3)
+        for k in (3, 4):  # 0.8 s behind the playout point
+            peer.rtp.sendto(packet(k), ("127.0.0.1", pa.port))
+        time.sleep(0.1)
+    finally:
+        a.stop()
+        pa.close()
+        peer.close()
+    st = a.final_stats
+    assert (st["reordered"], st["late"], st["duplicates"]) == (2, 2, 1), st
+    assert st["received"] == 40 + 1 + 2 and st["lost"] == 0, st
+    x = pcm_array(bytes(rec.pcm))
+    assert abs(peak_hz(x) - 1000) < 10 and tone_snr_db(x, 1000) > 15
 
 
 def test_silence_source_and_direction_inactive() -> None:

@@ -21,6 +21,11 @@ def _params(value: str) -> dict[str, str]:
     return {k.lower(): v.strip('"') for k, v in re.findall(r'(\w+)=("[^"]*"|[^,\s]+)', value)}
 
 
+def auth_params(req: Request, header: str = "Authorization") -> dict[str, str]:
+    """The parameters of a request's credentials ({} when it carries none)."""
+    return _params(req.headers.get(header) or "")
+
+
 class Registrar:
     def __init__(self, ua: UserAgent, password: str = "secret", realm: str = "asterisk",
                  algorithm: str = "MD5", min_expires: int | None = None,
@@ -37,7 +42,7 @@ class Registrar:
         self.up = True
         self.now = 0.0
         self.custom: Callable[[Request], str | None] | None = None
-        self.stale_next = False
+        self.stale_next = 0  # how many correctly answered REGISTERs get 401 stale=true
 
     # ---------------------------------------------------------------- responses
     def _reply(self, req: Request, status: str, extra: str = "", tag: bool = True) -> str:
@@ -84,7 +89,7 @@ class Registrar:
         if req.method != "REGISTER":
             return None
         if self.stale_next and self.check(req):
-            self.stale_next = False
+            self.stale_next -= 1
             return self.challenge(req, stale=True)
         if not self.check(req):
             return self.challenge(req)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from firmware.sip.auth import (
@@ -36,14 +38,39 @@ def test_rfc2617_example() -> None:
         qop="auth") == "6629fae49393a05397450978507c4ef1"
 
 
-def test_no_qop_and_sess_variants() -> None:
-    plain = digest_response(algorithm="MD5", username="u", realm="r", password="p",
-                            method="REGISTER", uri="sip:r", nonce="n")
-    assert len(plain) == 32
-    sess = digest_response(algorithm="MD5-sess", username="u", realm="r", password="p",
-                           method="REGISTER", uri="sip:r", nonce="n", nc="00000001",
-                           cnonce="c", qop="auth")
-    assert len(sess) == 32 and sess != plain
+def test_no_qop_rfc2069_example() -> None:
+    """Without qop the response is H(HA1:nonce:HA2): RFC 2069 §2.4's worked example (its
+    password is "CircleOfLife", without spaces), which RFC 2617 §3.2.2.1 keeps compatible."""
+    assert digest_response(
+        algorithm="MD5", username="Mufasa", realm="testrealm@host.com",
+        password="CircleOfLife", method="GET", uri="/dir/index.html",
+        nonce="dcd98b7102dd2f0e8b11d0f600bfb0c093") == "1949323746fe6a43ef61f9606e7febea"
+
+
+def _sess_by_hand(hash_name: str, qop: bool) -> str:
+    """RFC 7616 §3.4.2 written out: A1 = H(user:realm:pass):nonce:cnonce for -sess, and
+    response = H(H(A1):nonce[:nc:cnonce:qop]:H(method:uri))."""
+    def h(text: str) -> str:
+        return hashlib.new(hash_name, text.encode()).hexdigest()
+
+    a1 = f"{h('5002:asterisk:s3cret')}:1b7fd46a:0a4f113b"
+    a2 = "REGISTER:sip:127.0.0.1"
+    middle = "1b7fd46a:00000001:0a4f113b:auth" if qop else "1b7fd46a"
+    return h(f"{h(a1)}:{middle}:{h(a2)}")
+
+
+@pytest.mark.parametrize("algorithm,hash_name", [("MD5-sess", "md5"),
+                                                 ("SHA-256-sess", "sha256")])
+@pytest.mark.parametrize("qop", [True, False])
+def test_sess_variants_known_answer(algorithm: str, hash_name: str, qop: bool) -> None:
+    got = digest_response(algorithm=algorithm, username="5002", realm="asterisk",
+                          password="s3cret", method="REGISTER", uri="sip:127.0.0.1",
+                          nonce="1b7fd46a", cnonce="0a4f113b",
+                          nc="00000001" if qop else None, qop="auth" if qop else None)
+    assert got == _sess_by_hand(hash_name, qop)
+
+
+def test_unknown_algorithm_is_refused() -> None:
     with pytest.raises(RemoteProtocolError):
         digest_response(algorithm="SHA-512", username="u", realm="r", password="p",
                         method="X", uri="u", nonce="n")

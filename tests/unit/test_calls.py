@@ -131,10 +131,28 @@ def test_200_racing_cancel_is_acked_then_byed() -> None:
         p.a.receive_datagram(data, ("127.0.0.2", 5080), p.now)
     p.b.receive_datagram(cancel[0][0], ("127.0.0.1", 5070), p.now)
     p.pump()
-    methods = [d.split(b" ")[0] for d, _ in []] + [ln.split()[0] for ln in first_lines(p, "a>b")]
-    assert "ACK" in methods and "BYE" in methods
+    # §9.1 / §13.2.2.4: the caller ACKs the 2xx that beat its CANCEL, then ends the dialog.
+    sent = [parse_message(d) for dr, d in p.wire if dr == "a>b"]
+    assert [m.method for m in sent if isinstance(m, Request)] == ["INVITE", "ACK", "BYE"]
+    invite, ack, bye = sent
+    answer = parse_message(ok[-1][0])
+    assert isinstance(answer, Response) and answer.status == 200
+    assert ack.cseq.number == invite.cseq.number and ack.cseq.method == "ACK"
+    assert bye.cseq.number == invite.cseq.number + 1
+    for m in (ack, bye):
+        assert m.call_id == invite.call_id and m.to.tag == answer.to.tag != ""
+    # The callee answers the late CANCEL 200 without a 487 (its INVITE is already final) and
+    # the BYE 200.
+    replies = [parse_message(d) for dr, d in p.wire if dr == "b>a"]
+    finals = [(r.status, r.cseq.method) for r in replies
+              if isinstance(r, Response) and r.status >= 200]
+    assert finals == [(200, "CANCEL"), (200, "BYE")]
     assert isinstance(p.events["b"][-1], CallEnded) and p.events["b"][-1].reason == "remote hangup"
-    assert p.events["a"][-1].reason == "cancelled"
+    assert isinstance(p.events["a"][-1], CallEnded) and p.events["a"][-1].reason == "cancelled"
+    assert p.b.call is not None and p.b.call.state == "ended"
+    wire = len(p.wire)
+    p.advance(40)
+    assert len(p.wire) == wire, "nothing retransmitted: the ACK stopped the 2xx, BYE answered"
 
 
 def test_lost_ack_makes_the_callee_retransmit_200() -> None:

@@ -75,7 +75,11 @@ def test_led_modes_show_on_the_pins(board_and_presses) -> None:
     assert pin.state is True or pin.state == 1
     board.set_led("ringing", "off")
     assert not pin.state
-    board.set_led("unknown", "on")  # ignored
+    before = board.states()
+    pins_before = {n: factory.pin(n).state for n in (5, 6, 12, 13, 19, 26)}
+    board.set_led("unknown", "on")  # a name the board does not have: ignored, nothing driven
+    assert board.states() == before and "unknown" not in board.states()
+    assert {n: factory.pin(n).state for n in (5, 6, 12, 13, 19, 26)} == pins_before
 
 
 def test_relay_pulse(board_and_presses) -> None:
@@ -89,6 +93,22 @@ def test_relay_pulse(board_and_presses) -> None:
     assert states[-2:] == [True, False]
 
 
-def test_pin_factories() -> None:
-    assert isinstance(make_pin_factory("mock"), MockFactory)
-    assert make_pin_factory("auto") is not None  # real GPIO or a simulated board
+def test_mock_pin_factory_is_a_fresh_working_board() -> None:
+    """``mock`` gives each caller its own simulated header: a board built on it sees presses
+    and drives LEDs, and a second factory's pins are untouched by the first."""
+    cfg = parse_config(BASE + "gpio:\n  pin_factory: mock\n")
+    first, second = make_pin_factory("mock"), make_pin_factory("mock")
+    assert isinstance(first, MockFactory) and isinstance(second, MockFactory)
+    assert first is not second
+    presses: list[str] = []
+    board = Board(cfg.gpio, first, presses.append)
+    try:
+        first.pin(17).drive_low()  # the default profile's call button
+        assert wait_for(lambda: presses == ["call"])
+        board.set_led("in_call", "on")
+        assert first.pin(19).state
+        assert first.pin(17).pull == "up", "button idles high through the internal pull-up"
+        assert not second.pin(19).state and second.pin(17).pull == "floating", \
+            "the second factory's header is untouched"
+    finally:
+        board.close()

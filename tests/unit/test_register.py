@@ -6,7 +6,7 @@ from firmware.events import Registered, RegistrationFailed, Unregistered
 from firmware.sip.transaction import TimerConfig
 from firmware.sip.ua import UAConfig, UserAgent
 
-from .registrar import UA_ADDR, Registrar
+from .registrar import UA_ADDR, Registrar, auth_params
 
 
 def make(password: str = "secret", **cfg) -> tuple[UserAgent, Registrar]:
@@ -54,16 +54,64 @@ def test_refresh_before_expiry_with_nonce_count() -> None:
     assert ua.registered
 
 
-def test_stale_nonce_is_answered_without_error() -> None:
+def test_stale_nonce_at_refresh_reuses_credentials_without_failure() -> None:
+    """RFC 7616 §3.3 / RFC 2617 §3.2.1: stale=true means "the password was right, the nonce
+    expired": answer the new nonce with the same credentials, however many answers this
+    attempt already carried, and do not report a failure."""
     ua, reg = make()
     reg.grant = 60
     ua.start(reg.now)
     reg.pump()
-    reg.events()
-    reg.stale_next = True
+    assert [type(e) for e in reg.events()] == [Registered]
+    before = len(reg.registers())
+    # The cached-credential refresh is rejected stale (first answer of this attempt), and so is
+    # the answer to that new nonce (second answer: only the stale rule lets it through).
+    reg.stale_next = 2
     reg.advance(31)
+    refresh = reg.registers()[before:]
+    nonces = [auth_params(r).get("nonce") for r in refresh]
+    assert nonces == ["n1", "n2", "n3"], "cached nonce, then each stale challenge's new nonce"
+    assert all(reg.check(r) for r in refresh), "every answer made with the same credentials"
+    assert [auth_params(r)["nc"] for r in refresh] == ["00000002", "00000001", "00000001"]
+    assert {r.call_id for r in refresh} == {refresh[0].call_id}
+    assert [r.cseq.number for r in refresh] == list(range(refresh[0].cseq.number,
+                                                          refresh[0].cseq.number + 3))
+    assert reg.events() == [Registered(60, "<sip:5002@127.0.0.1:5070>")], \
+        "the refresh succeeds; no RegistrationFailed"
+    assert ua.registered and ua.counters["registrations_lost"] == 0
+    reg.advance(30)
+    assert ua.registered and len(reg.registers()) == before + 4, "next refresh on schedule"
+
+
+def test_stale_nonce_on_first_answer_registers() -> None:
+    """The answer to the first challenge arrives after its nonce expired (e.g. delayed by
+    retransmissions): the stale 401 is answered once more, and registration succeeds."""
+    ua, reg = make()
+    reg.stale_next = 1
+    ua.start(reg.now)
+    reg.pump()
+    assert [type(e) for e in reg.events()] == [Registered]
+    assert [auth_params(r).get("nonce") for r in reg.registers()] == [None, "n1", "n2"]
     assert ua.registered
-    assert all(not isinstance(e, RegistrationFailed) for e in reg.events())
+
+
+def test_endless_stale_challenges_end_in_one_failure_with_backoff() -> None:
+    """A server answering every request stale=true must not drive a REGISTER storm: a few
+    answers, then one failure and the normal backoff."""
+    ua, reg = make(retry_min=2.0)
+    reg.stale_next = 10**6
+
+    def storm_guard(req):
+        assert len(reg.registers()) < 20, "REGISTER storm: stale challenges answered forever"
+
+    reg.custom = storm_guard
+    ua.start(reg.now)
+    reg.pump()
+    events = reg.events()
+    assert len(events) == 1 and isinstance(events[0], RegistrationFailed), events
+    assert events[0].status == 401 and events[0].retry_in == 2.0
+    assert 3 <= len(reg.registers()) <= 5, "bounded answers to stale challenges"
+    assert not ua.registered
 
 
 def test_423_min_expires() -> None:
@@ -214,6 +262,32 @@ def test_invite_wrong_password_ends_call() -> None:
     ua.make_call("5001", LocalMedia("127.0.0.1", 4000), reg.now)
     reg.pump(until=1.0)
     assert len([r for r in reg.received if r.method == "INVITE"]) == 2
+    (ev,) = reg.events()
+    assert isinstance(ev, CallEnded) and ev.status == 401
+
+
+def test_invite_endless_stale_challenges_end_the_call() -> None:
+    """A stale challenge to an INVITE is answered, but not forever: a server answering every
+    INVITE stale=true ends the call with its 401 instead of driving an INVITE storm."""
+    from firmware.events import CallEnded
+    from firmware.sip.sdp import LocalMedia
+
+    ua, reg = make(register=False)
+    branches: set[str] = set()
+
+    def stale_proxy(req):
+        if req.method != "INVITE":
+            return None
+        branches.add(req.top_via.branch)
+        assert len(branches) < 20, "INVITE storm: stale challenges answered forever"
+        return reg.challenge(req, 401, stale="Authorization" in req.headers)
+
+    reg.custom = stale_proxy
+    ua.make_call("5001", LocalMedia("127.0.0.1", 4000), reg.now)
+    reg.pump(until=1.0)
+    invites = list({r.top_via.branch: r for r in reg.received if r.method == "INVITE"}.values())
+    assert 3 <= len(invites) <= 6, "stale renewals answered, within a bound"
+    assert all(reg.check(i) for i in invites[1:]), "each renewal answers its new nonce"
     (ev,) = reg.events()
     assert isinstance(ev, CallEnded) and ev.status == 401
 

@@ -94,21 +94,51 @@ def test_uas_dialog_route_set_and_cseq() -> None:
     assert info.value.status == 500
 
 
+def _ok(record_route: bytes = b"", contact: bytes = b"<sip:box@10.0.0.2>",
+        cseq: bytes = b"10 INVITE") -> bytes:
+    return (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP p1;branch=z9hG4bK1\r\n" + record_route +
+            b"From: <sip:a@x>;tag=ft\r\nTo: <sip:box@y>;tag=tt\r\nCall-ID: d1\r\n"
+            b"CSeq: " + cseq + b"\r\n" + (b"Contact: " + contact + b"\r\n" if contact else b"")
+            + b"\r\n")
+
+
 def test_uac_dialog_reverses_record_route_and_strict_routing() -> None:
     req = parse_message(INVITE)
-    ok = parse_message(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP p1;branch=z9hG4bK1\r\n"
-                       b"Record-Route: <sip:p1>, <sip:p2;lr>\r\nFrom: <sip:a@x>;tag=ft\r\n"
-                       b"To: <sip:box@y>;tag=tt\r\nCall-ID: d1\r\nCSeq: 10 INVITE\r\n"
-                       b"Contact: <sip:box@10.0.0.2>\r\n\r\n")
+    ok = parse_message(_ok(b"Record-Route: <sip:p1>, <sip:p2;lr>\r\n"))
     d = Dialog.from_uac(req, ok)
-    assert d.route_set == ["<sip:p2;lr>", "<sip:p1>"]
-    d.route_set = ["<sip:strict.example.com>", "<sip:p2;lr>"]
-    bye = d.create_request("BYE")
-    assert bye.uri == "sip:strict.example.com"
-    assert bye.headers.get_all("Route") == ["<sip:p2;lr>", "<sip:box@10.0.0.2>"]
+    assert d.route_set == ["<sip:p2;lr>", "<sip:p1>"], "route set is Record-Route reversed"
+    assert d.remote_target == "sip:box@10.0.0.2"
+    loose = d.create_request("BYE")
+    assert loose.uri == "sip:box@10.0.0.2", "first hop loose-routes: URI is the remote target"
+    assert loose.headers.get_all("Route") == ["<sip:p2;lr>", "<sip:p1>"]
+    assert loose.cseq.number == 11 and loose.from_.tag == "ft" and loose.to.tag == "tt"
     ack = d.create_request("ACK", cseq=10)
     assert ack.cseq.number == 10 and d.local_cseq == 11
-    d.refresh_target(ok)
+
+    # §12.2.1.1: the first hop (last Record-Route) is a strict router: it becomes the
+    # Request-URI and the remote target goes last in Route.
+    strict = Dialog.from_uac(req, parse_message(
+        _ok(b"Record-Route: <sip:p2;lr>\r\nRecord-Route: <sip:strict.example.com>\r\n")))
+    assert strict.route_set == ["<sip:strict.example.com>", "<sip:p2;lr>"]
+    bye = strict.create_request("BYE")
+    assert bye.uri == "sip:strict.example.com"
+    assert bye.headers.get_all("Route") == ["<sip:p2;lr>", "<sip:box@10.0.0.2>"]
+
+
+def test_uac_target_refresh_by_2xx_contact() -> None:
+    """§12.2.1.2: a 2xx to a target refresh replaces the remote target with its Contact;
+    a 2xx without Contact leaves it as it was."""
+    d = Dialog.from_uac(parse_message(INVITE), parse_message(_ok()))
+    d.refresh_target(parse_message(_ok(contact=b"<sip:box@10.0.0.7:5080;transport=udp>",
+                                       cseq=b"11 INVITE")))
+    assert d.remote_target == "sip:box@10.0.0.7:5080;transport=udp"
+    assert d.create_request("BYE").uri == "sip:box@10.0.0.7:5080;transport=udp"
+    d.refresh_target(parse_message(_ok(contact=b"", cseq=b"12 INVITE")))
+    assert d.remote_target == "sip:box@10.0.0.7:5080;transport=udp"
+
+
+def test_uac_dialog_needs_to_tag() -> None:
+    req = parse_message(INVITE)
     no_tag = parse_message(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP p1;branch=z9hG4bK1\r\n"
                            b"From: <sip:a@x>;tag=ft\r\nTo: <sip:box@y>\r\nCall-ID: d1\r\n"
                            b"CSeq: 10 INVITE\r\n\r\n")
