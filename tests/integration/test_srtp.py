@@ -28,7 +28,7 @@ from devtools.components import Asterisk, wait_for
 from firmware import _rtpcore as core
 from firmware.events import MediaParams, SrtpParams
 from firmware.media.audio import ToneSource
-from firmware.media.stream import RtpPorts, RtpSession
+from firmware.media.stream import RtpPorts, RtpSession, StreamSettings
 
 from ..audio import pcm_array, peak_hz, tone_snr_db, wav_array
 
@@ -119,11 +119,13 @@ def media(port: int, srtp: SrtpParams | None) -> MediaParams:
 
 
 def run_pair(suite: str | None, relay: CapturingRelay, seconds: float = 4.0,
-             during: Callable[[RtpSession, RtpSession], None] | None = None):
+             during: Callable[[RtpSession, RtpSession], None] | None = None,
+             latch_b: bool = False):
     ka, kb = os.urandom(30), os.urandom(30)
     pa, pb = RtpPorts("127.0.0.1"), RtpPorts("127.0.0.1")
     ra, rb = Recorder(), Recorder()
-    a, b = RtpSession(pa, ToneSource(700), ra), RtpSession(pb, ToneSource(1300), rb)
+    a = RtpSession(pa, ToneSource(700), ra)
+    b = RtpSession(pb, ToneSource(1300), rb, StreamSettings(latch=latch_b))
     relay.connect(pa.port, pb.port)
     try:
         a.start(media(relay.a_port, SrtpParams(suite, ka, kb) if suite else None))
@@ -362,3 +364,74 @@ def test_required_box_refuses_plain_calls_both_ways(asterisk, intercom, baresip)
                   15, 0.2, "the outgoing call to fail")
     # Asterisk declines the RTP/SAVP offer on its plain endpoint: the call ends, named
     assert st["last_call_end"] == "488 Not Acceptable Here", st["last_call_end"]
+
+
+def test_latching_follows_only_packets_that_authenticate() -> None:
+    """With media.latch on, a forged packet from another address must not steal the audio."""
+    stolen: list[bytes] = []
+    forged = 0
+
+    def steal(a: RtpSession, b: RtpSession) -> None:
+        nonlocal forged
+        assert b.ports is not None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(0.05)
+            for seq in range(40):  # SRTP-shaped: a header, a payload and a made-up tag
+                s.sendto(core.rtp_pack(0, False, seq, seq * 160, 99, os.urandom(170)),
+                         ("127.0.0.1", b.ports.port))
+                forged += 1
+                try:
+                    stolen.append(s.recv(2048))
+                except TimeoutError:
+                    pass
+
+    relay = CapturingRelay()
+    a, b, ra, rb, _ = run_pair(SUITE_80, relay, seconds=4.0, during=steal, latch_b=True)
+    assert stolen == [], "the box kept sending to its authenticated peer"
+    assert b.final_stats["auth_failures"] == forged == 40
+    x = pcm_array(bytes(ra.pcm))[-8000:]  # the last second: still hearing B
+    assert abs(peak_hz(x) - 1300) < 10 and tone_snr_db(x, 1300) > 15
+
+
+def test_reinvite_rekeys_and_switches_protection_mid_call() -> None:
+    """A re-INVITE may bring a new key (only that side is replaced) or switch SRTP on: the
+    audio continues either way, judged on the last second of each phase."""
+    relay = CapturingRelay()
+    pa, pb = RtpPorts("127.0.0.1"), RtpPorts("127.0.0.1")
+    ra, rb = Recorder(), Recorder()
+    a, b = RtpSession(pa, ToneSource(700), ra), RtpSession(pb, ToneSource(1300), rb)
+    relay.connect(pa.port, pb.port)
+    ka, kb, kb2 = os.urandom(30), os.urandom(30), os.urandom(30)
+
+    def heard(rec: Recorder, hz: float) -> bool:
+        x = pcm_array(bytes(rec.pcm))[-8000:]
+        return abs(peak_hz(x) - hz) < 10 and tone_snr_db(x, hz) > 15
+
+    try:
+        a.start(media(relay.a_port, None))
+        b.start(media(relay.b_port, None))
+        time.sleep(1.5)
+        assert heard(ra, 1300) and heard(rb, 700)
+        first_stream = a.stream
+        a.update(media(relay.a_port, SrtpParams(SUITE_80, ka, kb)))  # plain -> SRTP
+        b.update(media(relay.b_port, SrtpParams(SUITE_80, kb, ka)))
+        assert a.stream is not first_stream and a.transform is not None
+        time.sleep(1.5)
+        assert heard(ra, 1300) and heard(rb, 700)
+        assert len(relay.seen[("rtp", "a>b")][-1]) == 182, "now SRTP on the wire"
+        transform = a.transform
+        a.update(media(relay.a_port, SrtpParams(SUITE_80, ka, kb2)))  # B's new key
+        b.update(media(relay.b_port, SrtpParams(SUITE_80, kb2, ka)))
+        assert a.transform is transform, "re-keyed in place, not restarted"
+        time.sleep(1.5)
+        assert heard(ra, 1300) and heard(rb, 700)
+        mid = a.stats()
+    finally:
+        a.stop()
+        b.stop()
+        relay.stop()
+        pa.close()
+        pb.close()
+    assert mid["auth_failures"] <= 5, "only packets in flight during the switch"
+    assert b.final_stats["auth_failures"] == 0, "A's outbound key never changed"
