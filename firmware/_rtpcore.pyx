@@ -597,6 +597,7 @@ cdef struct Stats:
     uint64_t concealed_frames, malformed, wrong_pt, wrong_source, dtmf_sent, dtmf_received
     uint64_t rtcp_sent, rtcp_received, source_underruns, ticks, late_wakeups
     uint64_t auth_failures, replays, unprotect_errors, protect_errors  # the packet transform
+    uint64_t rtcp_refused  # RTCP the transform refused, whatever the reason
     uint64_t max_wakeup_late_ns
     int64_t sum_wakeup_late_ns
     double jitter  # RFC 3550 A.8, timestamp units
@@ -786,6 +787,7 @@ cdef class MediaStream:
             "dtmf_sent": s.dtmf_sent, "dtmf_received": s.dtmf_received,
             "auth_failures": s.auth_failures, "replays": s.replays,
             "unprotect_errors": s.unprotect_errors, "protect_errors": s.protect_errors,
+            "rtcp_refused": s.rtcp_refused,
             "rtcp_sent": s.rtcp_sent, "rtcp_received": s.rtcp_received,
             "source_underruns": s.source_underruns, "sink_overruns": self.sink.overruns,
             "ticks": s.ticks, "late_wakeups": s.late_wakeups,
@@ -924,7 +926,7 @@ cdef class MediaStream:
             if self.xform is not None:
                 rc = self.xform.unprotect_rtcp_c(buf, <int>n)
                 if rc < 0:
-                    self._count_refused(rc)
+                    self.st.rtcp_refused += 1
                     continue
                 n = rc
             if n >= 8 and (buf[0] >> 6) == 2 and buf[1] >= 200 and buf[1] <= 204:
@@ -936,6 +938,7 @@ cdef class MediaStream:
                 self.st.malformed += 1
 
     cdef void _count_refused(self, int rc) noexcept nogil:
+        """An RTP packet the transform refused: counted by reason."""
         if rc == XF_AUTH:
             self.st.auth_failures += 1
         elif rc == XF_REPLAY:

