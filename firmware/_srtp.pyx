@@ -198,7 +198,7 @@ cdef class SrtpTransform(PacketTransform):
         cdef int length = n
         cdef srtp_err_status_t rc
         pthread_mutex_lock(&self.lock)
-        if n < 12 or n + self.tx_tag > cap:
+        if self.tx == NULL or n < 12 or n + self.tx_tag > cap:
             pthread_mutex_unlock(&self.lock)
             return XF_ERROR
         rc = srtp_protect(self.tx, pkt, &length)
@@ -208,7 +208,7 @@ cdef class SrtpTransform(PacketTransform):
     cdef int unprotect_rtp_c(self, unsigned char *pkt, int n) noexcept nogil:
         cdef int length = n
         cdef srtp_err_status_t rc
-        if n < 12 + 4:
+        if n < 12 + 4 or self.rx == NULL:
             return XF_ERROR
         pthread_mutex_lock(&self.lock)
         rc = srtp_unprotect(self.rx, pkt, &length)
@@ -218,7 +218,7 @@ cdef class SrtpTransform(PacketTransform):
     cdef int protect_rtcp_c(self, unsigned char *pkt, int n, int cap) noexcept nogil:
         cdef int length = n
         cdef srtp_err_status_t rc
-        if n < 8 or n + SRTCP_TRAILER > cap:
+        if n < 8 or n + SRTCP_TRAILER > cap or self.tx == NULL:
             return XF_ERROR
         pthread_mutex_lock(&self.lock)
         rc = srtp_protect_rtcp(self.tx, pkt, &length)
@@ -228,7 +228,7 @@ cdef class SrtpTransform(PacketTransform):
     cdef int unprotect_rtcp_c(self, unsigned char *pkt, int n) noexcept nogil:
         cdef int length = n
         cdef srtp_err_status_t rc
-        if n < 8 + SRTCP_TRAILER:
+        if n < 8 + SRTCP_TRAILER or self.rx == NULL:
             return XF_ERROR
         pthread_mutex_lock(&self.lock)
         rc = srtp_unprotect_rtcp(self.rx, pkt, &length)

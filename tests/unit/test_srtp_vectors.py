@@ -250,5 +250,10 @@ def test_rekey_keys_stay_secret_and_the_identity_hook() -> None:
         assert key.hex() not in text and repr(key) not in text
     with pytest.raises(TypeError):
         pickle.dumps(a)
+    blank = SrtpTransform.__new__(SrtpTransform)  # never initialised: refuses, no crash
+    with pytest.raises(TransformError):
+        blank.protect_rtp(rtp(4))
+    with pytest.raises(TransformError):
+        blank.unprotect_rtcp(bytes(40))
     identity = PacketTransform()
     assert identity.protect_rtp(rtp(3)) == rtp(3) == identity.unprotect_rtp(rtp(3))
