@@ -9,10 +9,10 @@ export INTERCOM_ASTERISK_ROOT=${INTERCOM_ASTERISK_ROOT:-$CACHE/asterisk-root}
 VENV=$ROOT/.venv
 APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
 # Debian packages: the Asterisk chroot builder, the Python toolchain for the Cython core, ALSA's
-# headers (pyalsaaudio builds against them), and the real peers the tests talk to (baresip with
-# jackd's paced dummy driver, SIPp).
+# headers (pyalsaaudio builds against them), libsrtp2's (the SRTP transform links it), and the
+# real peers the tests talk to (baresip with jackd's paced dummy driver, SIPp).
 DEB_PACKAGES=(mmdebstrap python3 python3-venv python3-dev gcc iproute2 baresip-core sip-tester
-  jackd2 libasound2-dev alsa-utils)
+  jackd2 libasound2-dev alsa-utils libsrtp2-dev)
 
 log() { printf '\n==> %s\n' "$*"; }
 
@@ -49,7 +49,7 @@ venv() {
   fi
   local stamp=$VENV/.installed
   if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ] \
-     || { [ -f "$ROOT/firmware/_rtpcore.pyx" ] && [ "$ROOT/firmware/_rtpcore.pyx" -nt "$stamp" ]; }; then
+     || [ -n "$(find "$ROOT/firmware" -maxdepth 1 -name '*.p[xy][xd]' -newer "$stamp")" ]; then
     log "installing the firmware and its test tools into $VENV"
     "$VENV/bin/pip" install -q --upgrade pip
     "$VENV/bin/pip" install -q -e "$ROOT[test]"

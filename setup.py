@@ -1,5 +1,10 @@
 """Build hook: compiles the Cython real-time core and ships the board profiles (hw/profiles) as
-package data (firmware/profiles), so that ``pip install .`` gives a working ``intercom``."""
+package data (firmware/profiles), so that ``pip install .`` gives a working ``intercom``.
+
+Three extensions: the core (``_rtpcore``), the packet-transform hook it calls (``_transform``)
+and the SRTP transform on libsrtp2 (``_srtp``; Debian ``libsrtp2-dev`` to build,
+``libsrtp2-1`` to run).
+"""
 
 import shutil
 from pathlib import Path
@@ -24,8 +29,12 @@ if (HERE / "firmware" / "_rtpcore.pyx").exists():
     from Cython.Build import cythonize
     from setuptools import Extension
 
+    flags = ["-O2"]
     ext_modules = cythonize(
-        [Extension("firmware._rtpcore", ["firmware/_rtpcore.pyx"], extra_compile_args=["-O2"])],
+        [Extension("firmware._transform", ["firmware/_transform.pyx"], extra_compile_args=flags),
+         Extension("firmware._rtpcore", ["firmware/_rtpcore.pyx"], extra_compile_args=flags),
+         Extension("firmware._srtp", ["firmware/_srtp.pyx"], extra_compile_args=flags,
+                   libraries=["srtp2"])],
         language_level=3,
     )
 

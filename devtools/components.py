@@ -58,11 +58,12 @@ class Asterisk:
 
     def __init__(self, direct_media: bool = False, rtp_base: int = 31000,
                  bind: str = "127.0.0.1", port: int | None = None, netns: str | None = None,
-                 media_address: str | None = None) -> None:
+                 media_address: str | None = None, media_encryption: str | None = None) -> None:
         """``netns``: run inside that network namespace (the QEMU image tests: nothing Asterisk
         sends can leave the namespace). ``media_address``: the address Asterisk announces in
         SDP while its RTP stays bound to every address of its namespace (a QEMU guest reaches
-        the host's loopback as 10.0.2.2)."""
+        the host's loopback as 10.0.2.2). ``media_encryption``: e.g. "sdes": every endpoint
+        demands SRTP."""
         if not (ASTERISK_ROOT / "usr/sbin/asterisk").exists():
             raise RuntimeError(f"no Asterisk root at {ASTERISK_ROOT}: run ./build.sh test "
                                "(it builds it with mmdebstrap)")
@@ -72,6 +73,7 @@ class Asterisk:
         self.inner = Path("/intercom-tests") / self.name
         self.dir = ASTERISK_ROOT / str(self.inner).lstrip("/")
         self.direct_media = direct_media
+        self.media_encryption = media_encryption  # e.g. "sdes": every endpoint demands SRTP
         self.rtp_base = rtp_base
         self.netns = netns
         self.media_address = media_address
@@ -99,6 +101,9 @@ class Asterisk:
                     text = text.replace(
                         "rewrite_contact=yes\n", "rewrite_contact=yes\nmedia_address=127.0.0.1"
                         "\nbind_rtp_to_media_address=yes\n", 1)
+                if self.media_encryption:  # into the endpoint template: all extensions
+                    text = text.replace("rewrite_contact=yes\n", "rewrite_contact=yes\n"
+                                        f"media_encryption={self.media_encryption}\n", 1)
             if f.name == "rtp.conf":
                 text = re.sub(r"rtpstart=\d+", f"rtpstart={self.rtp_base}", text)
                 text = re.sub(r"rtpend=\d+", f"rtpend={self.rtp_base + 998}", text)
@@ -183,7 +188,7 @@ class Baresip:
 
     def __init__(self, asterisk: Asterisk, ext: str = "5001", answer: str = "manual",
                  tone_hz: int = 440, record_dir: Path | None = None, tmp: Path | None = None,
-                 paced: bool | None = None):
+                 paced: bool | None = None, mediaenc: str | None = None):
         self.ext = ext
         self.asterisk = asterisk
         self.dir = Path(tmp or f"/tmp/baresip-{uuid.uuid4().hex[:8]}")
@@ -193,6 +198,8 @@ class Baresip:
         self.rtp_ports = (41000 + (self.sip_port % 50) * 100, 41000 + (self.sip_port % 50) * 100
                           + 98)
         modules = ["g711.so", "ausine.so", "account.so", "ctrl_tcp.so", "menu.so"]
+        if mediaenc:  # srtp (best effort), srtp-mand (RTP/SAVP); loaded before the accounts
+            modules.insert(modules.index("account.so"), "srtp.so")
         extra = ""
         player = "audio_player nothing,none\n"
         # a recording call needs a paced player: jackd's dummy driver (ALSA null is unpaced)
@@ -220,7 +227,8 @@ class Baresip:
             + f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}\n" + extra)
         (self.dir / "accounts").write_text(
             f"<sip:{ext}@127.0.0.1:{asterisk.port};transport=udp>;auth_pass={PASSWORDS[ext]};"
-            f"regint=60;answermode={answer}\n")
+            f"regint=60;answermode={answer}" + (f";mediaenc={mediaenc}" if mediaenc else "")
+            + "\n")
         self.proc: subprocess.Popen | None = None
         self.sock: socket.socket | None = None
         self._buf = b""
@@ -318,6 +326,7 @@ class Intercom:
         self.sip_port = sip.pop("local_port", None) or free_port()
         calls = sip.pop("calls", {})
         audio = sip.pop("audio", {})
+        media = sip.pop("media", {})
         gpio = sip.pop("gpio", {"pin_factory": "mock"})
         self.env = sip.pop("env", {})
         settings = {"server": "127.0.0.1", "port": server_port, "username": "5002",
@@ -325,7 +334,7 @@ class Intercom:
                     "local_port": self.sip_port, "register_expires": 60,
                     "retry_min": 1, "retry_max": 4, **sip}
         doc = {"sip": settings, "calls": calls, "control": {"socket": str(self.sock)},
-               "media": {"rtp_port": 0}, "audio": audio, "gpio": gpio,
+               "media": {"rtp_port": 0, **media}, "audio": audio, "gpio": gpio,
                "log": {"level": "debug"}}
         self.config.write_text(json.dumps(doc))  # JSON is YAML
         self.proc: subprocess.Popen | None = None

@@ -2,6 +2,8 @@
 
 from collections.abc import Buffer
 
+from ._transform import PacketTransform
+
 ULAW: int
 ALAW: int
 DTMF_EVENTS: str
@@ -61,7 +63,10 @@ class MediaStream:
     def __init__(self, rtp_fd: int, rtcp_fd: int, payload_type: int = 0, ptime_ms: int = 20,
                  dtmf_payload_type: int = 101, ssrc: int = 0, seq: int = 0, ts: int = 0,
                  latch: bool = False, jitter_target_ms: int = 40, jitter_min_ms: int = 20,
-                 jitter_max_ms: int = 200, cname: str = "intercom") -> None: ...
+                 jitter_max_ms: int = 200, cname: str = "intercom",
+                 transform: PacketTransform | None = None) -> None: ...
+    @property
+    def transform(self) -> PacketTransform | None: ...
     def set_remote(self, host: str, port: int, rtcp_port: int = 0) -> None: ...
     def set_direction(self, send: bool, receive: bool) -> None: ...
     def send_dtmf(self, digits: str) -> int: ...

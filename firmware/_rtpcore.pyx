@@ -5,8 +5,10 @@ Owns everything that runs every packet period: the G.711 tables (bit-exact to IT
 RTP pack/parse with validation, the adaptive jitter buffer with loss concealment, DTMF events
 both ways, RTCP SR/RR/BYE, and the loop itself, which holds no GIL: it sleeps to absolute
 CLOCK_MONOTONIC deadlines, moves datagrams with recvfrom/sendto on file descriptors it is given,
-and exchanges PCM with Python only through mutex-guarded FIFOs. Knows nothing about SIP, SDP
-parsing, sockets' creation, ALSA or files.
+and exchanges PCM with Python only through mutex-guarded FIFOs. An optional packet transform
+(``firmware._transform``; SRTP is one) sits between the packets and the socket: it protects
+what leaves and unprotects what arrives, and its refusals are counted drops. Knows nothing
+about SIP, SDP parsing, sockets' creation, ciphers, ALSA or files.
 """
 
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -16,6 +18,7 @@ from libc.errno cimport errno, EINTR
 from posix.time cimport clock_gettime, clock_nanosleep, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from firmware._transform cimport PacketTransform, TRANSFORM_TRAILER_MAX, XF_AUTH, XF_REPLAY
 
 cdef extern from "<time.h>" nogil:
     int TIMER_ABSTIME
@@ -593,6 +596,8 @@ cdef struct Stats:
     uint64_t sent, sent_octets, received, received_octets, late, duplicates, reordered
     uint64_t concealed_frames, malformed, wrong_pt, wrong_source, dtmf_sent, dtmf_received
     uint64_t rtcp_sent, rtcp_received, source_underruns, ticks, late_wakeups
+    uint64_t auth_failures, replays, unprotect_errors, protect_errors  # the packet transform
+    uint64_t rtcp_refused  # RTCP the transform refused, whatever the reason
     uint64_t max_wakeup_late_ns
     int64_t sum_wakeup_late_ns
     double jitter  # RFC 3550 A.8, timestamp units
@@ -617,6 +622,8 @@ cdef class MediaStream:
 
     The caller owns the sockets (two bound UDP sockets: RTP and RTCP) and passes their file
     descriptors; it feeds ``source`` with PCM to send and drains ``sink`` of PCM received.
+    ``transform`` (optional) protects every packet before ``sendto`` and unprotects every
+    datagram after ``recvmsg``; without one those steps are skipped.
     """
 
     cdef int rtp_fd, rtcp_fd
@@ -660,6 +667,7 @@ cdef class MediaStream:
     cdef int64_t next_rtcp_ns
     cdef uint8_t cname[MAX_CNAME]
     cdef int cname_len
+    cdef PacketTransform xform
 
     def __cinit__(self):
         pthread_mutex_init(&self.lock, NULL)
@@ -670,7 +678,8 @@ cdef class MediaStream:
     def __init__(self, int rtp_fd, int rtcp_fd, int payload_type=0, int ptime_ms=20,
                  int dtmf_payload_type=101, unsigned int ssrc=0, int seq=0,
                  unsigned int ts=0, bint latch=False, int jitter_target_ms=40,
-                 int jitter_min_ms=20, int jitter_max_ms=200, str cname="intercom"):
+                 int jitter_min_ms=20, int jitter_max_ms=200, str cname="intercom",
+                 PacketTransform transform=None):
         if ptime_ms not in (10, 20, 30, 40):
             raise ValueError("ptime must be 10, 20, 30 or 40 ms")
         if payload_type not in (0, 8):
@@ -705,6 +714,12 @@ cdef class MediaStream:
         raw = cname.encode()[:MAX_CNAME]
         self.cname_len = len(raw)
         memcpy(self.cname, <const char *>raw, self.cname_len)
+        self.xform = transform
+
+    @property
+    def transform(self):
+        """The packet transform between this stream and its sockets, or None."""
+        return self.xform
 
     # ------------------------------------------------------------------ control (Python side)
     def set_remote(self, str host, int port, int rtcp_port=0):
@@ -770,6 +785,9 @@ cdef class MediaStream:
             "malformed": s.malformed, "wrong_payload_type": s.wrong_pt,
             "wrong_source": s.wrong_source, "resyncs": self.jb.resyncs,
             "dtmf_sent": s.dtmf_sent, "dtmf_received": s.dtmf_received,
+            "auth_failures": s.auth_failures, "replays": s.replays,
+            "unprotect_errors": s.unprotect_errors, "protect_errors": s.protect_errors,
+            "rtcp_refused": s.rtcp_refused,
             "rtcp_sent": s.rtcp_sent, "rtcp_received": s.rtcp_received,
             "source_underruns": s.source_underruns, "sink_overruns": self.sink.overruns,
             "ticks": s.ticks, "late_wakeups": s.late_wakeups,
@@ -841,6 +859,7 @@ cdef class MediaStream:
         cdef timespec *stamp
         cdef timespec wall
         cdef int64_t arrival_ns
+        cdef int rc
         while True:
             iov.iov_base = buf
             iov.iov_len = sizeof(buf)
@@ -864,6 +883,20 @@ cdef class MediaStream:
             if arrival_ns == 0:
                 clock_gettime(CLOCK_REALTIME, &wall)
                 arrival_ns = <int64_t>wall.tv_sec * 1000000000 + wall.tv_nsec
+            if self.xform is not None:
+                # address first (no crypto spent on strangers), then authenticity; latching
+                # below happens only for a packet that authenticated
+                pthread_mutex_lock(&self.lock)
+                rc = self._may_come_from(&src)
+                pthread_mutex_unlock(&self.lock)
+                if not rc:
+                    self.st.wrong_source += 1
+                    continue
+                rc = self.xform.unprotect_rtp_c(buf, <int>n)
+                if rc < 0:
+                    self._count_refused(rc)
+                    continue
+                n = rc
             if _rtp_parse(buf, <int>n, &h) != 0:
                 self.st.malformed += 1
                 continue
@@ -890,6 +923,12 @@ cdef class MediaStream:
             n = recvfrom(self.rtcp_fd, buf, sizeof(buf), MSG_DONTWAIT, <sockaddr *>&src, &slen)
             if n < 0:
                 break
+            if self.xform is not None:
+                rc = self.xform.unprotect_rtcp_c(buf, <int>n)
+                if rc < 0:
+                    self.st.rtcp_refused += 1
+                    continue
+                n = rc
             if n >= 8 and (buf[0] >> 6) == 2 and buf[1] >= 200 and buf[1] <= 204:
                 self.st.rtcp_received += 1
                 if buf[1] == 200 and n >= 20:
@@ -897,6 +936,33 @@ cdef class MediaStream:
                     self.lsr_arrival_ns = now_ns
             else:
                 self.st.malformed += 1
+
+    cdef void _count_refused(self, int rc) noexcept nogil:
+        """An RTP packet the transform refused: counted by reason."""
+        if rc == XF_AUTH:
+            self.st.auth_failures += 1
+        elif rc == XF_REPLAY:
+            self.st.replays += 1
+        else:
+            self.st.unprotect_errors += 1
+
+    cdef bint _may_come_from(self, sockaddr_in *src) noexcept nogil:
+        """What _source_ok would accept, without latching (called with the lock held)."""
+        if self.have_remote and src.sin_addr.s_addr == self.remote.sin_addr.s_addr and \
+                src.sin_port == self.remote.sin_port:
+            return True
+        return (self.latch and not self.latched) or not self.have_remote
+
+    cdef int _protect(self, uint8_t *pkt, int n, int cap, bint rtcp) noexcept nogil:
+        """Run the transform on an outgoing packet: its new length, or -1 (counted)."""
+        if rtcp:
+            n = self.xform.protect_rtcp_c(pkt, n, cap)
+        else:
+            n = self.xform.protect_rtp_c(pkt, n, cap)
+        if n < 0:
+            self.st.protect_errors += 1
+            return -1
+        return n
 
     cdef bint _source_ok(self, sockaddr_in *src) noexcept nogil:
         """Symmetric RTP: accept the SDP address; with latching, move to the first sender."""
@@ -960,7 +1026,7 @@ cdef class MediaStream:
         pthread_mutex_unlock(&self.lock)
 
     cdef void _send_frame(self) noexcept nogil:
-        cdef uint8_t pkt[12 + MAX_FRAME]
+        cdef uint8_t pkt[12 + MAX_FRAME + TRANSFORM_TRAILER_MAX]
         cdef int16_t pcm[MAX_FRAME]
         cdef int got, fs = self.frame_samples
         cdef bint send
@@ -999,9 +1065,13 @@ cdef class MediaStream:
 
     cdef void _send_audio(self, uint8_t *pkt, int16_t *pcm) noexcept nogil:
         cdef int fs = self.frame_samples
+        cdef int n = 12 + fs
         _rtp_header(pkt, self.payload_type, self.marker_next, self.seq, self.ts, self.ssrc)
         _encode(pcm, pkt + 12, fs, self.law)
-        if sendto(self.rtp_fd, pkt, 12 + fs, 0, <sockaddr *>&self.remote, sizeof(self.remote)) > 0:
+        if self.xform is not None:
+            n = self._protect(pkt, n, 12 + MAX_FRAME + TRANSFORM_TRAILER_MAX, False)
+        if n > 0 and sendto(self.rtp_fd, pkt, n, 0, <sockaddr *>&self.remote,
+                            sizeof(self.remote)) > 0:
             self.st.sent += 1
             self.st.sent_octets += fs
         self.marker_next = 0
@@ -1009,8 +1079,8 @@ cdef class MediaStream:
 
     cdef void _send_event(self) noexcept nogil:
         """Event packets share the event's start timestamp; the end goes three times."""
-        cdef uint8_t pkt[16]
-        cdef int i, copies = 1
+        cdef uint8_t pkt[16 + TRANSFORM_TRAILER_MAX]
+        cdef int i, n, copies = 1
         cdef bint end
         cdef uint32_t duration
         self.ev_sent += 1
@@ -1024,8 +1094,11 @@ cdef class MediaStream:
             pkt[12] = self.ev_code
             pkt[13] = (0x80 if end else 0) | 10
             _wr16(pkt + 14, <uint16_t>duration)
-            if sendto(self.rtp_fd, pkt, 16, 0, <sockaddr *>&self.remote,
-                      sizeof(self.remote)) > 0:
+            n = 16
+            if self.xform is not None:
+                n = self._protect(pkt, n, 16 + TRANSFORM_TRAILER_MAX, False)
+            if n > 0 and sendto(self.rtp_fd, pkt, n, 0, <sockaddr *>&self.remote,
+                                sizeof(self.remote)) > 0:
                 self.st.sent += 1
                 self.st.sent_octets += 4
             self.seq += 1
@@ -1130,6 +1203,8 @@ cdef class MediaStream:
             _wr16(pkt + off + 2, 1)
             _wr32(pkt + off + 4, self.ssrc)
             off += 8
-        if sendto(self.rtcp_fd, pkt, off, 0, <sockaddr *>&self.remote_rtcp,
-                  sizeof(self.remote_rtcp)) > 0:
+        if self.xform is not None:
+            off = self._protect(pkt, off, sizeof(pkt), True)
+        if off > 0 and sendto(self.rtcp_fd, pkt, off, 0, <sockaddr *>&self.remote_rtcp,
+                              sizeof(self.remote_rtcp)) > 0:
             self.st.rtcp_sent += 1

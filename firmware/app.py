@@ -73,7 +73,7 @@ def ua_config(cfg: Config, server_ip: str) -> UAConfig:
         keepalive_interval=s.keepalive_interval, retry_min=s.retry_min, retry_max=s.retry_max,
         ring_timeout=cfg.calls.ring_timeout + 5,  # the supervisor's timer normally acts first
         codecs=cfg.media.codecs, dtmf_payload_type=cfg.media.dtmf_payload_type,
-        user_agent=f"intercom-firmware/{__version__}")
+        srtp=cfg.media.srtp, user_agent=f"intercom-firmware/{__version__}")
 
 
 def policy(cfg: Config) -> sv.Policy:
@@ -179,6 +179,10 @@ class App:
                                f"{exc.strerror or exc}") from None
         log.info("intercom %s starting: %s@%s:%d over %s, control socket %s", __version__,
                  s.username, s.server, s.port, s.transport.upper(), self.cfg.control.socket)
+        if self.cfg.media.srtp != "off" and s.transport != "tls":
+            log.warning("media.srtp is %s but sip.transport is %s: the SRTP keys cross the "
+                        "network in clear SIP, so whoever can read SIP can decrypt the audio",
+                        self.cfg.media.srtp, s.transport)
         self._execute(self.sup.start())
         self._check_audio()
         self.ua.start(self.driver.now())
@@ -428,13 +432,16 @@ class App:
 
     def _set_media(self, media: MediaParams | None) -> None:
         self.media = None if media is None else {
-            k: getattr(media, k) for k in ("remote_addr", "remote_port", "codec", "ptime",
-                                          "direction", "dtmf_payload_type")}
+            **{k: getattr(media, k) for k in ("remote_addr", "remote_port", "codec", "ptime",
+                                             "direction", "dtmf_payload_type")},
+            "srtp": media.srtp.suite if media.srtp else None}  # the suite, never a key
 
     def _local_media(self) -> LocalMedia:
         assert self.ports is not None
         m = self.cfg.media
-        return LocalMedia(self.media_ip, self.ports.port, m.codecs, m.dtmf_payload_type, m.ptime)
+        # fresh SRTP keys for every call (LocalMedia draws them when media.srtp is not off)
+        return LocalMedia(self.media_ip, self.ports.port, m.codecs, m.dtmf_payload_type, m.ptime,
+                          srtp=m.srtp)
 
     # --------------------------------------------------------------- health
     def healthy(self) -> bool:

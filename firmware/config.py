@@ -11,7 +11,7 @@ import difflib
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ class MediaSettings:
     realtime_priority: int = 10  # SCHED_FIFO for the 20 ms loop; refused = normal scheduling
     spin_us: int = 0
     latch: bool = False
+    srtp: str = "off"  # off | optional | required; unset: required over TLS, else off
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
         "realtime_priority": ((int,), _range(0, 99), False),
         "spin_us": ((int,), _range(0, 2000), False),
         "latch": ((bool,), None, False),
+        # YAML reads a bare `off` as false: accept it, refuse true
+        "srtp": ((str, bool), lambda v: None if v is False or v in ("off", "optional",
+                                                                      "required") else
+                 "must be one of off, optional, required", False),
     },
     "audio": {"capture": ((str,), _audio_spec, False), "playback": ((str,), _audio_spec, False),
               "capture_gain_db": (_NUM, _gain, False), "playback_gain_db": (_NUM, _gain, False)},
@@ -335,6 +340,8 @@ def parse_config(text: str, path: str = "<string>",
                 raise ConfigError(f"{path}: {_where(dotted, lines)} {problem}")
             if key in _STRINGY:
                 value = str(value)
+            if dotted == "media.srtp" and value is False:
+                value = "off"
             if isinstance(value, list):
                 value = tuple(value)
             values[key] = value
@@ -347,6 +354,8 @@ def parse_config(text: str, path: str = "<string>",
         sections[section] = _SECTION_TYPES[section](**values)
     sip: SipSettings = sections["sip"]
     media: MediaSettings = sections["media"]
+    if (data.get("media") or {}).get("srtp") is None:
+        media = sections["media"] = replace(media, srtp=default_srtp(sip.transport))
     if not media.jitter_min_ms <= media.jitter_target_ms <= media.jitter_max_ms:
         raise ConfigError(f"{path}: {_where('media.jitter_target_ms', lines)} must lie between "
                           "media.jitter_min_ms and media.jitter_max_ms")
@@ -354,6 +363,11 @@ def parse_config(text: str, path: str = "<string>",
         raise ConfigError(f"{path}: {_where('sip.retry_max', lines)} must not be smaller "
                           f"than sip.retry_min")
     return Config(**sections, path=path)
+
+
+def default_srtp(transport: str) -> str:
+    """SRTP keys travel in SIP: demand SRTP where SIP is encrypted, leave it off elsewhere."""
+    return "required" if transport == "tls" else "off"
 
 
 # ----------------------------------------------------------------------------- GPIO

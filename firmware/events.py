@@ -6,7 +6,20 @@ nothing from the project: every other layer may import it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SrtpParams:
+    """Agreed SDES-SRTP: the suite and both master keys (16-byte key || 14-byte salt).
+
+    ``local_key`` protects what we send, ``remote_key`` checks what we receive. Neither is
+    ever shown by repr() (so not in logs or status either).
+    """
+
+    suite: str
+    local_key: bytes = field(repr=False)
+    remote_key: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -20,6 +33,7 @@ class MediaParams:
     dtmf_payload_type: int | None
     ptime: int
     direction: str  # our direction: sendrecv, sendonly, recvonly, inactive
+    srtp: SrtpParams | None = None  # None: plain RTP
 
 
 @dataclass(frozen=True)

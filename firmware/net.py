@@ -16,6 +16,7 @@ from typing import cast
 
 from .sip.errors import RemoteProtocolError
 from .sip.message import StreamParser
+from .sip.sdes import redact as redact_keys
 from .sip.ua import UserAgent
 
 log = logging.getLogger("intercom.net")
@@ -24,8 +25,8 @@ _SECRET_HEADERS = re.compile(rb"(?im)^((?:proxy-)?authorization:).*$")
 
 
 def redact(data: bytes) -> str:
-    """A SIP message for the debug log, with credentials removed."""
-    return _SECRET_HEADERS.sub(rb"\1 <redacted>", data).decode("utf-8", "replace")
+    """A SIP message for the debug log, with credentials and SRTP keys removed."""
+    return redact_keys(_SECRET_HEADERS.sub(rb"\1 <redacted>", data)).decode("utf-8", "replace")
 
 
 def source_address_for(host: str, port: int) -> str:

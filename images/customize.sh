@@ -22,7 +22,7 @@ find "$ROOT/usr/src/intercom" \( -name '*.so' -o -name '*.c' -o -name __pycache_
 in_root apt-get install -y -q --no-install-recommends $(grep -v '^#' "$HERE/build-packages.txt")
 in_root sh -c 'cd /usr/src/intercom && pip3 install --no-deps --no-build-isolation \
   --break-system-packages --root-user-action=ignore --prefix=/usr .'
-in_root python3 -c 'import firmware._rtpcore, firmware.app; print("firmware OK")'
+in_root python3 -c "import firmware._rtpcore, firmware._srtp, firmware.gpiocdev, firmware.app; print(\"firmware OK\")"
 # Debian's pip puts a --prefix=/usr install under /usr/local: the unit runs /usr/bin/intercom
 [ -e "$ROOT/usr/bin/intercom" ] || ln -s ../local/bin/intercom "$ROOT/usr/bin/intercom"
 in_root apt-get purge -y -q --auto-remove $(grep -v '^#' "$HERE/build-packages.txt")

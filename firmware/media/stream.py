@@ -1,7 +1,8 @@
 """Runs one call's audio: the RTP/RTCP socket pair, the Cython loop thread and the audio pump.
 
 Owns socket allocation (an even RTP port and RTCP on the next one), turning negotiated media
-parameters into a running ``_rtpcore.MediaStream``, moving PCM between the stream's FIFOs and a
+parameters into a running ``_rtpcore.MediaStream`` (with an SRTP transform when SDES keys were
+agreed, re-keyed when a re-INVITE brings new ones), moving PCM between the stream's FIFOs and a
 source/sink on a plain Python thread (so the real-time loop never needs the GIL), and stopping
 everything cleanly. Knows nothing about SIP messages: it takes MediaParams.
 """
@@ -15,7 +16,8 @@ import threading
 from dataclasses import dataclass
 
 from .._rtpcore import MediaStream
-from ..events import MediaParams
+from .._srtp import SrtpTransform
+from ..events import MediaParams, SrtpParams
 from .audio import Sink, Source
 
 log = logging.getLogger("intercom.media")
@@ -85,6 +87,8 @@ class RtpSession:
         self._stop = threading.Event()
         self.final_stats: dict | None = None
         self._pump_source = self._pump_sink = True
+        self.srtp: SrtpParams | None = None
+        self.transform: SrtpTransform | None = None
 
     @property
     def running(self) -> bool:
@@ -95,11 +99,14 @@ class RtpSession:
             raise RuntimeError("media session already started")
         s = self.settings
         rng = random.SystemRandom()
+        self.srtp = media.srtp
+        self.transform = None if media.srtp is None else SrtpTransform(
+            media.srtp.suite, media.srtp.local_key, media.srtp.remote_key)
         self.stream = MediaStream(
             self.ports.rtp.fileno(), self.ports.rtcp.fileno(), media.payload_type, media.ptime,
             media.dtmf_payload_type or 101, rng.getrandbits(32), rng.getrandbits(16),
             rng.getrandbits(32), s.latch, s.jitter_target_ms, s.jitter_min_ms, s.jitter_max_ms,
-            self.cname)
+            self.cname, self.transform)
         self.stream.spin_us = s.spin_us
         self.stream.tx_gain_q12 = _q12(s.capture_gain_db)
         self.stream.rx_gain_q12 = _q12(s.playback_gain_db)
@@ -118,17 +125,37 @@ class RtpSession:
         self._pump_thread = threading.Thread(target=self._pump, name="audio-pump", daemon=True)
         self._loop_thread.start()
         self._pump_thread.start()
-        log.info("media: %s/%d ms to %s:%d (%s)", media.codec, media.ptime, media.remote_addr,
-                 media.remote_port, media.direction)
+        log.info("media: %s/%d ms to %s:%d (%s, %s)", media.codec, media.ptime,
+                 media.remote_addr, media.remote_port, media.direction,
+                 f"SRTP {media.srtp.suite}" if media.srtp else "plain RTP")
 
     def update(self, media: MediaParams) -> None:
         """Re-INVITE: new remote address, direction (hold) or both."""
         if self.stream is None:
             self.start(media)
             return
+        if (media.srtp is None) != (self.srtp is None):
+            # SRTP switched on or off: a new stream (new SSRC) rather than a mixed one
+            log.info("media protection changes to %s: restarting the stream",
+                     f"SRTP {media.srtp.suite}" if media.srtp else "plain RTP")
+            self._halt()
+            self.start(media)
+            return
+        if media.srtp is not None and media.srtp != self.srtp:
+            self._rekey(media.srtp)
         self._apply(media)
         log.info("media moved to %s:%d (%s)", media.remote_addr, media.remote_port,
                  media.direction)
+
+    def _rekey(self, new: SrtpParams) -> None:
+        """New keys from a re-INVITE: replace only the side whose key (or suite) changed."""
+        assert self.transform is not None and self.srtp is not None
+        if new.suite != self.srtp.suite or new.local_key != self.srtp.local_key:
+            self.transform.set_outbound(new.suite, new.local_key)
+        if new.suite != self.srtp.suite or new.remote_key != self.srtp.remote_key:
+            self.transform.set_inbound(new.suite, new.remote_key)
+        self.srtp = new
+        log.info("SRTP re-keyed (%s)", new.suite)
 
     def _apply(self, media: MediaParams) -> None:
         assert self.stream is not None
@@ -172,9 +199,9 @@ class RtpSession:
                 log.exception("audio pump failed; continuing with silence")
                 self._stop.wait(0.2)
 
-    def stop(self) -> None:
-        if self.stream is None:
-            return
+    def _halt(self) -> None:
+        """Stop the loop and the pump; keep the ports, source and sink."""
+        assert self.stream is not None
         self._stop.set()
         self.stream.stop()
         for t in (self._loop_thread, self._pump_thread):
@@ -183,6 +210,14 @@ class RtpSession:
         self._pump_once_final()
         self.final_stats = self.stream.stats()
         self.stream = None
+        self.transform = None
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        if self.stream is None:
+            return
+        self._halt()
+        assert self.final_stats is not None
         log.info("media stopped: %s", {k: self.final_stats[k] for k in (
             "sent", "received", "lost", "late", "concealed_ms", "jitter_ms")})
 

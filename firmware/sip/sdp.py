@@ -1,15 +1,17 @@
 """SDP for one G.711 audio stream: parse, build, and offer/answer (RFC 4566, RFC 3264).
 
 Owns what the box says about its media and what it understood of the peer's: address, port,
-codec, telephone-event payload type, ptime and direction (hold = sendonly/inactive). Other
-media lines (video...) are answered with port 0. Knows nothing about RTP or sockets.
+codec, telephone-event payload type, ptime, direction (hold = sendonly/inactive) and, through
+``sdes``, the SRTP profile and keys (RTP/SAVP, a=crypto). Other media lines (video...) are
+answered with port 0. Knows nothing about RTP or sockets.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ..events import MediaParams
+from . import sdes
 from .errors import RemoteProtocolError
 
 STATIC_CODECS = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
@@ -134,6 +136,14 @@ class LocalMedia:
     ptime: int = 20
     session_id: int = 1
     version: int = 1
+    srtp: str = "off"  # media.srtp: off | optional | required
+    keys: sdes.LocalKeys | None = field(default=None, repr=False)  # fresh per call
+
+    def __post_init__(self) -> None:
+        if self.srtp not in sdes.POLICIES:
+            raise ValueError(f"srtp must be one of {', '.join(sdes.POLICIES)}")
+        if self.srtp != "off" and self.keys is None:
+            self.keys = sdes.LocalKeys.generate()
 
     def origin(self) -> str:
         return f"intercom {self.session_id} {self.version} IN IP4 {self.address}"
@@ -145,15 +155,27 @@ def build_offer(local: LocalMedia, direction: str = "sendrecv") -> SessionDescri
         ("rtpmap", f"{CODEC_PT[c]} {c}/8000") for c in local.codecs]
     attrs += [("rtpmap", f"{local.dtmf_payload_type} telephone-event/8000"),
               ("fmtp", f"{local.dtmf_payload_type} 0-16"),
-              ("ptime", str(local.ptime)), (direction, None)]
-    media = MediaLine("audio", local.port, "RTP/AVP", formats, attributes=attrs)
+              ("ptime", str(local.ptime))]
+    proto = "RTP/AVP"
+    if local.keys is not None and local.srtp != "off":
+        # required: RTP/SAVP; optional: best effort, crypto offered on RTP/AVP (RFC 4568 §5.1)
+        attrs += [("crypto", value) for value in sdes.offer_values(local.keys)]
+        proto = "RTP/SAVP" if local.srtp == "required" else "RTP/AVP"
+    attrs.append((direction, None))
+    media = MediaLine("audio", local.port, proto, formats, attributes=attrs)
     return SessionDescription(local.origin(), local.address, [media])
 
 
-def _audio_line(sd: SessionDescription) -> MediaLine:
+def _audio_line(sd: SessionDescription, srtp: str = "off") -> MediaLine:
     for m in sd.media:
-        if m.kind == "audio" and m.port != 0 and m.proto.upper().startswith("RTP/AVP"):
+        proto = m.proto.upper()
+        if m.kind == "audio" and m.port != 0 and (
+                proto.startswith("RTP/AVP") or (srtp != "off" and proto == "RTP/SAVP")):
             return m
+    if any(m.kind == "audio" and m.port != 0 and m.proto.upper() == "RTP/SAVP"
+           for m in sd.media):
+        raise RemoteProtocolError("the peer requires SRTP (RTP/SAVP) and media.srtp is off",
+                                  488)
     raise RemoteProtocolError("no usable audio stream offered", 488)
 
 
@@ -188,7 +210,7 @@ def _dtmf_pt(maps: dict[int, tuple[str, int]]) -> int | None:
 def answer_offer(offer: SessionDescription,
                  local: LocalMedia) -> tuple[SessionDescription, MediaParams]:
     """Choose a codec from the offer (offerer's order) and build our answer. 488 if none."""
-    audio = _audio_line(offer)
+    audio = _audio_line(offer, local.srtp)
     maps = audio.rtpmap()
     chosen = None
     for fmt in audio.formats:
@@ -207,7 +229,13 @@ def answer_offer(offer: SessionDescription,
     if dtmf is not None:
         attrs += [("rtpmap", f"{dtmf} telephone-event/8000"), ("fmtp", f"{dtmf} 0-16")]
     params = _params(offer, audio, chosen[0], chosen[1], dtmf, our_dir)
-    attrs += [("ptime", str(params.ptime)), (our_dir, None)]
+    attrs.append(("ptime", str(params.ptime)))
+    if local.keys is not None:
+        srtp, crypto = sdes.answer(audio.proto, audio.attr("crypto"), local.srtp, local.keys)
+        if crypto is not None:
+            attrs.append(("crypto", crypto))
+            params = replace(params, srtp=srtp)
+    attrs.append((our_dir, None))
     media = []
     for m in offer.media:
         if m is audio:
@@ -219,12 +247,16 @@ def answer_offer(offer: SessionDescription,
 
 def accept_answer(answer: SessionDescription, local: LocalMedia) -> MediaParams:
     """Read the peer's answer to our offer."""
-    audio = _audio_line(answer)
+    audio = _audio_line(answer, local.srtp)
     maps = audio.rtpmap()
     for fmt in audio.formats:
         if fmt.isdigit() and int(fmt) in maps:
             name, rate = maps[int(fmt)]
             if name in local.codecs and rate == 8000:
-                return _params(answer, audio, int(fmt), name, _dtmf_pt(maps),
-                               _ANSWER_DIRECTION[_direction(answer, audio)])
+                params = _params(answer, audio, int(fmt), name, _dtmf_pt(maps),
+                                 _ANSWER_DIRECTION[_direction(answer, audio)])
+                if local.keys is None:
+                    return params
+                return replace(params, srtp=sdes.accept(audio.proto, audio.attr("crypto"),
+                                                        local.srtp, local.keys))
     raise RemoteProtocolError("answer has no codec we offered", 488)

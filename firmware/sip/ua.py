@@ -82,6 +82,7 @@ class UAConfig:
     ring_timeout: float = 30.0
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
     dtmf_payload_type: int = 101
+    srtp: str = "off"  # media.srtp: what an incoming offer must carry before the box rings
     user_agent: str = "intercom-firmware"
     max_message_size: int = MAX_MESSAGE_SIZE
     rewrite_contact: bool = True  # follow received/rport (RFC 3581) into our Contact
@@ -706,7 +707,7 @@ class UserAgent:
             return
         if req.body:
             try:
-                probe = LocalMedia("127.0.0.1", 9, self.config.codecs)
+                probe = LocalMedia("127.0.0.1", 9, self.config.codecs, srtp=self.config.srtp)
                 answer_offer(parse_sdp(req.body), probe)
             except RemoteProtocolError as exc:
                 tx.respond(self._response(req, exc.status, to_tag=self._token(6),

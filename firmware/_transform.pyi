@@ -1,0 +1,16 @@
+"""Type stub for the packet-transform hook (firmware/_transform.pyx)."""
+
+from collections.abc import Buffer
+
+REASONS: dict[int, str]
+TRAILER_MAX: int
+
+class TransformError(ValueError):
+    reason: str
+    def __init__(self, reason: str, what: str) -> None: ...
+
+class PacketTransform:
+    def protect_rtp(self, packet: Buffer) -> bytes: ...
+    def unprotect_rtp(self, packet: Buffer) -> bytes: ...
+    def protect_rtcp(self, packet: Buffer) -> bytes: ...
+    def unprotect_rtcp(self, packet: Buffer) -> bytes: ...
