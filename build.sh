@@ -72,8 +72,24 @@ asterisk_root() {
     chroot "$INTERCOM_ASTERISK_ROOT" asterisk -V
 }
 
+# The browser console (web/): Debian's Chromium for its tests (Playwright drives it; nothing is
+# downloaded), openssl for the certificate of ./build.sh run, npm for SIP.js (pinned by
+# web/package-lock.json; no install scripts run).
+WEB_PACKAGES=(chromium openssl)
+
+web_deps() {
+  install_debs "${WEB_PACKAGES[@]}"
+  command -v npm >/dev/null 2>&1 || install_debs npm
+  local stamp=$ROOT/web/node_modules/.package-lock.json
+  if [ ! -f "$stamp" ] || [ "$ROOT/web/package-lock.json" -nt "$stamp" ]; then
+    log "npm ci in web/ (SIP.js)"
+    (cd "$ROOT/web" && npm ci --ignore-scripts --no-audit --no-fund)
+  fi
+}
+
 setup() {
   apt_deps
+  web_deps
   venv
   asterisk_root
 }

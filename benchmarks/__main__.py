@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 
-from . import button, codec, cpu, loop, srtp
+from . import button, codec, cpu, loop, srtp, webrtc
 
 
 def machine() -> str:
@@ -26,7 +26,7 @@ def machine() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(prog="benchmarks")
     p.add_argument("--quick", action="store_true", help="short runs (10 s loops)")
-    p.add_argument("--only", choices=["codec", "loop", "cpu", "button", "srtp"])
+    p.add_argument("--only", choices=["codec", "loop", "cpu", "button", "srtp", "webrtc"])
     args = p.parse_args()
     seconds = 10.0 if args.quick else 60.0
     print(f"machine: {machine()}\n")
@@ -45,6 +45,9 @@ def main() -> None:
     if args.only in (None, "srtp"):
         print(f"## SRTP against plain RTP, {seconds / 2:.0f} s windows\n")
         print(srtp.table(srtp.run(seconds / 2, args.quick)), "\n", flush=True)
+    if args.only in (None, "webrtc"):
+        print("## Browser console (WebRTC via Asterisk): ringing and Open door\n")
+        print(webrtc.table(webrtc.run(5 if args.quick else 20)), "\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,14 @@ to it as 5002, with simulated GPIO (keys are the buttons, LEDs are drawn in the 
 audio from this machine's ALSA default device, or from/to WAV files when there is none. Ctrl-C
 (or q) stops both cleanly.
 
+It also serves the reception console (web/) from Asterisk's HTTP server: over HTTPS/WSS on
+port 8089 with a certificate from a local CA made once in ${INTERCOM_CACHE}/webrtc/, and over
+plain HTTP/WS on 127.0.0.1:8088 for a browser on this machine.
+
 Environment: PBX_BIND (default 0.0.0.0, so a softphone on the LAN can register; use 127.0.0.1
-to stay on this machine), PBX_PORT (default 5060), INTERCOM_CONFIG (use your own YAML instead
-of the generated one).
+to stay on this machine), PBX_PORT (default 5060), PBX_WEB_PORT (HTTPS/WSS, default 8089),
+PBX_HTTP_PORT (plain HTTP on loopback, default 8088), INTERCOM_CONFIG (use your own YAML
+instead of the generated one).
 """
 
 from __future__ import annotations
@@ -14,14 +19,16 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import termios
 import time
 import tty
 from pathlib import Path
+from urllib.parse import urlencode
 
-from .components import PASSWORDS, REPO, Asterisk, free_port, wait_for
+from .components import PASSWORDS, REPO, Asterisk, free_port, wait_for, web_certificate
 
 
 def _lan_address() -> str:
@@ -91,12 +98,37 @@ def _console(sock: Path, proc: subprocess.Popen, stopping: list[bool]) -> None:
             print()
 
 
+def _tcp_port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def _certificate_names(host: str) -> list[str]:
+    name = socket.gethostname()
+    names = ["localhost", "127.0.0.1", name]
+    if "." not in name:
+        names.append(f"{name}.local")
+    if host not in names:
+        names.append(host)
+    return names
+
+
 def main() -> int:
     bind = os.environ.get("PBX_BIND", "0.0.0.0")
     port = int(os.environ.get("PBX_PORT", "5060"))
+    web_port = int(os.environ.get("PBX_WEB_PORT", "8089"))
+    http_port = int(os.environ.get("PBX_HTTP_PORT", "8088"))
+    if not _tcp_port_free(http_port):
+        http_port = free_port(socket.SOCK_STREAM)
     state = REPO / ".cache" / "run"
     state.mkdir(parents=True, exist_ok=True)
-    pbx = Asterisk(bind=bind, port=port)
+    host = _lan_address() if bind == "0.0.0.0" else bind
+    cert = web_certificate(_certificate_names(host))
+    pbx = Asterisk(bind=bind, port=port, http_port=http_port, tls=cert, tls_port=web_port)
     print(f"starting Asterisk 22 on {bind}:{port} (config from pbx/) ...", flush=True)
     pbx.start()
     cfg_path = Path(os.environ.get("INTERCOM_CONFIG") or state / "intercom.yaml")
@@ -139,8 +171,9 @@ gpio:
     try:
         wait_for(lambda: pbx.registered("5002") or proc.poll() is not None, 15, 0.2,
                  "the intercom to register")
-        host = _lan_address() if bind == "0.0.0.0" else bind
         ic = f"{sys.executable} -m firmware --socket {sock}"
+        kiosk = urlencode({"user": "5004", "password": PASSWORDS["5004"], "door": "5002",
+                           "code": "*1"})
         print(f"""
 ==========================================================================
  The intercom is registered to Asterisk as 5002.
@@ -148,6 +181,13 @@ gpio:
      user 5001   password {PASSWORDS["5001"]}   server {host}:{port} (UDP)
  (or 5003 / {PASSWORDS["5003"]}), then dial 5002.
  {audio_note}
+ Reception console in a browser (extension 5004, password {PASSWORDS["5004"]}):
+     https://{host}:{web_port}/
+   trust the certificate first: install {cert.ca} as an authority (or open the
+   address and accept the warning); on this machine without that: http://127.0.0.1:{http_port}/
+   kiosk link (logs in by itself; it holds the password, keep it off shared screens):
+     https://{host}:{web_port}/static/index.html?{kiosk}
+ The call button rings the desk phone (5001) and the console (5004) together.
  Keys (simulated GPIO): c = call button (dials 5001), a = answer, h = hangup,
    t = talk, 0-9 * # = send DTMF, q = quit. The door code is *1 (relay LED).
  Or drive the box from another terminal:
