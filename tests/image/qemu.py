@@ -64,6 +64,8 @@ def prepare_card(src: Path, tmp: Path, config: dict[str, Any], size: int | None 
 def gpiozero2_folder(tmp: Path, line: str) -> Path:
     """gpiozero 2.x (and colorzero, which it imports) from this venv, for the guest's
     selftest-gpiozero2, which drives ``line`` with it."""
+    import importlib.metadata
+
     import colorzero
     import gpiozero
 
@@ -71,6 +73,9 @@ def gpiozero2_folder(tmp: Path, line: str) -> Path:
     for module in (gpiozero, colorzero):
         shutil.copytree(Path(module.__file__).parent, folder / module.__name__,
                         ignore=shutil.ignore_patterns("__pycache__"))
+        dist = importlib.metadata.distribution(module.__name__)
+        info = Path(str(dist.locate_file(""))) / str(dist._path.name)  # type: ignore[attr-defined]
+        shutil.copytree(info, folder / info.name)
     (folder / "LINE").write_text(line + "\n")
     return folder
 
@@ -93,7 +98,7 @@ def virt_dtb(tmp: Path, machine: list[str]) -> Path:
     """QEMU's own virt device tree, with the PL061 lines named like header pins and the
     gpio-keys node (which would claim line 3 as the power button) removed."""
     raw, dts, out = tmp / "virt.dtb", tmp / "virt.dts", tmp / "virt-gpio.dtb"
-    subprocess.run(["qemu-system-aarch64", "-M", f"virt,dumpdtb={raw}", *machine,
+    subprocess.run(["qemu-system-aarch64", "-M", f"virt,acpi=off,dumpdtb={raw}", *machine,
                     "-nographic", "-net", "none"], check=True, capture_output=True)
     subprocess.run(["dtc", "-q", "-I", "dtb", "-O", "dts", "-o", str(dts), str(raw)],
                    check=True)
