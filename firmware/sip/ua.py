@@ -10,6 +10,9 @@ sockets, asyncio, clocks, media or GPIO.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import re
 import secrets
 from collections import Counter, deque
 from collections.abc import Callable
@@ -26,12 +29,13 @@ from ..events import (
     Registered,
     RegistrationFailed,
     SipEvent,
+    SourceRefused,
     Unregistered,
 )
 from .auth import Challenge, DigestClient, best_challenge
 from .dialog import Dialog
 from .errors import LocalProtocolError, RemoteProtocolError
-from .headers import NameAddr, Via, parse_uint, parse_via, quote
+from .headers import NameAddr, Via, parse_uint, parse_via, quote, uint_or_none
 from .message import (
     MAX_MESSAGE_SIZE,
     REASONS,
@@ -51,18 +55,22 @@ from .transaction import (
     client_key,
     server_key,
 )
+from .transaction import State as TxState
+from .trust import SourceTrust
 from .uri import SipUri, parse_uri
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
 _KNOWN_NOT_ALLOWED = {"REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "REFER",
                       "PRACK", "UPDATE"}
+DTMF_DIGITS = "0123456789*#ABCD"
+_METHOD = re.compile(rb"^([A-Za-z]{1,16}) ")
 
 
 @dataclass(frozen=True)
 class UAConfig:
     server: str
     username: str
-    password: str = ""
+    password: str = field(default="", repr=False)
     port: int = 5060
     transport: str = "udp"
     auth_username: str | None = None
@@ -78,9 +86,12 @@ class UAConfig:
     ring_timeout: float = 30.0
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
     dtmf_payload_type: int = 101
-    user_agent: str = "intercom-firmware"
+    user_agent: str = "intercom-firmware"  # no version: strangers learn nothing to target
     max_message_size: int = MAX_MESSAGE_SIZE
     rewrite_contact: bool = True  # follow received/rport (RFC 3581) into our Contact
+    trusted_sources: tuple[str, ...] = ()  # addresses/CIDRs trusted besides the registrar
+    untrusted_policy: str = "drop"  # drop | 403 (see firmware/sip/trust.py)
+    max_transactions: int = 4096  # open server transactions; beyond: 503, counted
 
     @property
     def aor_domain(self) -> str:
@@ -142,7 +153,13 @@ class UserAgent:
         self._events: deque[SipEvent] = deque()
         self._client: dict[tuple[str, str], ClientTransaction] = {}
         self._server: dict[tuple[str, ...], ServerTransaction] = {}
+        # every transaction deadline, indexed: (deadline, tie-break, transaction); entries
+        # whose deadline the transaction no longer holds are skipped when they come up
+        self._deadlines: list[tuple[float, int, ClientTransaction | ServerTransaction]] = []
+        self._tie = itertools.count()
         self._timers: dict[str, float] = {}
+        self.trust = SourceTrust((config.server,), config.trusted_sources,
+                                 config.untrusted_policy)
         self._auth = DigestClient(config.auth_username or config.username, config.password)
         self.reg = _Registration(call_id=self._token(12), from_tag=self._token(6),
                                  expires=config.register_expires, backoff=config.retry_min)
@@ -164,22 +181,37 @@ class UserAgent:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
+        heap = self._deadlines
+        while heap and not _pending(heap[0]):
+            _, _, tx = heapq.heappop(heap)
+            if tx.terminated:
+                self._forget(tx)
         deadlines = list(self._timers.values())
-        for tx in (*self._client.values(), *self._server.values()):
-            d = tx.next_deadline()
-            if d is not None:
-                deadlines.append(d)
+        if heap:
+            deadlines.append(heap[0][0])
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
-        for tx in list(self._client.values()) + list(self._server.values()):
-            tx.handle_timer(now)
-        self._reap()
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            tx = entry[2]
+            if _pending(entry):
+                tx.handle_timer(now)
+            if tx.terminated:
+                self._forget(tx)
         for name, deadline in sorted(self._timers.items(), key=lambda kv: kv[1]):
             if deadline <= now and self._timers.get(name) == deadline:
                 del self._timers[name]
-                getattr(self, f"_on_{name}")(now)
-        self._reap()
+                try:
+                    getattr(self, f"_on_{name}")(now)
+                except RemoteProtocolError:  # a stored header turned out unusable
+                    self.counters["timer_errors"] += 1
+
+    def set_registrar_addresses(self, addresses: list[str]) -> None:
+        """Every address the registrar's name resolves to (the application resolves it at
+        start and at each registration). The address we send to stays trusted."""
+        self.trust.set_registrar([*addresses, self.server_addr[0]])
 
     def start(self, now: float) -> None:
         if self.config.register:
@@ -202,10 +234,16 @@ class UserAgent:
         for tx in list(self._client.values()):
             if tx.dest == addr:
                 tx.abort(now)
-        self._reap()
+                self._forget(tx)
 
     # ------------------------------------------------------------------ input
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        """One datagram (or one framed stream message) from ``addr``.
+
+        Raises nothing for anything the peer sends: malformed input is answered or counted."""
+        if not self.trust.trusted(addr):
+            self._refuse(data, addr, now)
+            return
         if not data.strip(b"\r\n"):
             if data == b"\r\n\r\n" and not self.reliable:
                 self._out.append((b"\r\n", addr))  # RFC 5626 §4.4.1 pong
@@ -226,7 +264,40 @@ class UserAgent:
             self.counters["dropped_malformed"] += 1
             if isinstance(msg, Request) and msg.method != "ACK":
                 self._reply_stateless(msg, addr, exc.status, exc.reason)
-        self._reap()
+
+    def _refuse(self, data: bytes, addr: Addr, now: float) -> None:
+        """A stranger: nothing it sent is parsed beyond its first word. With ``drop`` nothing
+        is sent back; with ``403`` a stateless refusal no larger than what it sent."""
+        if data.startswith(b"SIP/"):
+            what = "response"
+        elif (m := _METHOD.match(data)) is not None:
+            what = m.group(1).decode("ascii").upper()
+        else:
+            what = "other"
+        if self.trust.policy == "403" and what not in ("response", "ACK", "other"):
+            self.counters["untrusted_refused"] += 1
+            self._refuse_403(data, addr)
+        else:
+            self.counters["untrusted_dropped"] += 1
+        if (count := self.trust.report(addr, now)) is not None:
+            self._events.append(SourceRefused(addr[0], addr[1], what, count, self.trust.policy))
+
+    def _refuse_403(self, data: bytes, addr: Addr) -> None:
+        try:
+            req = parse_message(data, max_size=self.config.max_message_size)
+            if not isinstance(req, Request):
+                return
+            validate_request(req)
+            resp = Response(status=403, reason="Forbidden")
+            for via in req.headers.get_all("Via"):
+                resp.headers.add("Via", via)
+            for name in ("From", "To", "Call-ID", "CSeq"):
+                resp.headers.add(name, req.headers.get(name) or "")
+            reply = resp.to_bytes()
+        except RemoteProtocolError:
+            return
+        if len(reply) <= len(data):  # never a reflection amplifier
+            self._out.append((reply, addr))
 
     # ------------------------------------------------------------------ actions
     def call_target(self, target: str) -> str:
@@ -274,10 +345,15 @@ class UserAgent:
     def reject(self, status: int, now: float) -> None:
         call = self._current("ringing")
         assert isinstance(call.invite_tx, ServerTransaction)
-        call.invite_tx.respond(self._response(call.invite, status, to_tag=call.local_tag), now)
+        try:
+            call.invite_tx.respond(self._response(call.invite, status, to_tag=call.local_tag),
+                                   now)
+        except RemoteProtocolError:
+            self.counters["responses_unbuildable"] += 1
         self._end(call, f"rejected ({status} {REASONS.get(status, '')})", status, False)
 
     def hangup(self, now: float) -> None:
+        """End the call. Locally it always ends, even when no BYE/CANCEL can be built."""
         call = self.call
         if call is None or call.state == "ended":
             raise LocalProtocolError("no call to hang up")
@@ -329,14 +405,29 @@ class UserAgent:
                       on_timeout: Callable[[ClientTransaction, float], None]
                       ) -> ClientTransaction:
         tx = ClientTransaction(req, self.server_addr, self.config.timers, self.reliable,
-                               self._send, on_response, on_timeout, now)
+                               self._send, on_response, on_timeout, now,
+                               scheduled=self._schedule)
         self._client[tx.key] = tx
         return tx
 
-    def _reap(self) -> None:
-        for store in (self._client, self._server):
-            for key in [k for k, tx in store.items() if tx.terminated]:
-                del store[key]
+    def _new_server(self, req: Request, addr: Addr) -> ServerTransaction:
+        tx = ServerTransaction(req, addr, self.config.timers, self.reliable, self._send,
+                               self._on_server_timeout, scheduled=self._schedule)
+        self._server[tx.key] = tx
+        return tx
+
+    def _schedule(self, tx: object, deadline: float) -> None:
+        assert isinstance(tx, ClientTransaction | ServerTransaction)
+        heapq.heappush(self._deadlines, (deadline, next(self._tie), tx))
+
+    def _forget(self, tx: ClientTransaction | ServerTransaction) -> None:
+        store: dict = self._client if isinstance(tx, ClientTransaction) else self._server
+        if store.get(tx.key) is tx:
+            del store[tx.key]
+
+    @property
+    def open_transactions(self) -> int:
+        return len(self._client) + len(self._server)
 
     # ------------------------------------------------------------------ registration
     def _send_register(self, now: float, expires: int | None = None) -> None:
@@ -357,6 +448,19 @@ class UserAgent:
         self._start_client(req, now, self._on_register_response, self._on_register_timeout)
 
     def _on_register_response(self, resp: Response, tx: ClientTransaction, now: float) -> None:
+        try:
+            self._register_response(resp, now)
+        except RemoteProtocolError as exc:
+            # never leave the registration half-updated with no refresh timer armed
+            self.counters["dropped_malformed"] += 1
+            if self.reg.state == "unregistering":
+                self.reg.state, self.reg.granted = "unregistered", 0
+                self._events.append(Unregistered("unusable answer to un-REGISTER"))
+                return
+            self._registration_failed(
+                f"unusable answer from the registrar: {exc.reason}", resp.status, now)
+
+    def _register_response(self, resp: Response, now: float) -> None:
         reg = self.reg
         if resp.status < 200:
             return
@@ -369,9 +473,9 @@ class UserAgent:
                 self._send_register(now, expires=0 if unregistering else None)
                 return
         elif resp.status == 423 and not unregistering:
-            minimum = resp.headers.get("Min-Expires")
-            if minimum and minimum.strip().isdigit() and int(minimum) > reg.expires:
-                reg.expires = int(minimum)
+            minimum = uint_or_none(resp.headers.get("Min-Expires"), 86400)
+            if minimum is not None and minimum > reg.expires:
+                reg.expires = minimum
                 self._send_register(now)
                 return
         reg.auth_tries = 0
@@ -418,10 +522,8 @@ class UserAgent:
                     uri.host == host.lower() and (uri.port or 5060) == port:
                 if na.params.get("expires"):
                     return parse_uint(na.params["expires"] or "", "expires", 2**32 - 1)
-        header = resp.headers.get("Expires")
-        if header and header.strip().isdigit():
-            return int(header)
-        return self.reg.expires
+        header = uint_or_none(resp.headers.get("Expires"), 2**32 - 1)
+        return self.reg.expires if header is None else header
 
     def _learn_public_address(self, resp: Response) -> bool:
         """RFC 3581: the server saw us at received:rport. True when our Contact must change."""
@@ -429,8 +531,9 @@ class UserAgent:
             return False
         via = resp.top_via
         host = via.params.get("received") or self.contact_addr[0]
-        rport = via.params.get("rport")
-        port = int(rport) if rport and rport.isdigit() else self.contact_addr[1]
+        port = uint_or_none(via.params.get("rport"), 65535) or self.contact_addr[1]
+        if host != self.contact_addr[0] and not _is_ip(host):
+            host = self.contact_addr[0]  # only an address may go into our Contact
         if (host, port) != self.contact_addr:
             self.contact_addr = (host, port)
             self.counters["contact_rewrites"] += 1
@@ -486,6 +589,16 @@ class UserAgent:
         call = self.call
         if call is None or call.call_id != resp.call_id:
             return
+        try:
+            self._invite_response(call, resp, now)
+        except RemoteProtocolError as exc:
+            self.counters["dropped_malformed"] += 1
+            if resp.status >= 200 and call.state != "ended":
+                if call.dialog is not None:
+                    self._send_bye(call, now)
+                self._end(call, f"unusable {resp.status} response: {exc.reason}", None, True)
+
+    def _invite_response(self, call: Call, resp: Response, now: float) -> None:
         if resp.status < 200:
             call.provisional = True  # any 1xx, 100 included, allows CANCEL (§9.1)
             if resp.status > 100 and call.state == "calling":
@@ -616,14 +729,19 @@ class UserAgent:
 
     # ------------------------------------------------------------------ in-dialog requests out
     def _send_bye(self, call: Call, now: float, challenge: Challenge | None = None) -> None:
+        """Send BYE if one can be built; never raises (the caller ends the call anyway)."""
         dialog = call.dialog
         if dialog is None:
             return
-        bye = dialog.create_request("BYE")
-        bye.headers.add("Via", self._via())
-        bye.headers.add("User-Agent", self.config.user_agent)
-        if challenge is not None:
-            bye.headers.add(*self._auth.authorization(challenge, "BYE", bye.uri))
+        try:
+            bye = dialog.create_request("BYE")
+            bye.headers.add("Via", self._via())
+            bye.headers.add("User-Agent", self.config.user_agent)
+            if challenge is not None:
+                bye.headers.add(*self._auth.authorization(challenge, "BYE", bye.uri))
+        except RemoteProtocolError:
+            self.counters["bye_unsendable"] += 1
+            return
 
         def on_response(resp: Response, tx: ClientTransaction, now: float) -> None:
             if resp.status in (401, 407) and challenge is None:
@@ -650,12 +768,28 @@ class UserAgent:
         if req.method == "ACK":
             self._receive_ack(req, now)
             return
+        if len(self._server) >= self.config.max_transactions:
+            self.counters["dropped_overload"] += 1
+            self._reply_stateless(req, addr, 503, "too many open transactions")
+            return
         if req.method == "CANCEL":
             self._receive_cancel(req, addr, now)
             return
-        tx = ServerTransaction(req, addr, self.config.timers, self.reliable, self._send,
-                               self._on_server_timeout)
-        self._server[key] = tx
+        tx = self._new_server(req, addr)
+        try:
+            self._new_request_in(req, tx, now)
+        except RemoteProtocolError as exc:
+            # answer through the transaction so that its timers reap it; never leave it open
+            self.counters["dropped_malformed"] += 1
+            call = self.call
+            if call is None or call.invite_tx is not tx or call.state == "ended":
+                if tx.state in (TxState.TRYING, TxState.PROCEEDING):
+                    tx.respond(self._response(req, exc.status, to_tag=self._token(6), extra=[
+                        ("Warning", f"399 intercom {quote(exc.reason[:120])}")]), now)
+                if tx.next_deadline() is None:
+                    self._forget(tx)
+
+    def _new_request_in(self, req: Request, tx: ServerTransaction, now: float) -> None:
         status, extra = self._precheck(req)
         if status:
             tx.respond(self._response(req, status, extra=extra, to_tag=self._token(6)), now)
@@ -716,9 +850,7 @@ class UserAgent:
 
     def _receive_cancel(self, req: Request, addr: Addr, now: float) -> None:
         invite_key = server_key(req)[:-1] + ("INVITE",)
-        cancel_tx = ServerTransaction(req, addr, self.config.timers, self.reliable, self._send,
-                                      self._on_server_timeout)
-        self._server[server_key(req)] = cancel_tx
+        cancel_tx = self._new_server(req, addr)
         invite_tx = self._server.get(invite_key)
         if invite_tx is None:
             cancel_tx.respond(self._response(req, 481), now)
@@ -747,6 +879,7 @@ class UserAgent:
                 self.counters["bad_sdp_in_ack"] += 1
 
     def _in_dialog(self, req: Request, tx: ServerTransaction, now: float) -> None:
+        """A request inside the call's dialog; only trusted sources get this far."""
         call = self.call
         dialog = call.dialog if call else None
         if call is None or dialog is None or call.state == "ended" or \
@@ -912,6 +1045,22 @@ class UserAgent:
         return f"{addr[0]}:{addr[1]}"
 
 
+def _pending(entry: tuple[float, int, ClientTransaction | ServerTransaction]) -> bool:
+    """The transaction still holds this deadline (later re-arms push new entries)."""
+    deadline, _, tx = entry
+    return not tx.terminated and deadline in tx.deadlines.values()
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _dtmf_from_info(req: Request) -> str | None:
     """``application/dtmf-relay`` (Signal=5) or ``application/dtmf`` bodies."""
     ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -920,10 +1069,18 @@ def _dtmf_from_info(req: Request) -> str | None:
         for line in text.splitlines():
             name, _, value = line.partition("=")
             if name.strip().lower() == "signal" and value.strip():
-                return value.strip()[0]
+                return _dtmf_char(value.strip())
     elif ctype == "application/dtmf" and text.strip():
-        return text.strip()[0]
+        return _dtmf_char(text.strip())
     return None
+
+
+def _dtmf_char(value: str) -> str | None:
+    """One DTMF key from an INFO body; RFC 4733 event numbers 0-15 are accepted too."""
+    if value.isascii() and value.isdigit():
+        return DTMF_DIGITS[int(value)] if len(value) <= 2 and int(value) < 16 else None
+    char = value[0].upper()
+    return char if char in DTMF_DIGITS else None
 
 
 def _ignore_response(resp: Response, tx: ClientTransaction, now: float) -> None:
