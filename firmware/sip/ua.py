@@ -997,7 +997,7 @@ class UserAgent:
     def _response(self, req: Request, status: int, *, to_tag: str | None = None,
                   body: bytes = b"", extra: list[tuple[str, str]] | None = None) -> Response:
         resp = Response(status=status, reason=REASONS.get(status, "Unknown"))
-        for via in req.headers.raw_all("Via"):
+        for via in req.headers.get_all("Via"):
             resp.headers.add("Via", via)
         if status < 300 and req.method == "INVITE":
             for rr in req.headers.raw_all("Record-Route"):
