@@ -8,6 +8,7 @@ yaml. Knows nothing about SIP, sockets or GPIO beyond the values it checks.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -45,6 +46,8 @@ class SipSettings:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    trusted_sources: tuple[str, ...] = ()
+    untrusted_policy: str = "drop"
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class CallSettings:
     door_code: str = field(default="", repr=False)
     ring_tone: bool = False
     ringback: bool = False
+    door_code_max_failures: int = 5
+    door_code_window: float = 300.0
+    door_code_lockout: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -196,6 +202,17 @@ def _dtmf(v: Any) -> str | None:
         "may only contain DTMF digits 0-9 * # A-D"
 
 
+def _sources(v: Any) -> str | None:
+    for item in v:
+        if isinstance(item, bool) or not isinstance(item, str):
+            return "must be a list of IP addresses or CIDR blocks (as strings)"
+        try:
+            ipaddress.ip_network(item.strip(), strict=False)
+        except ValueError:
+            return f"has {item!r}, which is not an IP address or CIDR block"
+    return None
+
+
 def _codecs(v: Any) -> str | None:
     if not v or any(c not in ("PCMU", "PCMA") for c in v):
         return "must be a non-empty list of PCMU and/or PCMA"
@@ -218,6 +235,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
         "keepalive_interval": (_NUM, _positive, False), "retry_min": (_NUM, _positive, False),
         "retry_max": (_NUM, _positive, False), "t1": (_NUM, _positive, False),
         "t2": (_NUM, _positive, False), "t4": (_NUM, _positive, False),
+        "trusted_sources": ((list,), _sources, False),
+        "untrusted_policy": ((str, int), lambda v: None if str(v) in ("drop", "403") else
+                             "must be drop (send nothing back) or 403", False),
     },
     "calls": {
         "auto_answer": ((bool,), None, False), "auto_answer_delay": (_NUM, _non_negative, False),
@@ -225,6 +245,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
                                                                       False),
         "max_duration": (_NUM, _non_negative, False), "door_code": ((str, int), _dtmf, False),
         "ring_tone": ((bool,), None, False), "ringback": ((bool,), None, False),
+        "door_code_max_failures": ((int,), _range(1, 1000), False),
+        "door_code_window": (_NUM, _positive, False),
+        "door_code_lockout": (_NUM, _positive, False),
     },
     "media": {
         "address": ((str,), None, False), "rtp_port": ((int,), _port(True), False),
@@ -253,7 +276,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
 _SECTION_TYPES = {"sip": SipSettings, "calls": CallSettings, "media": MediaSettings,
                   "audio": AudioSettings, "gpio": GpioSettings, "system": SystemSettings,
                   "control": ControlSettings, "log": LogSettings}
-_STRINGY = {"username", "password", "auth_username", "default_target", "door_code"}
+_STRINGY = {"username", "password", "auth_username", "default_target", "door_code",
+            "untrusted_policy"}
 
 
 def _line_map(text: str) -> dict[str, int]:

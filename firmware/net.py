@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 import socket
+import time
 from collections.abc import Callable
 from typing import cast
 
@@ -44,6 +45,13 @@ async def resolve(host: str, port: int) -> Addr:
     return infos[0][4][0], port
 
 
+async def resolve_all(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (the registrar's name may map to several)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    return sorted({info[4][0] for info in infos})
+
+
 class UaDriver:
     """Feeds a UserAgent from a transport and the loop clock; hands its events to ``on_event``."""
 
@@ -54,6 +62,7 @@ class UaDriver:
         self._on_event = on_event
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._last_bug_log = float("-inf")
 
     def now(self) -> float:
         return self._loop.time()
@@ -61,8 +70,19 @@ class UaDriver:
     def datagram(self, data: bytes, addr: Addr) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("recv from %s:%d\n%s", addr[0], addr[1], redact(data))
-        self.ua.receive_datagram(data, addr, self.now())
+        try:
+            self.ua.receive_datagram(data, addr, self.now())
+        except Exception:  # noqa: BLE001 - a bug must cost one datagram, not the box
+            self._bug("receiving a datagram")
         self.flush()
+
+    def _bug(self, what: str) -> None:
+        """The user agent raised although it never should (the fuzz tests hunt these):
+        count it, log the traceback at most once a minute, and keep running."""
+        self.ua.counters["internal_errors"] += 1
+        if time.monotonic() - self._last_bug_log >= 60:
+            self._last_bug_log = time.monotonic()
+            log.exception("internal error while %s (dropped; counted in status)", what)
 
     def flush(self) -> None:
         """Send what the UA queued, deliver its events and re-arm its timer."""
@@ -84,7 +104,10 @@ class UaDriver:
 
     def _fire(self) -> None:
         self._timer = None
-        self.ua.handle_timer(self.now())
+        try:
+            self.ua.handle_timer(self.now())
+        except Exception:  # noqa: BLE001
+            self._bug("running SIP timers")
         self.flush()
 
     def close(self) -> None:
