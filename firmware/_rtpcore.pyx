@@ -890,6 +890,13 @@ cdef class MediaStream:
             n = recvfrom(self.rtcp_fd, buf, sizeof(buf), MSG_DONTWAIT, <sockaddr *>&src, &slen)
             if n < 0:
                 break
+            pthread_mutex_lock(&self.lock)
+            if not self.have_remote or src.sin_addr.s_addr != self.remote_rtcp.sin_addr.s_addr \
+                    or src.sin_port != self.remote_rtcp.sin_port:
+                pthread_mutex_unlock(&self.lock)
+                self.st.wrong_source += 1  # RTCP only from the negotiated peer's RTCP port
+                continue
+            pthread_mutex_unlock(&self.lock)
             if n >= 8 and (buf[0] >> 6) == 2 and buf[1] >= 200 and buf[1] <= 204:
                 self.st.rtcp_received += 1
                 if buf[1] == 200 and n >= 20:
