@@ -157,6 +157,7 @@ cmd_fuzz() {
   "$VENV/bin/pip" install -q -e "$ROOT[test,fuzz]"
   INTERCOM_FUZZ_EXAMPLES=${INTERCOM_FUZZ_EXAMPLES:-20000} "$VENV/bin/python" -m pytest -q tests/fuzz
   local t
+  mkdir -p "$ROOT/.cache"
   for t in sip_message sip_uri sdp stream_framing ua_datagram ua_fresh rtp jitter; do
     log "atheris: $t"
     "$VENV/bin/python" -m tests.fuzz.run_atheris "$t" -max_total_time="${FUZZ_SECONDS:-120}" \
