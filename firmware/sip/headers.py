@@ -8,6 +8,7 @@ about start lines, transports or dialogs.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,7 @@ _DISPLAY_TOKENS = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*
 MAX_INT32 = 2**31 - 1
 
 
+@functools.lru_cache(maxsize=256)
 def canonical_name(name: str) -> str:
     lower = name.lower()
     lower = COMPACT.get(lower, lower)
@@ -47,6 +49,10 @@ def canonical_name(name: str) -> str:
 
 def split_commas(value: str) -> list[str]:
     """Split a header value at top-level commas (not inside quotes or <...>)."""
+    if "," not in value:
+        return [value.strip()]
+    if '"' not in value and "<" not in value:
+        return [part.strip() for part in value.split(",")]
     parts, buf, quoted, angle, i = [], [], False, False, 0
     while i < len(value):
         ch = value[i]
