@@ -211,3 +211,30 @@ def test_config_repr_hides_the_password_and_no_version_on_the_wire() -> None:
     ua.receive_datagram(req.to_bytes(), B_ADDR, 0.0)
     data = ua.datagrams_to_send()[0][0]
     assert b"Server: intercom-firmware\r\n" in data and b"/0." not in data
+
+
+def test_config_keys_reach_the_user_agent_and_the_supervisor() -> None:
+    from firmware.app import policy, ua_config
+    from firmware.config import ConfigError, parse_config
+
+    cfg = parse_config("sip: {server: pbx.example, username: '5002', password: pw,\n"
+                       "      trusted_sources: [10.1.0.0/16, 192.0.2.7], untrusted_policy: 403}\n"
+                       "calls: {door_code: '*1', door_code_max_failures: 3,\n"
+                       "        door_code_window: 60, door_code_lockout: 900}\n")
+    ua = ua_config(cfg, "192.0.2.1")
+    assert ua.trusted_sources == ("10.1.0.0/16", "192.0.2.7") and ua.untrusted_policy == "403"
+    assert "/" not in ua.user_agent, "no version on the wire"
+    p = policy(cfg)
+    assert (p.door_code_max_failures, p.door_code_window, p.door_code_lockout) == (3, 60, 900)
+    defaults = parse_config("sip: {server: a, username: b}")
+    assert defaults.sip.untrusted_policy == "drop" and defaults.sip.trusted_sources == ()
+    assert (defaults.calls.door_code_max_failures, defaults.calls.door_code_window,
+            defaults.calls.door_code_lockout) == (5, 300, 300)
+    for bad, key in (("sip: {server: a, username: b, trusted_sources: [pbx.lan]}",
+                      "sip.trusted_sources"),
+                     ("sip: {server: a, username: b, untrusted_policy: allow}",
+                      "sip.untrusted_policy"),
+                     ("sip: {server: a, username: b}\ncalls: {door_code_max_failures: 0}",
+                      "calls.door_code_max_failures")):
+        with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+            parse_config(bad)
