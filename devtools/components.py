@@ -57,7 +57,10 @@ class Asterisk:
     """Asterisk 22 from the chroot, configured from pbx/ with loopback-only ports."""
 
     def __init__(self, direct_media: bool = False, rtp_base: int = 31000,
-                 bind: str = "127.0.0.1", port: int | None = None) -> None:
+                 bind: str = "127.0.0.1", port: int | None = None,
+                 tls: tuple[Path, Path] | None = None) -> None:
+        """``tls``: (certificate, key) PEM files for the TLS transport on ``tls_port``;
+        without it the TLS transport is left out."""
         if not (ASTERISK_ROOT / "usr/sbin/asterisk").exists():
             raise RuntimeError(f"no Asterisk root at {ASTERISK_ROOT}: run ./build.sh test "
                                "(it builds it with mmdebstrap)")
@@ -68,6 +71,8 @@ class Asterisk:
         self.dir = ASTERISK_ROOT / str(self.inner).lstrip("/")
         self.direct_media = direct_media
         self.rtp_base = rtp_base
+        self.tls = tls
+        self.tls_port = free_port(socket.SOCK_STREAM) if tls else None
         self.proc: subprocess.Popen | None = None
         self._write_config()
 
@@ -83,6 +88,16 @@ class Asterisk:
             text = f.read_text()
             if f.name == "pjsip.conf":
                 text = text.replace("bind=0.0.0.0:5060", f"bind={self.bind}:{self.port}")
+                if self.tls is None:
+                    text = re.sub(r"\n\[transport-tls\]\n(?:[^\n\[]+\n)+", "\n", text)
+                else:
+                    keys = self.dir / "keys"
+                    keys.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(self.tls[0], keys / "pbx.crt")
+                    shutil.copy(self.tls[1], keys / "pbx.key")
+                    inner_keys = self.inner / "keys"
+                    text = text.replace("bind=0.0.0.0:5061", f"bind={self.bind}:{self.tls_port}")
+                    text = text.replace("/etc/asterisk/keys/", f"{inner_keys}/")
                 text = text.replace(
                     "direct_media=no ", f"direct_media={'yes' if self.direct_media else 'no'} ")
                 if self.bind == "127.0.0.1":  # keep media on loopback too

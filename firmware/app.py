@@ -37,7 +37,15 @@ from .gpio import Board, make_pin_factory
 from .media.audio import AudioError, Sink, Source, open_sink, open_source
 from .media.stream import RtpPorts, RtpSession, StreamSettings
 from .media.tones import TonePlayer
-from .net import TcpTransport, UaDriver, UdpTransport, resolve, resolve_all, source_address_for
+from .net import (
+    TcpTransport,
+    UaDriver,
+    UdpTransport,
+    open_transport,
+    resolve,
+    resolve_all,
+    source_address_for,
+)
 from .sip.errors import LocalProtocolError, RemoteProtocolError
 from .sip.sdp import LocalMedia
 from .sip.transaction import TimerConfig
@@ -127,24 +135,26 @@ class App:
         except OSError as exc:
             raise SystemExit(f"cannot resolve sip.server {s.server!r}: {exc}") from None
         self.local_ip = s.local_address or source_address_for(*server)
-        if s.transport == "udp":
-            transport: UdpTransport | TcpTransport = await UdpTransport.open(
-                s.local_address or "0.0.0.0", s.local_port)
-            transport.server = server
+        if s.transport == "tls" and not s.tls.verify:
+            log.warning("sip.tls.verify is false: the PBX's certificate is NOT checked, anyone "
+                        "on the network path can impersonate the PBX and open the door")
+        try:
+            transport = await open_transport(s.transport, server, s.local_address or "0.0.0.0",
+                                             s.local_port, s.tls, s.server)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise SystemExit(f"cannot set up SIP over {s.transport.upper()}: {exc}") from None
+        if isinstance(transport, UdpTransport):
             local = (self.local_ip, transport.local_port)
         else:
-            transport = TcpTransport(server, 65535)
             local = (self.local_ip, 0)
-        self.transport = transport
+        self.transport: UdpTransport | TcpTransport = transport
         self.ua = UserAgent(ua_config(self.cfg, server[0]), local)
         await self._refresh_registrar()
         self.driver = UaDriver(self.ua, transport.send, self._on_sip)
         transport.driver = self.driver
         if isinstance(transport, TcpTransport):
-            try:
+            with contextlib.suppress(OSError):  # logged by the transport; retried with backoff
                 await transport.connect()
-            except OSError as exc:
-                log.warning("cannot connect to %s:%d over TCP yet: %s", *server, exc)
         self.media_ip = self.cfg.media.address or self.local_ip
         self.ports = RtpPorts(self.media_ip, self.cfg.media.rtp_port)
         factory = self.pin_factory or make_pin_factory(self.cfg.gpio.pin_factory)

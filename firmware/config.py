@@ -26,6 +26,17 @@ class ConfigError(Exception):
 
 
 @dataclass(frozen=True)
+class TlsSettings:
+    """``sip.tls``: how the PBX's certificate is checked, and our optional client certificate."""
+
+    ca_file: str | None = None  # None: the system's trust store
+    verify: bool = True
+    server_name: str | None = None  # None: sip.server
+    cert_file: str | None = None
+    key_file: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class SipSettings:
     server: str
     username: str
@@ -48,6 +59,7 @@ class SipSettings:
     t4: float = 5.0
     trusted_sources: tuple[str, ...] = ()
     untrusted_policy: str = "drop"
+    tls: TlsSettings = TlsSettings()
 
 
 @dataclass(frozen=True)
@@ -225,7 +237,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
     "sip": {
         "server": ((str,), _non_empty, True), "username": ((str, int), _non_empty, True),
         "password": ((str, int), None, False), "port": ((int,), _port(), False),
-        "transport": ((str,), _one_of("udp", "tcp"), False),
+        "transport": ((str,), _one_of("udp", "tcp", "tls"), False),
         "auth_username": ((str, int), None, False), "display_name": ((str,), None, False),
         "domain": ((str,), None, False), "local_address": ((str,), None, False),
         "local_port": ((int,), _port(True), False), "register": ((bool,), None, False),
@@ -238,6 +250,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
         "trusted_sources": ((list,), _sources, False),
         "untrusted_policy": ((str, int), lambda v: None if str(v) in ("drop", "403") else
                              "must be drop (send nothing back) or 403", False),
+        "tls": ((dict,), None, False),
     },
     "calls": {
         "auto_answer": ((bool,), None, False), "auto_answer_delay": (_NUM, _non_negative, False),
@@ -360,6 +373,10 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         if section == "gpio":
             sections[section] = _gpio(values, data.get("calls") or {}, lines, path)
             continue
+        if section == "sip":
+            values["tls"] = _tls(values.get("tls") or {}, lines, path)
+            if values.get("transport") == "tls" and "port" not in values:
+                values["port"] = 5061  # the SIP-over-TLS port (RFC 3261 §19.1.2)
         for key, (_, _, required) in keys.items():
             if required and key not in values:
                 raise ConfigError(f"{path}: missing required key {section}.{key}")
@@ -373,6 +390,26 @@ def parse_config(text: str, path: str = "<string>") -> Config:
         raise ConfigError(f"{path}: {_where('sip.retry_max', lines)} must not be smaller "
                           f"than sip.retry_min")
     return Config(**sections, path=path)
+
+
+# ----------------------------------------------------------------------------- TLS
+_TLS_KEYS: dict[str, type] = {"ca_file": str, "verify": bool, "server_name": str,
+                              "cert_file": str, "key_file": str}
+
+
+def _tls(raw: dict[str, Any], lines: dict[str, int], path: str) -> TlsSettings:
+    for key, value in raw.items():
+        where = _where(f"sip.tls.{key}", lines)
+        if key not in _TLS_KEYS:
+            raise ConfigError(f"{path}: unknown key {where}{_suggest(str(key), list(_TLS_KEYS))}")
+        if value is not None and not isinstance(value, _TLS_KEYS[key]):
+            raise ConfigError(f"{path}: {where} must be {_TLS_KEYS[key].__name__}")
+        if key.endswith("_file") and value is not None and not Path(value).is_file():
+            raise ConfigError(f"{path}: {where}: no such file {value!r}")
+    values = {k: v for k, v in raw.items() if v is not None}
+    if ("cert_file" in values) != ("key_file" in values):
+        raise ConfigError(f"{path}: sip.tls.cert_file and sip.tls.key_file go together")
+    return TlsSettings(**values)
 
 
 # ----------------------------------------------------------------------------- GPIO

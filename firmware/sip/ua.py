@@ -56,6 +56,7 @@ from .transaction import (
     server_key,
 )
 from .transaction import State as TxState
+from .transport import transport as transport_named
 from .trust import SourceTrust
 from .uri import SipUri, parse_uri
 
@@ -147,7 +148,8 @@ class UserAgent:
         self.local_addr = local_addr
         self.contact_addr = local_addr
         self.server_addr: Addr = (config.server, config.port)
-        self.reliable = config.transport == "tcp"
+        self.transport = transport_named(config.transport)
+        self.reliable = self.transport.reliable
         self._token = token
         self._out: list[tuple[bytes, Addr]] = []
         self._events: deque[SipEvent] = deque()
@@ -165,6 +167,7 @@ class UserAgent:
                                  expires=config.register_expires, backoff=config.retry_min)
         self.call: Call | None = None
         self.counters: Counter[str] = Counter()
+        self._transport_reason: str | None = None
         self._cseq = 0
 
     # ------------------------------------------------------------------ facade
@@ -229,12 +232,30 @@ class UserAgent:
         self._timers.pop("keepalive", None)
 
     def transport_error(self, addr: Addr, now: float, reason: str = "unreachable") -> None:
-        """The transport could not reach ``addr`` (ICMP error, TCP connection lost)."""
+        """The transport could not reach ``addr`` (ICMP error, a stream that cannot be opened,
+        a TLS certificate that does not verify); ``reason`` becomes the registration error."""
         self.counters["transport_errors"] += 1
+        self._transport_reason = reason
         for tx in list(self._client.values()):
             if tx.dest == addr:
                 tx.abort(now)
                 self._forget(tx)
+        self._transport_reason = None
+
+    def connection_lost(self, now: float, reason: str) -> None:
+        """The stream to the registrar closed: it can no longer reach us (we listen on no
+        port), so the registration is gone until we reconnect and register again."""
+        self.transport_error(self.server_addr, now, reason)
+        if self.config.register and self.reg.state in ("registered", "registering"):
+            self._registration_failed(f"connection to the registrar lost: {reason}", None, now)
+
+    def transport_restored(self, now: float) -> None:
+        """A stream transport reconnected (new local port): register again at once so that
+        the registrar reaches us over the new connection."""
+        if self.config.register and self.reg.state != "unregistering":
+            self._timers.pop("register", None)
+            self.reg.auth_tries = 0
+            self._send_register(now)
 
     # ------------------------------------------------------------------ input
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
@@ -372,14 +393,18 @@ class UserAgent:
     def _aor(self) -> SipUri:
         return SipUri(host=self.config.aor_domain, user=self.config.username)
 
-    def _contact(self) -> str:
+    def _hostport(self) -> str:
+        """Our address; port 0 (a stream transport not connected yet) is left out."""
         host, port = self.contact_addr
-        params = ";transport=tcp" if self.reliable else ""
-        return f"<sip:{self.config.username}@{host}:{port}{params}>"
+        return f"{host}:{port}" if port else host
+
+    def _contact(self) -> str:
+        param = self.transport.uri_param
+        params = f";transport={param}" if param else ""
+        return f"<sip:{self.config.username}@{self._hostport()}{params}>"
 
     def _via(self) -> str:
-        host, port = self.contact_addr
-        return f"SIP/2.0/{self.config.transport.upper()} {host}:{port};rport;branch=" \
+        return f"SIP/2.0/{self.transport.via} {self._hostport()};rport;branch=" \
                f"{MAGIC_COOKIE}{self._token(10)}"
 
     def _new_request(self, method: str, uri: str, from_: str, to: str, call_id: str,
@@ -435,7 +460,7 @@ class UserAgent:
         reg.cseq += 1
         aor = str(self._aor())
         uri = f"sip:{self.config.aor_domain}"
-        if self.config.port != 5060:
+        if self.config.port != self.transport.default_port:
             uri += f":{self.config.port}"
         req = self._new_request("REGISTER", uri, f"<{aor}>;tag={reg.from_tag}", f"<{aor}>",
                                 reg.call_id, reg.cseq)
@@ -497,8 +522,8 @@ class UserAgent:
             self.reg.state = "unregistered"
             self._events.append(Unregistered("no answer to un-REGISTER"))
             return
-        self._registration_failed(
-            f"registration failed: no response from {self._fmt(self.server_addr)}", None, now)
+        why = self._transport_reason or f"no response from {self._fmt(self.server_addr)}"
+        self._registration_failed(f"registration failed: {why}", None, now)
 
     def _registered(self, resp: Response, now: float) -> None:
         reg = self.reg
