@@ -2,7 +2,9 @@
 
 Owns registration (refresh, 423, backoff, un-REGISTER), keep-alive, the one call the box
 carries (outgoing with CANCEL races, incoming with 180/200/486/487/488/603), in-dialog
-requests (BYE, re-INVITE, INFO, OPTIONS) and the answers to everything else. Input:
+requests (BYE, re-INVITE, INFO, OPTIONS) and the answers to everything else. Whatever comes
+from a source that is neither the registrar nor a trusted source (``sip/trust.py``) is refused
+before it is parsed; transactions are kept in tables indexed by key and by deadline. Input:
 ``receive_datagram(data, addr, now)``, ``handle_timer(now)``, ``transport_error(addr, now)``;
 output: ``datagrams_to_send()``, ``next_event()``, ``get_timer()``. Knows nothing about
 sockets, asyncio, clocks, media or GPIO.

@@ -238,3 +238,13 @@ def test_config_keys_reach_the_user_agent_and_the_supervisor() -> None:
                       "calls.door_code_max_failures")):
         with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
             parse_config(bad)
+
+
+def test_a_spoofed_flood_from_many_sources_is_logged_boundedly() -> None:
+    from firmware.sip.trust import MAX_REPORTS
+
+    trust = SourceTrust(registrar=["127.0.0.1"])
+    reports = [trust.report((f"10.0.{i // 250}.{i % 250}", 5060), 5.0) for i in range(5000)]
+    assert sum(r is not None for r in reports) == MAX_REPORTS, "20 log lines a minute at most"
+    assert trust.report(("10.0.0.0", 5060), 70.0) is not None, "a new minute, a new report"
+    assert len(trust._last_report) <= 1024 and len(trust._suppressed) <= 1024
