@@ -168,13 +168,30 @@ cmd_bench() {
   "$VENV/bin/python" -m benchmarks "$@"
 }
 
+# long fuzz run: hypothesis with many examples, then atheris (coverage-guided) on every target;
+# FUZZ_SECONDS per atheris target (default 120)
+cmd_fuzz() {
+  setup
+  cd "$ROOT"
+  "$VENV/bin/pip" install -q -e "$ROOT[test,fuzz]"
+  INTERCOM_FUZZ_EXAMPLES=${INTERCOM_FUZZ_EXAMPLES:-20000} "$VENV/bin/python" -m pytest -q tests/fuzz
+  local t
+  mkdir -p "$ROOT/.cache"
+  for t in sip_message sip_uri sdp stream_framing ua_datagram ua_fresh rtp jitter; do
+    log "atheris: $t"
+    "$VENV/bin/python" -m tests.fuzz.run_atheris "$t" -max_total_time="${FUZZ_SECONDS:-120}" \
+      -artifact_prefix="$ROOT/.cache/fuzz-$t-"
+  done
+}
+
 case "${1:-help}" in
   run) shift; cmd_run "$@" ;;
   test) shift; cmd_test "$@" ;;
   bench) shift; cmd_bench "$@" ;;
+  fuzz) shift; cmd_fuzz "$@" ;;
   image) shift; setup; cmd_image "$@" ;;
   setup) setup ;;
   *)
-    echo "usage: ./build.sh run | test [pytest args] | bench [--quick] | image | setup"
+    echo "usage: ./build.sh run | test [pytest args] | bench [--quick] | fuzz | image | setup"
     exit 2 ;;
 esac

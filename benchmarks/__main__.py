@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 
-from . import button, codec, cpu, loop, srtp, webrtc
+from . import button, codec, cpu, flood, loop, srtp, webrtc
 
 
 def machine() -> str:
@@ -26,7 +26,8 @@ def machine() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(prog="benchmarks")
     p.add_argument("--quick", action="store_true", help="short runs (10 s loops)")
-    p.add_argument("--only", choices=["codec", "loop", "cpu", "button", "srtp", "webrtc"])
+    p.add_argument("--only", choices=["codec", "loop", "cpu", "button", "flood", "srtp",
+                                      "webrtc"])
     args = p.parse_args()
     seconds = 10.0 if args.quick else 60.0
     print(f"machine: {machine()}\n")
@@ -42,6 +43,10 @@ def main() -> None:
     if args.only in (None, "cpu"):
         print(f"## One full-duplex G.711 call to Asterisk Echo(), {seconds / 2:.0f} s window\n")
         print(cpu.table(cpu.run(seconds / 2)), "\n", flush=True)
+    if args.only in (None, "flood"):
+        print(f"## A stranger's SIP flood during a call ({seconds / 4:.0f} s windows), and the "
+              "cost of one message\n")
+        print(flood.table(flood.run(seconds / 4)), "\n", flush=True)
     if args.only in (None, "srtp"):
         print(f"## SRTP against plain RTP, {seconds / 2:.0f} s windows\n")
         print(srtp.table(srtp.run(seconds / 2, args.quick)), "\n", flush=True)

@@ -81,7 +81,7 @@ class Asterisk:
                  bind: str = "127.0.0.1", port: int | None = None, netns: str | None = None,
                  media_address: str | None = None, media_encryption: str | None = None,
                  http_port: int | None = None, tls: WebCertificate | None = None,
-                 tls_port: int = 8089) -> None:
+                 tls_port: int = 8089, sip_tls: tuple[Path, Path] | None = None) -> None:
         """``netns``: run inside that network namespace (the QEMU image tests: nothing Asterisk
         sends can leave the namespace). ``media_address``: the address Asterisk announces in
         SDP while its RTP stays bound to every address of its namespace (a QEMU guest reaches
@@ -89,7 +89,8 @@ class Asterisk:
         demands SRTP. ``http_port``: enable Asterisk's HTTP server on 127.0.0.1 (SIP over
         ``ws://`` at ``/ws`` and the console from web/ at ``/static/``); ``tls``: also HTTPS/WSS
         on ``bind:tls_port`` with that certificate. Without ``http_port`` the HTTP server is
-        off."""
+        off. ``sip_tls``: (certificate, key) PEM files for the SIP TLS transport on
+        ``sip_tls_port``; without it the TLS transport is left out."""
         if not (ASTERISK_ROOT / "usr/sbin/asterisk").exists():
             raise RuntimeError(f"no Asterisk root at {ASTERISK_ROOT}: run ./build.sh test "
                                "(it builds it with mmdebstrap)")
@@ -106,6 +107,8 @@ class Asterisk:
         self.rtp_base = rtp_base
         self.netns = netns
         self.media_address = media_address
+        self.sip_tls = sip_tls
+        self.sip_tls_port = free_port(socket.SOCK_STREAM) if sip_tls else None
         self.proc: subprocess.Popen | None = None
         self._write_config()
 
@@ -121,6 +124,17 @@ class Asterisk:
             text = f.read_text()
             if f.name == "pjsip.conf":
                 text = text.replace("bind=0.0.0.0:5060", f"bind={self.bind}:{self.port}")
+                if self.sip_tls is None:
+                    text = re.sub(r"\n\[transport-tls\]\n(?:[^\n\[]+\n)+", "\n", text)
+                else:
+                    keys = self.dir / "keys"
+                    keys.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(self.sip_tls[0], keys / "pbx.crt")
+                    shutil.copy(self.sip_tls[1], keys / "pbx.key")
+                    inner_keys = self.inner / "keys"
+                    text = text.replace("bind=0.0.0.0:5061",
+                                        f"bind={self.bind}:{self.sip_tls_port}")
+                    text = text.replace("/etc/asterisk/keys/", f"{inner_keys}/")
                 text = text.replace(
                     "direct_media=no ", f"direct_media={'yes' if self.direct_media else 'no'} ")
                 if self.media_address:

@@ -923,6 +923,13 @@ cdef class MediaStream:
             n = recvfrom(self.rtcp_fd, buf, sizeof(buf), MSG_DONTWAIT, <sockaddr *>&src, &slen)
             if n < 0:
                 break
+            pthread_mutex_lock(&self.lock)
+            if not self.have_remote or src.sin_addr.s_addr != self.remote_rtcp.sin_addr.s_addr \
+                    or src.sin_port != self.remote_rtcp.sin_port:
+                pthread_mutex_unlock(&self.lock)
+                self.st.wrong_source += 1  # RTCP only from the negotiated peer's RTCP port
+                continue
+            pthread_mutex_unlock(&self.lock)
             if self.xform is not None:
                 rc = self.xform.unprotect_rtcp_c(buf, <int>n)
                 if rc < 0:

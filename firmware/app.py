@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 from . import __version__
@@ -29,13 +30,22 @@ from .events import (
     MediaUpdated,
     Registered,
     RegistrationFailed,
+    SourceRefused,
     Unregistered,
 )
 from .gpio import Board, GpioUnavailableError, make_pin_factory
 from .media.audio import AudioError, Sink, Source, open_sink, open_source
 from .media.stream import RtpPorts, RtpSession, StreamSettings
 from .media.tones import TonePlayer
-from .net import TcpTransport, UaDriver, UdpTransport, resolve, source_address_for
+from .net import (
+    TcpTransport,
+    UaDriver,
+    UdpTransport,
+    open_transport,
+    resolve,
+    resolve_all,
+    source_address_for,
+)
 from .sip.errors import LocalProtocolError, RemoteProtocolError
 from .sip.sdp import LocalMedia
 from .sip.transaction import TimerConfig
@@ -59,6 +69,8 @@ async def control_socket_answers(path: str) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
+
+
 _FILE_LIKE = ("wav:", "tone:")
 _NOT_DEVICES = ("silence", "null")
 
@@ -73,7 +85,8 @@ def ua_config(cfg: Config, server_ip: str) -> UAConfig:
         keepalive_interval=s.keepalive_interval, retry_min=s.retry_min, retry_max=s.retry_max,
         ring_timeout=cfg.calls.ring_timeout + 5,  # the supervisor's timer normally acts first
         codecs=cfg.media.codecs, dtmf_payload_type=cfg.media.dtmf_payload_type,
-        srtp=cfg.media.srtp, user_agent=f"intercom-firmware/{__version__}")
+        srtp=cfg.media.srtp, trusted_sources=s.trusted_sources,
+        untrusted_policy=s.untrusted_policy)
 
 
 def policy(cfg: Config) -> sv.Policy:
@@ -83,7 +96,9 @@ def policy(cfg: Config) -> sv.Policy:
         register=cfg.sip.register, ring_timeout=c.ring_timeout, max_duration=c.max_duration,
         auto_answer=c.auto_answer, auto_answer_delay=c.auto_answer_delay,
         door_code=c.door_code.upper(), relay_seconds=g.relay.seconds if g.relay else 3.0,
-        ring_tone=c.ring_tone, ringback=c.ringback)
+        ring_tone=c.ring_tone, ringback=c.ringback,
+        door_code_max_failures=c.door_code_max_failures, door_code_window=c.door_code_window,
+        door_code_lockout=c.door_code_lockout)
 
 
 def is_alsa(spec: str) -> bool:
@@ -113,7 +128,7 @@ class App:
         self.last_call_end: str | None = None
         self.audio_error: str | None = None
         self.media: dict[str, Any] | None = None
-        self.dtmf: list[str] = []
+        self.dtmf_keys = 0  # counted, never kept: the keys may be the door code
         self.door_openings = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._dtmf_timer: asyncio.TimerHandle | None = None
@@ -143,28 +158,32 @@ class App:
         except OSError as exc:
             raise StartupError(f"cannot resolve sip.server {s.server!r}: {exc}") from None
         self.local_ip = s.local_address or source_address_for(*server)
-        if s.transport == "udp":
-            bind = s.local_address or "0.0.0.0"
-            try:
-                transport: UdpTransport | TcpTransport = await UdpTransport.open(
-                    bind, s.local_port)
-            except OSError as exc:
+        if s.transport == "tls" and not s.tls.verify:
+            log.warning("sip.tls.verify is false: the PBX's certificate is NOT checked, anyone "
+                        "on the network path can impersonate the PBX and open the door")
+        bind = s.local_address or "0.0.0.0"
+        try:
+            transport = await open_transport(s.transport, server, bind, s.local_port, s.tls,
+                                             s.server)
+        except OSError as exc:  # ssl.SSLError is an OSError too
+            if s.transport == "udp":
                 raise StartupError(f"cannot use SIP port {bind}:{s.local_port}/udp "
                                    f"(sip.local_port): {exc.strerror or exc}") from None
-            transport.server = server
+            raise StartupError(f"cannot set up SIP over {s.transport.upper()}: {exc}") from None
+        except ValueError as exc:
+            raise StartupError(f"cannot set up SIP over {s.transport.upper()}: {exc}") from None
+        if isinstance(transport, UdpTransport):
             local = (self.local_ip, transport.local_port)
         else:
-            transport = TcpTransport(server, 65535)
             local = (self.local_ip, 0)
-        self.transport = transport
+        self.transport: UdpTransport | TcpTransport = transport
         self.ua = UserAgent(ua_config(self.cfg, server[0]), local)
+        await self._refresh_registrar()
         self.driver = UaDriver(self.ua, transport.send, self._on_sip)
         transport.driver = self.driver
         if isinstance(transport, TcpTransport):
-            try:
+            with contextlib.suppress(OSError):  # logged by the transport; retried with backoff
                 await transport.connect()
-            except OSError as exc:
-                log.warning("cannot connect to %s:%d over TCP yet: %s", *server, exc)
         self.media_ip = self.cfg.media.address or self.local_ip
         try:
             self.ports = RtpPorts(self.media_ip, self.cfg.media.rtp_port)
@@ -233,10 +252,27 @@ class App:
     def _press_from_thread(self, name: str) -> None:
         self.loop.call_soon_threadsafe(self.dispatch, sv.Press(name))
 
+    def _now(self) -> float:
+        return self.loop.time()
+
+    async def _refresh_registrar(self) -> None:
+        """Trust every address the registrar's name resolves to now (DNS may move it)."""
+        if self.ua is None:
+            return
+        try:
+            addresses = await resolve_all(self.cfg.sip.server, self.cfg.sip.port)
+        except OSError as exc:
+            log.warning("cannot re-resolve sip.server %r: %s (keeping %s)", self.cfg.sip.server,
+                        exc, ", ".join(sorted(self.ua.trust.registrar)))
+            return
+        if set(addresses) | {self.ua.server_addr[0]} != set(self.ua.trust.registrar):
+            log.info("trusting the registrar at %s", ", ".join(addresses))
+        self.ua.set_registrar_addresses(addresses)
+
     def dispatch(self, event: sv.Event) -> None:
         log.debug("supervisor %s <- %s", self.sup.state, event)
         before = self.sup.state
-        self._execute(self.sup.handle(event))
+        self._execute(self.sup.handle(event, self._now()))
         if self.sup.state != before:
             self.notifier.status(self._status_line())
 
@@ -247,6 +283,8 @@ class App:
                 if not self.sup.registered:
                     log.info("registered with %s for %d s", self.cfg.sip.server, expires)
                 self.last_error = None
+                self._tasks = [t for t in self._tasks if not t.done()]
+                self._tasks.append(asyncio.create_task(self._refresh_registrar()))
                 self.dispatch(sv.RegistrationUp())
             case RegistrationFailed(reason=reason, retry_in=retry):
                 if self.last_error != reason:
@@ -275,7 +313,11 @@ class App:
                 elif self.sup.state == "in_call":
                     self._start_media(media)
             case DtmfReceived(digit=digit):
-                self._digit(digit)
+                self._digit(digit, "info")
+            case SourceRefused(host=host, port=port, what=what, count=count, policy=policy):
+                log.warning("%s %d SIP message(s) (%s) from %s:%d: not the registrar nor in "
+                            "sip.trusted_sources", "dropped" if policy == "drop" else "refused",
+                            count, what, host, port)
             case CallEnded(reason=reason):
                 log.info("call with %s ended: %s", self.remote, reason)
                 self.last_call_end = reason
@@ -283,10 +325,10 @@ class App:
                 self.remote, self.call_started = None, None
                 self.dispatch(sv.Ended(reason))
 
-    def _digit(self, digit: str) -> None:
-        log.info("DTMF %s received", digit)
-        self.dtmf.append(digit)
-        self.dispatch(sv.Digit(digit.upper()))
+    def _digit(self, digit: str, source: str) -> None:
+        log.info("DTMF key received (%s)", source)  # never the key itself: it is the door code
+        self.dtmf_keys += 1
+        self.dispatch(sv.Digit(digit.upper(), source))
 
     # --------------------------------------------------------------- commands out
     def _execute(self, commands: list[sv.Command]) -> None:
@@ -316,7 +358,7 @@ class App:
                     ua.reject(status, now)
             case sv.Hangup():
                 if ua is not None and ua.call is not None and ua.call.state != "ended":
-                    ua.hangup(now)
+                    ua.hangup(now)  # ends the call locally even when no BYE can be sent
             case sv.Led(name=name, mode=mode):
                 if self.board is not None:
                     self.board.set_led(name, mode)
@@ -413,7 +455,7 @@ class App:
         if self.session is None:
             return
         for digit in self.session.received_digits():
-            self._digit(digit)
+            self._digit(digit, "rtp")
         self._dtmf_timer = self.loop.call_later(0.1, self._poll_dtmf)
 
     def _stop_media(self) -> None:
@@ -422,8 +464,7 @@ class App:
             self._dtmf_timer = None
         if self.session is not None:
             session, self.session = self.session, None
-            for digit in session.received_digits():
-                self.dtmf.append(digit)
+            self.dtmf_keys += len(session.received_digits())  # too late to be judged
             session.stop()
             self.last_media_stats = session.final_stats
             session.source.close()
@@ -506,6 +547,13 @@ class App:
         active = None if stats is None or wanted == 0 else bool(stats.get("realtime"))
         return {"priority": wanted, "active": active}
 
+    def _lockout_wallclock(self) -> float | None:
+        """When the door-code lockout ends, as a UNIX time (None when the code works)."""
+        until = self.sup.lockout_until
+        if until is None or until <= self._now():
+            return None
+        return round(time.time() + (until - self._now()), 1)
+
     def status(self) -> dict[str, Any]:
         ua = self.ua
         duration = None
@@ -532,7 +580,8 @@ class App:
             "leds": self.board.states() if self.board else {},
             "gpio": self.board.report() if self.board else {},
             "door_openings": self.door_openings,
-            "dtmf": "".join(self.dtmf[-16:]),
+            "door_lockout_until": self._lockout_wallclock(),
+            "dtmf_keys_received": self.dtmf_keys,
             "counters": dict(ua.counters) if ua else {},
         }
 

@@ -8,6 +8,7 @@ yaml. Knows nothing about SIP, sockets or GPIO beyond the values it checks.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Callable
@@ -22,6 +23,17 @@ DEFAULT_PATH = "/etc/intercom/intercom.yaml"
 
 class ConfigError(Exception):
     """A configuration problem; the message names the key (and line) and what is wrong."""
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    """``sip.tls``: how the PBX's certificate is checked, and our optional client certificate."""
+
+    ca_file: str | None = None  # None: the system's trust store
+    verify: bool = True
+    server_name: str | None = None  # None: sip.server
+    cert_file: str | None = None
+    key_file: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,9 @@ class SipSettings:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+    trusted_sources: tuple[str, ...] = ()
+    untrusted_policy: str = "drop"
+    tls: TlsSettings = TlsSettings()
 
 
 @dataclass(frozen=True)
@@ -57,6 +72,9 @@ class CallSettings:
     door_code: str = field(default="", repr=False)
     ring_tone: bool = False
     ringback: bool = False
+    door_code_max_failures: int = 5
+    door_code_window: float = 300.0
+    door_code_lockout: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -198,6 +216,17 @@ def _dtmf(v: Any) -> str | None:
         "may only contain DTMF digits 0-9 * # A-D"
 
 
+def _sources(v: Any) -> str | None:
+    for item in v:
+        if isinstance(item, bool) or not isinstance(item, str):
+            return "must be a list of IP addresses or CIDR blocks (as strings)"
+        try:
+            ipaddress.ip_network(item.strip(), strict=False)
+        except ValueError:
+            return f"has {item!r}, which is not an IP address or CIDR block"
+    return None
+
+
 def _codecs(v: Any) -> str | None:
     if not v or any(c not in ("PCMU", "PCMA") for c in v):
         return "must be a non-empty list of PCMU and/or PCMA"
@@ -210,7 +239,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
     "sip": {
         "server": ((str,), _non_empty, True), "username": ((str, int), _non_empty, True),
         "password": ((str, int), None, False), "port": ((int,), _port(), False),
-        "transport": ((str,), _one_of("udp", "tcp"), False),
+        "transport": ((str,), _one_of("udp", "tcp", "tls"), False),
         "auth_username": ((str, int), None, False), "display_name": ((str,), None, False),
         "domain": ((str,), None, False), "local_address": ((str,), None, False),
         "local_port": ((int,), _port(True), False), "register": ((bool,), None, False),
@@ -220,6 +249,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
         "keepalive_interval": (_NUM, _positive, False), "retry_min": (_NUM, _positive, False),
         "retry_max": (_NUM, _positive, False), "t1": (_NUM, _positive, False),
         "t2": (_NUM, _positive, False), "t4": (_NUM, _positive, False),
+        "trusted_sources": ((list,), _sources, False),
+        "untrusted_policy": ((str, int), lambda v: None if str(v) in ("drop", "403") else
+                             "must be drop (send nothing back) or 403", False),
+        "tls": ((dict,), None, False),
     },
     "calls": {
         "auto_answer": ((bool,), None, False), "auto_answer_delay": (_NUM, _non_negative, False),
@@ -227,6 +260,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
                                                                       False),
         "max_duration": (_NUM, _non_negative, False), "door_code": ((str, int), _dtmf, False),
         "ring_tone": ((bool,), None, False), "ringback": ((bool,), None, False),
+        "door_code_max_failures": ((int,), _range(1, 1000), False),
+        "door_code_window": (_NUM, _positive, False),
+        "door_code_lockout": (_NUM, _positive, False),
     },
     "media": {
         "address": ((str,), None, False), "rtp_port": ((int,), _port(True), False),
@@ -259,7 +295,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
 _SECTION_TYPES = {"sip": SipSettings, "calls": CallSettings, "media": MediaSettings,
                   "audio": AudioSettings, "gpio": GpioSettings, "system": SystemSettings,
                   "control": ControlSettings, "log": LogSettings}
-_STRINGY = {"username", "password", "auth_username", "default_target", "door_code"}
+_STRINGY = {"username", "password", "auth_username", "default_target", "door_code",
+            "untrusted_policy"}
 
 
 def _line_map(text: str) -> dict[str, int]:
@@ -348,6 +385,10 @@ def parse_config(text: str, path: str = "<string>",
         if section == "gpio":
             sections[section] = _gpio(values, data.get("calls") or {}, lines, path)
             continue
+        if section == "sip":
+            values["tls"] = _tls(values.get("tls") or {}, lines, path)
+            if values.get("transport") == "tls" and "port" not in values:
+                values["port"] = 5061  # the SIP-over-TLS port (RFC 3261 §19.1.2)
         for key, (_, _, required) in keys.items():
             if required and key not in values:
                 raise ConfigError(f"{path}: missing required key {section}.{key}")
@@ -368,6 +409,26 @@ def parse_config(text: str, path: str = "<string>",
 def default_srtp(transport: str) -> str:
     """SRTP keys travel in SIP: demand SRTP where SIP is encrypted, leave it off elsewhere."""
     return "required" if transport == "tls" else "off"
+
+
+# ----------------------------------------------------------------------------- TLS
+_TLS_KEYS: dict[str, type] = {"ca_file": str, "verify": bool, "server_name": str,
+                              "cert_file": str, "key_file": str}
+
+
+def _tls(raw: dict[str, Any], lines: dict[str, int], path: str) -> TlsSettings:
+    for key, value in raw.items():
+        where = _where(f"sip.tls.{key}", lines)
+        if key not in _TLS_KEYS:
+            raise ConfigError(f"{path}: unknown key {where}{_suggest(str(key), list(_TLS_KEYS))}")
+        if value is not None and not isinstance(value, _TLS_KEYS[key]):
+            raise ConfigError(f"{path}: {where} must be {_TLS_KEYS[key].__name__}")
+        if key.endswith("_file") and value is not None and not Path(value).is_file():
+            raise ConfigError(f"{path}: {where}: no such file {value!r}")
+    values = {k: v for k, v in raw.items() if v is not None}
+    if ("cert_file" in values) != ("key_file" in values):
+        raise ConfigError(f"{path}: sip.tls.cert_file and sip.tls.key_file go together")
+    return TlsSettings(**values)
 
 
 # ----------------------------------------------------------------------------- GPIO

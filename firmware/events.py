@@ -95,5 +95,18 @@ class DtmfReceived:
     digit: str
 
 
+@dataclass(frozen=True)
+class SourceRefused:
+    """Messages from a source that is neither the registrar nor a trusted source were refused.
+
+    Reported at most once a minute per source; ``count`` = refused since the last report."""
+
+    host: str
+    port: int
+    what: str  # the first line's method or "response"
+    count: int
+    policy: str  # "drop" | "403"
+
+
 SipEvent = (Registered | RegistrationFailed | Unregistered | IncomingCall | CallRinging
-            | CallAnswered | MediaUpdated | CallEnded | DtmfReceived)
+            | CallAnswered | MediaUpdated | CallEnded | DtmfReceived | SourceRefused)

@@ -1,8 +1,10 @@
-"""asyncio adapters that carry the sans-I/O SIP user agent over UDP or TCP.
+"""asyncio adapters that carry the sans-I/O SIP user agent over UDP, TCP or TLS.
 
-Owns sockets, name resolution, TCP connect/reconnect and framing, the loop clock and the one
-timer handle that drives ``UserAgent.handle_timer``. Thin on purpose: every SIP decision lives in
-``firmware.sip``. Knows nothing about GPIO, audio or the control socket.
+Owns sockets, name resolution, stream connect/reconnect and framing, the TLS context (TLS is
+"TCP with an SSL context": certificate checked against ``sip.tls``, never a fallback to clear
+text), the loop clock and the one timer handle that drives ``UserAgent.handle_timer``. Thin on
+purpose: every SIP decision lives in ``firmware.sip``. Knows nothing about GPIO, audio or the
+control socket.
 """
 
 from __future__ import annotations
@@ -11,9 +13,12 @@ import asyncio
 import logging
 import re
 import socket
+import ssl
+import time
 from collections.abc import Callable
 from typing import cast
 
+from .config import TlsSettings
 from .sip.errors import RemoteProtocolError
 from .sip.message import StreamParser
 from .sip.sdes import redact as redact_keys
@@ -45,6 +50,13 @@ async def resolve(host: str, port: int) -> Addr:
     return infos[0][4][0], port
 
 
+async def resolve_all(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (the registrar's name may map to several)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    return sorted({info[4][0] for info in infos})
+
+
 class UaDriver:
     """Feeds a UserAgent from a transport and the loop clock; hands its events to ``on_event``."""
 
@@ -55,6 +67,7 @@ class UaDriver:
         self._on_event = on_event
         self._loop = asyncio.get_running_loop()
         self._timer: asyncio.TimerHandle | None = None
+        self._last_bug_log = float("-inf")
 
     def now(self) -> float:
         return self._loop.time()
@@ -62,8 +75,19 @@ class UaDriver:
     def datagram(self, data: bytes, addr: Addr) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("recv from %s:%d\n%s", addr[0], addr[1], redact(data))
-        self.ua.receive_datagram(data, addr, self.now())
+        try:
+            self.ua.receive_datagram(data, addr, self.now())
+        except Exception:  # noqa: BLE001 - a bug must cost one datagram, not the box
+            self._bug("receiving a datagram")
         self.flush()
+
+    def _bug(self, what: str) -> None:
+        """The user agent raised although it never should (the fuzz tests hunt these):
+        count it, log the traceback at most once a minute, and keep running."""
+        self.ua.counters["internal_errors"] += 1
+        if time.monotonic() - self._last_bug_log >= 60:
+            self._last_bug_log = time.monotonic()
+            log.exception("internal error while %s (dropped; counted in status)", what)
 
     def flush(self) -> None:
         """Send what the UA queued, deliver its events and re-arm its timer."""
@@ -85,7 +109,10 @@ class UaDriver:
 
     def _fire(self) -> None:
         self._timer = None
-        self.ua.handle_timer(self.now())
+        try:
+            self.ua.handle_timer(self.now())
+        except Exception:  # noqa: BLE001
+            self._bug("running SIP timers")
         self.flush()
 
     def close(self) -> None:
@@ -137,11 +164,46 @@ class UdpTransport(asyncio.DatagramProtocol):
             self.transport.close()
 
 
-class TcpTransport(asyncio.Protocol):
-    """One TCP connection to the server, re-opened with backoff when it drops."""
+def tls_context(settings: TlsSettings) -> ssl.SSLContext:
+    """The client context for SIP over TLS: TLS 1.2+, the PBX's certificate verified against
+    ``ca_file`` (or the system store) and its name, an optional client certificate.
 
-    def __init__(self, server: Addr, max_size: int) -> None:
+    Raises OSError/ssl.SSLError naming the file that could not be loaded."""
+    ctx = ssl.create_default_context(cafile=settings.ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not settings.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if settings.cert_file:
+        ctx.load_cert_chain(settings.cert_file, settings.key_file)
+    return ctx
+
+
+def describe_connect_error(exc: BaseException, server: Addr, name: str) -> str:
+    """One line for status and the log: what failed and what the installer can check."""
+    where = f"{server[0]}:{server[1]}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS certificate of {where} does not verify ({exc.verify_message}; "
+                f"expected name {name!r}) — check sip.tls.ca_file / sip.tls.server_name")
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with {where} failed: {exc.reason or exc}"
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return f"cannot connect to {where}: timed out"
+    return f"cannot connect to {where}: {getattr(exc, 'strerror', None) or exc}"
+
+
+class TcpTransport(asyncio.Protocol):
+    """One stream connection (TCP, or TLS when given an SSL context) to the server, re-opened
+    with backoff when it drops or cannot be made. A failed TLS handshake is reported and
+    retried over TLS only: clear text is never tried instead."""
+
+    def __init__(self, server: Addr, max_size: int, ssl_context: ssl.SSLContext | None = None,
+                 server_name: str | None = None) -> None:
         self.server = server
+        self.ssl = ssl_context
+        self.server_name = server_name or server[0]
+        self.last_error: str | None = None
+        self._connected_once = False
         self.driver: UaDriver | None = None
         self.transport: asyncio.Transport | None = None
         self._parser = StreamParser(max_size)
@@ -151,9 +213,32 @@ class TcpTransport(asyncio.Protocol):
         self.send_errors = 0
         self.local: Addr | None = None
 
+    @property
+    def name(self) -> str:
+        return "TLS" if self.ssl is not None else "TCP"
+
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.create_connection(lambda: self, self.server[0], self.server[1])
+        try:
+            if self.ssl is not None:
+                await asyncio.wait_for(loop.create_connection(
+                    lambda: self, self.server[0], self.server[1], ssl=self.ssl,
+                    server_hostname=self.server_name, ssl_handshake_timeout=10), 15)
+            else:
+                await asyncio.wait_for(loop.create_connection(
+                    lambda: self, self.server[0], self.server[1]), 15)
+        except (TimeoutError, OSError) as exc:
+            self._failed(exc)
+            raise OSError(self.last_error) from exc
+
+    def _failed(self, exc: BaseException) -> None:
+        text = describe_connect_error(exc, self.server, self.server_name)
+        if text != self.last_error:  # the user agent turns it into the one error logged
+            log.debug("SIP/%s: %s", self.name, text)
+        self.last_error = text
+        if self.driver is not None:
+            self.driver.ua.transport_error(self.server, self.driver.now(), text)
+            self.driver.flush()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -161,15 +246,22 @@ class TcpTransport(asyncio.Protocol):
         self._parser = StreamParser(self._max_size)
         host, port = transport.get_extra_info("sockname")[:2]
         self.local = (host, port)
+        if self.last_error is not None:
+            log.info("SIP/%s connection to %s:%d established", self.name, *self.server)
+        self.last_error = None
         if self.driver is not None:
             self.driver.ua.contact_addr = self.local
             self.driver.ua.local_addr = self.local
+            if self._connected_once:  # a new connection: the registrar must learn it
+                self.driver.ua.transport_restored(self.driver.now())
+                asyncio.get_running_loop().call_soon(self.driver.flush)
+        self._connected_once = True
 
     def data_received(self, data: bytes) -> None:
         try:
             messages = self._parser.feed(data)
         except RemoteProtocolError as exc:
-            log.warning("closing SIP/TCP connection: %s", exc.reason)
+            log.warning("closing SIP/%s connection: %s", self.name, exc.reason)
             assert self.transport is not None
             self.transport.close()
             return
@@ -181,9 +273,9 @@ class TcpTransport(asyncio.Protocol):
         self.transport = None
         if self._closing:
             return
-        log.warning("SIP/TCP connection to %s:%d lost", *self.server)
+        log.warning("SIP/%s connection to %s:%d lost", self.name, *self.server)
         if self.driver is not None:
-            self.driver.ua.transport_error(self.server, self.driver.now(), "connection lost")
+            self.driver.ua.connection_lost(self.driver.now(), f"{self.name} connection closed")
             self.driver.flush()
         self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
 
@@ -197,7 +289,7 @@ class TcpTransport(asyncio.Protocol):
                 return
             except OSError:
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                delay = min(delay * 2, 60.0)
 
     def send(self, data: bytes, addr: Addr) -> None:
         if self.transport is None:
@@ -213,3 +305,17 @@ class TcpTransport(asyncio.Protocol):
             self.transport.close()
         if self._reconnect_task is not None:
             self._reconnect_task.cancel()
+
+
+async def open_transport(name: str, server: Addr, bind: str, port: int,
+                         tls: TlsSettings, server_name: str,
+                         max_size: int = 65535) -> UdpTransport | TcpTransport:
+    """The adapter for ``sip.transport`` (the transport table's names): UDP is a bound socket;
+    TCP and TLS are one outgoing stream to the server (TLS with ``tls_context``)."""
+    if name == "udp":
+        udp = await UdpTransport.open(bind, port)
+        udp.server = server
+        return udp
+    context = tls_context(tls) if name == "tls" else None
+    return TcpTransport(server, max_size, context, tls.server_name or server_name)
+

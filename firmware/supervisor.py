@@ -2,12 +2,21 @@
 
 Owns the states a user sees (offline, idle, calling, ringing, in_call), what each button does in
 each state, the LEDs and the door relay, ring timeout, maximum call duration, auto-answer, and
-the door code. ``handle(event, now) -> [commands]``: no I/O, no clock of its own, no SIP, no
-GPIO; the application executes the commands and feeds back the events.
+the door code with its lockout across calls. ``handle(event, now) -> [commands]``: no I/O, no
+clock of its own (``now`` is the caller's monotonic clock), no SIP, no GPIO; the application
+executes the commands and feeds back the events.
+
+The door code is judged only when complete (its length, or a terminating ``#`` when the code has
+no ``#``), compared in constant time, and never digit by digit: a caller learns nothing about a
+single digit. ``door_code_max_failures`` wrong codes within ``door_code_window`` seconds, over
+all calls, lock the relay for ``door_code_lockout`` seconds (error LED blinking); during the
+lockout the right code does nothing.
 """
 
 from __future__ import annotations
 
+import hmac
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -51,7 +60,11 @@ class Ended:
 
 @dataclass(frozen=True)
 class Digit:
+    """A DTMF key; ``source`` is how it came ("rtp" = RFC 4733, "info" = SIP INFO): a peer
+    that sends each key both ways must not have it counted twice."""
+
     digit: str
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -169,13 +182,17 @@ class Policy:
     auto_answer_delay: float = 0.0
     door_code: str = ""
     relay_seconds: float = 3.0
-    max_wrong_codes: int = 3
+    max_wrong_codes: int = 3  # per call: then the call is ended
     code_timeout: float = 5.0
+    door_code_max_failures: int = 5  # over all calls within the window: then lockout
+    door_code_window: float = 300.0
+    door_code_lockout: float = 300.0
     ring_tone: bool = False
     ringback: bool = False
 
 
 STATES = ("offline", "idle", "calling", "ringing", "in_call")
+DUPLICATE_WINDOW = 1.0  # seconds within which INFO and RFC 4733 copies of a key are one key
 # steady LED pattern per state (the error LED is driven separately by registration)
 _STATE_LEDS = {
     "offline": {"ringing": "off", "calling": "off", "in_call": "off"},
@@ -197,13 +214,18 @@ class Supervisor:
         self.digits = ""
         self.wrong_codes = 0
         self.audio_ok = True
+        self.failures: deque[float] = deque()  # times of wrong codes inside the window
+        self.lockout_until: float | None = None
+        self._recent: deque[list] = deque(maxlen=16)  # [time, source, digit, matched]
+        self.now = 0.0
 
     def start(self) -> list[Command]:
         cmds: list[Command] = [Led(name, mode) for name, mode in _STATE_LEDS[self.state].items()]
         cmds += [Led("registered", "on" if self.registered else "off"), Led("error", "off")]
         return cmds
 
-    def handle(self, event: Event) -> list[Command]:
+    def handle(self, event: Event, now: float = 0.0) -> list[Command]:
+        self.now = now
         handler = _TABLE.get((self.state, type(event))) or _TABLE.get(("*", type(event)))
         if handler is None:
             return []
@@ -222,6 +244,7 @@ class Supervisor:
             return [CancelTimer("ring"), Tone("off")]
         if state == "in_call":
             self.digits, self.wrong_codes = "", 0
+            self._recent.clear()
             return [CancelTimer("max_duration"), CancelTimer("code")]
         return []
 
@@ -314,26 +337,67 @@ class Supervisor:
             return [Log("info", "maximum call duration reached"), Hangup()]
         if name == "code":
             self.digits = ""
+        if name == "door_lockout":
+            self.lockout_until = None
+            return [Led("error", self._error_led()),
+                    Log("info", "door code lockout over: the door code works again")]
         return []
+
+    @property
+    def locked(self) -> bool:
+        return self.lockout_until is not None and self.now < self.lockout_until
+
+    def _error_led(self) -> str:
+        return "off" if self.registered and self.audio_ok and not self.locked else "fast"
+
+    def _duplicate(self, ev: Digit) -> bool:
+        """The same key already arrived the other way (INFO vs RFC 4733) within a second."""
+        if not ev.source:
+            return False
+        for entry in self._recent:
+            at, source, digit, matched = entry
+            if not matched and source != ev.source and digit == ev.digit and \
+                    self.now - at <= DUPLICATE_WINDOW:
+                entry[3] = True
+                return True
+        self._recent.append([self.now, ev.source, ev.digit, False])
+        return False
 
     def _digit(self, ev: Digit) -> list[Command]:
         code = self.policy.door_code
-        if not code:
+        if not code or self._duplicate(ev):
             return []
-        self.digits += ev.digit
-        cmds: list[Command] = [StartTimer("code", self.policy.code_timeout)]
-        if self.digits == code:
-            self.digits = ""
-            return [CancelTimer("code"), PulseRelay(self.policy.relay_seconds),
-                    Log("info", "door code accepted: opening the door")]
-        if code.startswith(self.digits):
-            return cmds
-        self.digits = ""
+        terminator = ev.digit == "#" and "#" not in code
+        if not terminator:
+            self.digits += ev.digit
+        if not (len(self.digits) >= len(code) or (terminator and self.digits)):
+            return [StartTimer("code", self.policy.code_timeout)] if self.digits else []
+        entered, self.digits = self.digits, ""
+        right = hmac.compare_digest(entered.encode(), code.encode())
+        cmds: list[Command] = [CancelTimer("code")]
+        if self.locked:
+            return cmds + [Log("warning", "door code entered during the lockout: ignored")]
+        if right:
+            return cmds + [PulseRelay(self.policy.relay_seconds),
+                           Log("info", "door code accepted: opening the door")]
+        return cmds + self._wrong_code()
+
+    def _wrong_code(self) -> list[Command]:
+        p = self.policy
         self.wrong_codes += 1
-        cmds = [CancelTimer("code"),
-                Log("warning", f"wrong door code ({self.wrong_codes} of "
-                               f"{self.policy.max_wrong_codes})")]
-        if self.wrong_codes >= self.policy.max_wrong_codes:
+        self.failures.append(self.now)
+        while self.failures and self.now - self.failures[0] > p.door_code_window:
+            self.failures.popleft()
+        cmds: list[Command] = [Log("warning", f"wrong door code ({len(self.failures)} of "
+                                              f"{p.door_code_max_failures} allowed in "
+                                              f"{p.door_code_window:.0f} s)")]
+        if len(self.failures) >= p.door_code_max_failures:
+            self.failures.clear()
+            self.lockout_until = self.now + p.door_code_lockout
+            cmds += [Log("warning", f"door code locked for {p.door_code_lockout:.0f} s after "
+                                    f"{p.door_code_max_failures} wrong codes"),
+                     Led("error", "fast"), StartTimer("door_lockout", p.door_code_lockout)]
+        if self.wrong_codes >= p.max_wrong_codes:
             cmds += [Log("warning", "too many wrong door codes: ending the call"), Hangup()]
         return cmds
 
@@ -341,7 +405,7 @@ class Supervisor:
         self.registered = True
         if self.state == "offline":
             self.state = "idle"
-        return [Led("registered", "on"), Led("error", "off" if self.audio_ok else "fast")]
+        return [Led("registered", "on"), Led("error", self._error_led())]
 
     def _registration_down(self, ev: RegistrationDown) -> list[Command]:
         self.registered = False
@@ -351,8 +415,7 @@ class Supervisor:
 
     def _audio_recovered(self, ev: AudioRecovered) -> list[Command]:
         self.audio_ok = True
-        return [Led("error", "off" if self.registered else "fast"),
-                Log("info", "audio devices are back")]
+        return [Led("error", self._error_led()), Log("info", "audio devices are back")]
 
     def _audio_failed(self, ev: AudioFailed) -> list[Command]:
         self.audio_ok = False

@@ -40,12 +40,28 @@ def parse_challenge(value: str, proxy: bool = False) -> Challenge:
         raise RemoteProtocolError(f"unsupported authentication scheme {scheme!r}")
     if "realm" not in params or "nonce" not in params:
         raise RemoteProtocolError("digest challenge without realm or nonce")
+    for name, text in params.items():
+        _check_param(name, text)
     qop = tuple(q.strip().lower() for q in params.get("qop", "").split(",") if q.strip())
     return Challenge(
         realm=params["realm"], nonce=params["nonce"],
         algorithm=params.get("algorithm", "MD5").upper(), qop=qop,
         opaque=params.get("opaque"), stale=params.get("stale", "").lower() == "true",
         proxy=proxy)
+
+
+_MAX_PARAM = 1024
+
+
+def _check_param(name: str, text: str) -> None:
+    """Values we hash and echo back must be valid UTF-8 (the message is decoded with
+    surrogateescape), printable and of sane length; otherwise the challenge is unusable."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RemoteProtocolError(f"digest {name} is not UTF-8") from None
+    if len(text) > _MAX_PARAM or any(ord(c) < 0x20 or c == "\x7f" for c in text):
+        raise RemoteProtocolError(f"digest {name} too long or with control characters")
 
 
 def best_challenge(values: list[str], proxy: bool = False) -> Challenge:

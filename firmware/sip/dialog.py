@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from .errors import RemoteProtocolError
 from .headers import NameAddr, parse_name_addr
-from .message import Request, Response
+from .message import Request, Response, validate_reused
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Dialog:
         to = response.to
         if not to.tag:
             raise RemoteProtocolError("response creating a dialog has no To tag")
+        validate_reused(response)
         routes = list(reversed(response.headers.get_all("Record-Route")))
         return cls(request.call_id, request.from_.tag or "", to.tag,
                    request.from_, to, _target(response, request.uri), routes,
@@ -45,6 +46,7 @@ class Dialog:
     def from_uas(cls, request: Request, local_tag: str) -> Dialog:
         """Dialog of the callee, from the INVITE it answers (§12.1.1)."""
         frm = request.from_
+        validate_reused(request)
         return cls(request.call_id, local_tag, frm.tag or "", request.to.with_tag(local_tag),
                    frm, _target(request, str(frm.uri)), request.headers.get_all("Record-Route"),
                    0, request.cseq.number)

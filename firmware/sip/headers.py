@@ -8,6 +8,7 @@ about start lines, transports or dialogs.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,7 @@ _DISPLAY_TOKENS = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+(?:[ \t]+[A-Za-z0-9\-.!%*
 MAX_INT32 = 2**31 - 1
 
 
+@functools.lru_cache(maxsize=256)
 def canonical_name(name: str) -> str:
     lower = name.lower()
     lower = COMPACT.get(lower, lower)
@@ -47,6 +49,10 @@ def canonical_name(name: str) -> str:
 
 def split_commas(value: str) -> list[str]:
     """Split a header value at top-level commas (not inside quotes or <...>)."""
+    if "," not in value:
+        return [value.strip()]
+    if '"' not in value and "<" not in value:
+        return [part.strip() for part in value.split(",")]
     parts, buf, quoted, angle, i = [], [], False, False, 0
     while i < len(value):
         ch = value[i]
@@ -262,7 +268,7 @@ class Via:
 
 
 _VIA = re.compile(r"^SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+([^\s;:]+|\[[^\]]+\])"
-                  r"(?:\s*:\s*(\d+))?\s*(;.*)?$", re.S)
+                  r"(?:\s*:\s*([0-9]{1,5}))?\s*(;.*)?$", re.S)
 
 
 def parse_via(value: str) -> Via:
@@ -286,20 +292,36 @@ class CSeq:
 
 def parse_cseq(value: str) -> CSeq:
     parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not TOKEN.match(parts[1]):
-        raise RemoteProtocolError(f"malformed CSeq {value!r}")
+    if len(parts) != 2 or not is_ascii_digits(parts[0], 10) or not TOKEN.match(parts[1]):
+        raise RemoteProtocolError(f"malformed CSeq {value[:80]!r}")
     number = int(parts[0])
     if number > MAX_INT32:
         raise RemoteProtocolError(f"CSeq number too large in {value!r}")
     return CSeq(number, parts[1])
 
 
+def is_ascii_digits(text: str, max_len: int) -> bool:
+    """1..max_len ASCII digits. ``str.isdigit`` accepts '²' and other digits ``int`` refuses,
+    and ``int`` refuses more than 4,300 digits: every number read from the wire goes here."""
+    return 0 < len(text) <= max_len and text.isascii() and text.isdigit()
+
+
 def parse_uint(value: str, name: str, maximum: int) -> int:
     text = value.strip()
-    if not text.isdigit() or not text.isascii():
-        raise RemoteProtocolError(f"{name} is not a number: {value!r}")
+    if not text.isascii() or not text.isdigit():
+        raise RemoteProtocolError(f"{name} is not a number: {value[:80]!r}")
     if len(text) > 12 or int(text) > maximum:
-        raise RemoteProtocolError(f"{name} out of range: {value!r}")
+        raise RemoteProtocolError(f"{name} out of range: {value[:80]!r}")
+    return int(text)
+
+
+def uint_or_none(value: str | None, maximum: int) -> int | None:
+    """A bounded unsigned integer, or None when ``value`` is missing or is not one."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not is_ascii_digits(text, 12) or int(text) > maximum:
+        return None
     return int(text)
 
 

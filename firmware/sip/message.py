@@ -24,7 +24,7 @@ from .headers import (
     parse_uint,
     parse_via,
 )
-from .uri import Uri, parse_uri
+from .uri import SipUri, Uri, parse_uri
 
 MAX_MESSAGE_SIZE = 65535
 REASONS = {
@@ -40,7 +40,8 @@ REASONS = {
     503: "Service Unavailable", 504: "Server Time-out", 505: "Version Not Supported",
     513: "Message Too Large", 600: "Busy Everywhere", 603: "Decline",
 }
-_VERSION = re.compile(r"^SIP/(\d+)\.(\d+)$")
+_VERSION = re.compile(r"^SIP/([0-9]+)\.([0-9]+)$")
+_STATUS = re.compile(r"^[1-6][0-9][0-9]$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
 _DATE = re.compile(r"^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$")
 
@@ -144,7 +145,7 @@ def _parse_start_line(line: str) -> Request | Response:
     if line.startswith("SIP/"):
         version, sp1, rest = line.partition(" ")
         code, _, reason = rest.partition(" ")
-        if not sp1 or len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        if not sp1 or not _STATUS.match(code):
             raise RemoteProtocolError(f"malformed status line {line!r}")
         if version != "SIP/2.0":
             raise RemoteProtocolError(f"unsupported version in {line!r}", status=505)
@@ -292,8 +293,12 @@ def validate_request(req: Request) -> None:
         raise RemoteProtocolError(f"CSeq method {cseq.method} does not match {req.method}")
     req.from_  # noqa: B018 - parse for validation
     req.to  # noqa: B018
-    for via in h.get_all("Via"):
+    vias = h.get_all("Via")
+    if not vias:
+        raise RemoteProtocolError("empty Via header")
+    for via in vias:
         parse_via(via)
+    validate_reused(req)
     for contact in h.get_all("Contact"):
         if contact.strip() != "*":
             na = parse_name_addr(contact)
@@ -310,3 +315,19 @@ def validate_request(req: Request) -> None:
     uri = req.parsed_uri
     if getattr(uri, "headers", None):
         raise RemoteProtocolError("header fields are not allowed in a Request-URI")
+
+
+def validate_reused(msg: Message) -> None:
+    """Check the fields a user agent copies into later requests (route set, remote target):
+    each Record-Route must be a SIP URI in <>, and so must a dialog-creating Contact.
+
+    Checked on arrival so that a BYE can always be built later (RFC 3261 §12.1, §20.30)."""
+    for route in msg.headers.get_all("Record-Route"):
+        na = parse_name_addr(route)
+        if "<" not in route or not isinstance(na.uri, SipUri):
+            raise RemoteProtocolError(f"unusable Record-Route {route[:80]!r}")
+    method = msg.method if isinstance(msg, Request) else msg.cseq.method
+    if method == "INVITE":
+        contacts = [c for c in msg.headers.get_all("Contact") if c.strip() != "*"]
+        if contacts and not isinstance(parse_name_addr(contacts[0]).uri, SipUri):
+            raise RemoteProtocolError(f"Contact is not a SIP URI: {contacts[0][:80]!r}", 416)

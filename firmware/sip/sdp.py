@@ -8,12 +8,17 @@ answered with port 0. Knows nothing about RTP or sockets.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 
 from ..events import MediaParams
 from . import sdes
 from .errors import RemoteProtocolError
+from .headers import is_ascii_digits
 
+_MAX_MEDIA = 16
+_MAX_ATTRIBUTES = 256
+_IPV4 = re.compile(r"^[0-9]{1,3}(?:\.[0-9]{1,3}){3}$")
 STATIC_CODECS = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
 CODEC_PT = {"PCMU": 0, "PCMA": 8}
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -45,8 +50,9 @@ class MediaLine:
         for value in self.attr("rtpmap"):
             pt_text, _, enc = (value or "").partition(" ")
             name, _, rate = enc.partition("/")
-            if pt_text.isdigit() and rate.split("/")[0].isdigit():
-                maps[int(pt_text)] = (name.upper(), int(rate.split("/")[0]))
+            rate = rate.split("/")[0]
+            if _is_pt(pt_text) and is_ascii_digits(rate, 6):
+                maps[int(pt_text)] = (name.upper(), int(rate))
         return maps
 
 
@@ -87,6 +93,8 @@ def parse_sdp(body: bytes) -> SessionDescription:
             continue
         if len(line) < 2 or line[1] != "=":
             raise RemoteProtocolError(f"malformed SDP line {line[:40]!r}", 400)
+        if len(media) > _MAX_MEDIA or sum(len(m.attributes) for m in media) > _MAX_ATTRIBUTES:
+            raise RemoteProtocolError("SDP with too many media lines or attributes", 400)
         key, value = line[0], line[2:]
         if key == "o":
             origin = value
@@ -100,11 +108,11 @@ def parse_sdp(body: bytes) -> SessionDescription:
                 connection = addr
         elif key == "m":
             parts = value.split()
-            if len(parts) < 4 or not parts[1].split("/")[0].isdigit():
-                raise RemoteProtocolError(f"malformed SDP media line {line!r}", 400)
+            if len(parts) < 4 or not is_ascii_digits(parts[1].split("/")[0], 5):
+                raise RemoteProtocolError(f"malformed SDP media line {line[:80]!r}", 400)
             port = int(parts[1].split("/")[0])
             if port > 65535:
-                raise RemoteProtocolError(f"SDP port out of range in {line!r}", 400)
+                raise RemoteProtocolError(f"SDP port out of range in {line[:80]!r}", 400)
             media.append(MediaLine(parts[0], port, parts[2], parts[3:]))
         elif key == "a":
             name, sep, val = value.partition(":")
@@ -119,10 +127,18 @@ def parse_sdp(body: bytes) -> SessionDescription:
 
 
 def _parse_connection(value: str) -> str:
+    """``IN IP4 addr``: only IPv4 dotted quads reach the media core (it speaks IPv4 only)."""
     parts = value.split()
     if len(parts) != 3 or parts[0] != "IN":
-        raise RemoteProtocolError(f"malformed SDP connection line {value!r}", 400)
-    return parts[2].split("/")[0]
+        raise RemoteProtocolError(f"malformed SDP connection line {value[:80]!r}", 400)
+    addr = parts[2].split("/")[0]
+    if parts[1] != "IP4" or not _IPV4.match(addr) or any(int(p) > 255 for p in addr.split(".")):
+        raise RemoteProtocolError(f"unsupported SDP connection address {value[:80]!r}", 488)
+    return addr
+
+
+def _is_pt(text: str) -> bool:
+    return is_ascii_digits(text, 3) and int(text) <= 127
 
 
 @dataclass
@@ -184,7 +200,7 @@ def _params(sd: SessionDescription, m: MediaLine, pt: int, codec: str,
     addr = m.connection or sd.connection
     if addr is None:
         raise RemoteProtocolError("SDP has no connection address", 488)
-    ptimes = [v for v in m.attr("ptime") if v and v.isdigit()]
+    ptimes = [v for v in m.attr("ptime") if v and is_ascii_digits(v, 4)]
     ptime = int(ptimes[0]) if ptimes else 20
     if ptime not in (10, 20, 30, 40):
         ptime = 20
@@ -214,7 +230,7 @@ def answer_offer(offer: SessionDescription,
     maps = audio.rtpmap()
     chosen = None
     for fmt in audio.formats:
-        if fmt.isdigit() and int(fmt) in maps:
+        if _is_pt(fmt) and int(fmt) in maps:
             name, rate = maps[int(fmt)]
             if name in local.codecs and rate == 8000:
                 chosen = (int(fmt), name)
@@ -250,7 +266,7 @@ def accept_answer(answer: SessionDescription, local: LocalMedia) -> MediaParams:
     audio = _audio_line(answer, local.srtp)
     maps = audio.rtpmap()
     for fmt in audio.formats:
-        if fmt.isdigit() and int(fmt) in maps:
+        if _is_pt(fmt) and int(fmt) in maps:
             name, rate = maps[int(fmt)]
             if name in local.codecs and rate == 8000:
                 params = _params(answer, audio, int(fmt), name, _dtmf_pt(maps),

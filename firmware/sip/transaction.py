@@ -16,6 +16,7 @@ from .message import Request, Response
 MAGIC_COOKIE = "z9hG4bK"
 Addr = tuple[str, int]
 Send = Callable[[Request | Response, Addr], None]
+Schedule = Callable[["_Transaction", float], None]
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,9 @@ def server_key(req: Request) -> tuple[str, ...]:
 
 class _Transaction:
     def __init__(self, request: Request, dest: Addr, timers: TimerConfig, reliable: bool,
-                 send: Send) -> None:
+                 send: Send, scheduled: Schedule | None = None) -> None:
         self.request = request
+        self._scheduled = scheduled  # told of every deadline set, so owners can index them
         self.dest = dest
         self.cfg = timers
         self.reliable = reliable
@@ -74,6 +76,8 @@ class _Transaction:
     def _start(self, name: str, now: float, delay: float) -> None:
         self._intervals[name] = delay
         self.deadlines[name] = now + delay
+        if self._scheduled is not None:
+            self._scheduled(self, now + delay)
 
     def _stop(self, *names: str) -> None:
         for name in names:
@@ -95,8 +99,9 @@ class ClientTransaction(_Transaction):
 
     def __init__(self, request: Request, dest: Addr, timers: TimerConfig, reliable: bool,
                  send: Send, on_response: Callable[[Response, ClientTransaction, float], None],
-                 on_timeout: Callable[[ClientTransaction, float], None], now: float) -> None:
-        super().__init__(request, dest, timers, reliable, send)
+                 on_timeout: Callable[[ClientTransaction, float], None], now: float, *,
+                 scheduled: Schedule | None = None) -> None:
+        super().__init__(request, dest, timers, reliable, send, scheduled)
         self.invite = request.method == "INVITE"
         self._on_response = on_response
         self._on_timeout = on_timeout
@@ -208,8 +213,9 @@ class ServerTransaction(_Transaction):
 
     def __init__(self, request: Request, dest: Addr, timers: TimerConfig, reliable: bool,
                  send: Send,
-                 on_timeout: Callable[[ServerTransaction, str, float], None]) -> None:
-        super().__init__(request, dest, timers, reliable, send)
+                 on_timeout: Callable[[ServerTransaction, str, float], None], *,
+                 scheduled: Schedule | None = None) -> None:
+        super().__init__(request, dest, timers, reliable, send, scheduled)
         self.invite = request.method == "INVITE"
         self.key = server_key(request)
         self.state = State.PROCEEDING if self.invite else State.TRYING

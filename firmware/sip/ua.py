@@ -2,7 +2,9 @@
 
 Owns registration (refresh, 423, backoff, un-REGISTER), keep-alive, the one call the box
 carries (outgoing with CANCEL races, incoming with 180/200/486/487/488/603), in-dialog
-requests (BYE, re-INVITE, INFO, OPTIONS) and the answers to everything else. Input:
+requests (BYE, re-INVITE, INFO, OPTIONS) and the answers to everything else. Whatever comes
+from a source that is neither the registrar nor a trusted source (``sip/trust.py``) is refused
+before it is parsed; transactions are kept in tables indexed by key and by deadline. Input:
 ``receive_datagram(data, addr, now)``, ``handle_timer(now)``, ``transport_error(addr, now)``;
 output: ``datagrams_to_send()``, ``next_event()``, ``get_timer()``. Knows nothing about
 sockets, asyncio, clocks, media or GPIO.
@@ -10,6 +12,9 @@ sockets, asyncio, clocks, media or GPIO.
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import re
 import secrets
 from collections import Counter, deque
 from collections.abc import Callable
@@ -26,12 +31,13 @@ from ..events import (
     Registered,
     RegistrationFailed,
     SipEvent,
+    SourceRefused,
     Unregistered,
 )
 from .auth import Challenge, DigestClient, best_challenge
 from .dialog import Dialog
 from .errors import LocalProtocolError, RemoteProtocolError
-from .headers import NameAddr, Via, parse_uint, parse_via, quote
+from .headers import NameAddr, Via, parse_uint, parse_via, quote, uint_or_none
 from .message import (
     MAX_MESSAGE_SIZE,
     REASONS,
@@ -51,6 +57,9 @@ from .transaction import (
     client_key,
     server_key,
 )
+from .transaction import State as TxState
+from .transport import transport as transport_named
+from .trust import SourceTrust
 from .uri import SipUri, parse_uri
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO"
@@ -60,13 +69,15 @@ _KNOWN_NOT_ALLOWED = {"REGISTER", "SUBSCRIBE", "NOTIFY", "PUBLISH", "MESSAGE", "
 # first one plus renewals of a stale nonce (RFC 7616 §3.3). A server that answers every request
 # stale=true is a failure, not a request storm.
 _MAX_AUTH_ANSWERS = 3
+DTMF_DIGITS = "0123456789*#ABCD"
+_METHOD = re.compile(rb"^([A-Za-z]{1,16}) ")
 
 
 @dataclass(frozen=True)
 class UAConfig:
     server: str
     username: str
-    password: str = ""
+    password: str = field(default="", repr=False)
     port: int = 5060
     transport: str = "udp"
     auth_username: str | None = None
@@ -83,9 +94,12 @@ class UAConfig:
     codecs: tuple[str, ...] = ("PCMU", "PCMA")
     dtmf_payload_type: int = 101
     srtp: str = "off"  # media.srtp: what an incoming offer must carry before the box rings
-    user_agent: str = "intercom-firmware"
+    user_agent: str = "intercom-firmware"  # no version: strangers learn nothing to target
     max_message_size: int = MAX_MESSAGE_SIZE
     rewrite_contact: bool = True  # follow received/rport (RFC 3581) into our Contact
+    trusted_sources: tuple[str, ...] = ()  # addresses/CIDRs trusted besides the registrar
+    untrusted_policy: str = "drop"  # drop | 403 (see firmware/sip/trust.py)
+    max_transactions: int = 4096  # open server transactions; beyond: 503, counted
 
     @property
     def aor_domain(self) -> str:
@@ -142,18 +156,26 @@ class UserAgent:
         self.local_addr = local_addr
         self.contact_addr = local_addr
         self.server_addr: Addr = (config.server, config.port)
-        self.reliable = config.transport == "tcp"
+        self.transport = transport_named(config.transport)
+        self.reliable = self.transport.reliable
         self._token = token
         self._out: list[tuple[bytes, Addr]] = []
         self._events: deque[SipEvent] = deque()
         self._client: dict[tuple[str, str], ClientTransaction] = {}
         self._server: dict[tuple[str, ...], ServerTransaction] = {}
+        # every transaction deadline, indexed: (deadline, tie-break, transaction); entries
+        # whose deadline the transaction no longer holds are skipped when they come up
+        self._deadlines: list[tuple[float, int, ClientTransaction | ServerTransaction]] = []
+        self._tie = itertools.count()
         self._timers: dict[str, float] = {}
+        self.trust = SourceTrust((config.server,), config.trusted_sources,
+                                 config.untrusted_policy)
         self._auth = DigestClient(config.auth_username or config.username, config.password)
         self.reg = _Registration(call_id=self._token(12), from_tag=self._token(6),
                                  expires=config.register_expires, backoff=config.retry_min)
         self.call: Call | None = None
         self.counters: Counter[str] = Counter()
+        self._transport_reason: str | None = None
         self._cseq = 0
 
     # ------------------------------------------------------------------ facade
@@ -170,22 +192,37 @@ class UserAgent:
         return self._events.popleft() if self._events else None
 
     def get_timer(self) -> float | None:
+        heap = self._deadlines
+        while heap and not _pending(heap[0]):
+            _, _, tx = heapq.heappop(heap)
+            if tx.terminated:
+                self._forget(tx)
         deadlines = list(self._timers.values())
-        for tx in (*self._client.values(), *self._server.values()):
-            d = tx.next_deadline()
-            if d is not None:
-                deadlines.append(d)
+        if heap:
+            deadlines.append(heap[0][0])
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
-        for tx in list(self._client.values()) + list(self._server.values()):
-            tx.handle_timer(now)
-        self._reap()
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            entry = heapq.heappop(heap)
+            tx = entry[2]
+            if _pending(entry):
+                tx.handle_timer(now)
+            if tx.terminated:
+                self._forget(tx)
         for name, deadline in sorted(self._timers.items(), key=lambda kv: kv[1]):
             if deadline <= now and self._timers.get(name) == deadline:
                 del self._timers[name]
-                getattr(self, f"_on_{name}")(now)
-        self._reap()
+                try:
+                    getattr(self, f"_on_{name}")(now)
+                except RemoteProtocolError:  # a stored header turned out unusable
+                    self.counters["timer_errors"] += 1
+
+    def set_registrar_addresses(self, addresses: list[str]) -> None:
+        """Every address the registrar's name resolves to (the application resolves it at
+        start and at each registration). The address we send to stays trusted."""
+        self.trust.set_registrar([*addresses, self.server_addr[0]])
 
     def start(self, now: float) -> None:
         if self.config.register:
@@ -203,15 +240,39 @@ class UserAgent:
         self._timers.pop("keepalive", None)
 
     def transport_error(self, addr: Addr, now: float, reason: str = "unreachable") -> None:
-        """The transport could not reach ``addr`` (ICMP error, TCP connection lost)."""
+        """The transport could not reach ``addr`` (ICMP error, a stream that cannot be opened,
+        a TLS certificate that does not verify); ``reason`` becomes the registration error."""
         self.counters["transport_errors"] += 1
+        self._transport_reason = reason
         for tx in list(self._client.values()):
             if tx.dest == addr:
                 tx.abort(now)
-        self._reap()
+                self._forget(tx)
+        self._transport_reason = None
+
+    def connection_lost(self, now: float, reason: str) -> None:
+        """The stream to the registrar closed: it can no longer reach us (we listen on no
+        port), so the registration is gone until we reconnect and register again."""
+        self.transport_error(self.server_addr, now, reason)
+        if self.config.register and self.reg.state in ("registered", "registering"):
+            self._registration_failed(f"connection to the registrar lost: {reason}", None, now)
+
+    def transport_restored(self, now: float) -> None:
+        """A stream transport reconnected (new local port): register again at once so that
+        the registrar reaches us over the new connection."""
+        if self.config.register and self.reg.state != "unregistering":
+            self._timers.pop("register", None)
+            self.reg.auth_tries = 0
+            self._send_register(now)
 
     # ------------------------------------------------------------------ input
     def receive_datagram(self, data: bytes, addr: Addr, now: float) -> None:
+        """One datagram (or one framed stream message) from ``addr``.
+
+        Raises nothing for anything the peer sends: malformed input is answered or counted."""
+        if not self.trust.trusted(addr):
+            self._refuse(data, addr, now)
+            return
         if not data.strip(b"\r\n"):
             if data == b"\r\n\r\n" and not self.reliable:
                 self._out.append((b"\r\n", addr))  # RFC 5626 §4.4.1 pong
@@ -232,7 +293,40 @@ class UserAgent:
             self.counters["dropped_malformed"] += 1
             if isinstance(msg, Request) and msg.method != "ACK":
                 self._reply_stateless(msg, addr, exc.status, exc.reason)
-        self._reap()
+
+    def _refuse(self, data: bytes, addr: Addr, now: float) -> None:
+        """A stranger: nothing it sent is parsed beyond its first word. With ``drop`` nothing
+        is sent back; with ``403`` a stateless refusal no larger than what it sent."""
+        if data.startswith(b"SIP/"):
+            what = "response"
+        elif (m := _METHOD.match(data)) is not None:
+            what = m.group(1).decode("ascii").upper()
+        else:
+            what = "other"
+        if self.trust.policy == "403" and what not in ("response", "ACK", "other"):
+            self.counters["untrusted_refused"] += 1
+            self._refuse_403(data, addr)
+        else:
+            self.counters["untrusted_dropped"] += 1
+        if (count := self.trust.report(addr, now)) is not None:
+            self._events.append(SourceRefused(addr[0], addr[1], what, count, self.trust.policy))
+
+    def _refuse_403(self, data: bytes, addr: Addr) -> None:
+        try:
+            req = parse_message(data, max_size=self.config.max_message_size)
+            if not isinstance(req, Request):
+                return
+            validate_request(req)
+            resp = Response(status=403, reason="Forbidden")
+            for via in req.headers.get_all("Via"):
+                resp.headers.add("Via", via)
+            for name in ("From", "To", "Call-ID", "CSeq"):
+                resp.headers.add(name, req.headers.get(name) or "")
+            reply = resp.to_bytes()
+        except RemoteProtocolError:
+            return
+        if len(reply) <= len(data):  # never a reflection amplifier
+            self._out.append((reply, addr))
 
     # ------------------------------------------------------------------ actions
     def call_target(self, target: str) -> str:
@@ -280,10 +374,15 @@ class UserAgent:
     def reject(self, status: int, now: float) -> None:
         call = self._current("ringing")
         assert isinstance(call.invite_tx, ServerTransaction)
-        call.invite_tx.respond(self._response(call.invite, status, to_tag=call.local_tag), now)
+        try:
+            call.invite_tx.respond(self._response(call.invite, status, to_tag=call.local_tag),
+                                   now)
+        except RemoteProtocolError:
+            self.counters["responses_unbuildable"] += 1
         self._end(call, f"rejected ({status} {REASONS.get(status, '')})", status, False)
 
     def hangup(self, now: float) -> None:
+        """End the call. Locally it always ends, even when no BYE/CANCEL can be built."""
         call = self.call
         if call is None or call.state == "ended":
             raise LocalProtocolError("no call to hang up")
@@ -302,14 +401,18 @@ class UserAgent:
     def _aor(self) -> SipUri:
         return SipUri(host=self.config.aor_domain, user=self.config.username)
 
-    def _contact(self) -> str:
+    def _hostport(self) -> str:
+        """Our address; port 0 (a stream transport not connected yet) is left out."""
         host, port = self.contact_addr
-        params = ";transport=tcp" if self.reliable else ""
-        return f"<sip:{self.config.username}@{host}:{port}{params}>"
+        return f"{host}:{port}" if port else host
+
+    def _contact(self) -> str:
+        param = self.transport.uri_param
+        params = f";transport={param}" if param else ""
+        return f"<sip:{self.config.username}@{self._hostport()}{params}>"
 
     def _via(self) -> str:
-        host, port = self.contact_addr
-        return f"SIP/2.0/{self.config.transport.upper()} {host}:{port};rport;branch=" \
+        return f"SIP/2.0/{self.transport.via} {self._hostport()};rport;branch=" \
                f"{MAGIC_COOKIE}{self._token(10)}"
 
     def _new_request(self, method: str, uri: str, from_: str, to: str, call_id: str,
@@ -335,14 +438,29 @@ class UserAgent:
                       on_timeout: Callable[[ClientTransaction, float], None]
                       ) -> ClientTransaction:
         tx = ClientTransaction(req, self.server_addr, self.config.timers, self.reliable,
-                               self._send, on_response, on_timeout, now)
+                               self._send, on_response, on_timeout, now,
+                               scheduled=self._schedule)
         self._client[tx.key] = tx
         return tx
 
-    def _reap(self) -> None:
-        for store in (self._client, self._server):
-            for key in [k for k, tx in store.items() if tx.terminated]:
-                del store[key]
+    def _new_server(self, req: Request, addr: Addr) -> ServerTransaction:
+        tx = ServerTransaction(req, addr, self.config.timers, self.reliable, self._send,
+                               self._on_server_timeout, scheduled=self._schedule)
+        self._server[tx.key] = tx
+        return tx
+
+    def _schedule(self, tx: object, deadline: float) -> None:
+        assert isinstance(tx, ClientTransaction | ServerTransaction)
+        heapq.heappush(self._deadlines, (deadline, next(self._tie), tx))
+
+    def _forget(self, tx: ClientTransaction | ServerTransaction) -> None:
+        store: dict = self._client if isinstance(tx, ClientTransaction) else self._server
+        if store.get(tx.key) is tx:
+            del store[tx.key]
+
+    @property
+    def open_transactions(self) -> int:
+        return len(self._client) + len(self._server)
 
     # ------------------------------------------------------------------ registration
     def _send_register(self, now: float, expires: int | None = None) -> None:
@@ -350,7 +468,7 @@ class UserAgent:
         reg.cseq += 1
         aor = str(self._aor())
         uri = f"sip:{self.config.aor_domain}"
-        if self.config.port != 5060:
+        if self.config.port != self.transport.default_port:
             uri += f":{self.config.port}"
         req = self._new_request("REGISTER", uri, f"<{aor}>;tag={reg.from_tag}", f"<{aor}>",
                                 reg.call_id, reg.cseq)
@@ -363,6 +481,19 @@ class UserAgent:
         self._start_client(req, now, self._on_register_response, self._on_register_timeout)
 
     def _on_register_response(self, resp: Response, tx: ClientTransaction, now: float) -> None:
+        try:
+            self._register_response(resp, now)
+        except RemoteProtocolError as exc:
+            # never leave the registration half-updated with no refresh timer armed
+            self.counters["dropped_malformed"] += 1
+            if self.reg.state == "unregistering":
+                self.reg.state, self.reg.granted = "unregistered", 0
+                self._events.append(Unregistered("unusable answer to un-REGISTER"))
+                return
+            self._registration_failed(
+                f"unusable answer from the registrar: {exc.reason}", resp.status, now)
+
+    def _register_response(self, resp: Response, now: float) -> None:
         reg = self.reg
         if resp.status < 200:
             return
@@ -376,9 +507,9 @@ class UserAgent:
                 self._send_register(now, expires=0 if unregistering else None)
                 return
         elif resp.status == 423 and not unregistering:
-            minimum = resp.headers.get("Min-Expires")
-            if minimum and minimum.strip().isdigit() and int(minimum) > reg.expires:
-                reg.expires = int(minimum)
+            minimum = uint_or_none(resp.headers.get("Min-Expires"), 86400)
+            if minimum is not None and minimum > reg.expires:
+                reg.expires = minimum
                 self._send_register(now)
                 return
         reg.auth_tries = 0
@@ -400,8 +531,8 @@ class UserAgent:
             self.reg.state = "unregistered"
             self._events.append(Unregistered("no answer to un-REGISTER"))
             return
-        self._registration_failed(
-            f"registration failed: no response from {self._fmt(self.server_addr)}", None, now)
+        why = self._transport_reason or f"no response from {self._fmt(self.server_addr)}"
+        self._registration_failed(f"registration failed: {why}", None, now)
 
     def _registered(self, resp: Response, now: float) -> None:
         reg = self.reg
@@ -425,10 +556,8 @@ class UserAgent:
                     uri.host == host.lower() and (uri.port or 5060) == port:
                 if na.params.get("expires"):
                     return parse_uint(na.params["expires"] or "", "expires", 2**32 - 1)
-        header = resp.headers.get("Expires")
-        if header and header.strip().isdigit():
-            return int(header)
-        return self.reg.expires
+        header = uint_or_none(resp.headers.get("Expires"), 2**32 - 1)
+        return self.reg.expires if header is None else header
 
     def _learn_public_address(self, resp: Response) -> bool:
         """RFC 3581: the server saw us at received:rport. True when our Contact must change."""
@@ -436,8 +565,9 @@ class UserAgent:
             return False
         via = resp.top_via
         host = via.params.get("received") or self.contact_addr[0]
-        rport = via.params.get("rport")
-        port = int(rport) if rport and rport.isdigit() else self.contact_addr[1]
+        port = uint_or_none(via.params.get("rport"), 65535) or self.contact_addr[1]
+        if host != self.contact_addr[0] and not _is_ip(host):
+            host = self.contact_addr[0]  # only an address may go into our Contact
         if (host, port) != self.contact_addr:
             self.contact_addr = (host, port)
             self.counters["contact_rewrites"] += 1
@@ -493,6 +623,16 @@ class UserAgent:
         call = self.call
         if call is None or call.call_id != resp.call_id:
             return
+        try:
+            self._invite_response(call, resp, now)
+        except RemoteProtocolError as exc:
+            self.counters["dropped_malformed"] += 1
+            if resp.status >= 200 and call.state != "ended":
+                if call.dialog is not None:
+                    self._send_bye(call, now)
+                self._end(call, f"unusable {resp.status} response: {exc.reason}", None, True)
+
+    def _invite_response(self, call: Call, resp: Response, now: float) -> None:
         if resp.status < 200:
             call.provisional = True  # any 1xx, 100 included, allows CANCEL (§9.1)
             if resp.status > 100 and call.state == "calling":
@@ -625,14 +765,19 @@ class UserAgent:
 
     # ------------------------------------------------------------------ in-dialog requests out
     def _send_bye(self, call: Call, now: float, challenge: Challenge | None = None) -> None:
+        """Send BYE if one can be built; never raises (the caller ends the call anyway)."""
         dialog = call.dialog
         if dialog is None:
             return
-        bye = dialog.create_request("BYE")
-        bye.headers.add("Via", self._via())
-        bye.headers.add("User-Agent", self.config.user_agent)
-        if challenge is not None:
-            bye.headers.add(*self._auth.authorization(challenge, "BYE", bye.uri))
+        try:
+            bye = dialog.create_request("BYE")
+            bye.headers.add("Via", self._via())
+            bye.headers.add("User-Agent", self.config.user_agent)
+            if challenge is not None:
+                bye.headers.add(*self._auth.authorization(challenge, "BYE", bye.uri))
+        except RemoteProtocolError:
+            self.counters["bye_unsendable"] += 1
+            return
 
         def on_response(resp: Response, tx: ClientTransaction, now: float) -> None:
             if resp.status in (401, 407) and challenge is None:
@@ -659,12 +804,28 @@ class UserAgent:
         if req.method == "ACK":
             self._receive_ack(req, now)
             return
+        if len(self._server) >= self.config.max_transactions:
+            self.counters["dropped_overload"] += 1
+            self._reply_stateless(req, addr, 503, "too many open transactions")
+            return
         if req.method == "CANCEL":
             self._receive_cancel(req, addr, now)
             return
-        tx = ServerTransaction(req, addr, self.config.timers, self.reliable, self._send,
-                               self._on_server_timeout)
-        self._server[key] = tx
+        tx = self._new_server(req, addr)
+        try:
+            self._new_request_in(req, tx, now)
+        except RemoteProtocolError as exc:
+            # answer through the transaction so that its timers reap it; never leave it open
+            self.counters["dropped_malformed"] += 1
+            call = self.call
+            if call is None or call.invite_tx is not tx or call.state == "ended":
+                if tx.state in (TxState.TRYING, TxState.PROCEEDING):
+                    tx.respond(self._response(req, exc.status, to_tag=self._token(6), extra=[
+                        ("Warning", f"399 intercom {quote(exc.reason[:120])}")]), now)
+                if tx.next_deadline() is None:
+                    self._forget(tx)
+
+    def _new_request_in(self, req: Request, tx: ServerTransaction, now: float) -> None:
         status, extra = self._precheck(req)
         if status:
             tx.respond(self._response(req, status, extra=extra, to_tag=self._token(6)), now)
@@ -725,9 +886,7 @@ class UserAgent:
 
     def _receive_cancel(self, req: Request, addr: Addr, now: float) -> None:
         invite_key = server_key(req)[:-1] + ("INVITE",)
-        cancel_tx = ServerTransaction(req, addr, self.config.timers, self.reliable, self._send,
-                                      self._on_server_timeout)
-        self._server[server_key(req)] = cancel_tx
+        cancel_tx = self._new_server(req, addr)
         invite_tx = self._server.get(invite_key)
         if invite_tx is None:
             cancel_tx.respond(self._response(req, 481), now)
@@ -756,6 +915,7 @@ class UserAgent:
                 self.counters["bad_sdp_in_ack"] += 1
 
     def _in_dialog(self, req: Request, tx: ServerTransaction, now: float) -> None:
+        """A request inside the call's dialog; only trusted sources get this far."""
         call = self.call
         dialog = call.dialog if call else None
         if call is None or dialog is None or call.state == "ended" or \
@@ -873,7 +1033,7 @@ class UserAgent:
     def _response(self, req: Request, status: int, *, to_tag: str | None = None,
                   body: bytes = b"", extra: list[tuple[str, str]] | None = None) -> Response:
         resp = Response(status=status, reason=REASONS.get(status, "Unknown"))
-        for via in req.headers.raw_all("Via"):
+        for via in req.headers.get_all("Via"):
             resp.headers.add("Via", via)
         if status < 300 and req.method == "INVITE":
             for rr in req.headers.raw_all("Record-Route"):
@@ -921,6 +1081,22 @@ class UserAgent:
         return f"{addr[0]}:{addr[1]}"
 
 
+def _pending(entry: tuple[float, int, ClientTransaction | ServerTransaction]) -> bool:
+    """The transaction still holds this deadline (later re-arms push new entries)."""
+    deadline, _, tx = entry
+    return not tx.terminated and deadline in tx.deadlines.values()
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _dtmf_from_info(req: Request) -> str | None:
     """``application/dtmf-relay`` (Signal=5) or ``application/dtmf`` bodies."""
     ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -929,10 +1105,18 @@ def _dtmf_from_info(req: Request) -> str | None:
         for line in text.splitlines():
             name, _, value = line.partition("=")
             if name.strip().lower() == "signal" and value.strip():
-                return value.strip()[0]
+                return _dtmf_char(value.strip())
     elif ctype == "application/dtmf" and text.strip():
-        return text.strip()[0]
+        return _dtmf_char(text.strip())
     return None
+
+
+def _dtmf_char(value: str) -> str | None:
+    """One DTMF key from an INFO body; RFC 4733 event numbers 0-15 are accepted too."""
+    if value.isascii() and value.isdigit():
+        return DTMF_DIGITS[int(value)] if len(value) <= 2 and int(value) < 16 else None
+    char = value[0].upper()
+    return char if char in DTMF_DIGITS else None
 
 
 def _ignore_response(resp: Response, tx: ClientTransaction, now: float) -> None:

@@ -15,7 +15,7 @@ from .errors import RemoteProtocolError
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*$")
 _HOSTNAME = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*"
                        r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?$")
-_IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+_IPV4 = re.compile(r"^[0-9]{1,3}(?:\.[0-9]{1,3}){3}$")
 _IPV6 = re.compile(r"^\[[0-9A-Fa-f:.]+\]$")
 # user part: unreserved / escaped / user-unreserved (RFC 3261 §25.1), plus ';' seen in §3.1.1.9
 _USER = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+$")
@@ -149,7 +149,8 @@ def _parse_sip(scheme: str, rest: str, text: str) -> SipUri:
     if not host or not _valid_host(host):
         raise RemoteProtocolError(f"malformed host {host!r} in {text!r}")
     if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) <= 65535:
+        if not (len(port_text) <= 5 and port_text.isascii() and port_text.isdigit()) or \
+                not 0 < int(port_text) <= 65535:
             raise RemoteProtocolError(f"malformed port in {text!r}")
         port = int(port_text)
     return SipUri(host=host.lower(), user=user, port=port, scheme=scheme,

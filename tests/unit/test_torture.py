@@ -32,8 +32,10 @@ def load(name: str) -> bytes:
 
 
 def fresh_ua() -> UserAgent:
+    # the torture messages come from a listed trusted source (strangers get nothing at all)
     return UserAgent(UAConfig(server="127.0.0.1", username="user", register=False,
-                              keepalive="off"), ("127.0.0.1", 5070))
+                              keepalive="off", trusted_sources=("192.0.2.0/24",)),
+                     ("127.0.0.1", 5070))
 
 
 def feed(name: str) -> tuple[UserAgent, list[Response]]:
