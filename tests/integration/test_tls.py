@@ -1,5 +1,6 @@
 """SIP over TLS against a real Asterisk 22 with a test CA made here by openssl: the call flows
-over TLS (tones judged by FFT), a certificate that does not verify is one clear error retried
+over TLS with SRTP required (the box's default over TLS; Asterisk with media_encryption=sdes and
+baresip with its own SRTP as the reception phone; tones judged by FFT), a certificate that does not verify is one clear error retried
 with backoff and never a fallback to clear text, and a dropped connection re-registers."""
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture
 def pbx(pki: dict[str, Path]):
-    ast = Asterisk(sip_tls=(pki["cert"], pki["key"]))
+    ast = Asterisk(sip_tls=(pki["cert"], pki["key"]), media_encryption="sdes")
     try:
         yield ast.start()
     finally:
@@ -79,7 +80,8 @@ def phones(tmp_path: Path):
     started: list[Baresip] = []
 
     def make(pbx: Asterisk, **kw) -> Baresip:  # noqa: ANN003
-        phone = Baresip(pbx, "5001", tmp=tmp_path / f"baresip{len(started)}", **kw)
+        phone = Baresip(pbx, "5001", tmp=tmp_path / f"baresip{len(started)}",
+                        mediaenc="srtp-mand", **kw)
         started.append(phone)
         return phone.start()
 
@@ -105,7 +107,9 @@ def test_call_flows_over_tls_carry_a_tone_each_way(pbx, pki, boxes, phones, tmp_
     phone.wait_event("CALL_ESTABLISHED", 10)
     box.wait_state("in_call")
     time.sleep(4)
-    rtp = box.status()["rtp"]
+    st = box.status()
+    rtp = st["rtp"]
+    assert st["media"]["srtp"] == "AES_CM_128_HMAC_SHA1_80", st["media"]  # required over TLS
     phone.command("hangup")
     assert box.wait_state("idle")["last_call_end"] == "remote hangup"
     x, rate = wav_array(heard)
