@@ -907,12 +907,19 @@ class UserAgent:
         tx = call.invite_tx
         if isinstance(tx, ServerTransaction):
             tx.ack_2xx(now)
-        if req.body and call.local_media and call.media is None:  # late-offer answer
+        if call.local_media and call.media is None and call.state != "ended":
+            # a late offer (INVITE without SDP): the answer must come in this ACK. Without a
+            # usable one (no SDP, no common codec, no SRTP key where media.srtp is required)
+            # the call would stand without media: end it (RFC 3264 leaves no other way)
             try:
+                if not req.body:
+                    raise RemoteProtocolError("the ACK carries no SDP answer")
                 call.media = accept_answer(parse_sdp(req.body), call.local_media)
                 self._events.append(MediaUpdated(call.call_id, call.media))
-            except RemoteProtocolError:
+            except RemoteProtocolError as exc:
                 self.counters["bad_sdp_in_ack"] += 1
+                self._send_bye(call, now)
+                self._end(call, f"unusable SDP answer in ACK: {exc.reason}", None, False)
 
     def _in_dialog(self, req: Request, tx: ServerTransaction, now: float) -> None:
         """A request inside the call's dialog; only trusted sources get this far."""

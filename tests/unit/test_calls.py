@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from firmware.events import (
     CallAnswered,
     CallEnded,
@@ -11,6 +13,7 @@ from firmware.events import (
     MediaUpdated,
 )
 from firmware.sip.message import Request, Response, parse_message
+from firmware.sip.sdp import LocalMedia
 
 from .pair import Pair, media
 
@@ -352,14 +355,14 @@ def test_responses_go_to_received_and_rport() -> None:
     assert via.params["received"] == "127.0.0.2" and via.params["rport"] == "40000"
 
 
-def test_late_offer_invite() -> None:
-    p = Pair()
+def _late_offer(p: Pair, local: LocalMedia, ack_body: bytes) -> Request:
+    """An INVITE without SDP, answered with our offer in the 200; the ACK carries ack_body."""
     req = _out_of_dialog("INVITE")
     req.headers.add("Contact", "<sip:b@127.0.0.2:5080>")
     p.a.receive_datagram(req.to_bytes(), ("127.0.0.2", 5080), p.now)
     p.a.datagrams_to_send()
     assert isinstance(p.a.next_event(), IncomingCall)
-    p.a.answer(media(4000), p.now)
+    p.a.answer(local, p.now)
     ok = parse_message(p.a.datagrams_to_send()[0][0])
     assert ok.status == 200 and b"m=audio 4000" in ok.body
     assert isinstance(p.a.next_event(), CallAnswered)
@@ -369,13 +372,40 @@ def test_late_offer_invite() -> None:
     ack.headers.add("To", ok.headers.get("To") or "")
     ack.headers.add("Via", "SIP/2.0/UDP 127.0.0.2:5080;branch=z9hG4bKack1")
     ack.headers.add("CSeq", "1 ACK")
-    ack.headers.add("Content-Type", "application/sdp")
-    ack.body = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
-                b"m=audio 7000 RTP/AVP 8\r\n")
+    if ack_body:
+        ack.headers.add("Content-Type", "application/sdp")
+        ack.body = ack_body
     p.a.receive_datagram(ack.to_bytes(), ("127.0.0.2", 5080), p.now)
+    return req
+
+
+PLAIN_ANSWER = (b"v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
+                b"m=audio 7000 RTP/AVP 8\r\n")
+
+
+def test_late_offer_invite() -> None:
+    p = Pair()
+    _late_offer(p, media(4000), PLAIN_ANSWER)
     upd = p.a.next_event()
     assert isinstance(upd, MediaUpdated) and upd.media.remote_port == 7000
     assert upd.media.codec == "PCMA"
+
+
+@pytest.mark.parametrize(("local", "body", "why"), [
+    (LocalMedia("127.0.0.1", 4000, srtp="required"), PLAIN_ANSWER, "a=crypto"),
+    (None, b"", "no SDP answer"),
+    (None, PLAIN_ANSWER.replace(b"RTP/AVP 8", b"RTP/AVP 18"), "codec")])
+def test_late_offer_without_a_usable_answer_in_the_ack_is_ended(local, body, why) -> None:
+    """Under media.srtp: required (or with no answer at all) a late-offer call must not stand
+    without media: the box sends BYE and reports why."""
+    p = Pair()
+    _late_offer(p, local or media(4000), body)
+    end = p.a.next_event()
+    assert isinstance(end, CallEnded) and not end.by_remote, end
+    assert end.reason.startswith("unusable SDP answer in ACK") and why in end.reason, end.reason
+    sent = [parse_message(d) for d, _ in p.a.datagrams_to_send()]
+    assert [m.method for m in sent if isinstance(m, Request)] == ["BYE"]
+    assert p.a.counters["bad_sdp_in_ack"] == 1
 
 
 def test_ringing_event_once_for_180_and_183() -> None:
