@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from devtools.components import PASSWORDS, Asterisk, Baresip, Chromium, ConsolePage, free_port
+from devtools.components import PASSWORDS, Asterisk, Chromium, ConsolePage, free_port
 
 from ..integration import alsa_env  # noqa: F401 - sets ALSA_CONFIG_PATH before alsa-lib loads
-from ..integration.test_appliance import Box
 
 CONSOLE_TONE_HZ = 1000  # what Chromium's fake microphone plays
 
@@ -59,34 +56,6 @@ def console(chromium: Chromium, asterisk: Asterisk,
         if failed:
             print("\n".join(page.log[-60:]))
         page.close()
-
-
-@pytest.fixture
-def box(tmp_path: Path, asterisk: Asterisk) -> Iterator[Callable[..., Box]]:
-    boxes: list[Box] = []
-
-    def make(**extra: Any) -> Box:
-        b = Box(tmp_path / f"box{len(boxes)}", asterisk.port, **extra)
-        boxes.append(b)
-        return b
-
-    yield make
-    for b in boxes:
-        b.stop()
-
-
-@pytest.fixture
-def baresip(tmp_path: Path, asterisk: Asterisk) -> Iterator[Callable[..., Baresip]]:
-    started: list[Baresip] = []
-
-    def make(ext: str = "5001", **kw: Any) -> Baresip:
-        phone = Baresip(asterisk, ext, tmp=tmp_path / f"baresip-{ext}-{len(started)}", **kw)
-        started.append(phone)
-        return phone.start()
-
-    yield make
-    for phone in started:
-        phone.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)

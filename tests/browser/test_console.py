@@ -11,9 +11,9 @@ import pytest
 
 from devtools.components import REPO, wait_for
 
+from ..appliance_box import toggles
 from ..audio import pcm_array, peak_hz
 from ..integration.alsa_env import reset_speaker, speaker_pcm, write_mic_tone
-from ..integration.test_appliance import toggles
 from .conftest import CONSOLE_TONE_HZ
 from .netcut import CuttableRelay
 

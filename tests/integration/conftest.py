@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from devtools.components import Asterisk, Baresip, Intercom
+from devtools.components import Asterisk, Intercom
 
 from . import alsa_env  # noqa: F401 - sets ALSA_CONFIG_PATH before alsa-lib loads
 
@@ -38,20 +38,6 @@ def intercom(tmp_path: Path, asterisk: Asterisk) -> Iterator[Callable[..., Inter
     yield make
     for box in started:
         box.stop()
-
-
-@pytest.fixture
-def baresip(tmp_path: Path, asterisk: Asterisk) -> Iterator[Callable[..., Baresip]]:
-    started: list[Baresip] = []
-
-    def make(ext: str = "5001", **kw: Any) -> Baresip:
-        phone = Baresip(asterisk, ext, tmp=tmp_path / f"baresip-{ext}-{len(started)}", **kw)
-        started.append(phone)
-        return phone.start()
-
-    yield make
-    for phone in started:
-        phone.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)

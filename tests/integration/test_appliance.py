@@ -3,98 +3,22 @@ a real Asterisk 22 and baresip: LEDs by pin history, buttons by driving pins, au
 
 from __future__ import annotations
 
-import asyncio
-import json
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from gpiozero.pins.mock import MockFactory
 
-from devtools.components import PASSWORDS, Intercom, free_port, wait_for
-from firmware.app import App
-from firmware.config import load_config
+from devtools.components import Intercom, wait_for
 
+from ..appliance_box import PINS, Box, toggles  # noqa: F401
 from ..audio import pcm_array, peak_hz, wav_array
 from .alsa_env import reset_speaker, speaker_pcm, write_mic_tone
 from .freeze import thread_stopped
 
 pytestmark = pytest.mark.integration
-PINS = {"call": 17, "answer": 27, "hangup": 22, "talk": 23, "registered": 5, "ringing": 6,
-        "calling": 13, "in_call": 19, "error": 12, "relay": 26}
-
-
-class Box:
-    """The intercom application running on its own event loop thread, pins simulated."""
-
-    def __init__(self, tmp: Path, pbx_port: int, **extra: Any) -> None:
-        tmp.mkdir(parents=True, exist_ok=True)
-        sip = {"server": "127.0.0.1", "port": pbx_port, "username": "5002",
-               "password": PASSWORDS["5002"], "display_name": "Door", "local_port": free_port(),
-               "register_expires": 60, "retry_min": 1, "retry_max": 2, **extra.pop("sip", {})}
-        doc = {"sip": sip, "control": {"socket": str(tmp / "control.sock")},
-               "media": {"rtp_port": 0},
-               "audio": {"capture": "box_mic", "playback": "box_speaker", **extra.pop("audio", {})},
-               "calls": {"door_code": "*1", **extra.pop("calls", {})},
-               "gpio": {"pin_factory": "mock", "relay": {"seconds": 1}}}
-        (tmp / "intercom.yaml").write_text(json.dumps(doc))
-        self.factory = MockFactory()
-        self.app = App(load_config(tmp / "intercom.yaml"), pin_factory=self.factory)
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self._call(self.app.start(), 15)
-
-    def _call(self, coro: Any, timeout: float = 5) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def status(self) -> dict:
-        return self._call(self.app.handle_command({"cmd": "status"}))
-
-    def wait_state(self, state: str, timeout: float = 15) -> dict:
-        return wait_for(lambda: (s := self.status())["state"] == state and s, timeout, 0.05,
-                        f"state {state}")
-
-    def pin(self, name: str) -> Any:
-        return self.factory.pin(PINS[name])
-
-    def press(self, name: str) -> None:
-        pin = self.pin(name)
-        pin.drive_low()
-        time.sleep(0.15)
-        pin.drive_high()
-
-    def stop(self) -> None:
-        self._call(self.app.stop(), 15)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-
-
-@pytest.fixture
-def box(tmp_path: Path, asterisk):
-    boxes: list[Box] = []
-
-    def make(**extra: Any) -> Box:
-        b = Box(tmp_path / f"box{len(boxes)}", asterisk.port, **extra)
-        boxes.append(b)
-        return b
-
-    yield make
-    for b in boxes:
-        b.stop()
-
-
-def toggles(pin: Any, since: int) -> int:
-    """State changes recorded after the first ``since`` entries of the pin's history (MockPin
-    timestamps are intervals, so the history is indexed by position)."""
-    states = [s.state for s in pin.states[max(since - 1, 0):]]
-    return sum(1 for a, b in zip(states, states[1:], strict=False) if a != b)
-
-
 def test_reception_calls_the_door(asterisk, box, baresip, tmp_path: Path) -> None:
     write_mic_tone(700)
     reset_speaker()

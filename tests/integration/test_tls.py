@@ -1,7 +1,8 @@
 """SIP over TLS against a real Asterisk 22 with a test CA made here by openssl: the call flows
 over TLS with SRTP required (the box's default over TLS; Asterisk with media_encryption=sdes and
-baresip with its own SRTP as the reception phone; tones judged by FFT), a certificate that does not verify is one clear error retried
-with backoff and never a fallback to clear text, and a dropped connection re-registers."""
+baresip with its own SRTP as the reception phone; tones judged by FFT), a certificate that does
+not verify is one clear error retried with backoff and never a fallback to clear text, and a
+dropped connection re-registers."""
 
 from __future__ import annotations
 

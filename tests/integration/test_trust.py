@@ -13,8 +13,8 @@ import pytest
 from devtools.components import wait_for
 from firmware import _rtpcore as core
 
+from ..appliance_box import toggles
 from .alsa_env import write_mic_tone
-from .test_appliance import Box, toggles
 
 pytestmark = pytest.mark.integration
 STRANGER_IP = "127.0.0.2"
@@ -83,20 +83,6 @@ def dtmf_packets(digits: str, ssrc: int = 0x5EC0DE) -> list[bytes]:
             out.append(core.rtp_pack(101, k == 0, seq, ts, ssrc, payload))
             seq += 1
     return out
-
-
-@pytest.fixture
-def box(tmp_path, asterisk):  # noqa: ANN001
-    boxes: list[Box] = []
-
-    def make(**extra) -> Box:  # noqa: ANN003
-        b = Box(tmp_path / f"box{len(boxes)}", asterisk.port, **extra)
-        boxes.append(b)
-        return b
-
-    yield make
-    for b in boxes:
-        b.stop()
 
 
 @pytest.fixture
