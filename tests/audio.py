@@ -42,3 +42,23 @@ def tone_snr_db(x: np.ndarray, hz: float, rate: int = 8000) -> float:
 def frame_rms(x: np.ndarray, frame: int = 160) -> np.ndarray:
     n = len(x) // frame
     return np.sqrt((x[: n * frame].reshape(n, frame) ** 2).mean(axis=1))
+
+
+def baresip_heard(record: Path) -> tuple[np.ndarray, int]:
+    """What baresip decoded in a call: the largest ``*dec*`` WAV its sndfile module wrote."""
+    decoded = [p for p in record.glob("*.wav") if "dec" in p.name]
+    assert decoded, f"baresip recorded nothing: {list(record.iterdir())}"
+    return wav_array(max(decoded, key=lambda p: p.stat().st_size))
+
+
+class Recorder:
+    """An audio sink for RtpSession that keeps every PCM byte it is given."""
+
+    def __init__(self) -> None:
+        self.pcm = bytearray()
+
+    def write(self, pcm: bytes) -> None:
+        self.pcm += pcm
+
+    def close(self) -> None:
+        pass

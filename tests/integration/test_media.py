@@ -16,20 +16,9 @@ from firmware.events import MediaParams
 from firmware.media.audio import NullSink, SilenceSource, ToneSource
 from firmware.media.stream import RtpPorts, RtpSession, StreamSettings
 
-from ..audio import frame_rms, pcm_array, peak_hz, tone_snr_db
+from ..audio import Recorder, frame_rms, pcm_array, peak_hz, tone_snr_db
 
 pytestmark = pytest.mark.integration
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.pcm = bytearray()
-
-    def write(self, pcm: bytes) -> None:
-        self.pcm += pcm
-
-    def close(self) -> None:
-        pass
 
 
 def params(port: int, pt: int = 0, direction: str = "sendrecv", ptime: int = 20) -> MediaParams:

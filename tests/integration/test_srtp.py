@@ -30,7 +30,7 @@ from firmware.events import MediaParams, SrtpParams
 from firmware.media.audio import ToneSource
 from firmware.media.stream import RtpPorts, RtpSession, StreamSettings
 
-from ..audio import pcm_array, peak_hz, tone_snr_db, wav_array
+from ..audio import Recorder, baresip_heard, pcm_array, peak_hz, tone_snr_db, wav_array
 
 pytestmark = pytest.mark.integration
 SUITE_80, SUITE_32 = "AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32"
@@ -47,17 +47,6 @@ def clear_audio_snr(payloads: list[bytes], hz: float, law: int = 0) -> float:
 def rtp_media(packets: list[bytes]) -> list[bytes]:
     """The RTP audio packets (PCMU/PCMA) among captured datagrams."""
     return [p for p in packets if len(p) >= 172 and p[0] >> 6 == 2 and p[1] & 0x7F in (0, 8)]
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.pcm = bytearray()
-
-    def write(self, pcm: bytes) -> None:
-        self.pcm += pcm
-
-    def close(self) -> None:
-        pass
 
 
 class CapturingRelay:
@@ -331,9 +320,7 @@ def test_call_through_asterisk_sdes_both_legs_tones_cross_and_the_wire_is_opaque
     assert rtp["rtcp_received"] >= 1, "Asterisk's SRTCP (every 5 s) authenticated"
     x, rate = wav_array(heard)
     assert abs(peak_hz(x[rate:], rate) - 1000) < 15, "the box heard baresip's 1000 Hz"
-    decoded = [p for p in record.glob("*.wav") if "dec" in p.name]
-    assert decoded, f"baresip recorded nothing: {list(record.iterdir())}"
-    y, yrate = wav_array(max(decoded, key=lambda p: p.stat().st_size))
+    y, yrate = baresip_heard(record)
     assert abs(peak_hz(y[yrate:], yrate) - 700) < 15, "baresip heard the box's 700 Hz"
     # the wire: the box's RTP port (from its offer) and baresip's RTP port range
     offer = re.search(r"m=audio (\d+) RTP/SAVP", box.log())
