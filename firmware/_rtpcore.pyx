@@ -7,8 +7,10 @@ both ways, RTCP SR/RR/BYE, and the loop itself, which holds no GIL: it sleeps to
 CLOCK_MONOTONIC deadlines, moves datagrams with recvfrom/sendto on file descriptors it is given,
 and exchanges PCM with Python only through mutex-guarded FIFOs. An optional packet transform
 (``firmware._transform``; SRTP is one) sits between the packets and the socket: it protects
-what leaves and unprotects what arrives, and its refusals are counted drops. Knows nothing
-about SIP, SDP parsing, sockets' creation, ciphers, ALSA or files.
+what leaves and unprotects what arrives, and its refusals are counted drops. An optional
+capture processor (``firmware._processor``; echo cancellation is one) sees every frame played
+and cleans every frame captured before it is encoded. Knows nothing about SIP, SDP parsing,
+sockets' creation, ciphers, echo cancellation, ALSA or files.
 """
 
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -19,6 +21,7 @@ from posix.time cimport clock_gettime, clock_nanosleep, timespec, CLOCK_MONOTONI
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from firmware._transform cimport PacketTransform, TRANSFORM_TRAILER_MAX, XF_AUTH, XF_REPLAY
+from firmware._processor cimport CaptureProcessor
 
 cdef extern from "<time.h>" nogil:
     int TIMER_ABSTIME
@@ -435,6 +438,13 @@ cdef class PcmFifo:
         free(tmp)
         return out
 
+    cdef int level(self) noexcept nogil:
+        cdef int n
+        pthread_mutex_lock(&self.lock)
+        n = self.count
+        pthread_mutex_unlock(&self.lock)
+        return n
+
     def __len__(self):
         return self.count
 
@@ -668,6 +678,7 @@ cdef class MediaStream:
     cdef uint8_t cname[MAX_CNAME]
     cdef int cname_len
     cdef PacketTransform xform
+    cdef CaptureProcessor proc
 
     def __cinit__(self):
         pthread_mutex_init(&self.lock, NULL)
@@ -679,7 +690,7 @@ cdef class MediaStream:
                  int dtmf_payload_type=101, unsigned int ssrc=0, int seq=0,
                  unsigned int ts=0, bint latch=False, int jitter_target_ms=40,
                  int jitter_min_ms=20, int jitter_max_ms=200, str cname="intercom",
-                 PacketTransform transform=None):
+                 PacketTransform transform=None, CaptureProcessor processor=None):
         if ptime_ms not in (10, 20, 30, 40):
             raise ValueError("ptime must be 10, 20, 30 or 40 ms")
         if payload_type not in (0, 8):
@@ -715,11 +726,17 @@ cdef class MediaStream:
         self.cname_len = len(raw)
         memcpy(self.cname, <const char *>raw, self.cname_len)
         self.xform = transform
+        self.proc = processor
 
     @property
     def transform(self):
         """The packet transform between this stream and its sockets, or None."""
         return self.xform
+
+    @property
+    def processor(self):
+        """The capture processor around this stream's PCM (echo canceller), or None."""
+        return self.proc
 
     # ------------------------------------------------------------------ control (Python side)
     def set_remote(self, str host, int port, int rtcp_port=0):
@@ -1042,6 +1059,8 @@ cdef class MediaStream:
             if self.send_on:
                 self.st.source_underruns += 1
             memset(&pcm[got], 0, (fs - got) * sizeof(int16_t))
+        if self.proc is not None:
+            self.proc.capture_c(pcm, fs, self.source.level())
         if self.tx_gain_q12 != 4096:
             _scale(pcm, fs, self.tx_gain_q12)
         pthread_mutex_lock(&self.lock)
@@ -1137,6 +1156,8 @@ cdef class MediaStream:
             memset(pcm, 0, fs * sizeof(int16_t))
         if self.rx_gain_q12 != 4096:
             _scale(pcm, fs, self.rx_gain_q12)
+        if self.proc is not None:
+            self.proc.playback_c(pcm, fs, self.sink.level())
         self.sink.push(pcm, fs)
 
     cdef void _send_rtcp(self, bint bye) noexcept nogil:

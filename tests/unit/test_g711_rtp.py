@@ -187,3 +187,25 @@ class TestJitterBuffer:
         jb = core.JitterBuffer(160, target=1)
         jb.put(0, 0, 1, b"a" * 160)
         assert jb.put(160 * 70, 70, 1, b"b" * 160) == core.JB_TOO_EARLY
+
+
+def test_capture_processor_hook_is_the_identity_and_reaches_the_stream():
+    import socket
+
+    from firmware._processor import CaptureProcessor
+    from firmware._rtpcore import MediaStream
+
+    proc = CaptureProcessor()
+    frame = bytes(range(256)) + bytes(64)
+    proc.playback(frame, queued=160)
+    assert proc.capture(frame, queued=0) == frame
+    assert proc.capture(b"") == b""
+    a, b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM), socket.socket(
+        socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        stream = MediaStream(a.fileno(), b.fileno(), processor=proc)
+        assert stream.processor is proc
+        assert MediaStream(a.fileno(), b.fileno()).processor is None
+    finally:
+        a.close()
+        b.close()
