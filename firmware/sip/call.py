@@ -135,8 +135,10 @@ class Call:
         return self.state is not CallState.ENDED
 
     def next_deadline(self) -> float | None:
-        return min((t for t in (self._ring_at, self._cancel_guard_at) if t is not None),
-                   default=None)
+        a, b = self._ring_at, self._cancel_guard_at
+        if a is None or (b is not None and b < a):
+            return b
+        return a
 
     def handle_timer(self, now: float) -> None:
         if self._ring_at is not None and self._ring_at <= now:

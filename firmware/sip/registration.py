@@ -64,8 +64,10 @@ class Registration:
         return SipUri(host=self.config.aor_domain, user=self.config.username)
 
     def next_deadline(self) -> float | None:
-        return min((t for t in (self._refresh_at, self._keepalive_at) if t is not None),
-                   default=None)
+        a, b = self._refresh_at, self._keepalive_at
+        if a is None or (b is not None and b < a):
+            return b
+        return a
 
     def handle_timer(self, now: float) -> None:
         due = sorted((t, name) for name, t in (("refresh", self._refresh_at),

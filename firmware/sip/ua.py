@@ -132,10 +132,12 @@ class UserAgent:
             _, _, tx = heapq.heappop(heap)
             if tx.terminated:
                 self._forget(tx)
-        deadlines = [d for part in self._parts() if (d := part.next_deadline()) is not None]
-        if heap:
-            deadlines.append(heap[0][0])
-        return min(deadlines, default=None)
+        best = heap[0][0] if heap else None
+        for part in self._parts():  # called after every datagram: no allocations beyond this
+            d = part.next_deadline()
+            if d is not None and (best is None or d < best):
+                best = d
+        return best
 
     next_deadline = get_timer
 
@@ -156,11 +158,10 @@ class UserAgent:
                 except RemoteProtocolError:  # a stored header turned out unusable
                     self.counters["timer_errors"] += 1
 
-    def _parts(self) -> list[Registration | Call]:
-        parts: list[Registration | Call] = list(self.registrations)
-        if self.call is not None:
-            parts.append(self.call)
-        return parts
+    def _parts(self) -> tuple[Registration | Call, ...]:
+        if self.call is None:
+            return tuple(self.registrations)
+        return (*self.registrations, self.call)
 
     def set_registrar_addresses(self, addresses: list[str]) -> None:
         """Every address the registrar's name resolves to (the application resolves it at
