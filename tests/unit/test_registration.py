@@ -4,6 +4,8 @@ REGISTER transactions, the retry backoff, and a second account as a second ``Reg
 
 from __future__ import annotations
 
+from typing import Any
+
 from firmware.events import Registered, RegistrationFailed
 from firmware.sip.message import Request, parse_message
 from firmware.sip.registration import RegState
@@ -12,7 +14,7 @@ from firmware.sip.ua import UAConfig, UserAgent
 
 from .registrar import SERVER, UA_ADDR, Registrar
 
-BASE = dict(server=SERVER[0], port=SERVER[1], password="secret", keepalive="off",
+BASE: dict[str, Any] = dict(server=SERVER[0], port=SERVER[1], password="secret", keepalive="off",
             timers=TimerConfig(0.5, 4.0, 5.0))
 
 
