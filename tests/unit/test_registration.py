@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from firmware.events import Registered, RegistrationFailed
+from firmware.events import Registered, RegistrationFailed, Unregistered
 from firmware.sip.message import Request, parse_message
 from firmware.sip.registration import RegState
 from firmware.sip.transaction import TimerConfig
@@ -70,6 +70,15 @@ def test_two_accounts_register_and_refresh_on_their_own_timers() -> None:
     assert [t for t, u in refreshes if u == "5003"] == [270.0]
     assert len(refreshes) == 4, "a cached challenge answers each refresh at once"
     assert ua.registered and second.registered
+    reg.events()
+    ua.shutdown(reg.now)
+    reg.pump()
+    removed = {(u, r.headers.get("Expires")) for _, r in reg.log
+               if r.method == "REGISTER" and r.headers.get("Expires") == "0"
+               for u in [r.from_.uri.user]}  # type: ignore[union-attr]
+    assert removed == {("5002", "0"), ("5003", "0")}, "each account removes its own binding"
+    assert reg.events() == [Unregistered("shutdown")] * 2
+    assert ua.reg.state is RegState.UNREGISTERED and second.state is RegState.UNREGISTERED
 
 
 def test_register_retransmits_then_timer_f_then_backs_off_to_the_cap() -> None:
