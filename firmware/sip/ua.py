@@ -112,7 +112,8 @@ class UserAgent:
     def add_registration(self, config: UAConfig) -> Registration:
         """A further account (same transport and local address): its own binding, credentials
         and timers. Its registrar becomes a trusted source. Call ``start`` on it (or on the user
-        agent, before adding) to register."""
+        agent, before adding) to register. Its registrar must be given as an address (the
+        application resolves names, as it does for the first account's)."""
         reg = Registration(self, config, (config.server, config.port))
         self.registrations.append(reg)
         self.trust.add_registrar(config.server)
@@ -165,8 +166,9 @@ class UserAgent:
 
     def set_registrar_addresses(self, addresses: list[str]) -> None:
         """Every address the registrar's name resolves to (the application resolves it at
-        start and at each registration). The address we send to stays trusted."""
-        self.trust.set_registrar([*addresses, self.server_addr[0]])
+        start and at each registration). The addresses we send to (every account's registrar)
+        stay trusted."""
+        self.trust.set_registrar([*addresses, *(r.server_addr[0] for r in self.registrations)])
 
     def start(self, now: float) -> None:
         for reg in self.registrations:

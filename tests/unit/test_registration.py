@@ -122,3 +122,12 @@ def test_refresh_fires_from_the_registrations_own_deadline() -> None:
     assert b"Authorization: Digest" in data, "the refresh reuses the cached challenge"
     assert ua.reg.state is RegState.REGISTERED, "refreshing keeps the binding"
     assert ua.reg.next_deadline() is None, "no second refresh armed while one is under way"
+
+
+def test_a_second_accounts_registrar_stays_trusted() -> None:
+    ua = UserAgent(UAConfig(username="5002", **BASE), UA_ADDR)
+    ua.add_registration(UAConfig(username="7001", **{**BASE, "server": "127.0.0.3"}))
+    assert ua.trust.trusted(("127.0.0.3", 5060))
+    ua.set_registrar_addresses(["127.0.0.1"])  # the first registrar's name resolved again
+    assert ua.trust.trusted(("127.0.0.3", 5060)), "re-resolving one registrar drops no other"
+    assert not ua.trust.trusted(("127.0.0.4", 5060))
