@@ -49,7 +49,7 @@ from .net import (
 from .sip.errors import LocalProtocolError, RemoteProtocolError
 from .sip.sdp import LocalMedia
 from .sip.transaction import TimerConfig
-from .sip.ua import UAConfig, UserAgent
+from .sip.ua import CallState, RegState, UAConfig, UserAgent
 from .systemd import Notifier
 
 log = logging.getLogger("intercom")
@@ -231,7 +231,7 @@ class App:
         if self.ua is not None and self.driver is not None:
             self.ua.shutdown(self.driver.now())
             self.driver.flush()
-            if self.cfg.sip.register and self.ua.reg.state == "unregistering":
+            if self.cfg.sip.register and self.ua.reg_state is RegState.UNREGISTERING:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._unregistered.wait(), 3.0)
             self.driver.close()
@@ -348,16 +348,16 @@ class App:
                 self.remote = target
                 ua.make_call(target, self._local_media(), now)
             case sv.Answer():
-                if ua is not None and ua.call is not None and ua.call.state == "ringing":
+                if ua is not None and ua.call_state is CallState.RINGING:
                     if self._audio_available():
                         ua.answer(self._local_media(), now)
                     else:
                         ua.reject(480, now)
             case sv.Reject(status=status):
-                if ua is not None and ua.call is not None and ua.call.state == "ringing":
+                if ua is not None and ua.call_state is CallState.RINGING:
                     ua.reject(status, now)
             case sv.Hangup():
-                if ua is not None and ua.call is not None and ua.call.state != "ended":
+                if ua is not None and ua.in_call:
                     ua.hangup(now)  # ends the call locally even when no BYE can be sent
             case sv.Led(name=name, mode=mode):
                 if self.board is not None:

@@ -7,7 +7,7 @@ import pytest
 from firmware.config import ConfigError, parse_config
 from firmware.sip.message import Request, parse_message
 from firmware.sip.transport import TRANSPORTS, transport
-from firmware.sip.ua import UAConfig, UserAgent
+from firmware.sip.ua import RegState, UAConfig, UserAgent
 
 
 def test_table() -> None:
@@ -38,7 +38,7 @@ def test_user_agent_over_tls_before_and_after_connecting() -> None:
 def test_lost_connection_is_a_lost_registration() -> None:
     ua = UserAgent(UAConfig(server="127.0.0.1", port=5061, username="5002", transport="tls",
                             keepalive="off", retry_min=5), ("127.0.0.1", 4000))
-    ua.reg.state, ua.reg.granted = "registered", 300
+    ua.reg.state, ua.reg.granted = RegState.REGISTERED, 300
     ua.connection_lost(10.0, "TLS connection closed")
     assert not ua.registered
     assert ua.reg.last_error == "connection to the registrar lost: TLS connection closed"
