@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from . import __version__
 from . import supervisor as sv
-from .config import Config
+from .config import Config, RelaySpec
 from .events import (
     CallAnswered,
     CallEnded,
@@ -92,7 +92,7 @@ def policy(cfg: Config) -> sv.Policy:
         register=cfg.sip.register, ring_timeout=c.ring_timeout, max_duration=c.max_duration,
         auto_answer=c.auto_answer, auto_answer_delay=c.auto_answer_delay,
         door_code=c.door_code.upper(),
-        **({"relay_seconds": g.relay.seconds} if g.relay else {}),
+        relay_seconds=g.relay.seconds if g.relay else RelaySpec.seconds,
         ring_tone=c.ring_tone, ringback=c.ringback,
         door_code_max_failures=c.door_code_max_failures, door_code_window=c.door_code_window,
         door_code_lockout=c.door_code_lockout)

@@ -451,7 +451,7 @@ def _tls(raw: dict[str, Any], lines: dict[str, int], path: str) -> TlsSettings:
             raise ConfigError(f"{path}: unknown key {where}{_suggest(str(key), list(_TLS_KEYS))}")
         if value is not None and not isinstance(value, _TLS_KEYS[key]):
             raise ConfigError(f"{path}: {where} must be {_TLS_KEYS[key].__name__}")
-        if key.endswith("_file") and value is not None and not Path(value).is_file():
+        if key.endswith("_file") and isinstance(value, str) and not Path(value).is_file():
             raise ConfigError(f"{path}: {where}: no such file {value!r}")
     values = {k: v for k, v in raw.items() if v is not None}
     if ("cert_file" in values) != ("key_file" in values):
@@ -539,7 +539,8 @@ def _gpio(values: dict[str, Any], calls: dict[str, Any], lines: dict[str, int],
         target = b.get("target")
         if action in (Action.CALL, Action.TALK):
             target = str(target) if target is not None else default_target
-        extra = {k: b[k] for k in ("active_high", "pull_up", "bounce_ms") if k in b}
+        extra: dict[str, Any] = {k: b[k] for k in ("active_high", "pull_up", "bounce_ms")
+                                 if k in b}
         if "hold_s" in b:
             extra["hold_s"] = float(b["hold_s"])
         specs.append(ButtonSpec(name, b["pin"], action, target, **extra))

@@ -47,14 +47,14 @@ def source_address_for(host: str, port: int) -> str:
 async def resolve(host: str, port: int) -> Addr:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
-    return infos[0][4][0], port
+    return str(infos[0][4][0]), port
 
 
 async def resolve_all(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to (the registrar's name may map to several)."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    return sorted({info[4][0] for info in infos})
+    return sorted({str(info[4][0]) for info in infos})
 
 
 class UaDriver:

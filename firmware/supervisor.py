@@ -317,10 +317,6 @@ _REFUSALS = {E.USER_CALL: "cannot call while {state}",
              E.USER_ANSWER: "nothing to answer (state {state})",
              E.USER_HANGUP: "no call to hang up (state {state})"}
 
-_GUARDS: dict[str, Callable[[Supervisor], bool]] = {
-    "audio ok": lambda s: s.audio_ok, "audio failed": lambda s: not s.audio_ok,
-    "registered": lambda s: s.registered, "not registered": lambda s: not s.registered,
-}
 
 # commands run when leaving a state (its timers and tones end with it)
 ON_EXIT: dict[State, tuple[Command, ...]] = {
@@ -378,7 +374,7 @@ class Supervisor:
         self.now = now
         if isinstance(event, Press):
             request = self._button(event)
-            if not isinstance(request, UserCall | UserAnswer | UserHangup):
+            if isinstance(request, list):
                 return request
             event = request
         row = next((r for r in _INDEX.get((self.state, event.kind), ())
@@ -393,7 +389,7 @@ class Supervisor:
                 Led(n, m) for n, m in STATE_LEDS[self.state].items()]
         return cmds
 
-    def _button(self, ev: Press) -> Event | list[Command]:
+    def _button(self, ev: Press) -> UserCall | UserAnswer | UserHangup | list[Command]:
         """The user request a press stands for in this state (BUTTONS), or what to do instead."""
         spec = self.policy.buttons.get(ev.button)
         if spec is None:
@@ -548,6 +544,12 @@ class Supervisor:
         if self.state in _CALL:
             cmds.append(Reject(480) if self.state is State.RINGING else Hangup())
         return cmds
+
+
+_GUARDS: dict[str, Callable[[Supervisor], bool]] = {
+    "audio ok": lambda s: s.audio_ok, "audio failed": lambda s: not s.audio_ok,
+    "registered": lambda s: s.registered, "not registered": lambda s: not s.registered,
+}
 
 
 # ------------------------------------------------------------------------------- the diagram
