@@ -1,6 +1,8 @@
 """Type stub for the Cython media core (firmware/_rtpcore.pyx)."""
 
-from typing_extensions import Buffer, Self, disjoint_base  # Buffer: collections.abc in 3.12
+from typing import Self
+
+from typing_extensions import Buffer, disjoint_base  # Buffer: collections.abc in 3.12
 
 from ._transform import PacketTransform
 

@@ -3,8 +3,9 @@
 Owns socket allocation (an even RTP port and RTCP on the next one), turning negotiated media
 parameters into a running ``_rtpcore.MediaStream`` (with an SRTP transform when SDES keys were
 agreed, re-keyed when a re-INVITE brings new ones), moving PCM between the stream's FIFOs and a
-source/sink on a plain Python thread (so the real-time loop never needs the GIL), and stopping
-everything cleanly. Knows nothing about SIP messages: it takes MediaParams.
+source/sink on a plain Python thread (so the real-time loop never needs the GIL), the eventfd
+the loop writes to when a DTMF key arrives (``digit_fd``: the application watches it instead of
+polling), and stopping everything cleanly. Knows nothing about SIP messages: it takes MediaParams.
 """
 
 from __future__ import annotations
