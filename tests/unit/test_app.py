@@ -3,14 +3,14 @@
 Real: ``App``, the supervisor, the SIP user agent inside App, and a second sans-I/O user agent
 playing the PBX (every datagram goes through both parsers). Fake: only what App does I/O
 with — the SIP transport, name resolution, RTP ports and sessions, audio devices, the board's
-pins and the control socket — plus a clock whose time moves only when the test says so. The
+pins and the control socket — plus a clock whose time moves only when the test says so. No
+event loop runs: the scenarios are coroutines driven one step (nothing in them waits). The
 fake media session keeps the real wake-up mechanism: an eventfd the test writes to as the
 media thread would, watched by App through ``add_reader``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import itertools
 import os
@@ -352,7 +352,14 @@ class Box:
 
 
 def run(coro: Any) -> Any:
-    return asyncio.run(coro)
+    """Drive a scenario without an event loop: every part is a fake that never waits, so the
+    coroutine must finish in one step (no selector, no self-pipe, no executor thread)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise AssertionError("the scenario waited for something: a real part was used")
 
 
 # ----------------------------------------------------------------------------- tests
