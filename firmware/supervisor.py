@@ -11,9 +11,9 @@ application executes the commands and feeds back the events. Only ``handle`` cha
 and only to the table's next state: an action computes commands, never the state. The state
 diagram in README.md is drawn from these tables (``python -m firmware.supervisor --diagram``).
 
-A user's request (button, ``intercom call|answer|hangup``) that the current state has no row
-for yields a ``Refused`` command with the reason, so the control socket can answer it without
-repeating these rules.
+A press whose (state, action) has no ``BUTTONS`` entry does nothing. A user's request
+(``intercom call|answer|hangup``) that the current state has no row for yields a ``Refused``
+command with the reason, so the control socket can answer it without repeating these rules.
 
 The door code is judged only when complete (its length, or a terminating ``#`` when the code has
 no ``#``), compared in constant time, and never digit by digit: a caller learns nothing about a
