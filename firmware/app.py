@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from typing import Any, cast
@@ -96,6 +97,14 @@ def policy(cfg: Config) -> sv.Policy:
         ring_tone=c.ring_tone, ringback=c.ringback,
         door_code_max_failures=c.door_code_max_failures, door_code_window=c.door_code_window,
         door_code_lockout=c.door_code_lockout)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class App:
@@ -273,8 +282,9 @@ class App:
                 if not self.sup.registered:
                     log.info("registered with %s for %d s", self.cfg.sip.server, expires)
                 self.last_error = None
-                self._tasks = [t for t in self._tasks if not t.done()]
-                self._tasks.append(asyncio.create_task(self._refresh_registrar()))
+                if not _is_ip(self.cfg.sip.server):  # a name may move; an address cannot
+                    self._tasks = [t for t in self._tasks if not t.done()]
+                    self._tasks.append(asyncio.create_task(self._refresh_registrar()))
                 self.dispatch(sv.RegistrationUp())
             case RegistrationFailed(reason=reason, retry_in=retry):
                 if self.last_error != reason:

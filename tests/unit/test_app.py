@@ -22,11 +22,13 @@ from firmware.app import App
 from firmware.config import GpioSettings, SipSettings, parse_config
 from firmware.events import CallAnswered, CallEnded, IncomingCall, MediaParams
 from firmware.media.audio import NullSink, SilenceSource
-from firmware.sip.message import parse_message
+from firmware.sip.message import Request, parse_message
 from firmware.sip.sdp import LocalMedia
 from firmware.sip.transaction import TimerConfig
 from firmware.sip.ua import UAConfig, UserAgent
 from firmware.systemd import Notifier
+
+from .registrar import Registrar
 
 APP_ADDR = ("127.0.0.1", 5070)
 PBX_ADDR = ("127.0.0.2", 5080)
@@ -294,17 +296,18 @@ class FakeControls:
 class Box:
     """App on fakes, wired to a sans-I/O PBX user agent."""
 
-    def __init__(self) -> None:
+    def __init__(self, config: str = CONFIG) -> None:
         self.clock = FakeClock()
         self.net, self.media = FakeNetwork(), FakeMedia()
         self.boards, self.controls = FakeBoards(), FakeControls()
-        self.app = App(parse_config(CONFIG), clock=self.clock, network=self.net,
+        self.app = App(parse_config(config), clock=self.clock, network=self.net,
                        media=self.media, audio=FakeAudio(), boards=self.boards,
                        controls=self.controls, notifier=Notifier({}))
         self.pbx = UserAgent(UAConfig(server=APP_ADDR[0], port=APP_ADDR[1], username="5001",
                                       register=False, keepalive="off",
                                       timers=TimerConfig(0.5, 4.0, 5.0)), PBX_ADDR)
         self.pbx_events: list[object] = []
+        self.registrar = Registrar(self.pbx, password="pw")  # answers REGISTER, checks digests
         self.wire: list[bytes] = []  # what the box sent, in order
         self.from_pbx: list[str] = []  # first lines of what the PBX sent
 
@@ -322,8 +325,16 @@ class Box:
                 data, addr = self.net.transport.sent.pop(0)
                 assert addr == PBX_ADDR
                 self.wire.append(data)
-                self.pbx.receive_datagram(data, APP_ADDR, self.clock.now)
                 moved = True
+                if data.startswith(b"REGISTER "):
+                    req = parse_message(data)
+                    assert isinstance(req, Request)
+                    self.registrar.received.append(req)
+                    reply = self.registrar.answer(req)
+                    if reply is not None:
+                        self.net.transport.driver.datagram(reply.encode(), PBX_ADDR)
+                    continue
+                self.pbx.receive_datagram(data, APP_ADDR, self.clock.now)
             while (ev := self.pbx.next_event()) is not None:
                 self.pbx_events.append(ev)
             for data, addr in self.pbx.datagrams_to_send():
@@ -457,5 +468,28 @@ def test_unanswered_call_is_refused_when_the_ring_timer_fires() -> None:
         assert "SIP/2.0 480 Temporarily Unavailable" in box.sent_lines()
         assert box.app.state == "idle" and box.board.leds["ringing"] == "off"
         await box.app.stop()
+
+    run(scenario())
+
+
+def test_registration_takes_the_box_from_offline_to_idle_and_is_refreshed() -> None:
+    box = Box(CONFIG.replace("register: false", "register: true"))
+
+    async def scenario() -> None:
+        await box.app.start()
+        box.clock.run()
+        assert box.app.state == "offline" and box.board.leds["registered"] == "off"
+        box.pump()
+        assert [r.method for r in box.registrar.registers()] == ["REGISTER", "REGISTER"]
+        assert box.registrar.check(box.registrar.registers()[1]), "the digest is right"
+        assert box.app.state == "idle" and box.board.leds["registered"] == "on"
+        assert box.board.leds["error"] == "off"
+        assert (await box.controls.command(cmd="status"))["registered"] is True
+        box.advance(150.0)
+        refreshed = len(box.registrar.registers())
+        box.advance(150.0)
+        assert len(box.registrar.registers()) > refreshed >= 2, "re-registered before expiry"
+        assert box.app.state == "idle"
+        # not stopped here: stop() waits (on the real loop) for the un-REGISTER's answer
 
     run(scenario())
