@@ -17,6 +17,7 @@ from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
 from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, free
 from libc.errno cimport errno, EINTR
+from posix.unistd cimport write
 from posix.time cimport clock_gettime, clock_nanosleep, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -667,6 +668,7 @@ cdef class MediaStream:
     cdef int din_count
     cdef uint32_t last_event_ts
     cdef bint have_event
+    cdef int notify_fd  # eventfd/pipe written when a digit is queued (-1: none)
     # PLC
     cdef int16_t last_pcm[MAX_FRAME]
     cdef int conceal_run
@@ -690,7 +692,8 @@ cdef class MediaStream:
                  int dtmf_payload_type=101, unsigned int ssrc=0, int seq=0,
                  unsigned int ts=0, bint latch=False, int jitter_target_ms=40,
                  int jitter_min_ms=20, int jitter_max_ms=200, str cname="intercom",
-                 PacketTransform transform=None, CaptureProcessor processor=None):
+                 PacketTransform transform=None, CaptureProcessor processor=None,
+                 int notify_fd=-1):
         if ptime_ms not in (10, 20, 30, 40):
             raise ValueError("ptime must be 10, 20, 30 or 40 ms")
         if payload_type not in (0, 8):
@@ -727,6 +730,7 @@ cdef class MediaStream:
         memcpy(self.cname, <const char *>raw, self.cname_len)
         self.xform = transform
         self.proc = processor
+        self.notify_fd = notify_fd
 
     @property
     def transform(self):
@@ -1035,6 +1039,7 @@ cdef class MediaStream:
 
     cdef void _receive_event(self, const uint8_t *p, int n, uint32_t ts) noexcept nogil:
         """RFC 4733: one digit per event timestamp, whatever the marker or end bits say."""
+        cdef uint64_t wake = 1
         if n < 4 or p[0] > 15:
             self.st.malformed += 1
             return
@@ -1048,6 +1053,8 @@ cdef class MediaStream:
             self.din[self.din_count] = p[0]
             self.din_count += 1
         pthread_mutex_unlock(&self.lock)
+        if self.notify_fd >= 0:
+            write(self.notify_fd, &wake, 8)  # an eventfd counter (or 8 bytes into a pipe)
 
     cdef void _send_frame(self) noexcept nogil:
         cdef uint8_t pkt[12 + MAX_FRAME + TRANSFORM_TRAILER_MAX]

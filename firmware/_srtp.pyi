@@ -1,10 +1,13 @@
 """Type stub for the SRTP transform on libsrtp2 (firmware/_srtp.pyx)."""
 
+from typing_extensions import disjoint_base
+
 from ._transform import PacketTransform
 
 SUITES: dict[str, int]
 KEY_LENGTH: int
 
+@disjoint_base
 class SrtpTransform(PacketTransform):
     @property
     def suite(self) -> str: ...

@@ -1,6 +1,10 @@
 """The running intercom: composes config, transport, user agent, supervisor, GPIO, media and
 the control socket, and executes the supervisor's commands.
 
+Its I/O comes from injected parts (``firmware.parts``: clock, network, media, audio, board,
+control socket, systemd notifier), each defaulting to the real one, the way gpiozero takes a
+``pin_factory``; a unit test runs a whole call on fakes with a virtual clock.
+
 Owns the glue: SIP events and button presses become supervisor events; supervisor commands
 become SIP actions, LED and relay changes, timers and tones. The only place where SIP meets
 media: negotiated MediaParams start, move and stop the RTP session whose port the SDP announced.
@@ -12,14 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 from . import __version__
 from . import supervisor as sv
-from .config import Config, GpioSettings
-from .control import ControlServer
+from .config import Config, RelaySpec
 from .events import (
     CallAnswered,
     CallEnded,
@@ -33,18 +37,27 @@ from .events import (
     SourceRefused,
     Unregistered,
 )
-from .gpio import Board, GpioUnavailableError, make_pin_factory
-from .media.audio import AudioError, Sink, Source, open_sink, open_source
-from .media.stream import RtpPorts, RtpSession, StreamSettings
-from .media.tones import TonePlayer
-from .net import (
-    TcpTransport,
-    UaDriver,
-    UdpTransport,
-    open_transport,
-    resolve,
-    resolve_all,
-    source_address_for,
+from .media.audio import AudioError, Sink, Source
+from .media.stream import StreamSettings
+from .net import UaDriver
+from .parts import (
+    Audio,
+    BoardLike,
+    Boards,
+    Clock,
+    Controls,
+    GpioBoards,
+    Handle,
+    Media,
+    MediaSession,
+    Network,
+    Ports,
+    RealAudio,
+    RealNetwork,
+    RtpMedia,
+    SipTransport,
+    TonePlayback,
+    UnixControls,
 )
 from .sip.errors import LocalProtocolError, RemoteProtocolError
 from .sip.sdp import LocalMedia
@@ -57,22 +70,6 @@ log = logging.getLogger("intercom")
 
 class StartupError(Exception):
     """The intercom cannot start; the message names the cause in one line."""
-
-
-async def control_socket_answers(path: str) -> bool:
-    """Whether a running intercom already listens on this control socket."""
-    try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), 1.0)
-    except (TimeoutError, OSError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
-
-
-_FILE_LIKE = ("wav:", "tone:")
-_NOT_DEVICES = ("silence", "null")
 
 
 def ua_config(cfg: Config, server_ip: str) -> UAConfig:
@@ -95,33 +92,44 @@ def policy(cfg: Config) -> sv.Policy:
         buttons={b.name: sv.ButtonAction(b.action, b.target) for b in g.buttons},
         register=cfg.sip.register, ring_timeout=c.ring_timeout, max_duration=c.max_duration,
         auto_answer=c.auto_answer, auto_answer_delay=c.auto_answer_delay,
-        door_code=c.door_code.upper(), relay_seconds=g.relay.seconds if g.relay else 3.0,
+        door_code=c.door_code.upper(),
+        relay_seconds=g.relay.seconds if g.relay else RelaySpec.seconds,
         ring_tone=c.ring_tone, ringback=c.ringback,
         door_code_max_failures=c.door_code_max_failures, door_code_window=c.door_code_window,
         door_code_lockout=c.door_code_lockout)
 
 
-def is_alsa(spec: str) -> bool:
-    return not spec.startswith(_FILE_LIKE) and spec not in _NOT_DEVICES
-
-
-def open_audio(spec: str, capture: bool) -> Source | Sink:
-    if is_alsa(spec):
-        from .media.alsa import AlsaSink, AlsaSource
-
-        return AlsaSource(spec) if capture else AlsaSink(spec)
-    return open_source(spec) if capture else open_sink(spec)
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class App:
-    def __init__(self, cfg: Config, pin_factory: Any = None) -> None:
+    """The intercom. ``pin_factory`` and every keyword part are optional: None builds the real
+    one (see ``firmware.parts``)."""
+
+    def __init__(self, cfg: Config, pin_factory: Any = None, *, clock: Clock | None = None,
+                 network: Network | None = None, media: Media | None = None,
+                 audio: Audio | None = None, boards: Boards | None = None,
+                 controls: Controls | None = None, notifier: Notifier | None = None) -> None:
         self.cfg = cfg
         self.pin_factory = pin_factory
+        self._clock = clock
+        self.network: Network = network or RealNetwork()
+        self.media_parts: Media = media or RtpMedia()
+        self.audio: Audio = audio or RealAudio()
+        self.boards: Boards = boards or GpioBoards(pin_factory)
+        self.controls: Controls = controls or UnixControls()
+        self.notifier = notifier or Notifier()
         self.ua: UserAgent | None = None
         self.driver: UaDriver | None = None
+        self.transport: SipTransport | None = None
+        self.control: Any = None
         self.sup = sv.Supervisor(policy(cfg))
-        self.board: Board | None = None
-        self._own_factory: Any = None
+        self.board: BoardLike | None = None
         self.remote: str | None = None
         self.call_started: float | None = None
         self.last_error: str | None = None
@@ -130,15 +138,15 @@ class App:
         self.media: dict[str, Any] | None = None
         self.dtmf_keys = 0  # counted, never kept: the keys may be the door code
         self.door_openings = 0
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._dtmf_timer: asyncio.TimerHandle | None = None
+        self._timers: dict[str, Handle] = {}
+        self._digit_fd = -1
         self._tasks: list[asyncio.Task] = []
-        self.ports: RtpPorts | None = None
-        self.session: RtpSession | None = None
-        self.tones: TonePlayer | None = None
+        self.ports: Ports | None = None
+        self.session: MediaSession | None = None
+        self.tones: TonePlayback | None = None
         self.last_media_stats: dict[str, Any] | None = None
         self.local_ip = "127.0.0.1"
-        self.notifier = Notifier()
+        self.media_ip = self.local_ip
         self._unregistered = asyncio.Event()
         self._media_ticks = -1
 
@@ -146,25 +154,30 @@ class App:
     def state(self) -> str:
         return self.sup.state
 
+    @property
+    def clock(self) -> Clock:
+        if self._clock is None:
+            self._clock = asyncio.get_running_loop()
+        return self._clock
+
     # --------------------------------------------------------------- lifecycle
     async def start(self) -> None:
         s = self.cfg.sip
-        self.loop = asyncio.get_running_loop()
-        if await control_socket_answers(self.cfg.control.socket):
+        self._clock = self._clock or asyncio.get_running_loop()  # before any other thread asks
+        if await self.controls.answers(self.cfg.control.socket):
             raise StartupError(f"another intercom is already running (its control socket "
                                f"{self.cfg.control.socket} answers)")
         try:
-            server = await resolve(s.server, s.port)
+            server = await self.network.resolve(s.server, s.port)
         except OSError as exc:
             raise StartupError(f"cannot resolve sip.server {s.server!r}: {exc}") from None
-        self.local_ip = s.local_address or source_address_for(*server)
+        self.local_ip = s.local_address or self.network.source_address(*server)
         if s.transport == "tls" and not s.tls.verify:
             log.warning("sip.tls.verify is false: the PBX's certificate is NOT checked, anyone "
                         "on the network path can impersonate the PBX and open the door")
         bind = s.local_address or "0.0.0.0"
         try:
-            transport = await open_transport(s.transport, server, bind, s.local_port, s.tls,
-                                             s.server)
+            transport = await self.network.open(s, server, bind)
         except OSError as exc:  # ssl.SSLError is an OSError too
             if s.transport == "udp":
                 raise StartupError(f"cannot use SIP port {bind}:{s.local_port}/udp "
@@ -172,25 +185,20 @@ class App:
             raise StartupError(f"cannot set up SIP over {s.transport.upper()}: {exc}") from None
         except ValueError as exc:
             raise StartupError(f"cannot set up SIP over {s.transport.upper()}: {exc}") from None
-        if isinstance(transport, UdpTransport):
-            local = (self.local_ip, transport.local_port)
-        else:
-            local = (self.local_ip, 0)
-        self.transport: UdpTransport | TcpTransport = transport
-        self.ua = UserAgent(ua_config(self.cfg, server[0]), local)
+        self.transport = transport
+        self.ua = UserAgent(ua_config(self.cfg, server[0]), (self.local_ip, transport.local_port))
         await self._refresh_registrar()
-        self.driver = UaDriver(self.ua, transport.send, self._on_sip)
+        self.driver = UaDriver(self.ua, transport.send, self._on_sip, self.clock)
         transport.driver = self.driver
-        if isinstance(transport, TcpTransport):
-            with contextlib.suppress(OSError):  # logged by the transport; retried with backoff
-                await transport.connect()
+        with contextlib.suppress(OSError):  # logged by the transport; retried with backoff
+            await transport.connect()
         self.media_ip = self.cfg.media.address or self.local_ip
         try:
-            self.ports = RtpPorts(self.media_ip, self.cfg.media.rtp_port)
+            self.ports = self.media_parts.ports(self.media_ip, self.cfg.media.rtp_port)
         except OSError as exc:
             raise StartupError(f"{exc} (media.rtp_port)") from None
-        self.board = self._make_board()
-        self.control = ControlServer(self.cfg.control.socket, self.handle_command)
+        self.board = self.boards.open(self.cfg.gpio, self._press_from_thread)
+        self.control = self.controls.server(self.cfg.control.socket, self.handle_command)
         try:
             await self.control.start()
         except OSError as exc:
@@ -210,20 +218,6 @@ class App:
         if self.notifier.watchdog_interval:
             self._tasks.append(asyncio.create_task(self._watchdog()))
 
-    def _make_board(self) -> Board:
-        """GPIO that cannot be used is an error in the log and status, never a crash loop."""
-        try:
-            factory = self.pin_factory or make_pin_factory(self.cfg.gpio.pin_factory)
-        except GpioUnavailableError as exc:
-            log.error("GPIO unavailable: %s", exc)
-            board = Board(GpioSettings(), None, self._press_from_thread)
-            board.errors.append(str(exc))
-            return board
-        if self.pin_factory is None:
-            self._own_factory = factory
-        self.pin_factory = factory
-        return Board(self.cfg.gpio, factory, self._press_from_thread)
-
     async def stop(self) -> None:
         self.notifier.stopping()
         for task in self._tasks:
@@ -239,28 +233,29 @@ class App:
         self._tone("off")
         for handle in self._timers.values():
             handle.cancel()
-        await self.control.close()
-        self.transport.close()
+        if self.control is not None:
+            await self.control.close()
+        if self.transport is not None:
+            self.transport.close()
         if self.ports is not None:
             self.ports.close()
         if self.board is not None:
             self.board.close()
-        if self._own_factory is not None:
-            self._own_factory.close()
+        self.boards.close()
 
     # --------------------------------------------------------------- events in
     def _press_from_thread(self, name: str) -> None:
-        self.loop.call_soon_threadsafe(self.dispatch, sv.Press(name))
+        self.clock.call_soon_threadsafe(self.dispatch, sv.Press(name))
 
     def _now(self) -> float:
-        return self.loop.time()
+        return self.clock.time()
 
     async def _refresh_registrar(self) -> None:
         """Trust every address the registrar's name resolves to now (DNS may move it)."""
         if self.ua is None:
             return
         try:
-            addresses = await resolve_all(self.cfg.sip.server, self.cfg.sip.port)
+            addresses = await self.network.resolve_all(self.cfg.sip.server, self.cfg.sip.port)
         except OSError as exc:
             log.warning("cannot re-resolve sip.server %r: %s (keeping %s)", self.cfg.sip.server,
                         exc, ", ".join(sorted(self.ua.trust.registrar)))
@@ -269,12 +264,16 @@ class App:
             log.info("trusting the registrar at %s", ", ".join(addresses))
         self.ua.set_registrar_addresses(addresses)
 
-    def dispatch(self, event: sv.Event) -> None:
+    def dispatch(self, event: sv.Event) -> list[sv.Command]:
+        """Feed the supervisor and run its commands; returns them (a Refused among them says
+        why a user's request was not taken)."""
         log.debug("supervisor %s <- %s", self.sup.state, event)
         before = self.sup.state
-        self._execute(self.sup.handle(event, self._now()))
+        cmds = self.sup.handle(event, self._now())
+        self._execute(cmds)
         if self.sup.state != before:
             self.notifier.status(self._status_line())
+        return cmds
 
     def _on_sip(self, ev: object) -> None:
         log.debug("sip event %s", ev)
@@ -283,8 +282,9 @@ class App:
                 if not self.sup.registered:
                     log.info("registered with %s for %d s", self.cfg.sip.server, expires)
                 self.last_error = None
-                self._tasks = [t for t in self._tasks if not t.done()]
-                self._tasks.append(asyncio.create_task(self._refresh_registrar()))
+                if not _is_ip(self.cfg.sip.server):  # a name may move; an address cannot
+                    self._tasks = [t for t in self._tasks if not t.done()]
+                    self._tasks.append(asyncio.create_task(self._refresh_registrar()))
                 self.dispatch(sv.RegistrationUp())
             case RegistrationFailed(reason=reason, retry_in=retry):
                 if self.last_error != reason:
@@ -369,7 +369,7 @@ class App:
             case sv.StartTimer(name=name, seconds=seconds):
                 if (old := self._timers.pop(name, None)) is not None:
                     old.cancel()
-                self._timers[name] = self.loop.call_later(seconds, self._timer_fired, name)
+                self._timers[name] = self.clock.call_later(seconds, self._timer_fired, name)
             case sv.CancelTimer(name=name):
                 if (old := self._timers.pop(name, None)) is not None:
                     old.cancel()
@@ -390,11 +390,9 @@ class App:
         a = self.cfg.audio
         problems = []
         for spec, capture in ((a.capture, True), (a.playback, False)):
-            if is_alsa(spec) and self.session is None:
-                from .media.alsa import probe
-
+            if self.audio.is_device(spec) and self.session is None:
                 try:
-                    probe(spec, capture)
+                    self.audio.probe(spec, capture)
                 except AudioError as exc:
                     problems.append(str(exc))
         if problems and self.audio_error != problems[0]:
@@ -404,7 +402,7 @@ class App:
             self.audio_error = None
             self.dispatch(sv.AudioRecovered())
         if problems:
-            self._timers["audio_probe"] = self.loop.call_later(10, self._check_audio)
+            self._timers["audio_probe"] = self.clock.call_later(10, self._check_audio)
 
     def _audio_available(self) -> bool:
         if self.audio_error is not None:
@@ -417,11 +415,11 @@ class App:
             self.tones = None
         if kind in ("ring", "ringback"):
             try:
-                sink = open_audio(self.cfg.audio.playback, capture=False)
+                sink = self.audio.open(self.cfg.audio.playback, capture=False)
             except AudioError as exc:
                 log.warning("cannot play the %s tone: %s", kind, exc)
                 return
-            self.tones = TonePlayer(sink, kind)
+            self.tones = self.audio.tone(cast(Sink, sink), kind)
             self.tones.start()
 
     def _start_media(self, media: MediaParams) -> None:
@@ -429,9 +427,9 @@ class App:
         self._tone("off")
         a, m = self.cfg.audio, self.cfg.media
         try:
-            source = open_audio(a.capture, capture=True)
+            source = cast(Source, self.audio.open(a.capture, capture=True))
             try:
-                sink = open_audio(a.playback, capture=False)
+                sink = cast(Sink, self.audio.open(a.playback, capture=False))
             except AudioError:
                 source.close()
                 raise
@@ -444,24 +442,25 @@ class App:
                                   m.realtime_priority, m.latch, spin_us=m.spin_us,
                                   capture_gain_db=a.capture_gain_db,
                                   playback_gain_db=a.playback_gain_db)
-        self.session = RtpSession(self.ports, source, sink, settings,
-                                  cname=f"{self.cfg.sip.username}@{self.media_ip}")
+        self.session = self.media_parts.session(
+            self.ports, source, sink, settings, f"{self.cfg.sip.username}@{self.media_ip}")
         self.session.start(media)
         self._set_media(media)
         self._media_ticks = -1
-        self._poll_dtmf()
+        # RFC 4733 keys wake the loop: the media thread writes to this fd when one arrives
+        self._digit_fd = self.session.digit_fd
+        if self._digit_fd >= 0:
+            self.clock.add_reader(self._digit_fd, self._drain_digits)
 
-    def _poll_dtmf(self) -> None:
-        if self.session is None:
-            return
-        for digit in self.session.received_digits():
-            self._digit(digit, "rtp")
-        self._dtmf_timer = self.loop.call_later(0.1, self._poll_dtmf)
+    def _drain_digits(self) -> None:
+        if self.session is not None:
+            for digit in self.session.received_digits():
+                self._digit(digit, "rtp")
 
     def _stop_media(self) -> None:
-        if self._dtmf_timer is not None:
-            self._dtmf_timer.cancel()
-            self._dtmf_timer = None
+        if self._digit_fd >= 0:
+            self.clock.remove_reader(self._digit_fd)
+            self._digit_fd = -1
         if self.session is not None:
             session, self.session = self.session, None
             self.dtmf_keys += len(session.received_digits())  # too late to be judged
@@ -509,36 +508,34 @@ class App:
 
     # --------------------------------------------------------------- control socket
     async def handle_command(self, req: dict[str, Any]) -> dict[str, Any]:
+        """A control-socket request: status and DTMF are answered here; everything else is a
+        supervisor event, refused (with the supervisor's reason) when the state has no row."""
         cmd = req["cmd"]
         if cmd == "status":
             return {"ok": True, **self.status()}
-        if cmd == "call":
-            if self.sup.state not in ("idle", "offline"):
-                return {"ok": False, "error": f"cannot call while {self.sup.state}"}
-            self.dispatch(sv.UserCall(str(req.get("target") or self.cfg.calls.default_target)))
-            return {"ok": True, "state": self.sup.state}
-        if cmd == "answer":
-            if self.sup.state != "ringing":
-                return {"ok": False, "error": f"nothing to answer (state {self.sup.state})"}
-            self.dispatch(sv.UserAnswer())
-            return {"ok": True, "state": self.sup.state}
-        if cmd == "hangup":
-            if self.sup.state not in ("calling", "ringing", "in_call"):
-                return {"ok": False, "error": f"no call to hang up (state {self.sup.state})"}
-            self.dispatch(sv.UserHangup())
-            return {"ok": True, "state": self.sup.state}
-        if cmd == "press":
-            name = str(req.get("button") or "")
-            if self.board is None or name not in self.board.buttons:
-                known = ", ".join(sorted(self.board.buttons)) if self.board else ""
-                return {"ok": False, "error": f"no button {name!r} (buttons: {known})"}
-            self.dispatch(sv.Press(name))
-            return {"ok": True, "state": self.sup.state}
         if cmd == "dtmf":
             if self.session is None:
                 return {"ok": False, "error": "DTMF needs a call with media"}
             return {"ok": True, "queued": self.session.send_dtmf(str(req.get("digits") or ""))}
-        return {"ok": False, "error": f"unknown command {cmd!r}"}
+        event: sv.Event
+        if cmd == "call":
+            event = sv.UserCall(str(req.get("target") or self.cfg.calls.default_target))
+        elif cmd == "answer":
+            event = sv.UserAnswer()
+        elif cmd == "hangup":
+            event = sv.UserHangup()
+        elif cmd == "press":
+            name = str(req.get("button") or "")
+            if self.board is None or name not in self.board.buttons:
+                known = ", ".join(sorted(self.board.buttons)) if self.board else ""
+                return {"ok": False, "error": f"no button {name!r} (buttons: {known})"}
+            event = sv.Press(name)
+        else:
+            return {"ok": False, "error": f"unknown command {cmd!r}"}
+        for command in self.dispatch(event):
+            if isinstance(command, sv.Refused):
+                return {"ok": False, "error": command.reason}
+        return {"ok": True, "state": self.sup.state}
 
     def _realtime_report(self) -> dict[str, Any]:
         """Whether the media loop got SCHED_FIFO (known once a call's loop has run)."""

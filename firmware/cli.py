@@ -16,7 +16,7 @@ import signal
 import sys
 from typing import Any
 
-from .config import DEFAULT_PATH, ConfigError, load_config
+from .config import DEFAULT_PATH, ConfigError, ControlSettings, load_config
 
 
 def _socket_path(args: argparse.Namespace) -> str:
@@ -26,7 +26,7 @@ def _socket_path(args: argparse.Namespace) -> str:
     try:
         return load_config(path).control.socket
     except ConfigError:
-        return "/run/intercom/control.sock"
+        return ControlSettings().socket
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

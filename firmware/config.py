@@ -12,13 +12,24 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
 DEFAULT_PATH = "/etc/intercom/intercom.yaml"
+
+
+class Action(StrEnum):
+    """What a button does (``gpio.buttons.NAME.action``); the supervisor's button table maps
+    (state, action) to what a press means."""
+
+    CALL = "call"
+    ANSWER = "answer"
+    HANGUP = "hangup"
+    TALK = "talk"  # one button for everything: call, answer or hang up as the state needs
 
 
 class ConfigError(Exception):
@@ -105,7 +116,7 @@ class AudioSettings:
 class ButtonSpec:
     name: str
     pin: int
-    action: str  # call | answer | hangup | talk
+    action: Action
     target: str | None = None
     active_high: bool = False
     pull_up: bool = True
@@ -234,69 +245,86 @@ def _codecs(v: Any) -> str | None:
 
 
 _NUM = (int, float)
-# section -> key -> (types, check, required)
-SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
-    "sip": {
-        "server": ((str,), _non_empty, True), "username": ((str, int), _non_empty, True),
-        "password": ((str, int), None, False), "port": ((int,), _port(), False),
-        "transport": ((str,), _one_of("udp", "tcp", "tls"), False),
-        "auth_username": ((str, int), None, False), "display_name": ((str,), None, False),
-        "domain": ((str,), None, False), "local_address": ((str,), None, False),
-        "local_port": ((int,), _port(True), False), "register": ((bool,), None, False),
-        "register_expires": ((int,), lambda v: None if 30 <= v <= 86400 else
-                             "must be between 30 and 86400 seconds", False),
-        "keepalive": ((str,), _one_of("options", "crlf", "off"), False),
-        "keepalive_interval": (_NUM, _positive, False), "retry_min": (_NUM, _positive, False),
-        "retry_max": (_NUM, _positive, False), "t1": (_NUM, _positive, False),
-        "t2": (_NUM, _positive, False), "t4": (_NUM, _positive, False),
-        "trusted_sources": ((list,), _sources, False),
-        "untrusted_policy": ((str, int), lambda v: None if str(v) in ("drop", "403") else
-                             "must be drop (send nothing back) or 403", False),
-        "tls": ((dict,), None, False),
-    },
-    "calls": {
-        "auto_answer": ((bool,), None, False), "auto_answer_delay": (_NUM, _non_negative, False),
-        "ring_timeout": (_NUM, _positive, False), "default_target": ((str, int), _non_empty,
-                                                                      False),
-        "max_duration": (_NUM, _non_negative, False), "door_code": ((str, int), _dtmf, False),
-        "ring_tone": ((bool,), None, False), "ringback": ((bool,), None, False),
-        "door_code_max_failures": ((int,), _range(1, 1000), False),
-        "door_code_window": (_NUM, _positive, False),
-        "door_code_lockout": (_NUM, _positive, False),
-    },
-    "media": {
-        "address": ((str,), None, False), "rtp_port": ((int,), _port(True), False),
-        "codecs": ((list,), _codecs, False),
-        "dtmf_payload_type": ((int,), lambda v: None if 96 <= v <= 127 else
-                              "must be a dynamic payload type 96..127", False),
-        "ptime": ((int,), lambda v: None if v in (10, 20, 30, 40) else
-                  "must be 10, 20, 30 or 40 (ms)", False),
-        "jitter_target_ms": ((int,), _range(20, 200), False),
-        "jitter_min_ms": ((int,), _range(10, 200), False),
-        "jitter_max_ms": ((int,), _range(20, 1000), False),
-        "realtime_priority": ((int,), _range(0, 99), False),
-        "spin_us": ((int,), _range(0, 2000), False),
-        "latch": ((bool,), None, False),
-        # YAML reads a bare `off` as false: accept it, refuse true
-        "srtp": ((str, bool), lambda v: None if v is False or v in ("off", "optional",
-                                                                      "required") else
-                 "must be one of off, optional, required", False),
-    },
-    "audio": {"capture": ((str,), _audio_spec, False), "playback": ((str,), _audio_spec, False),
-              "capture_gain_db": (_NUM, _gain, False), "playback_gain_db": (_NUM, _gain, False)},
-    "gpio": {"pin_factory": ((str,), _one_of("auto", "gpiod", "mock", "rpigpio", "lgpio", "native"),
-                             False),
-             "profile": ((str,), _non_empty, False), "buttons": ((dict,), None, False),
-             "leds": ((dict,), None, False), "relay": ((dict,), None, False)},
-    "control": {"socket": ((str,), _non_empty, False)},
-    "log": {"level": ((str,), _one_of("debug", "info", "warning", "error"), False)},
-    "system": {"hostname": ((str,), _hostname, False)},
+# the checks beyond the type; types, defaults and required keys come from the dataclasses
+_CHECKS: dict[str, Check] = {
+    "sip.server": _non_empty, "sip.username": _non_empty, "sip.port": _port(),
+    "sip.transport": _one_of("udp", "tcp", "tls"), "sip.local_port": _port(True),
+    "sip.register_expires": lambda v: None if 30 <= v <= 86400 else
+    "must be between 30 and 86400 seconds",
+    "sip.keepalive": _one_of("options", "crlf", "off"),
+    "sip.keepalive_interval": _positive, "sip.retry_min": _positive,
+    "sip.retry_max": _positive, "sip.t1": _positive, "sip.t2": _positive, "sip.t4": _positive,
+    "sip.trusted_sources": _sources,
+    "sip.untrusted_policy": lambda v: None if str(v) in ("drop", "403") else
+    "must be drop (send nothing back) or 403",
+    "calls.auto_answer_delay": _non_negative, "calls.ring_timeout": _positive,
+    "calls.default_target": _non_empty, "calls.max_duration": _non_negative,
+    "calls.door_code": _dtmf, "calls.door_code_max_failures": _range(1, 1000),
+    "calls.door_code_window": _positive, "calls.door_code_lockout": _positive,
+    "media.rtp_port": _port(True), "media.codecs": _codecs,
+    "media.dtmf_payload_type": lambda v: None if 96 <= v <= 127 else
+    "must be a dynamic payload type 96..127",
+    "media.ptime": lambda v: None if v in (10, 20, 30, 40) else "must be 10, 20, 30 or 40 (ms)",
+    "media.jitter_target_ms": _range(20, 200), "media.jitter_min_ms": _range(10, 200),
+    "media.jitter_max_ms": _range(20, 1000), "media.realtime_priority": _range(0, 99),
+    "media.spin_us": _range(0, 2000),
+    # YAML reads a bare `off` as false: accept it, refuse true
+    "media.srtp": lambda v: None if v is False or v in ("off", "optional", "required") else
+    "must be one of off, optional, required",
+    "audio.capture": _audio_spec, "audio.playback": _audio_spec,
+    "audio.capture_gain_db": _gain, "audio.playback_gain_db": _gain,
+    "gpio.pin_factory": _one_of("auto", "gpiod", "mock", "rpigpio", "lgpio", "native"),
+    "gpio.profile": _non_empty, "control.socket": _non_empty,
+    "log.level": _one_of("debug", "info", "warning", "error"),
+    "system.hostname": _hostname,
 }
-_SECTION_TYPES = {"sip": SipSettings, "calls": CallSettings, "media": MediaSettings,
-                  "audio": AudioSettings, "gpio": GpioSettings, "system": SystemSettings,
-                  "control": ControlSettings, "log": LogSettings}
+# what YAML may give where the dataclass type alone would be too strict: numbers where text
+# is meant (a username 5002), YAML's `off` = false, and nested mappings built separately
+_YAML_TYPES: dict[str, tuple[type, ...]] = {
+    "sip.username": (str, int), "sip.password": (str, int), "sip.auth_username": (str, int),
+    "sip.untrusted_policy": (str, int), "calls.default_target": (str, int),
+    "calls.door_code": (str, int), "media.srtp": (str, bool), "sip.tls": (dict,),
+    "gpio.buttons": (dict,), "gpio.leds": (dict,), "gpio.relay": (dict,),
+}
+_SECTION_TYPES: dict[str, type] = {
+    "sip": SipSettings, "calls": CallSettings, "media": MediaSettings, "audio": AudioSettings,
+    "gpio": GpioSettings, "control": ControlSettings, "log": LogSettings,
+    "system": SystemSettings}
 _STRINGY = {"username", "password", "auth_username", "default_target", "door_code",
             "untrusted_policy"}
+
+
+def _yaml_types(hint: Any) -> tuple[type, ...]:
+    """The YAML value types a dataclass field of this type accepts."""
+    if hint is float:
+        return _NUM
+    if hint in (int, str, bool):
+        return (hint,)
+    args = [a for a in get_args(hint) if a is not type(None)]
+    if get_origin(hint) is tuple:
+        return (list,)
+    if len(args) == 1:  # X | None
+        return _yaml_types(args[0])
+    raise TypeError(f"no YAML type for {hint!r}")
+
+
+def _schema() -> dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]]:
+    """section -> key -> (YAML types, check, required), derived from the dataclasses."""
+    schema: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {}
+    for section, cls in _SECTION_TYPES.items():
+        hints = get_type_hints(cls)
+        schema[section] = {}
+        for f in fields(cls):
+            dotted = f"{section}.{f.name}"
+            required = f.default is MISSING and f.default_factory is MISSING
+            types = _YAML_TYPES.get(dotted) or _yaml_types(hints[f.name])
+            schema[section][f.name] = (types, _CHECKS.get(dotted), required)
+    unknown = set(_CHECKS) - {f"{s}.{k}" for s, keys in schema.items() for k in keys}
+    assert not unknown, f"checks for keys no dataclass has: {unknown}"
+    return schema
+
+
+SCHEMA = _schema()
 
 
 def _line_map(text: str) -> dict[str, int]:
@@ -423,7 +451,7 @@ def _tls(raw: dict[str, Any], lines: dict[str, int], path: str) -> TlsSettings:
             raise ConfigError(f"{path}: unknown key {where}{_suggest(str(key), list(_TLS_KEYS))}")
         if value is not None and not isinstance(value, _TLS_KEYS[key]):
             raise ConfigError(f"{path}: {where} must be {_TLS_KEYS[key].__name__}")
-        if key.endswith("_file") and value is not None and not Path(value).is_file():
+        if key.endswith("_file") and isinstance(value, str) and not Path(value).is_file():
             raise ConfigError(f"{path}: {where}: no such file {value!r}")
     values = {k: v for k, v in raw.items() if v is not None}
     if ("cert_file" in values) != ("key_file" in values):
@@ -476,7 +504,7 @@ def _check_item(kind: str, name: str, item: Any, keys: dict[str, Any], lines: di
 
 def _gpio(values: dict[str, Any], calls: dict[str, Any], lines: dict[str, int],
           path: str) -> GpioSettings:
-    profile = load_profile(values.get("profile", "plain"))
+    profile = load_profile(values.get("profile", GpioSettings.profile))
     buttons: dict[str, dict[str, Any]] = {k: dict(v) for k, v in
                                           (profile.get("buttons") or {}).items()}
     for name, item in (values.get("buttons") or {}).items():
@@ -503,27 +531,31 @@ def _gpio(values: dict[str, Any], calls: dict[str, Any], lines: dict[str, int],
     for name, b in buttons.items():
         if "pin" not in b:
             raise ConfigError(f"{path}: gpio.buttons.{name} needs a pin")
-        action = b.get("action", "call")
-        if action not in ("call", "answer", "hangup", "talk"):
+        try:
+            action = Action(b.get("action", Action.CALL))
+        except ValueError:
             raise ConfigError(f"{path}: {_where(f'gpio.buttons.{name}', lines)}.action must be "
-                              "call, answer, hangup or talk")
+                              f"{', '.join(Action)}") from None
         target = b.get("target")
-        if action in ("call", "talk"):
+        if action in (Action.CALL, Action.TALK):
             target = str(target) if target is not None else default_target
-        specs.append(ButtonSpec(name, b["pin"], action, target, b.get("active_high", False),
-                                b.get("pull_up", True), b.get("bounce_ms", 30),
-                                float(b.get("hold_s", 0.0))))
-    led_specs = [LedSpec(n, v["pin"], v.get("active_high", True)) for n, v in leds.items()]
-    relay_spec = RelaySpec(relay["pin"], relay.get("active_high", True),
-                           float(relay.get("seconds", 3.0))) if "pin" in relay else None
+        extra: dict[str, Any] = {k: b[k] for k in ("active_high", "pull_up", "bounce_ms")
+                                 if k in b}
+        if "hold_s" in b:
+            extra["hold_s"] = float(b["hold_s"])
+        specs.append(ButtonSpec(name, b["pin"], action, target, **extra))
+    led_specs = [LedSpec(n, **v) for n, v in leds.items()]
+    if "seconds" in relay:
+        relay["seconds"] = float(relay["seconds"])
+    relay_spec = RelaySpec(**relay) if "pin" in relay else None
     for owner, pin in ([(f"button {b.name}", b.pin) for b in specs]
                        + [(f"LED {led.name}", led.pin) for led in led_specs]
                        + ([("relay", relay_spec.pin)] if relay_spec else [])):
         if pin in used:
             raise ConfigError(f"{path}: GPIO {pin} is used twice ({used[pin]} and {owner})")
         used[pin] = owner
-    return GpioSettings(values.get("pin_factory", "auto"), values.get("profile", "plain"),
-                        tuple(specs), tuple(led_specs), relay_spec)
+    chosen = {k: values[k] for k in ("pin_factory", "profile") if k in values}
+    return GpioSettings(**chosen, buttons=tuple(specs), leds=tuple(led_specs), relay=relay_spec)
 
 
 DEFAULTS_PATH = "/etc/intercom/defaults.yaml"

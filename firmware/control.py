@@ -1,8 +1,8 @@
 """The local control socket: a Unix stream socket speaking JSON lines.
 
 Owns the wire format (one JSON object per line each way), the socket file's mode (0660), the
-client used by ``intercom status|call|answer|hangup``, and the rule that one bad client line
-gets an error reply, never a crash. Knows nothing about SIP: commands go to a handler.
+client used by ``intercom status|call|answer|hangup|dtmf|press``, and the rule that one bad
+client line gets an error reply, never a crash. Knows nothing about SIP: commands go to a handler.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from gpiozero import LED, Button, OutputDevice
@@ -110,9 +111,8 @@ class Board:
                 pull, active = (not spec.active_high), None
             else:
                 pull, active = None, spec.active_high
-            button = self._make(f"button {spec.name!r}", spec.pin, lambda spec=spec, pull=pull,
-                                active=active: Button(
-                spec.pin, pull_up=pull, active_state=active,
+            button = self._make(f"button {spec.name!r}", spec.pin, partial(
+                Button, spec.pin, pull_up=pull, active_state=active,
                 bounce_time=spec.bounce_ms / 1000 if spec.bounce_ms else None,
                 hold_time=spec.hold_s or 1.0, pin_factory=pin_factory))
             if button is None:
@@ -124,8 +124,8 @@ class Board:
                 button.when_pressed = callback
             self.buttons[spec.name] = button
         for led_spec in settings.leds:
-            led = self._make(f"LED {led_spec.name!r}", led_spec.pin, lambda s=led_spec: LED(
-                s.pin, active_high=s.active_high, pin_factory=pin_factory))
+            led = self._make(f"LED {led_spec.name!r}", led_spec.pin, partial(
+                LED, led_spec.pin, active_high=led_spec.active_high, pin_factory=pin_factory))
             if led is not None:
                 self.leds[led_spec.name] = led
                 self.modes[led_spec.name] = "off"

@@ -16,7 +16,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
 from .config import TlsSettings
 from .sip.errors import RemoteProtocolError
@@ -47,26 +47,26 @@ def source_address_for(host: str, port: int) -> str:
 async def resolve(host: str, port: int) -> Addr:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
-    return infos[0][4][0], port
+    return str(infos[0][4][0]), port
 
 
 async def resolve_all(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to (the registrar's name may map to several)."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    return sorted({info[4][0] for info in infos})
+    return sorted({str(info[4][0]) for info in infos})
 
 
 class UaDriver:
     """Feeds a UserAgent from a transport and the loop clock; hands its events to ``on_event``."""
 
     def __init__(self, ua: UserAgent, send: Callable[[bytes, Addr], None],
-                 on_event: Callable[[object], None]) -> None:
+                 on_event: Callable[[object], None], clock: Any = None) -> None:
         self.ua = ua
         self._send = send
         self._on_event = on_event
-        self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
+        self._loop = clock or asyncio.get_running_loop()  # anything with time() and call_at()
+        self._timer: Any = None
         self._last_bug_log = float("-inf")
 
     def now(self) -> float:
@@ -138,6 +138,9 @@ class UdpTransport(asyncio.DatagramProtocol):
     def local_port(self) -> int:
         assert self.transport is not None
         return self.transport.get_extra_info("sockname")[1]
+
+    async def connect(self) -> None:
+        """Nothing to connect: a bound datagram socket sends to anyone."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)
@@ -216,6 +219,11 @@ class TcpTransport(asyncio.Protocol):
     @property
     def name(self) -> str:
         return "TLS" if self.ssl is not None else "TCP"
+
+    @property
+    def local_port(self) -> int:
+        """0: a stream's local port is known only once connected (``local``)."""
+        return 0
 
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()

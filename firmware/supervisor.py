@@ -1,10 +1,19 @@
-"""The box's behaviour as one pure, table-driven state machine.
+"""The box's behaviour as one pure state machine whose transitions are a table of data.
 
-Owns the states a user sees (offline, idle, calling, ringing, in_call), what each button does in
-each state, the LEDs and the door relay, ring timeout, maximum call duration, auto-answer, and
-the door code with its lockout across calls. ``handle(event, now) -> [commands]``: no I/O, no
-clock of its own (``now`` is the caller's monotonic clock), no SIP, no GPIO; the application
-executes the commands and feeds back the events.
+Owns the states a user sees (offline, idle, calling, ringing, in_call), the transition table
+``TRANSITIONS`` (state, event, guard) -> (next state, action), the button table ``BUTTONS``
+(state, button action) -> what the press means, the LEDs and the door relay, ring timeout,
+maximum call duration, auto-answer, and the door code with its lockout across calls.
+
+``Supervisor.handle(event, now) -> [commands]``: no I/O, no clock of its own (``now`` is the
+caller's monotonic clock, used by the door-code window and lockout), no SIP, no GPIO; the
+application executes the commands and feeds back the events. Only ``handle`` changes the state,
+and only to the table's next state: an action computes commands, never the state. The state
+diagram in README.md is drawn from these tables (``python -m firmware.supervisor --diagram``).
+
+A press whose (state, action) has no ``BUTTONS`` entry does nothing. A user's request
+(``intercom call|answer|hangup``) that the current state has no row for yields a ``Refused``
+command with the reason, so the control socket can answer it without repeating these rules.
 
 The door code is judged only when complete (its length, or a terminating ``#`` when the code has
 no ``#``), compared in constant time, and never digit by digit: a caller learns nothing about a
@@ -16,45 +25,80 @@ lockout the right code does nothing.
 from __future__ import annotations
 
 import hmac
+import sys
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import ClassVar
+
+from .config import Action  # the button actions a configuration may name
+
+
+class State(StrEnum):
+    OFFLINE = "offline"
+    IDLE = "idle"
+    CALLING = "calling"
+    RINGING = "ringing"
+    IN_CALL = "in_call"
+
+
+class EventKind(StrEnum):
+    PRESS = "Press"
+    REGISTRATION_UP = "RegistrationUp"
+    REGISTRATION_DOWN = "RegistrationDown"
+    INCOMING = "Incoming"
+    REMOTE_RINGING = "RemoteRinging"
+    CONNECTED = "Connected"
+    ENDED = "Ended"
+    DIGIT = "Digit"
+    TIMEOUT = "Timeout"
+    AUDIO_FAILED = "AudioFailed"
+    AUDIO_RECOVERED = "AudioRecovered"
+    USER_CALL = "UserCall"
+    USER_ANSWER = "UserAnswer"
+    USER_HANGUP = "UserHangup"
+
 
 # ------------------------------------------------------------------------------- events in
 
 
 @dataclass(frozen=True)
 class Press:
+    kind: ClassVar[EventKind] = EventKind.PRESS
     button: str
 
 
 @dataclass(frozen=True)
 class RegistrationUp:
-    pass
+    kind: ClassVar[EventKind] = EventKind.REGISTRATION_UP
 
 
 @dataclass(frozen=True)
 class RegistrationDown:
+    kind: ClassVar[EventKind] = EventKind.REGISTRATION_DOWN
     reason: str
 
 
 @dataclass(frozen=True)
 class Incoming:
+    kind: ClassVar[EventKind] = EventKind.INCOMING
     remote: str
 
 
 @dataclass(frozen=True)
 class RemoteRinging:
-    pass
+    kind: ClassVar[EventKind] = EventKind.REMOTE_RINGING
 
 
 @dataclass(frozen=True)
 class Connected:
-    pass
+    kind: ClassVar[EventKind] = EventKind.CONNECTED
 
 
 @dataclass(frozen=True)
 class Ended:
+    kind: ClassVar[EventKind] = EventKind.ENDED
     reason: str
 
 
@@ -63,40 +107,44 @@ class Digit:
     """A DTMF key; ``source`` is how it came ("rtp" = RFC 4733, "info" = SIP INFO): a peer
     that sends each key both ways must not have it counted twice."""
 
+    kind: ClassVar[EventKind] = EventKind.DIGIT
     digit: str
     source: str = ""
 
 
 @dataclass(frozen=True)
 class Timeout:
+    kind: ClassVar[EventKind] = EventKind.TIMEOUT
     name: str
 
 
 @dataclass(frozen=True)
 class AudioFailed:
+    kind: ClassVar[EventKind] = EventKind.AUDIO_FAILED
     reason: str
 
 
 @dataclass(frozen=True)
 class AudioRecovered:
-    pass
+    kind: ClassVar[EventKind] = EventKind.AUDIO_RECOVERED
 
 
 @dataclass(frozen=True)
 class UserCall:
-    """``intercom call [TARGET]``: like a call button with that target."""
+    """A call button or ``intercom call [TARGET]``."""
 
+    kind: ClassVar[EventKind] = EventKind.USER_CALL
     target: str
 
 
 @dataclass(frozen=True)
 class UserAnswer:
-    pass
+    kind: ClassVar[EventKind] = EventKind.USER_ANSWER
 
 
 @dataclass(frozen=True)
 class UserHangup:
-    pass
+    kind: ClassVar[EventKind] = EventKind.USER_HANGUP
 
 
 Event = (Press | RegistrationUp | RegistrationDown | Incoming | RemoteRinging | Connected | Ended
@@ -158,8 +206,15 @@ class Log:
     message: str
 
 
+@dataclass(frozen=True)
+class Refused:
+    """A user's request the current state has no transition for; ``reason`` says why."""
+
+    reason: str
+
+
 Command = (Dial | Answer | Hangup | Reject | Led | PulseRelay | StartTimer | CancelTimer | Tone
-           | Log)
+           | Log | Refused)
 
 # ------------------------------------------------------------------------------- settings
 
@@ -168,12 +223,18 @@ Command = (Dial | Answer | Hangup | Reject | Led | PulseRelay | StartTimer | Can
 class ButtonAction:
     """What a button does: ``call`` (with a target), ``answer``, ``hangup`` or ``talk``."""
 
-    action: str
+    action: Action
     target: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action", Action(self.action))  # "call" -> Action.CALL
 
 
 @dataclass(frozen=True)
 class Policy:
+    """The supervisor's settings; the application builds it from the configuration (whose
+    dataclasses hold the defaults a user sees)."""
+
     buttons: dict[str, ButtonAction] = field(default_factory=dict)
     register: bool = True
     ring_timeout: float = 30.0
@@ -191,24 +252,108 @@ class Policy:
     ringback: bool = False
 
 
-STATES = ("offline", "idle", "calling", "ringing", "in_call")
-DUPLICATE_WINDOW = 1.0  # seconds within which INFO and RFC 4733 copies of a key are one key
-# steady LED pattern per state (the error LED is driven separately by registration)
-_STATE_LEDS = {
-    "offline": {"ringing": "off", "calling": "off", "in_call": "off"},
-    "idle": {"ringing": "off", "calling": "off", "in_call": "off"},
-    "calling": {"ringing": "off", "calling": "blink", "in_call": "off"},
-    "ringing": {"ringing": "blink", "calling": "off", "in_call": "off"},
-    "in_call": {"ringing": "off", "calling": "off", "in_call": "on"},
+# ------------------------------------------------------------------------------- the tables
+
+
+@dataclass(frozen=True)
+class Row:
+    """One transition: in ``state``, on ``event`` (when ``guard`` holds), run ``action`` (a
+    Supervisor method returning commands) and go to ``next`` (None = stay)."""
+
+    state: State
+    event: EventKind
+    next: State | None
+    action: str | None = None
+    guard: str | None = None
+
+
+S, E = State, EventKind
+_ALL = tuple(State)
+_CALL = (S.CALLING, S.RINGING, S.IN_CALL)
+_REST = (S.OFFLINE, S.IDLE)
+
+
+def _rows(states: tuple[State, ...], event: EventKind, next_: State | None,
+          action: str | None = None, guard: str | None = None) -> list[Row]:
+    return [Row(s, event, next_, action, guard) for s in states]
+
+
+TRANSITIONS: tuple[Row, ...] = tuple([
+    *_rows(_REST, E.USER_CALL, S.CALLING, "_dial"),  # offline: the PBX may still route it
+    *_rows(_REST, E.INCOMING, S.RINGING, "_ring", guard="audio ok"),
+    *_rows(_REST, E.INCOMING, None, "_refuse_no_audio", guard="audio failed"),
+    *_rows(_CALL, E.INCOMING, None, "_busy"),
+    Row(S.CALLING, E.REMOTE_RINGING, None),
+    Row(S.CALLING, E.CONNECTED, S.IN_CALL, "_connected"),
+    Row(S.RINGING, E.CONNECTED, S.IN_CALL, "_connected"),
+    *_rows(_CALL, E.ENDED, S.IDLE, "_ended", guard="registered"),
+    *_rows(_CALL, E.ENDED, S.OFFLINE, "_ended", guard="not registered"),
+    Row(S.IN_CALL, E.DIGIT, None, "_digit"),
+    Row(S.RINGING, E.USER_ANSWER, None, "_answer"),
+    Row(S.CALLING, E.USER_HANGUP, None, "_hangup"),
+    Row(S.RINGING, E.USER_HANGUP, None, "_reject"),
+    Row(S.IN_CALL, E.USER_HANGUP, None, "_hangup"),
+    *_rows(_ALL, E.TIMEOUT, None, "_timeout"),
+    Row(S.OFFLINE, E.REGISTRATION_UP, S.IDLE, "_registration_up"),
+    *_rows((S.IDLE, *_CALL), E.REGISTRATION_UP, None, "_registration_up"),
+    Row(S.IDLE, E.REGISTRATION_DOWN, S.OFFLINE, "_registration_down"),
+    *_rows((S.OFFLINE, *_CALL), E.REGISTRATION_DOWN, None, "_registration_down"),
+    *_rows(_ALL, E.AUDIO_FAILED, None, "_audio_failed"),
+    *_rows(_ALL, E.AUDIO_RECOVERED, None, "_audio_recovered"),
+])
+
+# (state, button action) -> the user request the press stands for; no row: the press does nothing
+BUTTONS: dict[tuple[State, Action], EventKind] = {
+    (S.OFFLINE, Action.CALL): E.USER_CALL, (S.OFFLINE, Action.TALK): E.USER_CALL,
+    (S.IDLE, Action.CALL): E.USER_CALL, (S.IDLE, Action.TALK): E.USER_CALL,
+    (S.CALLING, Action.HANGUP): E.USER_HANGUP, (S.CALLING, Action.TALK): E.USER_HANGUP,
+    (S.RINGING, Action.ANSWER): E.USER_ANSWER, (S.RINGING, Action.TALK): E.USER_ANSWER,
+    (S.RINGING, Action.HANGUP): E.USER_HANGUP,
+    (S.IN_CALL, Action.HANGUP): E.USER_HANGUP, (S.IN_CALL, Action.TALK): E.USER_HANGUP,
 }
+
+# why a user's request is refused when the state has no row for it
+_REFUSALS = {E.USER_CALL: "cannot call while {state}",
+             E.USER_ANSWER: "nothing to answer (state {state})",
+             E.USER_HANGUP: "no call to hang up (state {state})"}
+
+
+# commands run when leaving a state (its timers and tones end with it)
+ON_EXIT: dict[State, tuple[Command, ...]] = {
+    S.RINGING: (CancelTimer("ring"), CancelTimer("auto_answer"), Tone("off")),
+    S.CALLING: (CancelTimer("ring"), Tone("off")),
+    S.IN_CALL: (CancelTimer("max_duration"), CancelTimer("code")),
+}
+
+# steady LED pattern per state (the error and registered LEDs follow registration and faults)
+STATE_LEDS: dict[State, dict[str, str]] = {
+    S.OFFLINE: {"ringing": "off", "calling": "off", "in_call": "off"},
+    S.IDLE: {"ringing": "off", "calling": "off", "in_call": "off"},
+    S.CALLING: {"ringing": "off", "calling": "blink", "in_call": "off"},
+    S.RINGING: {"ringing": "blink", "calling": "off", "in_call": "off"},
+    S.IN_CALL: {"ringing": "off", "calling": "off", "in_call": "on"},
+}
+STATES = tuple(s.value for s in State)
+DUPLICATE_WINDOW = 1.0  # seconds within which INFO and RFC 4733 copies of a key are one key
+
+
+def _index(rows: tuple[Row, ...]) -> dict[tuple[State, EventKind], tuple[Row, ...]]:
+    index: dict[tuple[State, EventKind], tuple[Row, ...]] = {}
+    for row in rows:
+        index[(row.state, row.event)] = (*index.get((row.state, row.event), ()), row)
+    return index
+
+
+_INDEX = _index(TRANSITIONS)
 
 
 class Supervisor:
-    """``state`` plus the registration flag; every transition goes through ``_TABLE``."""
+    """``state`` plus the registration, audio and door-code memory; transitions only by
+    ``TRANSITIONS``."""
 
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
-        self.state = "offline" if policy.register else "idle"
+        self.state = State.OFFLINE if policy.register else State.IDLE
         self.registered = not policy.register
         self.remote: str | None = None
         self.digits = ""
@@ -220,89 +365,71 @@ class Supervisor:
         self.now = 0.0
 
     def start(self) -> list[Command]:
-        cmds: list[Command] = [Led(name, mode) for name, mode in _STATE_LEDS[self.state].items()]
+        cmds: list[Command] = [Led(name, mode) for name, mode in STATE_LEDS[self.state].items()]
         cmds += [Led("registered", "on" if self.registered else "off"), Led("error", "off")]
         return cmds
 
     def handle(self, event: Event, now: float = 0.0) -> list[Command]:
+        """Feed one event at the caller's monotonic time ``now``; returns the commands."""
         self.now = now
-        handler = _TABLE.get((self.state, type(event))) or _TABLE.get(("*", type(event)))
-        if handler is None:
-            return []
-        before = self.state
-        cmds = handler(self, event)
-        if self.state != before:
+        if isinstance(event, Press):
+            request = self._button(event)
+            if isinstance(request, list):
+                return request
+            event = request
+        row = next((r for r in _INDEX.get((self.state, event.kind), ())
+                    if r.guard is None or _GUARDS[r.guard](self)), None)
+        if row is None:
+            refusal = _REFUSALS.get(event.kind)
+            return [Refused(refusal.format(state=self.state))] if refusal else []
+        cmds: list[Command] = getattr(self, row.action)(event) if row.action else []
+        if row.next is not None and row.next != self.state:
+            before, self.state = self.state, row.next
             cmds = self._leave(before) + cmds + [
-                Led(n, m) for n, m in _STATE_LEDS[self.state].items()]
+                Led(n, m) for n, m in STATE_LEDS[self.state].items()]
         return cmds
 
-    # -- transitions ------------------------------------------------------------------
-    def _leave(self, state: str) -> list[Command]:
-        if state == "ringing":
-            return [CancelTimer("ring"), CancelTimer("auto_answer"), Tone("off")]
-        if state == "calling":
-            return [CancelTimer("ring"), Tone("off")]
-        if state == "in_call":
+    def _button(self, ev: Press) -> UserCall | UserAnswer | UserHangup | list[Command]:
+        """The user request a press stands for in this state (BUTTONS), or what to do instead."""
+        spec = self.policy.buttons.get(ev.button)
+        if spec is None:
+            return [Log("warning", f"button {ev.button!r} is not configured")]
+        kind = BUTTONS.get((self.state, spec.action))
+        if kind is EventKind.USER_CALL:
+            if not spec.target:
+                return [Log("warning", f"button {ev.button!r} has no call target")]
+            return UserCall(spec.target)
+        if kind is EventKind.USER_ANSWER:
+            return UserAnswer()
+        if kind is EventKind.USER_HANGUP:
+            return UserHangup()
+        return []
+
+    # -- actions: commands only; the table sets the state ------------------------------
+    def _leave(self, state: State) -> list[Command]:
+        if state is State.IN_CALL:
             self.digits, self.wrong_codes = "", 0
             self._recent.clear()
-            return [CancelTimer("max_duration"), CancelTimer("code")]
-        return []
+        return list(ON_EXIT.get(state, ()))
 
-    def _idle_state(self) -> str:
-        return "idle" if self.registered else "offline"
-
-    def _press_idle(self, ev: Press) -> list[Command]:
-        action = self.policy.buttons.get(ev.button)
-        if action is None:
-            return [Log("warning", f"button {ev.button!r} is not configured")]
-        if action.action in ("call", "talk"):
-            if not action.target:
-                return [Log("warning", f"button {ev.button!r} has no call target")]
-            return self._dial(action.target)
-        return []
-
-    def _dial(self, target: str) -> list[Command]:
-        self.state, self.remote = "calling", target
-        cmds: list[Command] = [Dial(target), StartTimer("ring", self.policy.ring_timeout)]
+    def _dial(self, ev: UserCall) -> list[Command]:
+        self.remote = ev.target
+        cmds: list[Command] = [Dial(ev.target), StartTimer("ring", self.policy.ring_timeout)]
         if self.policy.ringback:
             cmds.append(Tone("ringback"))
         return cmds
 
-    def _user_call(self, ev: UserCall) -> list[Command]:
-        return self._dial(ev.target)
-
-    def _user_answer(self, ev: UserAnswer) -> list[Command]:
+    def _answer(self, ev: UserAnswer) -> list[Command]:
         return [Answer()]
 
-    def _user_hangup(self, ev: UserHangup) -> list[Command]:
-        return [Reject(603)] if self.state == "ringing" else [Hangup()]
+    def _hangup(self, ev: UserHangup) -> list[Command]:
+        return [Hangup()]  # the call ends when SIP says so (Ended)
 
-    def _press_calling(self, ev: Press) -> list[Command]:
-        action = self.policy.buttons.get(ev.button)
-        if action and action.action in ("hangup", "talk"):
-            return [Hangup()]  # the call ends when SIP says so (Ended)
-        return []
+    def _reject(self, ev: UserHangup) -> list[Command]:
+        return [Reject(603)]
 
-    def _press_ringing(self, ev: Press) -> list[Command]:
-        action = self.policy.buttons.get(ev.button)
-        if action is None:
-            return []
-        if action.action in ("answer", "talk"):
-            return [Answer()]
-        if action.action == "hangup":
-            return [Reject(603)]
-        return []
-
-    def _press_in_call(self, ev: Press) -> list[Command]:
-        action = self.policy.buttons.get(ev.button)
-        if action and action.action in ("hangup", "talk"):
-            return [Hangup()]
-        return []
-
-    def _incoming(self, ev: Incoming) -> list[Command]:
-        if not self.audio_ok:
-            return [Reject(480), Log("error", "call refused: audio device unavailable")]
-        self.state, self.remote = "ringing", ev.remote
+    def _ring(self, ev: Incoming) -> list[Command]:
+        self.remote = ev.remote
         cmds: list[Command] = [StartTimer("ring", self.policy.ring_timeout)]
         if self.policy.ring_tone:
             cmds.append(Tone("ring"))
@@ -310,30 +437,28 @@ class Supervisor:
             cmds.append(StartTimer("auto_answer", self.policy.auto_answer_delay))
         return cmds
 
-    def _incoming_busy(self, ev: Incoming) -> list[Command]:
+    def _refuse_no_audio(self, ev: Incoming) -> list[Command]:
+        return [Reject(480), Log("error", "call refused: audio device unavailable")]
+
+    def _busy(self, ev: Incoming) -> list[Command]:
         return [Log("info", f"busy: second call from {ev.remote} refused")]
 
     def _connected(self, ev: Connected) -> list[Command]:
-        self.state = "in_call"
-        cmds: list[Command] = []
         if self.policy.max_duration > 0:
-            cmds.append(StartTimer("max_duration", self.policy.max_duration))
-        return cmds
+            return [StartTimer("max_duration", self.policy.max_duration)]
+        return []
 
     def _ended(self, ev: Ended) -> list[Command]:
-        self.state, self.remote = self._idle_state(), None
+        self.remote = None
         return [Log("info", f"call ended: {ev.reason}")]
-
-    def _remote_ringing(self, ev: RemoteRinging) -> list[Command]:
-        return []
 
     def _timeout(self, ev: Timeout) -> list[Command]:
         name = ev.name
-        if name == "ring" and self.state in ("ringing", "calling"):
-            return [Reject(480)] if self.state == "ringing" else [Hangup()]
-        if name == "auto_answer" and self.state == "ringing":
+        if name == "ring" and self.state in (State.RINGING, State.CALLING):
+            return [Reject(480)] if self.state is State.RINGING else [Hangup()]
+        if name == "auto_answer" and self.state is State.RINGING:
             return [Answer()]
-        if name == "max_duration" and self.state == "in_call":
+        if name == "max_duration" and self.state is State.IN_CALL:
             return [Log("info", "maximum call duration reached"), Hangup()]
         if name == "code":
             self.digits = ""
@@ -403,14 +528,10 @@ class Supervisor:
 
     def _registration_up(self, ev: RegistrationUp) -> list[Command]:
         self.registered = True
-        if self.state == "offline":
-            self.state = "idle"
         return [Led("registered", "on"), Led("error", self._error_led())]
 
     def _registration_down(self, ev: RegistrationDown) -> list[Command]:
         self.registered = False
-        if self.state == "idle":
-            self.state = "offline"
         return [Led("registered", "off"), Led("error", "fast")]
 
     def _audio_recovered(self, ev: AudioRecovered) -> list[Command]:
@@ -420,39 +541,76 @@ class Supervisor:
     def _audio_failed(self, ev: AudioFailed) -> list[Command]:
         self.audio_ok = False
         cmds: list[Command] = [Led("error", "fast"), Log("error", ev.reason)]
-        if self.state in ("ringing", "in_call", "calling"):
-            cmds.append(Reject(480) if self.state == "ringing" else Hangup())
+        if self.state in _CALL:
+            cmds.append(Reject(480) if self.state is State.RINGING else Hangup())
         return cmds
 
 
-Handler = Callable[[Supervisor, object], list[Command]]
-_TABLE: dict[tuple[str, type], Handler] = {
-    ("idle", Press): Supervisor._press_idle,
-    ("offline", Press): Supervisor._press_idle,  # the PBX may still route the call
-    ("calling", Press): Supervisor._press_calling,
-    ("ringing", Press): Supervisor._press_ringing,
-    ("in_call", Press): Supervisor._press_in_call,
-    ("idle", Incoming): Supervisor._incoming,
-    ("offline", Incoming): Supervisor._incoming,
-    ("calling", Incoming): Supervisor._incoming_busy,
-    ("ringing", Incoming): Supervisor._incoming_busy,
-    ("in_call", Incoming): Supervisor._incoming_busy,
-    ("calling", RemoteRinging): Supervisor._remote_ringing,
-    ("calling", Connected): Supervisor._connected,
-    ("ringing", Connected): Supervisor._connected,
-    ("calling", Ended): Supervisor._ended,
-    ("ringing", Ended): Supervisor._ended,
-    ("in_call", Ended): Supervisor._ended,
-    ("in_call", Digit): Supervisor._digit,
-    ("*", Timeout): Supervisor._timeout,
-    ("*", RegistrationUp): Supervisor._registration_up,
-    ("*", RegistrationDown): Supervisor._registration_down,
-    ("*", AudioFailed): Supervisor._audio_failed,
-    ("*", AudioRecovered): Supervisor._audio_recovered,
-    ("idle", UserCall): Supervisor._user_call,
-    ("offline", UserCall): Supervisor._user_call,
-    ("ringing", UserAnswer): Supervisor._user_answer,
-    ("calling", UserHangup): Supervisor._user_hangup,
-    ("ringing", UserHangup): Supervisor._user_hangup,
-    ("in_call", UserHangup): Supervisor._user_hangup,
+_GUARDS: dict[str, Callable[[Supervisor], bool]] = {
+    "audio ok": lambda s: s.audio_ok, "audio failed": lambda s: not s.audio_ok,
+    "registered": lambda s: s.registered, "not registered": lambda s: not s.registered,
 }
+
+
+# ------------------------------------------------------------------------------- the diagram
+README_BEGIN = "<!-- state-diagram: generated by `python -m firmware.supervisor --readme` -->"
+README_END = "<!-- /state-diagram -->"
+
+
+def _label(row: Row) -> str:
+    text = row.event.value
+    if row.event in (E.USER_CALL, E.USER_ANSWER, E.USER_HANGUP):
+        actions = [a.value for a in Action if BUTTONS.get((row.state, a)) is row.event]
+        if actions:
+            text += f" (button {', '.join(actions)})"
+    return text + (f" [{row.guard}]" if row.guard else "")
+
+
+def diagram() -> str:
+    """The state diagram as Mermaid, drawn from TRANSITIONS: every state change; events that
+    keep the state are listed under it."""
+    lines = ["stateDiagram-v2",
+             f"    [*] --> {S.OFFLINE.value}: start [sip.register]",
+             f"    [*] --> {S.IDLE.value}: start [no registration]"]
+    stays: dict[State, list[str]] = {s: [] for s in State}
+    for row in TRANSITIONS:
+        if row.next is None or row.next == row.state:
+            label = _label(row)
+            if label not in stays[row.state]:
+                stays[row.state].append(label)
+        else:
+            lines.append(f"    {row.state.value} --> {row.next.value}: {_label(row)}")
+    for state, labels in stays.items():
+        lines.append(f"    note right of {state.value}: stays on {', '.join(labels)}")
+    return "\n".join(lines) + "\n"
+
+
+def readme_section() -> str:
+    """The README section (between its marker comments) with the diagram and button table."""
+    buttons = ["| state | " + " | ".join(a.value for a in Action) + " |",
+               "|---|" + "---|" * len(Action)]
+    for state in State:
+        cells = [BUTTONS[(state, a)].value if (state, a) in BUTTONS else "-" for a in Action]
+        buttons.append(f"| {state.value} | " + " | ".join(cells) + " |")
+    return "\n".join([
+        README_BEGIN, "", "## State diagram", "",
+        "Drawn from the supervisor's transition table (`firmware/supervisor.py`); "
+        "`tests/unit/test_supervisor_table.py` fails when this copy differs from the table.",
+        "", "```mermaid", diagram().rstrip("\n"), "```", "",
+        "What a button press means in each state (a dash: the press does nothing):", "",
+        *buttons, "", README_END]) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if argv == ["--diagram"]:
+        sys.stdout.write(diagram())
+        return 0
+    if argv == ["--readme"]:
+        sys.stdout.write(readme_section())
+        return 0
+    sys.stderr.write("usage: python -m firmware.supervisor --diagram | --readme\n")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -3,13 +3,16 @@
 Owns socket allocation (an even RTP port and RTCP on the next one), turning negotiated media
 parameters into a running ``_rtpcore.MediaStream`` (with an SRTP transform when SDES keys were
 agreed, re-keyed when a re-INVITE brings new ones), moving PCM between the stream's FIFOs and a
-source/sink on a plain Python thread (so the real-time loop never needs the GIL), and stopping
-everything cleanly. Knows nothing about SIP messages: it takes MediaParams.
+source/sink on a plain Python thread (so the real-time loop never needs the GIL), the eventfd
+the loop writes to when a DTMF key arrives (``digit_fd``: the application watches it instead of
+polling), and stopping everything cleanly. Knows nothing about SIP messages: it takes MediaParams.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import random
 import socket
 import threading
@@ -89,6 +92,13 @@ class RtpSession:
         self._pump_source = self._pump_sink = True
         self.srtp: SrtpParams | None = None
         self.transform: SrtpTransform | None = None
+        # readable when an RFC 4733 key arrived: the loop thread writes to it without the GIL
+        self._digit_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+    @property
+    def digit_fd(self) -> int:
+        """Watch this (asyncio add_reader); then call received_digits()."""
+        return self._digit_fd
 
     @property
     def running(self) -> bool:
@@ -106,7 +116,7 @@ class RtpSession:
             self.ports.rtp.fileno(), self.ports.rtcp.fileno(), media.payload_type, media.ptime,
             media.dtmf_payload_type or 101, rng.getrandbits(32), rng.getrandbits(16),
             rng.getrandbits(32), s.latch, s.jitter_target_ms, s.jitter_min_ms, s.jitter_max_ms,
-            self.cname, self.transform)
+            self.cname, self.transform, notify_fd=self._digit_fd)
         self.stream.spin_us = s.spin_us
         self.stream.tx_gain_q12 = _q12(s.capture_gain_db)
         self.stream.rx_gain_q12 = _q12(s.playback_gain_db)
@@ -171,6 +181,11 @@ class RtpSession:
         return self.stream.send_dtmf(digits) if self.stream else 0
 
     def received_digits(self) -> str:
+        """Keys received since the last call; clears the wake-up fd first, so a key that
+        arrives while this runs wakes the reader again."""
+        if self._digit_fd >= 0:
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._digit_fd)
         return self.stream.received_digits() if self.stream else ""
 
     def stats(self) -> dict:
@@ -214,12 +229,14 @@ class RtpSession:
         self._stop = threading.Event()
 
     def stop(self) -> None:
-        if self.stream is None:
-            return
-        self._halt()
-        assert self.final_stats is not None
-        log.info("media stopped: %s", {k: self.final_stats[k] for k in (
-            "sent", "received", "lost", "late", "concealed_ms", "jitter_ms")})
+        if self.stream is not None:
+            self._halt()
+            assert self.final_stats is not None
+            log.info("media stopped: %s", {k: self.final_stats[k] for k in (
+                "sent", "received", "lost", "late", "concealed_ms", "jitter_ms")})
+        if self._digit_fd >= 0:  # only now: the loop thread that writes to it has ended
+            os.close(self._digit_fd)
+            self._digit_fd = -1
 
     def _pump_once_final(self) -> None:
         assert self.stream is not None

@@ -16,7 +16,8 @@ from .._rtpcore import PcmFifo
 from .audio import RATE, Sink
 
 # (frequencies, on seconds, off seconds) per burst; the pattern repeats
-CADENCES = {
+Cadence = list[tuple[tuple[float, ...], float, float]]  # (frequencies, on s, off s)
+CADENCES: dict[str, Cadence] = {
     "ring": [((400.0, 450.0), 0.4, 0.2), ((400.0, 450.0), 0.4, 2.0)],
     "ringback": [((425.0,), 1.0, 4.0)],
 }

@@ -145,7 +145,9 @@ def parse_params(text: str, where: str) -> dict[str, str | None]:
 
 
 def _split_semicolons(text: str) -> list[str]:
-    out, buf, quoted = [], [], False
+    out: list[str] = []
+    buf: list[str] = []
+    quoted = False
     for ch in text:
         if ch == '"':
             quoted = not quoted

@@ -38,7 +38,8 @@ def test_sip_core_is_sans_io() -> None:
 
 def test_supervisor_and_media_stay_in_their_lane() -> None:
     sup = imports_of(PKG / "supervisor.py")
-    assert {m for m in sup if m.startswith("firmware")} == set(), "the supervisor is pure"
+    inner = {m for m in sup if m.startswith("firmware")}
+    assert inner <= {"firmware.config"}, f"the supervisor is pure: {inner}"  # DESIGN.md
     assert not {m for m in sup if m.split(".")[0] in IO_MODULES}
     for path in (PKG / "media").glob("*.py"):
         imported = imports_of(path)
