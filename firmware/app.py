@@ -62,6 +62,7 @@ from .parts import (
 from .sip.errors import LocalProtocolError, RemoteProtocolError
 from .sip.sdp import LocalMedia
 from .sip.transaction import TimerConfig
+from .sip.transport import transport as sip_transport
 from .sip.ua import CallState, RegState, UAConfig, UserAgent
 from .systemd import Notifier
 
@@ -172,14 +173,15 @@ class App:
         except OSError as exc:
             raise StartupError(f"cannot resolve sip.server {s.server!r}: {exc}") from None
         self.local_ip = s.local_address or self.network.source_address(*server)
-        if s.transport == "tls" and not s.tls.verify:
+        kind = sip_transport(s.transport)
+        if kind.secure and not s.tls.verify:
             log.warning("sip.tls.verify is false: the PBX's certificate is NOT checked, anyone "
                         "on the network path can impersonate the PBX and open the door")
         bind = s.local_address or "0.0.0.0"
         try:
             transport = await self.network.open(s, server, bind)
         except OSError as exc:  # ssl.SSLError is an OSError too
-            if s.transport == "udp":
+            if not kind.reliable:
                 raise StartupError(f"cannot use SIP port {bind}:{s.local_port}/udp "
                                    f"(sip.local_port): {exc.strerror or exc}") from None
             raise StartupError(f"cannot set up SIP over {s.transport.upper()}: {exc}") from None
@@ -206,7 +208,7 @@ class App:
                                f"{exc.strerror or exc}") from None
         log.info("intercom %s starting: %s@%s:%d over %s, control socket %s", __version__,
                  s.username, s.server, s.port, s.transport.upper(), self.cfg.control.socket)
-        if self.cfg.media.srtp != "off" and s.transport != "tls":
+        if self.cfg.media.srtp != "off" and not kind.secure:
             log.warning("media.srtp is %s but sip.transport is %s: the SRTP keys cross the "
                         "network in clear SIP, so whoever can read SIP can decrypt the audio",
                         self.cfg.media.srtp, s.transport)

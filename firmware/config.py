@@ -36,6 +36,12 @@ class ConfigError(Exception):
     """A configuration problem; the message names the key (and line) and what is wrong."""
 
 
+
+# The names of firmware/sip/transport.py's table (config is innermost and may not import it;
+# tests/unit/test_config.py keeps the two equal) and what differs per transport here.
+SIP_TRANSPORTS = ("udp", "tcp", "tls")
+SECURE_TRANSPORTS = ("tls",)
+
 @dataclass(frozen=True)
 class TlsSettings:
     """``sip.tls``: how the PBX's certificate is checked, and our optional client certificate."""
@@ -248,7 +254,7 @@ _NUM = (int, float)
 # the checks beyond the type; types, defaults and required keys come from the dataclasses
 _CHECKS: dict[str, Check] = {
     "sip.server": _non_empty, "sip.username": _non_empty, "sip.port": _port(),
-    "sip.transport": _one_of("udp", "tcp", "tls"), "sip.local_port": _port(True),
+    "sip.transport": _one_of(*SIP_TRANSPORTS), "sip.local_port": _port(True),
     "sip.register_expires": lambda v: None if 30 <= v <= 86400 else
     "must be between 30 and 86400 seconds",
     "sip.keepalive": _one_of("options", "crlf", "off"),
@@ -415,7 +421,7 @@ def parse_config(text: str, path: str = "<string>",
             continue
         if section == "sip":
             values["tls"] = _tls(values.get("tls") or {}, lines, path)
-            if values.get("transport") == "tls" and "port" not in values:
+            if values.get("transport") in SECURE_TRANSPORTS and "port" not in values:
                 values["port"] = 5061  # the SIP-over-TLS port (RFC 3261 §19.1.2)
         for key, (_, _, required) in keys.items():
             if required and key not in values:
@@ -436,7 +442,7 @@ def parse_config(text: str, path: str = "<string>",
 
 def default_srtp(transport: str) -> str:
     """SRTP keys travel in SIP: demand SRTP where SIP is encrypted, leave it off elsewhere."""
-    return "required" if transport == "tls" else "off"
+    return "required" if transport in SECURE_TRANSPORTS else "off"
 
 
 # ----------------------------------------------------------------------------- TLS

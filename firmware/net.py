@@ -22,6 +22,7 @@ from .config import TlsSettings
 from .sip.errors import RemoteProtocolError
 from .sip.message import StreamParser
 from .sip.sdes import redact as redact_keys
+from .sip.transport import transport as sip_transport
 from .sip.ua import UserAgent
 
 log = logging.getLogger("intercom.net")
@@ -320,10 +321,11 @@ async def open_transport(name: str, server: Addr, bind: str, port: int,
                          max_size: int = 65535) -> UdpTransport | TcpTransport:
     """The adapter for ``sip.transport`` (the transport table's names): UDP is a bound socket;
     TCP and TLS are one outgoing stream to the server (TLS with ``tls_context``)."""
-    if name == "udp":
+    kind = sip_transport(name)
+    if not kind.reliable:
         udp = await UdpTransport.open(bind, port)
         udp.server = server
         return udp
-    context = tls_context(tls) if name == "tls" else None
+    context = tls_context(tls) if kind.secure else None
     return TcpTransport(server, max_size, context, tls.server_name or server_name)
 

@@ -130,3 +130,12 @@ calls:
     ):
         with pytest.raises(ConfigError, match=needle.replace("(", r"\(").replace(")", r"\)")):
             parse_config(MINIMAL + text)
+
+
+def test_config_knows_the_transport_tables_names_and_which_are_secure():
+    from firmware.config import SECURE_TRANSPORTS, SIP_TRANSPORTS
+    from firmware.sip.transport import TRANSPORTS
+
+    assert set(SIP_TRANSPORTS) == set(TRANSPORTS)
+    assert set(SECURE_TRANSPORTS) == {n for n, t in TRANSPORTS.items() if t.secure}
+    assert all(TRANSPORTS[n].default_port == 5061 for n in SECURE_TRANSPORTS)
