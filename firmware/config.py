@@ -99,6 +99,10 @@ class AudioSettings:
     playback: str = "null"
     capture_gain_db: float = 0.0
     playback_gain_db: float = 0.0
+    echo_canceller: str = "speex"  # off | speex | webrtc: see NOTES-aec.md for the measurements
+    echo_tail_ms: int = 128
+    noise_suppression: bool = False
+    agc: bool = False
 
 
 @dataclass(frozen=True)
@@ -283,7 +287,12 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]]] = {
                  "must be one of off, optional, required", False),
     },
     "audio": {"capture": ((str,), _audio_spec, False), "playback": ((str,), _audio_spec, False),
-              "capture_gain_db": (_NUM, _gain, False), "playback_gain_db": (_NUM, _gain, False)},
+              "capture_gain_db": (_NUM, _gain, False), "playback_gain_db": (_NUM, _gain, False),
+              # YAML reads a bare `off` as false: accept it, refuse true
+              "echo_canceller": ((str, bool), lambda v: None if v is False or v in (
+                  "off", "speex", "webrtc") else "must be one of off, speex, webrtc", False),
+              "echo_tail_ms": ((int,), _range(16, 500), False),
+              "noise_suppression": ((bool,), None, False), "agc": ((bool,), None, False)},
     "gpio": {"pin_factory": ((str,), _one_of("auto", "gpiod", "mock", "rpigpio", "lgpio", "native"),
                              False),
              "profile": ((str,), _non_empty, False), "buttons": ((dict,), None, False),
@@ -377,7 +386,7 @@ def parse_config(text: str, path: str = "<string>",
                 raise ConfigError(f"{path}: {_where(dotted, lines)} {problem}")
             if key in _STRINGY:
                 value = str(value)
-            if dotted == "media.srtp" and value is False:
+            if dotted in ("media.srtp", "audio.echo_canceller") and value is False:
                 value = "off"
             if isinstance(value, list):
                 value = tuple(value)
