@@ -46,8 +46,6 @@ cdef extern from "<speex/speex_preprocess.h>":
     int SPEEX_PREPROCESS_SET_AGC_LEVEL
     int SPEEX_PREPROCESS_SET_NOISE_SUPPRESS
     int SPEEX_PREPROCESS_SET_ECHO_STATE
-    int SPEEX_PREPROCESS_SET_ECHO_SUPPRESS
-    int SPEEX_PREPROCESS_SET_ECHO_SUPPRESS_ACTIVE
 
 
 cdef extern from "_webrtc_shim.h":
@@ -170,7 +168,7 @@ cdef class SpeexCanceller(EchoCanceller):
     def __init__(self, int tail_ms=128, bint noise_suppression=False, bint agc=False,
                  int device_delay=0):
         super().__init__(tail_ms, device_delay)
-        cdef int rate = RATE, on = 1, off = 0, ns_db, suppress
+        cdef int rate = RATE, on = 1, off = 0, ns_db
         cdef float level = 8000.0
         self.echo = speex_echo_state_init(BLOCK, self.tail)
         self.pre = speex_preprocess_state_init(BLOCK, RATE)
@@ -183,10 +181,6 @@ cdef class SpeexCanceller(EchoCanceller):
         speex_preprocess_ctl(self.pre, SPEEX_PREPROCESS_SET_DENOISE, &on)
         ns_db = -25 if noise_suppression else 0
         speex_preprocess_ctl(self.pre, SPEEX_PREPROCESS_SET_NOISE_SUPPRESS, &ns_db)
-        suppress = -45
-        speex_preprocess_ctl(self.pre, SPEEX_PREPROCESS_SET_ECHO_SUPPRESS, &suppress)
-        suppress = -20
-        speex_preprocess_ctl(self.pre, SPEEX_PREPROCESS_SET_ECHO_SUPPRESS_ACTIVE, &suppress)
         speex_preprocess_ctl(self.pre, SPEEX_PREPROCESS_SET_AGC, &on if agc else &off)
         if agc:
             speex_preprocess_ctl(self.pre, SPEEX_PREPROCESS_SET_AGC_LEVEL, &level)

@@ -137,3 +137,21 @@ def test_odd_sized_and_empty_frames_pass_without_harm() -> None:
     c.playback(b"")
     odd = room.to_pcm(np.full(50, 1000.0))  # less than a 10 ms block: left as it is
     assert c.capture(odd) == odd
+
+
+def test_config_keys() -> None:
+    from firmware.config import ConfigError, parse_config
+
+    base = "sip:\n  server: pbx.local\n  username: 5002\naudio:\n"
+    cfg = parse_config(base + "  echo_canceller: off\n  echo_tail_ms: 200\n"
+                       "  noise_suppression: true\n  agc: true\n")
+    a = cfg.audio
+    assert (a.echo_canceller, a.echo_tail_ms, a.noise_suppression, a.agc) == \
+        ("off", 200, True, True)
+    assert parse_config(base + "  capture: silence\n").audio.echo_canceller == default_kind()
+    for bad, needle in (("  echo_canceller: echo\n", "must be one of off, speex, webrtc"),
+                        ("  echo_canceller: true\n", "must be one of off, speex, webrtc"),
+                        ("  echo_tail_ms: 5000\n", "must be between 16 and 500")):
+        with pytest.raises(ConfigError, match=needle) as info:
+            parse_config(base + bad)
+        assert "\n" not in str(info.value)
