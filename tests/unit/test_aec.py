@@ -11,10 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from devtools import room
 from firmware import _aec
 from firmware.config import AudioSettings
-
-from .. import room
 
 KINDS = ["speex", "webrtc"]
 
