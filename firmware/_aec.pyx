@@ -243,7 +243,8 @@ def unavailable(kind: str) -> str | None:
         return f"unknown echo canceller {kind!r} (one of {', '.join(KINDS)})"
     if kind == "webrtc" and not webrtc_version():
         return ("the firmware was built without the WebRTC audio processing library "
-                "(install libwebrtc-audio-processing-dev and rebuild)")
+                "(install libwebrtc-audio-processing-dev, on trixie "
+                "libwebrtc-audio-processing-1-dev, and rebuild)")
     return None
 
 

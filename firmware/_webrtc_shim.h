@@ -38,7 +38,8 @@ const char *wap_version(void);
 static inline wap_state *wap_new(int rate, int ns, int agc, char *err, int errlen) {
   (void)rate; (void)ns; (void)agc;
   snprintf(err, errlen, "the firmware was built without the WebRTC audio processing library "
-           "(install libwebrtc-audio-processing-dev and rebuild)");
+           "(install libwebrtc-audio-processing-dev, on trixie libwebrtc-audio-processing-1-dev, "
+           "and rebuild)");
   return NULL;
 }
 static inline int wap_render(wap_state *st, const int16_t *pcm) { (void)st; (void)pcm; return -1; }
