@@ -154,6 +154,7 @@ class RtpSession:
         if proc is None or not hasattr(proc, "frames"):
             return {}
         return {"kind": proc.name, "frames": proc.frames, "delay_ms": proc.delay / 8,
+                "card_ms": proc.device_delay / 8,
                 "delay_changes": proc.delay_changes, "errors": proc.errors}
 
     def update(self, media: MediaParams) -> None:
