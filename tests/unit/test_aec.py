@@ -155,3 +155,26 @@ def test_config_keys() -> None:
         with pytest.raises(ConfigError, match=needle) as info:
             parse_config(base + bad)
         assert "\n" not in str(info.value)
+
+
+def _level_change_db(kind: str, mic: np.ndarray, **options: bool) -> float:
+    """Output level against input level (dB) with no far end, after 5 s of adaptation."""
+    out = room.run(_aec.create(kind, **options), np.zeros(len(mic)), mic)
+    a = 5 * room.RATE
+    return float(10 * np.log10(np.mean(out[a:] ** 2) / np.mean(mic[a:] ** 2)))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_noise_suppression_lowers_steady_noise(kind: str) -> None:
+    noise = room.Room(noise_dbfs=-40.0).noise(12 * room.RATE)
+    assert abs(_level_change_db(kind, noise)) < 1.0, "without it the noise is left alone"
+    assert _level_change_db(kind, noise, noise_suppression=True) <= -10.0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_agc_lifts_a_quiet_visitor(kind: str) -> None:
+    n = 12 * room.RATE
+    quiet = room.speech(room.NEAR_TEXT, "en+f3", 170, -38.0, 12.0) + \
+        room.Room(noise_dbfs=-70.0).noise(n)
+    assert abs(_level_change_db(kind, quiet)) < 1.0, "without it the level is left alone"
+    assert _level_change_db(kind, quiet, agc=True) >= 10.0
