@@ -3,10 +3,14 @@ package data (firmware/profiles), so that ``pip install .`` gives a working ``in
 
 The extensions: the core (``_rtpcore``), the two hooks it calls (``_transform`` between packets
 and sockets, ``_processor`` around the PCM it plays and captures) and the SRTP transform on libsrtp2 (``_srtp``; Debian ``libsrtp2-dev`` to build,
-``libsrtp2-1`` to run).
+``libsrtp2-1`` to run), and the echo cancellers (``_aec``: speexdsp, ``libspeexdsp-dev``; the
+WebRTC audio processing module through a C++ shim when pkg-config finds
+``webrtc-audio-processing-1`` or ``webrtc-audio-processing``, else built without it).
 """
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from setuptools import setup
@@ -24,15 +28,50 @@ class BuildPyWithProfiles(build_py):
             shutil.copy(profile, target / profile.name)
 
 
+def _webrtc_flags() -> tuple[str, list[str], list[str]] | None:
+    """(macro, cflags, libs) of the WebRTC audio processing module by pkg-config, or None."""
+    for name, macro in (("webrtc-audio-processing-1", "WEBRTC_APM_1"),
+                        ("webrtc-audio-processing", "WEBRTC_APM_03")):
+        try:
+            cflags = subprocess.run(["pkg-config", "--cflags", name], capture_output=True,
+                                    text=True, check=True).stdout.split()
+            libs = subprocess.run(["pkg-config", "--libs", name], capture_output=True,
+                                  text=True, check=True).stdout.split()
+        except (OSError, subprocess.CalledProcessError):
+            continue
+        cflags += ["-std=c++17"]
+        # a shim that does not compile against this version must not cost the whole build
+        check = subprocess.run(["c++", "-fsyntax-only", "-DHAVE_WEBRTC", f"-D{macro}", *cflags,
+                                str(HERE / "firmware" / "_webrtc_shim.cpp")],
+                               capture_output=True, text=True)
+        if check.returncode != 0:
+            errors = [ln for ln in check.stderr.splitlines() if "error" in ln]
+            first = (errors or check.stderr.strip().splitlines() or ["c++ failed"])[0]
+            print(f"setup.py: WARNING: building without WebRTC: the shim does not compile "
+                  f"against {name}: {first}", file=sys.stderr)
+            return None
+        return macro, cflags, libs
+    return None
+
+
 ext_modules = []
 if (HERE / "firmware" / "_rtpcore.pyx").exists():
     from Cython.Build import cythonize
     from setuptools import Extension
 
     flags = ["-O2"]
+    aec = Extension("firmware._aec", ["firmware/_aec.pyx"], extra_compile_args=flags,
+                    libraries=["speexdsp"], include_dirs=["firmware"])
+    webrtc = _webrtc_flags()
+    if webrtc:  # the C++ shim over whichever WebRTC module this system has (0.3 or 1.x)
+        aec.sources.append("firmware/_webrtc_shim.cpp")
+        aec.define_macros += [("HAVE_WEBRTC", "1"), (webrtc[0], "1")]
+        aec.extra_compile_args = flags + webrtc[1]
+        aec.extra_link_args = webrtc[2] + ["-lstdc++"]
     ext_modules = cythonize(
         [Extension("firmware._transform", ["firmware/_transform.pyx"], extra_compile_args=flags),
          Extension("firmware._processor", ["firmware/_processor.pyx"], extra_compile_args=flags),
+         aec,
          Extension("firmware._rtpcore", ["firmware/_rtpcore.pyx"], extra_compile_args=flags),
          Extension("firmware._srtp", ["firmware/_srtp.pyx"], extra_compile_args=flags,
                    libraries=["srtp2"])],

@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 
-from . import button, codec, cpu, flood, loop, srtp, webrtc
+from . import aec, button, codec, cpu, flood, loop, srtp, webrtc
 
 
 def machine() -> str:
@@ -27,7 +27,7 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="benchmarks")
     p.add_argument("--quick", action="store_true", help="short runs (10 s loops)")
     p.add_argument("--only", choices=["codec", "loop", "cpu", "button", "flood", "srtp",
-                                      "webrtc"])
+                                      "webrtc", "aec"])
     args = p.parse_args()
     seconds = 10.0 if args.quick else 60.0
     print(f"machine: {machine()}\n")
@@ -53,6 +53,10 @@ def main() -> None:
     if args.only in (None, "webrtc"):
         print("## Browser console (WebRTC via Asterisk): ringing and Open door\n")
         print(webrtc.table(webrtc.run(5 if args.quick else 20)), "\n", flush=True)
+    if args.only in (None, "aec"):
+        print("## Echo cancellers: the simulated room (devtools/room.py, fixed seed) and CPU, "
+              f"call windows {seconds / 4:.0f} s interleaved\n")
+        print(aec.table(aec.run(seconds / 4, args.quick)), "\n", flush=True)
 
 
 if __name__ == "__main__":

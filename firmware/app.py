@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from . import __version__
 from . import supervisor as sv
+from ._aec import unavailable as aec_unavailable
 from .config import Config, RelaySpec
 from .events import (
     CallAnswered,
@@ -199,6 +200,8 @@ class App:
             self.ports = self.media_parts.ports(self.media_ip, self.cfg.media.rtp_port)
         except OSError as exc:
             raise StartupError(f"{exc} (media.rtp_port)") from None
+        if (why := aec_unavailable(self.cfg.audio.echo_canceller)) is not None:
+            raise StartupError(f"audio.echo_canceller: {self.cfg.audio.echo_canceller}: {why}")
         self.board = self.boards.open(self.cfg.gpio, self._press_from_thread)
         self.control = self.controls.server(self.cfg.control.socket, self.handle_command)
         try:
@@ -443,7 +446,9 @@ class App:
         settings = StreamSettings(m.jitter_target_ms, m.jitter_min_ms, m.jitter_max_ms,
                                   m.realtime_priority, m.latch, spin_us=m.spin_us,
                                   capture_gain_db=a.capture_gain_db,
-                                  playback_gain_db=a.playback_gain_db)
+                                  playback_gain_db=a.playback_gain_db,
+                                  echo_canceller=a.echo_canceller, echo_tail_ms=a.echo_tail_ms,
+                                  noise_suppression=a.noise_suppression, agc=a.agc)
         self.session = self.media_parts.session(
             self.ports, source, sink, settings, f"{self.cfg.sip.username}@{self.media_ip}")
         self.session.start(media)
@@ -575,7 +580,8 @@ class App:
             "realtime": self._realtime_report(),
             "audio": {"capture": a.capture, "playback": a.playback,
                       "state": "error" if self.audio_error else "ok",
-                      "error": self.audio_error},
+                      "error": self.audio_error, "echo_canceller": a.echo_canceller,
+                      "aec": self.session.canceller_stats() if self.session else {}},
             "leds": self.board.states() if self.board else {},
             "gpio": self.board.report() if self.board else {},
             "door_openings": self.door_openings,

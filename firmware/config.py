@@ -116,6 +116,10 @@ class AudioSettings:
     playback: str = "null"
     capture_gain_db: float = 0.0
     playback_gain_db: float = 0.0
+    echo_canceller: str = "speex"  # off | speex | webrtc: see NOTES-aec.md for the measurements
+    echo_tail_ms: int = 128
+    noise_suppression: bool = False
+    agc: bool = False
 
 
 @dataclass(frozen=True)
@@ -279,6 +283,10 @@ _CHECKS: dict[str, Check] = {
     "must be one of off, optional, required",
     "audio.capture": _audio_spec, "audio.playback": _audio_spec,
     "audio.capture_gain_db": _gain, "audio.playback_gain_db": _gain,
+    # YAML reads a bare `off` as false: accept it, refuse true
+    "audio.echo_canceller": lambda v: None if v is False or v in ("off", "speex", "webrtc") else
+    "must be one of off, speex, webrtc",
+    "audio.echo_tail_ms": _range(16, 500),
     "gpio.pin_factory": _one_of("auto", "gpiod", "mock", "rpigpio", "lgpio", "native"),
     "gpio.profile": _non_empty, "control.socket": _non_empty,
     "log.level": _one_of("debug", "info", "warning", "error"),
@@ -290,6 +298,7 @@ _YAML_TYPES: dict[str, tuple[type, ...]] = {
     "sip.username": (str, int), "sip.password": (str, int), "sip.auth_username": (str, int),
     "sip.untrusted_policy": (str, int), "calls.default_target": (str, int),
     "calls.door_code": (str, int), "media.srtp": (str, bool), "sip.tls": (dict,),
+    "audio.echo_canceller": (str, bool),
     "gpio.buttons": (dict,), "gpio.leds": (dict,), "gpio.relay": (dict,),
 }
 _SECTION_TYPES: dict[str, type] = {
@@ -411,7 +420,7 @@ def parse_config(text: str, path: str = "<string>",
                 raise ConfigError(f"{path}: {_where(dotted, lines)} {problem}")
             if key in _STRINGY:
                 value = str(value)
-            if dotted == "media.srtp" and value is False:
+            if dotted in ("media.srtp", "audio.echo_canceller") and value is False:
                 value = "off"
             if isinstance(value, list):
                 value = tuple(value)

@@ -18,6 +18,7 @@ from .audio import AudioError
 
 log = logging.getLogger("intercom.alsa")
 RATE, PERIOD = 8000, 160  # samples: 20 ms
+PERIODS = 4  # periods in the device buffer
 
 
 def _alsa() -> Any:
@@ -50,7 +51,7 @@ def resolve(device: str, capture: bool) -> str:
     return usb_card(capture) if device == "usb" else device
 
 
-def open_pcm(device: str, capture: bool, periods: int = 4) -> Any:
+def open_pcm(device: str, capture: bool, periods: int = PERIODS) -> Any:
     alsa = _alsa()
     device = resolve(device, capture)
     kind = alsa.PCM_CAPTURE if capture else alsa.PCM_PLAYBACK
@@ -72,12 +73,19 @@ class _Worker:
     def __init__(self, device: str, capture: bool) -> None:
         self.device = device
         self.pcm = open_pcm(device, capture)
+        self._capture = capture
         self.xruns = 0
         self.errors = 0
         self.frames = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.fifo: Any = None
+
+    @property
+    def latency_samples(self) -> int:
+        """What the card adds to the speaker-to-microphone delay (echo cancellers line their
+        reference up with it): a playback buffer kept full, one capture period."""
+        return PERIOD if self._capture else PERIOD * PERIODS
 
     def attach(self, fifo: Any) -> None:
         """Start moving audio to/from ``fifo`` (a ``_rtpcore.PcmFifo``)."""

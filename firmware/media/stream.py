@@ -17,7 +17,11 @@ import random
 import socket
 import threading
 from dataclasses import dataclass
+from typing import Any
 
+from .._aec import AecError, EchoCanceller
+from .._aec import create as create_canceller
+from .._processor import CaptureProcessor
 from .._rtpcore import MediaStream
 from .._srtp import SrtpTransform
 from ..events import MediaParams, SrtpParams
@@ -39,6 +43,10 @@ class StreamSettings:
     spin_us: int = 0  # wake this early and spin to the deadline (CPU for timing accuracy)
     capture_gain_db: float = 0.0
     playback_gain_db: float = 0.0
+    echo_canceller: str = "off"  # off | speex | webrtc (firmware._aec)
+    echo_tail_ms: int = 128
+    noise_suppression: bool = False
+    agc: bool = False
 
 
 class RtpPorts:
@@ -116,7 +124,8 @@ class RtpSession:
             self.ports.rtp.fileno(), self.ports.rtcp.fileno(), media.payload_type, media.ptime,
             media.dtmf_payload_type or 101, rng.getrandbits(32), rng.getrandbits(16),
             rng.getrandbits(32), s.latch, s.jitter_target_ms, s.jitter_min_ms, s.jitter_max_ms,
-            self.cname, self.transform, notify_fd=self._digit_fd)
+            self.cname, self.transform, processor=self._canceller(),
+            notify_fd=self._digit_fd)
         self.stream.spin_us = s.spin_us
         self.stream.tx_gain_q12 = _q12(s.capture_gain_db)
         self.stream.rx_gain_q12 = _q12(s.playback_gain_db)
@@ -138,6 +147,27 @@ class RtpSession:
         log.info("media: %s/%d ms to %s:%d (%s, %s)", media.codec, media.ptime,
                  media.remote_addr, media.remote_port, media.direction,
                  f"SRTP {media.srtp.suite}" if media.srtp else "plain RTP")
+
+    def _canceller(self) -> CaptureProcessor | None:
+        """The echo canceller for this call, its reference lined up with the card's buffers."""
+        s = self.settings
+        card = getattr(self.source, "latency_samples", 0) + getattr(self.sink, "latency_samples", 0)
+        try:
+            return create_canceller(s.echo_canceller, s.echo_tail_ms, s.noise_suppression,
+                                    s.agc, card)
+        except AecError as exc:  # checked at start-up; a call without one beats no call
+            log.error("echo canceller %s unavailable, call runs without: %s",
+                      s.echo_canceller, exc)
+            return None
+
+    def canceller_stats(self) -> dict[str, Any]:
+        """The echo canceller's figures for status (empty when there is none)."""
+        proc = self.stream.processor if self.stream is not None else None
+        if not isinstance(proc, EchoCanceller):
+            return {}
+        return {"kind": proc.name, "frames": proc.frames, "delay_ms": proc.delay / 8,
+                "card_ms": proc.device_delay / 8,
+                "delay_changes": proc.delay_changes, "errors": proc.errors}
 
     def update(self, media: MediaParams) -> None:
         """Re-INVITE: new remote address, direction (hold) or both."""

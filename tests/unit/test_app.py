@@ -169,6 +169,9 @@ class FakeSession:
         self.final_stats = {"ticks": 1}
         os.close(self.digit_fd)
 
+    def canceller_stats(self) -> dict[str, Any]:
+        return {}
+
     def stats(self) -> dict[str, Any]:
         return {"ticks": 1}
 

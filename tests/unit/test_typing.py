@@ -23,5 +23,5 @@ def test_mypy_on_firmware() -> None:
 def test_stubtest_on_the_cython_modules() -> None:
     result = _run("mypy.stubtest", "--allowlist", str(ALLOWLIST),
                   "firmware._rtpcore", "firmware._transform", "firmware._srtp",
-                  "firmware._processor")
+                  "firmware._processor", "firmware._aec")
     assert result.returncode == 0, result.stdout + result.stderr
