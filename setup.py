@@ -1,9 +1,11 @@
 """Build hook: compiles the Cython real-time core and ships the board profiles (hw/profiles) as
 package data (firmware/profiles), so that ``pip install .`` gives a working ``intercom``.
 
-The extensions: the core (``_rtpcore``), the two hooks it calls (``_transform`` between packets
-and sockets, ``_processor`` around the PCM it plays and captures) and the SRTP transform on libsrtp2 (``_srtp``; Debian ``libsrtp2-dev`` to build,
-``libsrtp2-1`` to run).
+The extensions: the media stream's I/O shell (``_rtpcore``) around the sans-I/O core
+(``_mediacore``) and its units (``_g711``, ``_rtp``, ``_jitter``, ``_rtcp``, ``_dtmf``,
+``_conceal``), the two hooks between core and I/O (``_transform`` between packets and sockets,
+``_processor`` around the PCM played and captured) and the SRTP transform on libsrtp2
+(``_srtp``; Debian ``libsrtp2-dev`` to build, ``libsrtp2-1`` to run).
 """
 
 import shutil
@@ -31,10 +33,10 @@ if (HERE / "firmware" / "_rtpcore.pyx").exists():
 
     flags = ["-O2"]
     ext_modules = cythonize(
-        [Extension("firmware._transform", ["firmware/_transform.pyx"], extra_compile_args=flags),
-         Extension("firmware._processor", ["firmware/_processor.pyx"], extra_compile_args=flags),
-         Extension("firmware._rtpcore", ["firmware/_rtpcore.pyx"], extra_compile_args=flags),
-         Extension("firmware._srtp", ["firmware/_srtp.pyx"], extra_compile_args=flags,
+        [Extension(f"firmware.{name}", [f"firmware/{name}.pyx"], extra_compile_args=flags)
+         for name in ("_transform", "_processor", "_g711", "_rtp", "_jitter", "_rtcp", "_dtmf",
+                      "_conceal", "_mediacore", "_rtpcore")] +
+        [Extension("firmware._srtp", ["firmware/_srtp.pyx"], extra_compile_args=flags,
                    libraries=["srtp2"])],
         language_level=3,
     )

@@ -2,26 +2,25 @@
 
 from collections.abc import Buffer
 
+from ._dtmf import DTMF_EVENTS as DTMF_EVENTS
+from ._g711 import ALAW as ALAW
+from ._g711 import ULAW as ULAW
+from ._g711 import decode_alaw as decode_alaw
+from ._g711 import decode_ulaw as decode_ulaw
+from ._g711 import encode_alaw as encode_alaw
+from ._g711 import encode_ulaw as encode_ulaw
+from ._jitter import JB_DUPLICATE as JB_DUPLICATE
+from ._jitter import JB_LATE as JB_LATE
+from ._jitter import JB_OK as JB_OK
+from ._jitter import JB_RESYNC as JB_RESYNC
+from ._jitter import JB_TOO_EARLY as JB_TOO_EARLY
+from ._jitter import JitterBuffer as JitterBuffer
+from ._mediacore import MediaCore as MediaCore
 from ._processor import CaptureProcessor
+from ._rtp import RTP_ERRORS as RTP_ERRORS
+from ._rtp import rtp_pack as rtp_pack
+from ._rtp import rtp_parse as rtp_parse
 from ._transform import PacketTransform
-
-ULAW: int
-ALAW: int
-DTMF_EVENTS: str
-RTP_ERRORS: dict[int, str]
-JB_OK: int
-JB_LATE: int
-JB_DUPLICATE: int
-JB_RESYNC: int
-JB_TOO_EARLY: int
-
-def encode_ulaw(pcm: Buffer) -> bytes: ...
-def encode_alaw(pcm: Buffer) -> bytes: ...
-def decode_ulaw(data: Buffer) -> bytes: ...
-def decode_alaw(data: Buffer) -> bytes: ...
-def rtp_pack(payload_type: int, marker: bool, sequence: int, timestamp: int, ssrc: int,
-             payload: Buffer) -> bytes: ...
-def rtp_parse(data: Buffer) -> tuple[int, bool, int, int, int, bytes]: ...
 
 class PcmFifo:
     overruns: int
@@ -30,37 +29,25 @@ class PcmFifo:
     def read(self, max_samples: int = -1) -> bytes: ...
     def __len__(self) -> int: ...
 
-class JitterBuffer:
-    frame_samples: int
-    target: int
-    min_frames: int
-    max_frames: int
-    started: bool
-    late: int
-    duplicates: int
-    reordered: int
-    resyncs: int
-    too_early: int
-    shrinks: int
-    grows: int
-    def __init__(self, frame_samples: int = 160, target: int = 2, min_frames: int = 1,
-                 max_frames: int = 10) -> None: ...
-    def reset(self) -> None: ...
-    def put(self, ts: int, seq: int, ssrc: int, payload: Buffer) -> int: ...
-    def pop(self) -> bytes | None: ...
-    @property
-    def depth(self) -> int: ...
-
 class MediaStream:
-    payload_type: int
-    dtmf_payload_type: int
-    ptime_ms: int
-    law: int
+    @property
+    def payload_type(self) -> int: ...
+    @property
+    def dtmf_payload_type(self) -> int: ...
+    @property
+    def ptime_ms(self) -> int: ...
+    @property
+    def law(self) -> int: ...
     source: PcmFifo
     sink: PcmFifo
-    jb: JitterBuffer
+    core: MediaCore
     dtmf_duration_ms: int
+    tx_gain_q12: int
+    rx_gain_q12: int
+    spin_us: int
     realtime_ok: bool
+    @property
+    def jb(self) -> JitterBuffer: ...
     def __init__(self, rtp_fd: int, rtcp_fd: int, payload_type: int = 0, ptime_ms: int = 20,
                  dtmf_payload_type: int = 101, ssrc: int = 0, seq: int = 0, ts: int = 0,
                  latch: bool = False, jitter_target_ms: int = 40, jitter_min_ms: int = 20,
