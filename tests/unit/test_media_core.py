@@ -247,3 +247,27 @@ def test_core_bye_and_silence_before_anything_arrives() -> None:
     assert core.receive_rtp(b"\x80", 0) == -2 and core.receive_rtcp(b"\x00" * 8, 0) == -1
     assert core.stats()["malformed"] == 2
     assert np.all(pcm_array(pcm) == 0)
+
+
+def test_concealment_repeats_and_fades_then_silence() -> None:
+    """The one concealment place: a lost frame after a good one is the last frame, fading."""
+    from firmware._conceal import Concealer
+
+    good = tone(1013, 0, FS)
+    c = Concealer()
+    assert c.conceal(FS) == bytes(2 * FS)  # nothing heard yet: silence
+    assert c.good(good) == good
+    levels = [np.abs(pcm_array(c.conceal(FS))).max() for _ in range(6)]
+    peak = np.abs(pcm_array(good)).max()
+    assert [round(v / peak, 2) for v in levels] == [0.8, 0.6, 0.4, 0.2, 0.0, 0.0]
+    # inside the core: drop packet 60 of a clean call; frame 60 is played as frame 59 * 0.8
+    core = _mediacore.MediaCore(0, 20, ssrc=1)
+    played = []
+    for k in range(80):
+        if k != 60:
+            core.receive_rtp(ref.rtp_pack(0, False, k, k * FS, 5,
+                                          ref.encode_ulaw(tone(1013, k * FS, FS))), WALL0)
+        played.append(pcm_array(core.tick(k * PERIOD_NS, WALL0, b"")[1]))
+    lost_at = next(i for i, p in enumerate(played) if i > 10 and
+                   np.allclose(p, (played[i - 1] * 4 / 5).astype(int), atol=1))
+    assert core.stats()["concealed_ms"] == 20 and np.abs(played[lost_at]).max() > 1000
