@@ -35,7 +35,7 @@ if (HERE / "firmware" / "_rtpcore.pyx").exists():
     ext_modules = cythonize(
         [Extension(f"firmware.{name}", [f"firmware/{name}.pyx"], extra_compile_args=flags)
          for name in ("_transform", "_processor", "_g711", "_rtp", "_jitter", "_rtcp", "_dtmf",
-                      "_conceal", "_mediacore", "_rtpcore")] +
+                      "_conceal", "_drift", "_mediacore", "_rtpcore")] +
         [Extension("firmware._srtp", ["firmware/_srtp.pyx"], extra_compile_args=flags,
                    libraries=["srtp2"])],
         language_level=3,

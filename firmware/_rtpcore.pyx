@@ -104,13 +104,24 @@ cdef extern from "<arpa/inet.h>" nogil:
     int inet_pton(int, const char *, void *)
 
 # --------------------------------------------------------------------------------- FIFO
+cdef inline int64_t _mono_ns() noexcept nogil:
+    cdef timespec t
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
+
+
 cdef class PcmFifo:
-    """Mutex-guarded ring of 16-bit samples between a Python audio thread and the loop."""
+    """Mutex-guarded ring of 16-bit samples between a Python audio thread and the loop.
+
+    Remembers when samples last went in and came out (CLOCK_MONOTONIC): the sound card's side
+    of each FIFO tells the drift control where the card is between its periods.
+    """
 
     cdef int16_t *buf
     cdef int cap, head, count
     cdef pthread_mutex_t lock
     cdef public uint64_t overruns
+    cdef public int64_t last_push_ns, last_pull_ns
 
     def __cinit__(self, int capacity=8000):
         self.buf = <int16_t *>malloc(capacity * sizeof(int16_t))
@@ -143,6 +154,8 @@ cdef class PcmFifo:
         for i in range(n):
             self.buf[(self.head + self.count + i) % self.cap] = src[i]
         self.count += n
+        if n > 0:
+            self.last_push_ns = _mono_ns()
         pthread_mutex_unlock(&self.lock)
         return n
 
@@ -154,11 +167,14 @@ cdef class PcmFifo:
             dst[i] = self.buf[(self.head + i) % self.cap]
         self.head = (self.head + got) % self.cap
         self.count -= got
+        if got > 0:
+            self.last_pull_ns = _mono_ns()
         pthread_mutex_unlock(&self.lock)
         return got
 
-    def write(self, pcm) -> int:
-        """Add little-endian 16-bit PCM bytes; returns samples written."""
+    def write(self, pcm, long long now_ns=-1) -> int:
+        """Add little-endian 16-bit PCM bytes; returns samples written. ``now_ns`` (a virtual
+        clock, for tests) stamps the write instead of CLOCK_MONOTONIC."""
         cdef const uint8_t[::1] mv = pcm
         cdef int n = mv.shape[0] // 2
         if n == 0:
@@ -170,16 +186,21 @@ cdef class PcmFifo:
         with nogil:
             self.push(tmp, n)
         free(tmp)
+        if now_ns >= 0:
+            self.last_push_ns = now_ns
         return n
 
-    def read(self, int max_samples=-1) -> bytes:
-        """Take up to ``max_samples`` (all when -1) as little-endian PCM bytes."""
+    def read(self, int max_samples=-1, long long now_ns=-1) -> bytes:
+        """Take up to ``max_samples`` (all when -1) as little-endian PCM bytes; ``now_ns`` as
+        for ``write``."""
         if max_samples < 0:
             max_samples = self.cap
         cdef int16_t *tmp = <int16_t *>malloc(max_samples * sizeof(int16_t) + 2)
         cdef int got, i
         with nogil:
             got = self.pull(tmp, max_samples)
+        if now_ns >= 0 and got > 0:
+            self.last_pull_ns = now_ns
         cdef bytes out = PyBytes_FromStringAndSize(NULL, got * 2)
         cdef uint8_t *dst = <uint8_t *>PyBytes_AS_STRING(out)
         for i in range(got):
