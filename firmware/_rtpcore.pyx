@@ -8,7 +8,9 @@ arrival timestamps and ``sendto`` on file descriptors it is given, the peer's ad
 the two hooks between the core and the I/O: the packet transform (``firmware._transform``;
 SRTP is one) protects what leaves and unprotects what arrives, its refusals counted; the
 capture processor (``firmware._processor``; echo cancellation is one) sees every frame played
-and cleans every frame captured before gain and encoding. Everything else — RTP, RTCP, DTMF,
+and cleans every frame captured before gain and encoding. Where a sound card's clock is on the
+other side of a FIFO, the drift compensator (``firmware._drift``) resamples between the FIFO and
+the loop so the card's rate and the network's meet. Everything else — RTP, RTCP, DTMF,
 jitter buffer, concealment, gain — is ``firmware._mediacore.MediaCore``, which this module
 drives with (now, packets, PCM). Also the stable import point of the codec and RTP functions.
 Knows nothing about SIP, SDP, sockets' creation, ciphers, echo cancellation, ALSA or files.
@@ -25,6 +27,7 @@ from firmware._processor cimport CaptureProcessor
 from firmware._rtp cimport RtpHeader, rtp_parse_c
 from firmware._jitter cimport MAX_FRAME
 from firmware._mediacore cimport MediaCore, PACKET_MAX
+from firmware._drift cimport DriftCompensator, RS_BUF
 
 # the stable public names (callers import them from here)
 from firmware._g711 import ALAW, ULAW, decode_alaw, decode_ulaw, encode_alaw, encode_ulaw
@@ -263,6 +266,7 @@ cdef class MediaStream:
     cdef public int spin_us
     cdef PacketTransform xform
     cdef CaptureProcessor proc
+    cdef readonly DriftCompensator drift
 
     def __cinit__(self):
         pthread_mutex_init(&self.lock, NULL)
@@ -289,6 +293,12 @@ cdef class MediaStream:
         memset(&self.io, 0, sizeof(IoStats))
         self.xform = transform
         self.proc = processor
+        self.drift = DriftCompensator(self.core.frame_samples, False, False)
+
+    def enable_drift_control(self, bint playback, bint capture) -> None:
+        """Before ``run()``: match the sound card's clock on the sides where a card drains the
+        sink FIFO (playback) or fills the source FIFO (capture)."""
+        self.drift = DriftCompensator(self.core.frame_samples, playback, capture)
 
     # the core's settings, where callers have always found them
     @property
@@ -389,6 +399,7 @@ cdef class MediaStream:
             "mean_wakeup_late_us": (s.sum_wakeup_late_ns / 1000.0 / s.ticks) if s.ticks else 0.0,
             "realtime": bool(self.realtime_ok),
         })
+        out.update(self.drift.stats())
         return out
 
     # ------------------------------------------------------------------ the loop
@@ -437,13 +448,23 @@ cdef class MediaStream:
         the core's frame to play through the processor into the sink, its packets out."""
         cdef int16_t captured[MAX_FRAME]
         cdef int16_t play[MAX_FRAME]
+        cdef int16_t raw[RS_BUF]
         cdef int fs = self.core.frame_samples
-        cdef int got, n
+        cdef int got, n, need
         cdef bint peer
+        cdef int64_t t
         self._receive(now_ns)
-        got = self.source.pull(captured, fs)
-        if got < fs:
-            memset(&captured[got], 0, (fs - got) * sizeof(int16_t))
+        if self.drift.cap_on:
+            t = _now_ns()
+            need = self.drift.capture_need_c(self.source.level(),
+                                             t - self.source.last_push_ns
+                                             if self.source.last_push_ns else 0)
+            got = self.source.pull(raw, need)
+            got = self.drift.capture_c(captured, raw, got)
+        else:
+            got = self.source.pull(captured, fs)
+            if got < fs:
+                memset(&captured[got], 0, (fs - got) * sizeof(int16_t))
         if self.proc is not None:
             self.proc.capture_c(captured, fs, self.source.level())
         pthread_mutex_lock(&self.lock)
@@ -452,8 +473,19 @@ cdef class MediaStream:
         n = self.core.tick_c(now_ns, _wall_ns(), captured, got, peer, play)
         if self.proc is not None:
             self.proc.playback_c(play, fs, self.sink.level())
-        self.sink.push(play, fs)
+        if self.drift.play_on:
+            self._play_resampled(play)
+        else:
+            self.sink.push(play, fs)
         self._send_outbox(n)
+
+    cdef void _play_resampled(self, const int16_t *play) noexcept nogil:
+        cdef int16_t out[2 * MAX_FRAME + 8]
+        cdef int64_t t = _now_ns()
+        cdef int n = self.drift.playback_c(play, out, self.sink.level(),
+                                           t - self.sink.last_pull_ns
+                                           if self.sink.last_pull_ns else 0)
+        self.sink.push(out, n)
 
     cdef void _send_outbox(self, int n) noexcept nogil:
         cdef uint8_t *p

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from firmware import _jitter, _mediacore, _rtcp
 from firmware.media import _reference as ref
-from tests.audio import peak_hz, pcm_array, tone_snr_db
+from tests.audio import pcm_array, peak_hz, tone_snr_db
 
 FS = 160
 PERIOD_NS = 20_000_000
@@ -31,8 +31,8 @@ def tone(hz: float, start: int, n: int, amp: float = 8000.0) -> bytes:
 
 # ------------------------------------------------------------------------- jitter buffer
 JB_OPS = st.lists(st.one_of(
-    st.tuples(st.just("put"), st.integers(-80, 80), st.integers(-5, 5), st.sampled_from([1, 1, 1, 2]),
-              st.integers(0, 330)),
+    st.tuples(st.just("put"), st.integers(-80, 80), st.integers(-5, 5),
+              st.sampled_from([1, 1, 1, 2]), st.integers(0, 330)),
     st.tuples(st.just("jump"), st.sampled_from([70 * FS, 200 * FS, 2**31]), st.just(0),
               st.just(1), st.just(160)),
     st.tuples(st.just("pop"), st.just(0), st.just(0), st.just(0), st.just(0)),
