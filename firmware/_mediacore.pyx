@@ -56,7 +56,8 @@ cdef class MediaCore:
 
     def __init__(self, int payload_type=0, int ptime_ms=20, int dtmf_payload_type=101,
                  unsigned int ssrc=0, int seq=0, unsigned int ts=0, int jitter_target_ms=40,
-                 int jitter_min_ms=20, int jitter_max_ms=200, str cname="intercom"):
+                 int jitter_min_ms=20, int jitter_max_ms=200, str cname="intercom",
+                 Concealer concealer=None):
         if ptime_ms not in (10, 20, 30, 40):
             raise ValueError("ptime must be 10, 20, 30 or 40 ms")
         if payload_type not in (0, 8):
@@ -79,7 +80,8 @@ cdef class MediaCore:
         self.rtcp = Rtcp(cname)
         self.dtmf_out = DtmfSender()
         self.dtmf_in = DtmfReceiver()
-        self.plc = Concealer()
+        # a G.711 Appendix I concealer is a Concealer subclass passed here
+        self.plc = concealer if concealer is not None else Concealer()
         memset(&self.st, 0, sizeof(Counters))
 
     # ------------------------------------------------------------------ inputs

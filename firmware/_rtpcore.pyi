@@ -2,6 +2,7 @@
 
 from collections.abc import Buffer
 
+from ._conceal import Concealer
 from ._drift import DriftCompensator
 from ._dtmf import DTMF_EVENTS as DTMF_EVENTS
 from ._g711 import ALAW as ALAW
@@ -57,7 +58,8 @@ class MediaStream:
                  latch: bool = False, jitter_target_ms: int = 40, jitter_min_ms: int = 20,
                  jitter_max_ms: int = 200, cname: str = "intercom",
                  transform: PacketTransform | None = None,
-                 processor: CaptureProcessor | None = None) -> None: ...
+                 processor: CaptureProcessor | None = None,
+                 concealer: Concealer | None = None) -> None: ...
     @property
     def transform(self) -> PacketTransform | None: ...
     @property

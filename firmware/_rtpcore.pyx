@@ -28,6 +28,7 @@ from firmware._rtp cimport RtpHeader, rtp_parse_c
 from firmware._jitter cimport MAX_FRAME
 from firmware._mediacore cimport MediaCore, PACKET_MAX
 from firmware._drift cimport DriftCompensator, RS_BUF
+from firmware._conceal cimport Concealer
 
 # the stable public names (callers import them from here)
 from firmware._g711 import ALAW, ULAW, decode_alaw, decode_ulaw, encode_alaw, encode_ulaw
@@ -278,9 +279,10 @@ cdef class MediaStream:
                  int dtmf_payload_type=101, unsigned int ssrc=0, int seq=0,
                  unsigned int ts=0, bint latch=False, int jitter_target_ms=40,
                  int jitter_min_ms=20, int jitter_max_ms=200, str cname="intercom",
-                 PacketTransform transform=None, CaptureProcessor processor=None):
+                 PacketTransform transform=None, CaptureProcessor processor=None,
+                 Concealer concealer=None):
         self.core = MediaCore(payload_type, ptime_ms, dtmf_payload_type, ssrc, seq, ts,
-                              jitter_target_ms, jitter_min_ms, jitter_max_ms, cname)
+                              jitter_target_ms, jitter_min_ms, jitter_max_ms, cname, concealer)
         self.rtp_fd = rtp_fd
         self.rtcp_fd = rtcp_fd
         cdef int one = 1

@@ -271,3 +271,12 @@ def test_concealment_repeats_and_fades_then_silence() -> None:
     lost_at = next(i for i, p in enumerate(played) if i > 10 and
                    np.allclose(p, (played[i - 1] * 4 / 5).astype(int), atol=1))
     assert core.stats()["concealed_ms"] == 20 and np.abs(played[lost_at]).max() > 1000
+
+
+def test_a_concealer_plugs_into_the_core() -> None:
+    """The concealment place takes another Concealer (G.711 Appendix I will be one)."""
+    from firmware._conceal import Concealer
+
+    mine = Concealer()
+    core = _mediacore.MediaCore(0, 20, concealer=mine)
+    assert core.plc is mine and _mediacore.MediaCore(0, 20).plc is not mine
