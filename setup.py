@@ -1,11 +1,14 @@
 """Build hook: compiles the Cython real-time core and ships the board profiles (hw/profiles) as
 package data (firmware/profiles), so that ``pip install .`` gives a working ``intercom``.
 
-The extensions: the core (``_rtpcore``), the two hooks it calls (``_transform`` between packets
-and sockets, ``_processor`` around the PCM it plays and captures) and the SRTP transform on libsrtp2 (``_srtp``; Debian ``libsrtp2-dev`` to build,
-``libsrtp2-1`` to run), and the echo cancellers (``_aec``: speexdsp, ``libspeexdsp-dev``; the
-WebRTC audio processing module through a C++ shim when pkg-config finds
-``webrtc-audio-processing-1`` or ``webrtc-audio-processing``, else built without it).
+The extensions: the media stream's I/O shell (``_rtpcore``) around the sans-I/O core
+(``_mediacore``) and its units (``_g711``, ``_rtp``, ``_jitter``, ``_rtcp``, ``_dtmf``,
+``_conceal``, ``_drift``), the two hooks between core and I/O (``_transform`` between packets
+and sockets, ``_processor`` around the PCM played and captured), the SRTP transform on libsrtp2
+(``_srtp``; Debian ``libsrtp2-dev`` to build, ``libsrtp2-1`` to run) and the echo cancellers
+(``_aec``: speexdsp, ``libspeexdsp-dev``; the WebRTC audio processing module through a C++ shim
+when pkg-config finds ``webrtc-audio-processing-1`` or ``webrtc-audio-processing``, else built
+without it).
 """
 
 import shutil
@@ -69,12 +72,11 @@ if (HERE / "firmware" / "_rtpcore.pyx").exists():
         aec.extra_compile_args = flags + webrtc[1]
         aec.extra_link_args = webrtc[2] + ["-lstdc++"]
     ext_modules = cythonize(
-        [Extension("firmware._transform", ["firmware/_transform.pyx"], extra_compile_args=flags),
-         Extension("firmware._processor", ["firmware/_processor.pyx"], extra_compile_args=flags),
-         aec,
-         Extension("firmware._rtpcore", ["firmware/_rtpcore.pyx"], extra_compile_args=flags),
-         Extension("firmware._srtp", ["firmware/_srtp.pyx"], extra_compile_args=flags,
-                   libraries=["srtp2"])],
+        [Extension(f"firmware.{name}", [f"firmware/{name}.pyx"], extra_compile_args=flags)
+         for name in ("_transform", "_processor", "_g711", "_rtp", "_jitter", "_rtcp", "_dtmf",
+                      "_conceal", "_drift", "_mediacore", "_rtpcore")] +
+        [aec, Extension("firmware._srtp", ["firmware/_srtp.pyx"], extra_compile_args=flags,
+                        libraries=["srtp2"])],
         language_level=3,
     )
 

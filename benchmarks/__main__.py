@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 
-from . import aec, button, codec, cpu, flood, loop, srtp, webrtc
+from . import aec, button, codec, cpu, drift, flood, loop, srtp, webrtc
 
 
 def machine() -> str:
@@ -27,7 +27,7 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="benchmarks")
     p.add_argument("--quick", action="store_true", help="short runs (10 s loops)")
     p.add_argument("--only", choices=["codec", "loop", "cpu", "button", "flood", "srtp",
-                                      "webrtc", "aec"])
+                                      "webrtc", "aec", "drift"])
     args = p.parse_args()
     seconds = 10.0 if args.quick else 60.0
     print(f"machine: {machine()}\n")
@@ -50,6 +50,11 @@ def main() -> None:
     if args.only in (None, "srtp"):
         print(f"## SRTP against plain RTP, {seconds / 2:.0f} s windows\n")
         print(srtp.table(srtp.run(seconds / 2, args.quick)), "\n", flush=True)
+    if args.only in (None, "drift"):
+        hours = 0.25 if args.quick else 1.0
+        print(f"## Sound card {hours:g} h of call +-200 ppm off the loop (simulated, virtual "
+              "clock), 1013 Hz tone through both FIFOs\n")
+        print(drift.table(drift.run(hours * 3600)), "\n", flush=True)
     if args.only in (None, "webrtc"):
         print("## Browser console (WebRTC via Asterisk): ringing and Open door\n")
         print(webrtc.table(webrtc.run(5 if args.quick else 20)), "\n", flush=True)

@@ -1,9 +1,11 @@
-"""Pure-Python twin of the Cython core's codec and packet functions.
+"""Pure-Python twin of the Cython media core's codec, packet, jitter-buffer and RTCP logic.
 
 Owns the readable statement of the algorithms: ITU-T G.711 (as in the G.191 STL), RFC 3550 RTP
-header packing/validation and RFC 4733 telephone-event payloads. Slow on purpose and never used
-on the hot path; tests check that ``firmware._rtpcore`` gives identical output. Knows nothing
-about sockets or timing.
+header packing/validation, RFC 4733 telephone-event payloads, the adaptive jitter buffer
+(``firmware._jitter``) and the RFC 3550 reception statistics and SR/SDES/BYE reports
+(``firmware._rtcp``). Slow on purpose and never used on the hot path; tests feed the Cython
+units and this twin the same packets on the same virtual clock and check identical output.
+Knows nothing about sockets; time is always passed in.
 """
 
 from __future__ import annotations
@@ -134,3 +136,259 @@ def event_parse(payload: bytes) -> tuple[int, bool, int, int]:
 
 
 DTMF_EVENTS = "0123456789*#ABCD"
+
+
+M32 = 0xFFFFFFFF
+
+
+def _s32(v: int) -> int:
+    v &= M32
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+def _s16(v: int) -> int:
+    v &= 0xFFFF
+    return v - (1 << 16) if v & 0x8000 else v
+
+
+def _cdiv(a: int, b: int) -> int:
+    """C integer division (truncates toward zero)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+class JitterBuffer:
+    """Adaptive playout buffer: frames placed by timestamp, one popped per period.
+
+    The delay starts at ``target`` frames, grows by one on each late packet (up to
+    ``max_frames``) and shrinks by one after 100 periods deeper than ``target + 1`` (down to
+    ``min_frames``); an SSRC change or a jump of more than 2 s resyncs.
+    """
+
+    SLOTS = 64
+    MAX_FRAME = 320
+
+    def __init__(self, frame_samples: int = 160, target: int = 2, min_frames: int = 1,
+                 max_frames: int = 10) -> None:
+        self.frame_samples = frame_samples
+        self.min_frames = min_frames
+        self.max_frames = min(max_frames, self.SLOTS - 2)
+        self.target = target
+        self.late = self.duplicates = self.reordered = self.resyncs = 0
+        self.too_early = self.shrinks = self.grows = 0
+        self.ssrc = self.play_ts = self.highest_seq = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.slots: list[tuple[int, bytes] | None] = [None] * self.SLOTS
+        self.started = False
+        self.deep_ticks = 0
+
+    def _slot(self, ts: int) -> int:
+        return (ts // self.frame_samples) % self.SLOTS
+
+    def put(self, ts: int, seq: int, ssrc: int, payload: bytes) -> int:
+        ts &= M32
+        seq &= 0xFFFF
+        fs = self.frame_samples
+        payload = bytes(payload[:self.MAX_FRAME])
+        rc = 0
+        if self.started and ssrc != self.ssrc:
+            self.resyncs += 1
+            self.reset()
+            rc = 3
+        if not self.started:
+            self.started = True
+            self.ssrc = ssrc
+            self.play_ts = (ts - self.target * fs) & M32
+            self.highest_seq = seq
+        ahead = _s32(ts - self.play_ts)
+        if ahead < 0:
+            self.late += 1
+            if self.target < self.max_frames:
+                self.target += 1
+                self.grows += 1
+                self.play_ts = (self.play_ts - fs) & M32
+            return 1
+        if ahead >= (self.SLOTS - 1) * fs:
+            if ahead > 8000 * 2:
+                self.resyncs += 1
+                self.reset()
+                return self.put(ts, seq, ssrc, payload) or 3
+            self.too_early += 1
+            return 4
+        if _s16(seq - self.highest_seq) < 0:
+            self.reordered += 1
+        else:
+            self.highest_seq = seq
+        i = self._slot(ts)
+        held = self.slots[i]
+        if held is not None and held[0] == ts:
+            self.duplicates += 1
+            return 2
+        self.slots[i] = (ts, payload)
+        return rc
+
+    def pop(self) -> bytes | None:
+        if not self.started:
+            return None
+        fs = self.frame_samples
+        i = self._slot(self.play_ts)
+        held = self.slots[i]
+        out = None
+        if held is not None and held[0] == self.play_ts:
+            out = held[1] or None
+            self.slots[i] = None
+        self.play_ts = (self.play_ts + fs) & M32
+        if self.depth > self.target + 1 and self.target > self.min_frames:
+            self.deep_ticks += 1
+            if self.deep_ticks >= 100:
+                self.slots[self._slot(self.play_ts)] = None
+                self.play_ts = (self.play_ts + fs) & M32
+                self.target -= 1
+                self.shrinks += 1
+                self.deep_ticks = 0
+        else:
+            self.deep_ticks = 0
+        return out
+
+    @property
+    def depth(self) -> int:
+        return sum(1 for s in self.slots if s is not None and _s32(s[0] - self.play_ts) >= 0)
+
+
+@dataclass(frozen=True)
+class ReportBlock:
+    ssrc: int
+    fraction_lost: int  # 1/256 units, since the previous report
+    cumulative_lost: int
+    extended_max: int
+    jitter: int  # timestamp units
+    lsr: int
+    dlsr: int  # 1/65536 s
+
+
+@dataclass(frozen=True)
+class SenderReport:
+    ssrc: int
+    ntp: int
+    rtp_ts: int
+    packets: int
+    octets: int
+    blocks: tuple[ReportBlock, ...]
+    cname: bytes
+    bye: bool
+
+
+class Rtcp:
+    """RFC 3550 reception statistics (A.1 sequence, A.3 loss, A.8 jitter) and SR/SDES/BYE."""
+
+    def __init__(self, cname: str = "intercom") -> None:
+        self.cname = cname.encode()[:64]
+        self.seq_init = False
+        self.remote_ssrc = self.max_seq = self.cycles = self.base_seq = 0
+        self.received = self.received_octets = self.rtcp_received = 0
+        self.expected_prior = self.received_prior = 0
+        self.jitter = 0.0
+        self.last_transit = 0.0
+        self.have_transit = False
+        self.lsr = self.lsr_arrival_ns = 0
+
+    def count(self, ssrc: int, seq: int, ts: int, length: int, arrival_ns: int) -> None:
+        """One RTP packet from the peer, arrival on the wall clock in ns."""
+        seq &= 0xFFFF
+        self.received += 1
+        self.received_octets += length
+        if not self.seq_init or ssrc != self.remote_ssrc:
+            self.seq_init = True
+            self.remote_ssrc = ssrc
+            self.base_seq = self.max_seq = seq
+            self.cycles = 0
+            self.have_transit = False
+            self.received = 1
+        elif (seq - self.max_seq) & 0xFFFF < 3000:  # in order, possibly with a gap
+            if seq < self.max_seq:
+                self.cycles = (self.cycles + 65536) & M32
+            self.max_seq = seq
+        transit = arrival_ns * 8e-6 - ts  # in 8 kHz timestamp units
+        if self.have_transit:
+            d = abs(transit - self.last_transit)
+            self.jitter += (d - self.jitter) / 16.0
+        self.last_transit = transit
+        self.have_transit = True
+
+    def receive(self, packet: bytes, now_ns: int) -> bool:
+        """An RTCP packet from the peer: counted, an SR's middle NTP bits kept for LSR."""
+        if len(packet) >= 8 and packet[0] >> 6 == 2 and 200 <= packet[1] <= 204:
+            self.rtcp_received += 1
+            if packet[1] == 200 and len(packet) >= 20:
+                self.lsr = struct.unpack_from("!I", packet, 10)[0]
+                self.lsr_arrival_ns = now_ns
+            return True
+        return False
+
+    @property
+    def extended_max(self) -> int:
+        return (self.cycles + self.max_seq) & M32
+
+    @property
+    def lost(self) -> int:
+        if not self.seq_init:
+            return 0
+        return self.extended_max - self.base_seq + 1 - self.received
+
+    def report(self, ssrc: int, rtp_ts: int, sent: int, sent_octets: int, now_ns: int,
+               wall_ns: int, bye: bool = False) -> bytes:
+        """SR (+ one report block once the peer was heard), SDES CNAME, optional BYE."""
+        wall_s, frac = divmod(wall_ns, 1_000_000_000)
+        ntp = (((wall_s + 2208988800) << 32) | ((frac << 32) // 1_000_000_000)) & (2**64 - 1)
+        rb = 1 if self.seq_init else 0
+        out = struct.pack("!BBHIIIIII", 0x80 | rb, 200, 6 + 6 * rb, ssrc, ntp >> 32, ntp & M32,
+                          rtp_ts & M32, sent & M32, sent_octets & M32)
+        if rb:
+            ext_max = self.extended_max
+            expected = (ext_max - self.base_seq + 1) & M32
+            lost = _s32(expected - self.received)
+            exp_int = (expected - self.expected_prior) & M32
+            rec_int = ((self.received & M32) - self.received_prior) & M32
+            self.expected_prior, self.received_prior = expected, self.received & M32
+            fraction = 0
+            if exp_int > rec_int and exp_int:
+                fraction = (((exp_int - rec_int) << 8) // exp_int) & 0xFF
+            dlsr = 0
+            if self.lsr_arrival_ns:
+                dlsr = _cdiv((now_ns - self.lsr_arrival_ns) * 65536, 1_000_000_000) & M32
+            lost = max(-0x800000, min(0x7FFFFF, lost))
+            out += struct.pack("!IB", self.remote_ssrc, fraction) + (lost & 0xFFFFFF).to_bytes(
+                3, "big") + struct.pack("!IIII", ext_max, int(self.jitter) & M32, self.lsr, dlsr)
+        words = (4 + 2 + len(self.cname) + 1 + 3) // 4
+        sdes = struct.pack("!BBHIBB", 0x81, 202, words, ssrc, 1, len(self.cname)) + self.cname
+        out += sdes + bytes(4 + 4 * words - len(sdes))
+        if bye:
+            out += struct.pack("!BBHI", 0x81, 203, 1, ssrc)
+        return out
+
+
+def parse_sender_report(packet: bytes) -> SenderReport:
+    """The fields of a compound SR [+ SDES] [+ BYE] as built by ``Rtcp.report``."""
+    b0, pt, _length, ssrc, hi, lo, rtp_ts, packets, octets = struct.unpack_from("!BBHIIIIII",
+                                                                                packet)
+    if b0 >> 6 != 2 or pt != 200:
+        raise ValueError("not an RTCP sender report")
+    off, blocks = 28, []
+    for _ in range(b0 & 0x1F):
+        rssrc, fraction = struct.unpack_from("!IB", packet, off)
+        lost = int.from_bytes(packet[off + 5:off + 8], "big", signed=True)
+        ext_max, jitter, lsr, dlsr = struct.unpack_from("!IIII", packet, off + 8)
+        blocks.append(ReportBlock(rssrc, fraction, lost, ext_max, jitter, lsr, dlsr))
+        off += 24
+    cname, bye = b"", False
+    while off + 4 <= len(packet):
+        pt2, words = packet[off + 1], struct.unpack_from("!H", packet, off + 2)[0]
+        if pt2 == 202 and packet[off + 8] == 1:
+            cname = packet[off + 10:off + 10 + packet[off + 9]]
+        elif pt2 == 203:
+            bye = True
+        off += 4 + 4 * words
+    return SenderReport(ssrc, (hi << 32) | lo, rtp_ts, packets, octets, tuple(blocks), cname,
+                        bye)

@@ -136,6 +136,8 @@ class RtpSession:
             self.source.attach(self.stream.source)  # type: ignore[attr-defined]
         if not self._pump_sink:
             self.sink.attach(self.stream.sink)  # type: ignore[attr-defined]
+        # a sound card's crystal is not the network's: match rates where a card is the far side
+        self.stream.enable_drift_control(not self._pump_sink, not self._pump_source)
         self._apply(media)
         self._pump_once()  # the first frames are ready before the first tick
         self._loop_thread = threading.Thread(target=self.stream.run,

@@ -411,3 +411,71 @@ def test_gains_scale_what_is_sent_and_played() -> None:
     at_a = float(np.sqrt(np.mean(pcm_array(bytes(ra.pcm))[4000:] ** 2)))
     assert abs(at_b / unity - 0.5) < 0.05, "A's microphone at -6 dB"
     assert abs(at_a / unity - 0.25) < 0.03, "A's speaker at -12 dB"
+
+
+class PacedCard:
+    """A sound card stand-in with its own clock: a thread moving 20 ms periods of PCM to or
+    from the stream's FIFO (as the ALSA workers do), its crystal ``ppm`` off the loop's."""
+
+    def __init__(self, capture_hz: float = 0.0, ppm: float = 0.0) -> None:
+        self.capture_hz, self.period = capture_hz, 0.02 / (1 + ppm * 1e-6)
+        self.heard = bytearray()
+        self._stop = False
+        self._thread = None
+
+    def attach(self, fifo) -> None:
+        import threading
+
+        self._thread = threading.Thread(target=self._run, args=(fifo,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fifo) -> None:
+        n, t = 0, time.monotonic()
+        while not self._stop:
+            t += self.period
+            time.sleep(max(0.0, t - time.monotonic()))
+            if self.capture_hz:
+                k = np.arange(n, n + 160)
+                fifo.write((8000 * np.sin(2 * np.pi * self.capture_hz * k / 8000))
+                           .astype("<i2").tobytes())
+                n += 160
+            else:
+                self.heard += fifo.read(160)
+
+    def read(self, samples: int) -> bytes:
+        return b""
+
+    def write(self, pcm: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        self._stop = True
+        if self._thread is not None:
+            self._thread.join(1.0)
+
+
+def test_sound_card_sides_go_through_the_drift_control() -> None:
+    """A card-paced source and sink (attach()) switch drift control on; a 1013 Hz tone (not a
+    multiple of 50 Hz) still arrives clean both ways through the resamplers."""
+    pa, pb = RtpPorts("127.0.0.1"), RtpPorts("127.0.0.1")
+    mic, speaker = PacedCard(capture_hz=1013, ppm=300), PacedCard(ppm=300)
+    rb = Recorder()
+    a = RtpSession(pa, mic, speaker)
+    b = RtpSession(pb, ToneSource(1013), rb)
+    try:
+        a.start(params(pb.port))
+        b.start(params(pa.port))
+        assert a.stream.drift.play_on and a.stream.drift.cap_on
+        assert not b.stream.drift.play_on and not b.stream.drift.cap_on
+        time.sleep(4.0)
+        mid = a.stats()
+    finally:
+        a.stop()
+        b.stop()
+        mic.close()
+        speaker.close()
+    for pcm in (bytes(rb.pcm), bytes(speaker.heard)):
+        x = pcm_array(pcm)[8000:]
+        assert abs(peak_hz(x) - 1013) < 5 and tone_snr_db(x, 1013) > 25
+    assert {"drift_ppm", "playback_fifo_max_ms", "capture_fifo_max_ms"} <= set(mid)
+    assert 0 < mid["capture_fifo_max_ms"] < 100 and 0 < mid["playback_fifo_max_ms"] < 100

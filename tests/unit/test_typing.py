@@ -23,5 +23,7 @@ def test_mypy_on_firmware() -> None:
 def test_stubtest_on_the_cython_modules() -> None:
     result = _run("mypy.stubtest", "--allowlist", str(ALLOWLIST),
                   "firmware._rtpcore", "firmware._transform", "firmware._srtp",
-                  "firmware._processor", "firmware._aec")
+                  "firmware._processor", "firmware._aec", "firmware._g711", "firmware._rtp",
+                  "firmware._jitter", "firmware._rtcp", "firmware._dtmf", "firmware._conceal",
+                  "firmware._drift", "firmware._mediacore")
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,31 @@
+# cython: language_level=3
+"""The adaptive jitter buffer (declarations)."""
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+
+cdef enum:
+    JB_SLOTS = 64
+    MAX_FRAME = 320  # bytes: 40 ms of G.711
+
+cdef struct Slot:
+    int used
+    uint32_t ts
+    uint16_t seq
+    int length
+    uint8_t data[MAX_FRAME]
+
+
+cdef class JitterBuffer:
+    cdef Slot slots[JB_SLOTS]
+    cdef public int frame_samples, target, min_frames, max_frames
+    cdef public bint started
+    cdef uint32_t play_ts, ssrc
+    cdef uint16_t highest_seq
+    cdef int deep_ticks
+    cdef public uint64_t late, duplicates, reordered, resyncs, too_early, shrinks, grows
+
+    cdef void reset_c(self) noexcept nogil
+    cdef int put_c(self, uint32_t ts, uint16_t seq, uint32_t ssrc, const uint8_t *data,
+                   int length) noexcept nogil
+    cdef int pop_c(self, uint8_t *out) noexcept nogil
+    cdef int depth_c(self) noexcept nogil

@@ -1,0 +1,137 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The adaptive jitter buffer for one RTP stream of fixed-size frames.
+
+Owns playout timing on the receive side: packets placed by timestamp, one frame popped per
+period, the playout delay grown on late packets and shrunk when the buffer stays deep, resync
+on an SSRC change or a timestamp jump. Knows nothing about codecs, concealment (a missing
+frame is returned as 0 bytes: the caller conceals), RTP parsing, clocks or sockets;
+``firmware.media._reference.JitterBuffer`` is its twin, tested packet by packet.
+"""
+
+from libc.stdint cimport int16_t, int32_t, uint8_t, uint16_t, uint32_t
+from libc.string cimport memcpy
+
+# put() results
+JB_OK, JB_LATE, JB_DUPLICATE, JB_RESYNC, JB_TOO_EARLY = 0, 1, 2, 3, 4
+
+
+cdef class JitterBuffer:
+    """Adaptive playout buffer for one RTP stream of fixed-size frames.
+
+    Packets are placed by timestamp; ``pop`` is called once per frame period and returns the
+    frame due now or 0 (missing: the caller conceals). The playout delay starts at ``target``
+    frames, grows by one frame whenever a packet arrives too late (up to ``max_frames``) and
+    shrinks by one when the buffer stays deeper than needed for 2 s (down to ``min_frames``).
+    """
+
+    def __cinit__(self, int frame_samples=160, int target=2, int min_frames=1,
+                  int max_frames=10):
+        self.frame_samples = frame_samples
+        self.min_frames = min_frames
+        self.max_frames = max_frames if max_frames < JB_SLOTS - 2 else JB_SLOTS - 2
+        self.target = target
+        self.reset_c()
+
+    def reset(self):
+        self.reset_c()
+
+    cdef void reset_c(self) noexcept nogil:
+        cdef int i
+        for i in range(JB_SLOTS):
+            self.slots[i].used = 0
+        self.started = False
+        self.deep_ticks = 0
+
+    cdef int put_c(self, uint32_t ts, uint16_t seq, uint32_t ssrc, const uint8_t *data,
+                   int length) noexcept nogil:
+        cdef int32_t ahead
+        cdef Slot *s
+        cdef int rc = 0
+        if length > MAX_FRAME:
+            length = MAX_FRAME
+        if self.started and ssrc != self.ssrc:
+            self.resyncs += 1
+            self.reset_c()
+            rc = 3
+        if not self.started:
+            self.started = True
+            self.ssrc = ssrc
+            self.play_ts = ts - <uint32_t>(self.target * self.frame_samples)
+            self.highest_seq = seq
+        ahead = <int32_t>(ts - self.play_ts)
+        if ahead < 0:
+            self.late += 1
+            if self.target < self.max_frames:  # grow: play one concealed frame more
+                self.target += 1
+                self.grows += 1
+                self.play_ts -= self.frame_samples
+            return 1
+        if ahead >= (JB_SLOTS - 1) * self.frame_samples:
+            if ahead > 8000 * 2:  # a jump of more than 2 s: the sender restarted
+                self.resyncs += 1
+                self.reset_c()
+                return self.put_c(ts, seq, ssrc, data, length) or 3
+            self.too_early += 1
+            return 4
+        if <int16_t>(seq - self.highest_seq) < 0:
+            self.reordered += 1
+        else:
+            self.highest_seq = seq
+        s = &self.slots[(ts // self.frame_samples) % JB_SLOTS]
+        if s.used and s.ts == ts:
+            self.duplicates += 1
+            return 2
+        s.used = 1
+        s.ts = ts
+        s.seq = seq
+        s.length = length
+        memcpy(s.data, data, length)
+        return rc
+
+    cdef int pop_c(self, uint8_t *out) noexcept nogil:
+        cdef Slot *s
+        cdef int n = 0
+        if not self.started:
+            return 0
+        s = &self.slots[(self.play_ts // self.frame_samples) % JB_SLOTS]
+        if s.used and s.ts == self.play_ts:
+            memcpy(out, s.data, s.length)
+            n = s.length
+            s.used = 0
+        self.play_ts += self.frame_samples
+        # shrink when more than target+1 frames wait for 100 consecutive periods
+        if self.depth_c() > self.target + 1 and self.target > self.min_frames:
+            self.deep_ticks += 1
+            if self.deep_ticks >= 100:
+                s = &self.slots[(self.play_ts // self.frame_samples) % JB_SLOTS]
+                s.used = 0
+                self.play_ts += self.frame_samples
+                self.target -= 1
+                self.shrinks += 1
+                self.deep_ticks = 0
+        else:
+            self.deep_ticks = 0
+        return n
+
+    cdef int depth_c(self) noexcept nogil:
+        """Frames buffered at or after the playout point."""
+        cdef int i, d = 0
+        for i in range(JB_SLOTS):
+            if self.slots[i].used and <int32_t>(self.slots[i].ts - self.play_ts) >= 0:
+                d += 1
+        return d
+
+    def put(self, unsigned int ts, int seq, unsigned int ssrc, payload) -> int:
+        cdef const uint8_t[::1] mv = payload
+        return self.put_c(ts, <uint16_t>seq, ssrc, &mv[0] if mv.shape[0] else NULL,
+                          mv.shape[0])
+
+    def pop(self):
+        """The frame due now (bytes), or None when it is missing."""
+        cdef uint8_t out[MAX_FRAME]
+        cdef int n = self.pop_c(out)
+        return out[:n] if n else None
+
+    @property
+    def depth(self) -> int:
+        return self.depth_c()

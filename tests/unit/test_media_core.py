@@ -1,0 +1,282 @@
+"""The sans-I/O media core under a virtual clock: no sockets, no threads, no real time.
+
+Differential tests feed the Cython units (``_jitter``, ``_rtcp``, ``_mediacore``) and the
+pure-Python twin (``firmware.media._reference``) the same packets at the same times and demand
+the same answers, packet by packet; the core's audio is judged by its spectrum.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import struct
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from firmware import _jitter, _mediacore, _rtcp
+from firmware.media import _reference as ref
+from tests.audio import pcm_array, peak_hz, tone_snr_db
+
+FS = 160
+PERIOD_NS = 20_000_000
+WALL0 = 1_790_000_000 * 10**9  # a wall clock in 2026, as CLOCK_REALTIME would give
+
+
+def tone(hz: float, start: int, n: int, amp: float = 8000.0) -> bytes:
+    return struct.pack(f"<{n}h", *(int(amp * math.sin(2 * math.pi * hz * (start + i) / 8000))
+                                   for i in range(n)))
+
+
+# ------------------------------------------------------------------------- jitter buffer
+JB_OPS = st.lists(st.one_of(
+    st.tuples(st.just("put"), st.integers(-80, 80), st.integers(-5, 5),
+              st.sampled_from([1, 1, 1, 2]), st.integers(0, 330)),
+    st.tuples(st.just("jump"), st.sampled_from([70 * FS, 200 * FS, 2**31]), st.just(0),
+              st.just(1), st.just(160)),
+    st.tuples(st.just("pop"), st.just(0), st.just(0), st.just(0), st.just(0)),
+), min_size=1, max_size=400)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=JB_OPS, base=st.integers(0, 2**32 - 1), target=st.integers(1, 6),
+       max_frames=st.integers(2, 70))
+def test_jitter_buffer_matches_its_twin(ops, base, target, max_frames) -> None:
+    c = _jitter.JitterBuffer(FS, target, 1, max_frames)
+    p = ref.JitterBuffer(FS, target, 1, max_frames)
+    frame = 0
+    for kind, dframe, dseq, ssrc, length in ops:
+        if kind == "pop":
+            assert c.pop() == p.pop()
+            frame += 1
+        else:
+            at = frame + dframe if kind == "put" else frame + dframe // FS
+            ts = (base + at * FS) & 0xFFFFFFFF if kind == "put" else (base + dframe) & 0xFFFFFFFF
+            payload = bytes([at & 0xFF]) * length
+            seq = (at + dseq) & 0xFFFF
+            assert c.put(ts, seq, ssrc, payload) == p.put(ts, seq, ssrc, payload), (kind, ts)
+        assert (c.depth, c.target, c.started) == (p.depth, p.target, p.started)
+    for name in ("late", "duplicates", "reordered", "resyncs", "too_early", "shrinks", "grows"):
+        assert getattr(c, name) == getattr(p, name), name
+
+
+def test_jitter_buffer_twin_pinned_behaviour() -> None:
+    """The twin states the behaviour the Cython unit tests pin (late grows, deep shrinks)."""
+    jb = ref.JitterBuffer(FS, target=1, max_frames=4)
+    jb.put(0, 0, 1, b"a" * FS)
+    [jb.pop() for _ in range(3)]
+    assert jb.put(FS, 1, 1, b"b" * FS) == 1 and jb.target == 2 and jb.grows == 1
+    jb = ref.JitterBuffer(FS, target=4, min_frames=1)
+    for i in range(120):
+        jb.put(i * FS, i, 1, b"z" * FS)
+        jb.put((i + 6) * FS, i + 6, 1, b"z" * FS)
+        jb.pop()
+    assert jb.shrinks >= 1 and jb.target < 4
+
+
+# ------------------------------------------------------------------------- RTCP statistics
+RTCP_OPS = st.lists(st.one_of(
+    # an RTP packet: sequence step (gaps, reorder, duplicates, wrap), arrival jitter in us
+    st.tuples(st.just("rtp"), st.sampled_from([1, 1, 1, 1, 2, 3, 0, -1, -2, 5000, -40000]),
+              st.integers(-15_000, 15_000), st.sampled_from([7, 7, 7, 7, 7, 9])),
+    st.tuples(st.just("sr"), st.integers(0, 2**32 - 1), st.just(0), st.just(0)),
+    st.tuples(st.just("report"), st.just(0), st.just(0), st.just(0)),
+), min_size=1, max_size=300)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=RTCP_OPS, seq0=st.integers(0, 65535), ts0=st.integers(0, 2**32 - 1))
+def test_rtcp_statistics_and_reports_match_the_twin(ops, seq0, ts0) -> None:
+    c, p = _rtcp.Rtcp("door@intercom"), ref.Rtcp("door@intercom")
+    now, seq, n = 5 * 10**9, seq0, 0
+    for kind, a, b, ssrc in ops:
+        now += PERIOD_NS
+        if kind == "rtp":
+            seq = (seq + a) & 0xFFFF
+            n += 1
+            ts = (ts0 + n * FS) & 0xFFFFFFFF
+            arrival = WALL0 + now + b * 1000
+            c.count(ssrc, seq, ts, FS, arrival)
+            p.count(ssrc, seq, ts, FS, arrival)
+        elif kind == "sr":
+            sr = struct.pack("!BBHIIIIII", 0x80, 200, 6, 0x51, a, a ^ 0x5A5A, 0, 0, 0)
+            assert c.receive(sr, now) == p.receive(sr, now)
+        else:
+            args = (0xD00D, n * FS, n, n * FS, now, WALL0 + now)
+            assert c.report(*args) == p.report(*args)
+        assert (c.received, c.lost, c.extended_max, c.jitter) == \
+            (p.received, p.lost, p.extended_max, p.jitter)
+    args = (0xD00D, 0, n, n * FS, now, WALL0 + now, True)
+    assert c.report(*args) == p.report(*args)
+
+
+def test_rtcp_report_fields_from_a_known_sequence() -> None:
+    """Known answers: 10 of 12 packets (2 lost), constant 1 ms extra delay on every other."""
+    r = ref.Rtcp("x")
+    now = 10**9
+    for i in [0, 1, 2, 3, 5, 6, 7, 8, 10, 11]:
+        r.count(0xAB, 100 + i, 160 * i, 160, WALL0 + now + i * PERIOD_NS + (i % 2) * 10**6)
+    r.receive(struct.pack("!BBHIIIIII", 0x80, 200, 6, 0xAB, 0x11112222, 0x33334444, 0, 0, 0),
+              now)
+    sr = ref.parse_sender_report(r.report(0xD00D, 4242, 50, 8000, now + 10**9, WALL0 + now))
+    (block,) = sr.blocks
+    assert (block.ssrc, block.cumulative_lost, block.extended_max) == (0xAB, 2, 111)
+    assert block.fraction_lost == 2 * 256 // 12
+    assert block.lsr == 0x22223333 and block.dlsr == 65536  # 1 s after the peer's SR
+    # |D| = 8 units (1 ms) between neighbours of different parity, 0 across the two gaps:
+    # J += (|D| - J) / 16 over 8,8,8,0,8,8,8,0,8 is 2.69 -> 2
+    assert block.jitter == 2 and abs(r.jitter - 2.6937557) < 0.01
+    assert (sr.ssrc, sr.rtp_ts, sr.packets, sr.octets, sr.cname) == (0xD00D, 4242, 50, 8000,
+                                                                     b"x")
+    assert sr.ntp >> 32 == (WALL0 + now) // 10**9 + 2208988800 and sr.ntp & 0xFFFFFFFF == 0
+    sr2 = ref.parse_sender_report(r.report(0xD00D, 0, 0, 0, now, WALL0 + now, bye=True))
+    assert sr2.blocks[0].fraction_lost == 0 and sr2.bye  # nothing new lost since the last one
+
+
+# ------------------------------------------------------------------------- the whole core
+class Peer:
+    """The far end: a 1013 Hz tone in PCMU packets, with loss, jitter and reordering."""
+
+    def __init__(self, seed: int, loss: float = 0.0, jitter_ms: float = 0.0) -> None:
+        self.rng = random.Random(seed)
+        self.loss, self.jitter_ms = loss, jitter_ms
+        self.seq, self.ts, self.n = 4000, 77_000, 0
+
+    def packets_until(self, now_ns: int, queue: list) -> None:
+        while self.n * PERIOD_NS <= now_ns:
+            payload = ref.encode_ulaw(tone(1013, self.n * FS, FS))
+            pkt = ref.rtp_pack(0, self.n == 0, self.seq, self.ts, 0xFACE, payload)
+            delay = int(self.rng.uniform(0, self.jitter_ms) * 1e6)
+            if self.rng.random() >= self.loss:
+                queue.append((self.n * PERIOD_NS + delay, pkt))
+            self.seq, self.ts, self.n = (self.seq + 1) & 0xFFFF, self.ts + FS, self.n + 1
+
+
+def run_call(seconds: float, loss: float = 0.0, jitter_ms: float = 0.0, seed: int = 1):
+    """Drive a MediaCore and the twin's RTCP side by side; return what came out."""
+    core = _mediacore.MediaCore(0, 20, 101, ssrc=0xD00D, seq=10, ts=1000, cname="door")
+    twin = ref.Rtcp("door")
+    peer, queue = Peer(seed, loss, jitter_ms), []
+    played, sent, reports = [], [], []
+    sent_count = sent_octets = 0
+    for k in range(int(seconds * 50)):
+        now = 3 * 10**9 + k * PERIOD_NS
+        peer.packets_until(k * PERIOD_NS, queue)
+        queue.sort(key=lambda q: q[0])
+        while queue and queue[0][0] <= k * PERIOD_NS:
+            at, pkt = queue.pop(0)
+            assert core.receive_rtp(pkt, WALL0 + at) == 0
+            h = ref.rtp_parse(pkt)
+            twin.count(h.ssrc, h.sequence, h.timestamp, len(h.payload), WALL0 + at)
+        packets, pcm = core.tick(now, WALL0 + now, tone(700, k * FS, FS, 6000))
+        played.append(pcm)
+        for kind, pkt in packets:
+            if kind == "rtp":
+                sent.append(pkt)
+                sent_count += 1
+                sent_octets += len(pkt) - 12
+            else:
+                mine = ref.parse_sender_report(pkt)
+                # the twin builds the report from the same state, time and sender counts
+                assert pkt == twin.report(0xD00D, mine.rtp_ts, mine.packets, mine.octets, now,
+                                          WALL0 + now), f"report at {k} differs from the twin"
+                reports.append((k, mine))
+    return core, b"".join(played), sent, reports
+
+
+def test_core_plays_the_far_end_and_sends_the_capture() -> None:
+    core, played, sent, reports = run_call(4.0)
+    heard = pcm_array(played)[50 * FS:]  # after the jitter buffer filled
+    assert abs(peak_hz(heard) - 1013) < 5 and tone_snr_db(heard, 1013) > 25
+    assert len(sent) == 200 and ref.rtp_parse(sent[0]).marker
+    h = [ref.rtp_parse(p) for p in sent]
+    assert [x.timestamp - h[0].timestamp for x in h[:3]] == [0, 160, 320]
+    out = pcm_array(b"".join(ref.decode_ulaw(x.payload) for x in h))
+    assert abs(peak_hz(out) - 700) < 5 and tone_snr_db(out, 700) > 25
+    st_ = core.stats()
+    assert st_["received"] == 200 and st_["lost"] == 0 and st_["concealed_ms"] == 0
+    # first report at 2.5 s, the next 3.75-6.25 s later; it carries a report block
+    assert reports and reports[0][0] == 125 and reports[0][1].blocks[0].cumulative_lost == 0
+
+
+def test_core_under_loss_and_jitter_agrees_with_the_twin_and_conceals() -> None:
+    core, played, sent, reports = run_call(30.0, loss=0.05, jitter_ms=30, seed=7)
+    st_ = core.stats()
+    assert st_["lost"] > 0 and st_["concealed_ms"] > 0
+    assert len(reports) >= 5
+    last = reports[-1][1].blocks[0]
+    assert 0 < last.cumulative_lost <= st_["lost"] and last.fraction_lost > 0
+    # uniform 0-30 ms delay: mean |D| is 10 ms = 80 units
+    assert 50 < last.jitter < 110
+    heard = pcm_array(played)[100 * FS:]
+    assert abs(peak_hz(heard) - 1013) < 5 and tone_snr_db(heard, 1013) > 10
+
+
+def test_core_dtmf_both_ways_and_direction() -> None:
+    core = _mediacore.MediaCore(8, 20, 101, ssrc=1, seq=65530, ts=2**32 - 320)
+    assert core.send_dtmf("*1x") == 2
+    events, now = [], 0
+    for _k in range(40):
+        now += PERIOD_NS
+        packets, _ = core.tick(now, WALL0 + now, b"")
+        events += [ref.rtp_parse(p) for kind, p in packets if kind == "rtp"]
+    dtmf = [e for e in events if e.payload_type == 101]
+    codes = {ref.event_parse(e.payload)[0] for e in dtmf}
+    ends = [e for e in dtmf if ref.event_parse(e.payload)[1]]
+    assert codes == {10, 1} and len(ends) == 6  # each end three times
+    assert len({e.timestamp for e in dtmf}) == 2 and core.stats()["dtmf_sent"] == 2
+    seqs = [e.sequence for e in events]
+    assert all((b - a) & 0xFFFF == 1 for a, b in zip(seqs, seqs[1:], strict=False))
+    for i, ev in enumerate([11, 11, 11, 5, 99]):
+        pkt = ref.rtp_pack(101, False, i, 8000 * (1 + (i >= 3) + (i >= 4)), 3,
+                           ref.event_pack(ev, i == 2, 10, 160))
+        core.receive_rtp(pkt, WALL0 + now)
+    assert core.received_digits() == "#5" and core.stats()["malformed"] == 1
+    core.set_direction(False, True)
+    packets, _ = core.tick(now + PERIOD_NS, WALL0, b"")
+    assert [k for k, _ in packets] == [] and core.stats()["source_underruns"] == 40
+
+
+def test_core_bye_and_silence_before_anything_arrives() -> None:
+    core = _mediacore.MediaCore(0, 20)
+    packets, pcm = core.tick(PERIOD_NS, WALL0, tone(700, 0, FS), peer=False)
+    assert packets == [] and pcm == bytes(2 * FS)
+    bye = ref.parse_sender_report(core.bye(2 * PERIOD_NS, WALL0))
+    assert bye.bye and bye.blocks == () and bye.cname == b"intercom"
+    assert core.receive_rtp(b"\x80", 0) == -2 and core.receive_rtcp(b"\x00" * 8, 0) == -1
+    assert core.stats()["malformed"] == 2
+    assert np.all(pcm_array(pcm) == 0)
+
+
+def test_concealment_repeats_and_fades_then_silence() -> None:
+    """The one concealment place: a lost frame after a good one is the last frame, fading."""
+    from firmware._conceal import Concealer
+
+    good = tone(1013, 0, FS)
+    c = Concealer()
+    assert c.conceal(FS) == bytes(2 * FS)  # nothing heard yet: silence
+    assert c.good(good) == good
+    levels = [np.abs(pcm_array(c.conceal(FS))).max() for _ in range(6)]
+    peak = np.abs(pcm_array(good)).max()
+    assert [round(v / peak, 2) for v in levels] == [0.8, 0.6, 0.4, 0.2, 0.0, 0.0]
+    # inside the core: drop packet 60 of a clean call; frame 60 is played as frame 59 * 0.8
+    core = _mediacore.MediaCore(0, 20, ssrc=1)
+    played = []
+    for k in range(80):
+        if k != 60:
+            core.receive_rtp(ref.rtp_pack(0, False, k, k * FS, 5,
+                                          ref.encode_ulaw(tone(1013, k * FS, FS))), WALL0)
+        played.append(pcm_array(core.tick(k * PERIOD_NS, WALL0, b"")[1]))
+    lost_at = next(i for i, p in enumerate(played) if i > 10 and
+                   np.allclose(p, (played[i - 1] * 4 / 5).astype(int), atol=1))
+    assert core.stats()["concealed_ms"] == 20 and np.abs(played[lost_at]).max() > 1000
+
+
+def test_a_concealer_plugs_into_the_core() -> None:
+    """The concealment place takes another Concealer (G.711 Appendix I will be one)."""
+    from firmware._conceal import Concealer
+
+    mine = Concealer()
+    core = _mediacore.MediaCore(0, 20, concealer=mine)
+    assert core.plc is mine and _mediacore.MediaCore(0, 20).plc is not mine
