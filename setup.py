@@ -1,8 +1,8 @@
 """Build hook: compiles the Cython real-time core and ships the board profiles (hw/profiles) as
 package data (firmware/profiles), so that ``pip install .`` gives a working ``intercom``.
 
-Three extensions: the core (``_rtpcore``), the packet-transform hook it calls (``_transform``)
-and the SRTP transform on libsrtp2 (``_srtp``; Debian ``libsrtp2-dev`` to build,
+Four extensions: the core (``_rtpcore``), its loss concealer (``_plc``), the packet-transform
+hook it calls (``_transform``) and the SRTP transform on libsrtp2 (``_srtp``; Debian ``libsrtp2-dev`` to build,
 ``libsrtp2-1`` to run).
 """
 
@@ -31,7 +31,8 @@ if (HERE / "firmware" / "_rtpcore.pyx").exists():
 
     flags = ["-O2"]
     ext_modules = cythonize(
-        [Extension("firmware._transform", ["firmware/_transform.pyx"], extra_compile_args=flags),
+        [Extension("firmware._plc", ["firmware/_plc.pyx"], extra_compile_args=flags),
+         Extension("firmware._transform", ["firmware/_transform.pyx"], extra_compile_args=flags),
          Extension("firmware._rtpcore", ["firmware/_rtpcore.pyx"], extra_compile_args=flags),
          Extension("firmware._srtp", ["firmware/_srtp.pyx"], extra_compile_args=flags,
                    libraries=["srtp2"])],

@@ -1,0 +1,13 @@
+"""Type stub for the packet-loss concealer (firmware/_plc.pyx)."""
+
+from collections.abc import Buffer
+
+class Concealer:
+    good_frames: int
+    concealed_frames: int
+    merges: int
+    def reset(self) -> None: ...
+    def good(self, pcm: Buffer) -> bytes: ...
+    def conceal(self, n: int = 160) -> bytes: ...
+    @property
+    def pitch_lag(self) -> int: ...
