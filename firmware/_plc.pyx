@@ -20,7 +20,8 @@ What it does, and why (a frame is 20 ms, 160 samples at 8 kHz, but any size work
   longer losses do not turn into a buzz; from 10 ms on the output fades by 20 % per 10 ms and is
   silent after 60 ms.
 * The first received frame after a loss is merged: its start is crossfaded with the concealment's
-  continuation over P/4 samples plus 4 ms per further 10 ms of loss.
+  continuation over P/4 samples (plus 4 ms per further 10 ms once the loss exceeds 20 ms;
+  measured on speech, a longer merge after a single lost frame scores lower).
 """
 
 from libc.math cimport sqrt
@@ -160,7 +161,8 @@ cdef class Concealer:
         cdef int k, m
         cdef float w
         if self.erased > 0:
-            m = self.ola + (self.erased // 80 - 1) * 32 if self.erased > 80 else self.ola
+            # one lost frame: P/4; from 30 ms of loss on, 4 ms more per further 10 ms
+            m = self.ola + (self.erased // 80 - 1) * 32 if self.erased > 160 else self.ola
             if m > n:
                 m = n
             for k in range(m):
