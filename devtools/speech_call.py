@@ -101,7 +101,8 @@ def _heard_wav(path: Path) -> np.ndarray:
 
 
 def run_call(pbx: Asterisk, client: str, cond: Condition, tmp: Path, seed: int = 1,
-             clean: np.ndarray | None = None, box_media: dict | None = None) -> SpeechResult:
+             clean: np.ndarray | None = None, box_media: dict | None = None,
+             baresip_modules: tuple[str, ...] = ()) -> SpeechResult:
     """One call: the far end sends ``clean`` (default: devtools.speech.speech()) to
     ``client`` ("intercom" or "baresip") through the relay under ``cond``."""
     tmp.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,7 @@ def run_call(pbx: Asterisk, client: str, cond: Condition, tmp: Path, seed: int =
             record = tmp / "record"
             record.mkdir(exist_ok=True)
             phone = Baresip(pbx, "5001", answer="auto", record_dir=record,
-                            tmp=tmp / "baresip").start()
+                            tmp=tmp / "baresip", modules=baresip_modules).start()
             service = "5001"
         else:
             raise ValueError(client)
