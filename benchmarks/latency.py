@@ -3,11 +3,12 @@ Asterisk's Echo() (extension 600) on loopback, and the box's loudspeaker recorde
 is found by locating every click in what was played.
 
 Both files are indexed by the 20 ms loop's ticks (the loop pulls one frame from the capture FIFO
-and pushes one to the playback FIFO per tick), so the lag in samples is the time a click spends
-inside the box (capture FIFO, frame, jitter buffer) plus the loopback network and Asterisk, both
-ways. The jitter buffer's part is sampled from ``status`` during the call; the capture FIFO's
-part for a file source is the pump's prefill. What this does not include: a sound card's own
-ALSA buffers (one or two 20 ms periods each way on a real card), the room, the far end.
+and pushes one to the playback FIFO per tick), so the lag in samples is the time from the tick
+that sends a click to the tick that plays it: the jitter buffer, the frame/tick alignment and the
+loopback network and Asterisk, both ways. The jitter buffer's part is sampled from ``status``
+during the call. What this does not include: a sound card's own ALSA buffers and the capture
+FIFO in front of the loop (a file source is read ahead by the pump; only a live card shows that
+wait), the room, the far end.
 """
 
 from __future__ import annotations
@@ -99,20 +100,20 @@ def run(seconds: float) -> dict:
 def table(r: dict) -> str:
     lags = np.array(r["lags"])
     total = float(np.median(lags))
-    jb, prefill = r["jb_depth"], r["prefill"]
-    frame = 20.0
-    rest = total - prefill - jb - frame
+    steady = float(np.median(lags[-5:]))
+    jb = r["jb_depth"]
+    rest = total - jb
     out = ["| part (box -> Asterisk Echo -> box, loopback) | ms | vs the 80 ms target |",
            "|---|---:|---:|",
-           f"| round trip, click to click (median of {len(lags)}; "
-           f"min {lags.min():.0f}, max {lags.max():.0f}) | {total:.0f} | |",
-           f"| capture FIFO (file source: the pump's prefill) | {prefill:.0f} | |",
-           f"| one 20 ms frame (the packet is sent when its frame is complete) | {frame:.0f} | |",
-           f"| jitter buffer (mean depth; target {r['jb_target']:.0f}) | {jb:.0f} | "
-           f"{jb / 80:.2f}x |",
-           f"| rest: network, Asterisk, playout FIFO, tick alignment | {rest:.0f} | |",
-           f"| box's own share, capture to wire (live microphone: one 20 ms ALSA period + one "
-           f"frame) | 40 | {40 / 80:.2f}x |",
-           f"| box's own share, wire to playback (jitter buffer + one 20 ms ALSA period) | "
-           f"{jb + 20:.0f} | {(jb + 20) / 80:.2f}x |"]
+           f"| round trip, click to click, loop-tick domain (median of {len(lags)}; min "
+           f"{lags.min():.0f}, max {lags.max():.0f}; last five {steady:.0f}) | {total:.0f} | "
+           f"{total / 80:.2f}x |",
+           f"| of which the jitter buffer (mean depth; its target ends at {r['jb_target']:.0f}) "
+           f"| {jb:.0f} | {jb / 80:.2f}x |",
+           f"| of which the rest: frame/tick alignment, network, Asterisk | {rest:.0f} | |",
+           "| box's own share, capture to wire, live card (not measured here: one 20 ms ALSA "
+           "period + up to one frame in the capture FIFO) | 20-40 | 0.25-0.50x |",
+           f"| box's own share, wire to playback, live card (jitter buffer as measured + the "
+           f"ALSA playback buffer, 4 periods of 20 ms in media/alsa.py) | {jb:.0f} + up to 80 | "
+           f"{(jb + 80) / 80:.2f}x at most |"]
     return "\n".join(out)
