@@ -43,6 +43,11 @@ def threads(pid: int) -> dict[str, tuple[float, int]]:
     return out
 
 
+def _cpu_seconds(pid: int) -> float:
+    """The whole process's CPU seconds (all threads; ns resolution where schedstat exists)."""
+    return sum(cpu for cpu, _ in threads(pid).values())
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM"):
