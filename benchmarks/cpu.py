@@ -44,8 +44,9 @@ def threads(pid: int) -> dict[str, tuple[float, int]]:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """The whole process's CPU seconds (all threads; ns resolution where schedstat exists)."""
-    return sum(cpu for cpu, _ in threads(pid).values())
+    """The whole process's CPU seconds from /proc/PID/stat (flood and srtp use it)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def _rss_mb(pid: int) -> float:
