@@ -11,9 +11,10 @@ APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
 # Debian packages: the Asterisk chroot builder, the Python toolchain for the Cython core, ALSA's
 # headers (pyalsaaudio builds against them), libsrtp2's (the SRTP transform links it), and the
 # real peers the tests talk to (baresip with jackd's paced dummy driver, SIPp); git: the install test
-# copies the tracked files; espeak-ng: the speech the PESQ tests render at test time.
+# copies the tracked files; espeak-ng: the speech the PESQ tests render at test time;
+# libasound2-plugins: alsa-lib's jack PCM, a paced 8 kHz ALSA device for the CPU benchmark.
 DEB_PACKAGES=(mmdebstrap python3 python3-venv python3-dev gcc iproute2 baresip-core sip-tester
-  jackd2 libasound2-dev alsa-utils libsrtp2-dev git espeak-ng)
+  jackd2 libasound2-dev alsa-utils libsrtp2-dev git espeak-ng libasound2-plugins)
 
 log() { printf '\n==> %s\n' "$*"; }
 

@@ -2,16 +2,19 @@
 each to Asterisk's Echo() (extension 600) at the same time, measured from /proc in interleaved
 windows (box, baresip, box, ...), so both see the same machine load.
 
-Fair by construction: both send an 8 kHz mono 700 Hz tone (the box: ``tone:700``; baresip:
-aufile reading an 8 kHz mono WAV at ``ausrc_srate 8000``), both play 8 kHz mono (the box:
-``null``, drained every 40 ms by its pump; baresip: jack at 8000 Hz, one channel, on jackd's
-paced dummy driver, jackd itself not counted), both at their normal log level (the box ``info``,
-baresip without ``-v``). Per-thread figures for the box say where its time goes.
+Fair by construction: both run 8 kHz mono in and out at their normal log level (the box
+``info``, baresip without ``-v``). baresip: aufile reading an 8 kHz mono 700 Hz WAV, jack at
+8000 Hz mono on jackd's paced dummy driver. The box: its production path, ALSA through
+media/alsa.py's threads, on alsa-lib's jack plugin (Debian libasound2-plugins) on a second
+dummy jackd at 8000 Hz; without that plugin, ``tone:700`` and ``null`` through its pump. jackd
+is not counted for either. Per-thread figures for the box say where its time goes.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -89,15 +92,34 @@ class Meter:
         return sorted(r, key=lambda x: -x[2])
 
 
-def run(seconds: float, windows: int = 6) -> list[dict]:
-    rows: list[dict] = []
-    pbx = Asterisk().start()
-    tmp = Path(tempfile.mkdtemp(prefix="intercom-bench-"))
+def _jack_alsa(tmp: Path) -> tuple[subprocess.Popen, dict[str, str]] | None:
+    """A paced 8 kHz mono ALSA device without a sound card: alsa-lib's jack plugin (Debian
+    libasound2-plugins) on jackd's dummy driver at 8000 Hz, 20 ms periods. Returns jackd and
+    the environment that points the box's alsa-lib at it, or None without the plugin."""
+    if not glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_jack.so"):
+        return None
+    name = f"icb-{os.getpid()}"
+    (tmp / "asoundrc").write_text(
+        'pcm.icjack_raw {\n type jack\n playback_ports { 0 "system:playback_1" }\n'
+        ' capture_ports { 0 "system:capture_1" }\n}\n'
+        'pcm.icjack {\n type plug\n slave.pcm "icjack_raw"\n}\n')
+    env = {"JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1",
+           "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{tmp / 'asoundrc'}"}
+    jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "8000",
+                              "-p", "160"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, **env})
+    time.sleep(0.7)
+    return jackd, env
+
+
+def _phase(pbx: Asterisk, tmp: Path, audio: dict, env: dict, label: str, seconds: float,
+           windows: int) -> list[dict]:
+    """The box (``audio``) and baresip, each in a call to Echo(), windows interleaved."""
     box: Intercom | None = None
     phone: Baresip | None = None
     try:
-        box = Intercom(tmp / "box", pbx.port, audio={"capture": "tone:700", "playback": "null"},
-                       log_level="info").start()
+        box = Intercom(tmp / "box", pbx.port, audio=audio, log_level="info", env=env).start()
         wait_for(lambda: box.status().get("state") == "idle", 15, 0.1, "registration")
         time.sleep(1)
         assert box.proc is not None
@@ -116,43 +138,64 @@ def run(seconds: float, windows: int = 6) -> list[dict]:
         for _ in range(windows):  # interleaved: both calls run all the time
             ours.window(seconds / windows)
             theirs.window(seconds / windows)
-        rtp = box.status()["rtp"]
-        rows.append({"client": "intercom (this firmware)", "meter": ours, "idle": idle,
-                     "rss": _rss_mb(box.proc.pid), "received": rtp["received"]})
-        rows.append({"client": "baresip 1.0.0 (reference)", "meter": theirs, "idle": None,
-                     "rss": _rss_mb(phone.proc.pid), "received": None})
+        rows = [{"client": label, "meter": ours, "idle": idle, "rss": _rss_mb(box.proc.pid)},
+                {"client": "baresip 1.0.0 (reference, same phase)", "meter": theirs,
+                 "idle": None, "rss": _rss_mb(phone.proc.pid)}]
         box.cmd("hangup")
         phone.command("hangup")
+        return rows
     finally:
         if box is not None:
             box.stop()
         if phone is not None:
             phone.stop()
+
+
+def run(seconds: float, windows: int = 6) -> list[list[dict]]:
+    """Two phases: the box on its pump (tone source, null sink) and, where alsa-lib's jack
+    plugin exists, the box on its ALSA threads; baresip measured alongside in each."""
+    phases: list[list[dict]] = []
+    pbx = Asterisk().start()
+    tmp = Path(tempfile.mkdtemp(prefix="intercom-bench-"))
+    try:
+        phases.append(_phase(pbx, tmp / "pump", {"capture": "tone:700", "playback": "null"}, {},
+                             "intercom (tone:700 source, null sink)", seconds, windows))
+        jack = _jack_alsa(tmp)
+        if jack is not None:
+            try:
+                phases.append(_phase(pbx, tmp / "alsa", {"capture": "icjack",
+                                                         "playback": "icjack"}, jack[1],
+                                     "intercom (ALSA, 8 kHz mono, alsa-lib jack plugin)",
+                                     seconds, windows))
+            finally:
+                jack[0].terminate()
+                jack[0].wait(5)
+    finally:
         pbx.cleanup()
-    return rows
+    return phases
 
 
-def table(rows: list[dict]) -> str:
-    ref = rows[-1]["meter"].cpu_per_min()
-    out = ["| client | CPU s per call-minute | vs baresip | wake-ups/s in call | peak RSS MB |",
-           "|---|---:|---:|---:|---:|"]
-    for r in rows:
-        m = r["meter"]
-        out.append(f"| {r['client']} | {m.cpu_per_min():.2f} | {m.cpu_per_min() / ref:.2f}x | "
-                   f"{m.wakeups():.0f} | {r['rss']:.1f} |")
-    ours, idle = rows[0]["meter"], rows[0]["idle"]
-    out.append(f"\nIntercom idle and registered: {idle.cpu_per_min() / 60 * 100:.2f} % of a "
-               f"core, {idle.wakeups():.1f} wake-ups/s.\n")
-    out.append("| intercom thread | in call: CPU s/min | wake-ups/s | idle: CPU s/min "
-               "| wake-ups/s |")
-    out.append("|---|---:|---:|---:|---:|")
-    idle_rows = {n: (c, w) for n, c, w in idle.rows()}
-    for name, cpu, wk in ours.rows():
-        ic, iw = idle_rows.pop(name, (0.0, 0.0))
-        out.append(f"| {name} | {cpu:.3f} | {wk:.1f} | {ic:.3f} | {iw:.1f} |")
-    for name, (ic, iw) in idle_rows.items():
-        out.append(f"| {name} (idle only) | - | - | {ic:.3f} | {iw:.1f} |")
-    out.append("\n| baresip thread | CPU s/min | wake-ups/s |\n|---|---:|---:|")
-    for name, cpu, wk in rows[-1]["meter"].rows():
-        out.append(f"| {name} | {cpu:.3f} | {wk:.1f} |")
+def table(phases: list[list[dict]]) -> str:
+    out = ["| client | CPU s per call-minute | vs baresip (same phase) | wake-ups/s in call "
+           "| peak RSS MB |", "|---|---:|---:|---:|---:|"]
+    for rows in phases:
+        ref = rows[-1]["meter"].cpu_per_min()
+        for r in rows:
+            m = r["meter"]
+            out.append(f"| {r['client']} | {m.cpu_per_min():.2f} | "
+                       f"{m.cpu_per_min() / ref:.2f}x | {m.wakeups():.0f} | {r['rss']:.1f} |")
+    for rows in phases:
+        ours, idle = rows[0]["meter"], rows[0]["idle"]
+        out.append(f"\n{rows[0]['client']}: idle and registered "
+                   f"{idle.cpu_per_min() / 60 * 100:.2f} % of a core, {idle.wakeups():.1f} "
+                   "wake-ups/s.\n")
+        out.append("| thread | in call: CPU s/min | wake-ups/s | idle: CPU s/min | wake-ups/s |")
+        out.append("|---|---:|---:|---:|---:|")
+        idle_rows = {n: (c, w) for n, c, w in idle.rows()}
+        for name, cpu, wk in ours.rows():
+            ic, iw = idle_rows.pop(name, (0.0, 0.0))
+            out.append(f"| {name} | {cpu:.3f} | {wk:.1f} | {ic:.3f} | {iw:.1f} |")
+        out.append("\n| baresip thread (same phase) | CPU s/min | wake-ups/s |\n|---|---:|---:|")
+        for name, cpu, wk in rows[-1]["meter"].rows():
+            out.append(f"| {name} | {cpu:.3f} | {wk:.1f} |")
     return "\n".join(out)
