@@ -297,8 +297,9 @@ class Baresip:
         self.ctrl_port = free_port(socket.SOCK_STREAM)
         self.rtp_ports = (41000 + (self.sip_port % 50) * 100, 41000 + (self.sip_port % 50) * 100
                           + 98)
+        extra_modules = modules
         modules = ["g711.so", "aufile.so" if source_wav else "ausine.so", "account.so",
-                   "ctrl_tcp.so", "menu.so", *modules]
+                   "ctrl_tcp.so", "menu.so"]
         if mediaenc:  # srtp (best effort), srtp-mand (RTP/SAVP); loaded before the accounts
             modules.insert(modules.index("account.so"), "srtp.so")
         extra = ""
@@ -310,6 +311,9 @@ class Baresip:
         if record_dir is not None:
             modules.append("sndfile.so")
             extra = f"snd_path {record_dir}\n"
+        # after sndfile: audio filters load in order and the receive side runs them in reverse,
+        # so sndfile then records what e.g. the plc filter made of the stream
+        modules.extend(extra_modules)
         if self.paced:
             modules.append("jack.so")
             player = (f"audio_player jack,\nauplay_srate {rate}\nauplay_channels {channels}\n"
