@@ -12,10 +12,11 @@ APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
 # headers (pyalsaaudio builds against them), libsrtp2's (the SRTP transform links it), and the
 # real peers the tests talk to (baresip with jackd's paced dummy driver, SIPp); git: the install test
 # copies the tracked files; the echo cancellers' libraries (speexdsp; WebRTC's module through a C++
-# shim, found by pkg-config) and espeak-ng, which speaks the room tests' speech.
+# shim, found by pkg-config); espeak-ng, which speaks the room and PESQ tests' speech at test time;
+# libasound2-plugins: alsa-lib's jack PCM, a paced 8 kHz ALSA device for the CPU benchmark.
 DEB_PACKAGES=(mmdebstrap python3 python3-venv python3-dev gcc iproute2 baresip-core sip-tester
   jackd2 libasound2-dev alsa-utils libsrtp2-dev git
-  libspeexdsp-dev libwebrtc-audio-processing-dev g++ pkg-config espeak-ng)
+  libspeexdsp-dev libwebrtc-audio-processing-dev g++ pkg-config espeak-ng libasound2-plugins)
 
 log() { printf '\n==> %s\n' "$*"; }
 

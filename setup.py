@@ -3,7 +3,7 @@ package data (firmware/profiles), so that ``pip install .`` gives a working ``in
 
 The extensions: the media stream's I/O shell (``_rtpcore``) around the sans-I/O core
 (``_mediacore``) and its units (``_g711``, ``_rtp``, ``_jitter``, ``_rtcp``, ``_dtmf``,
-``_conceal``, ``_drift``), the two hooks between core and I/O (``_transform`` between packets
+``_conceal`` and its G.711 Appendix I subclass ``_plc``, ``_drift``), the two hooks between core and I/O (``_transform`` between packets
 and sockets, ``_processor`` around the PCM played and captured), the SRTP transform on libsrtp2
 (``_srtp``; Debian ``libsrtp2-dev`` to build, ``libsrtp2-1`` to run) and the echo cancellers
 (``_aec``: speexdsp, ``libspeexdsp-dev``; the WebRTC audio processing module through a C++ shim
@@ -74,7 +74,7 @@ if (HERE / "firmware" / "_rtpcore.pyx").exists():
     ext_modules = cythonize(
         [Extension(f"firmware.{name}", [f"firmware/{name}.pyx"], extra_compile_args=flags)
          for name in ("_transform", "_processor", "_g711", "_rtp", "_jitter", "_rtcp", "_dtmf",
-                      "_conceal", "_drift", "_mediacore", "_rtpcore")] +
+                      "_conceal", "_plc", "_drift", "_mediacore", "_rtpcore")] +
         [aec, Extension("firmware._srtp", ["firmware/_srtp.pyx"], extra_compile_args=flags,
                         libraries=["srtp2"])],
         language_level=3,

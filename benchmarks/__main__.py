@@ -7,7 +7,7 @@ import os
 import platform
 import sys
 
-from . import aec, button, codec, cpu, drift, flood, loop, srtp, webrtc
+from . import aec, button, codec, cpu, drift, flood, latency, loop, speech, srtp, webrtc
 
 
 def machine() -> str:
@@ -27,7 +27,7 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="benchmarks")
     p.add_argument("--quick", action="store_true", help="short runs (10 s loops)")
     p.add_argument("--only", choices=["codec", "loop", "cpu", "button", "flood", "srtp",
-                                      "webrtc", "aec", "drift"])
+                                      "webrtc", "aec", "drift", "speech", "latency"])
     args = p.parse_args()
     seconds = 10.0 if args.quick else 60.0
     print(f"machine: {machine()}\n")
@@ -41,8 +41,15 @@ def main() -> None:
         print("## Button press -> INVITE on the wire\n")
         print(button.table(button.run(10 if args.quick else 30)), "\n", flush=True)
     if args.only in (None, "cpu"):
-        print(f"## One full-duplex G.711 call to Asterisk Echo(), {seconds / 2:.0f} s window\n")
+        print(f"## CPU: the intercom and baresip, each in a G.711 call to Asterisk Echo() at the "
+              f"same time, 8 kHz mono both, {seconds / 2:.0f} s of interleaved windows each\n")
         print(cpu.table(cpu.run(seconds / 2)), "\n", flush=True)
+    if args.only in (None, "speech"):
+        print("## Speech quality under loss and jitter (PESQ), the intercom against baresip\n")
+        print(speech.table(speech.run()), "\n", flush=True)
+    if args.only in (None, "latency"):
+        print("## Mouth-to-ear latency: a click through the box, Asterisk and back\n")
+        print(latency.table(latency.run(5 if args.quick else 20)), "\n", flush=True)
     if args.only in (None, "flood"):
         print(f"## A stranger's SIP flood during a call ({seconds / 4:.0f} s windows), and the "
               "cost of one message\n")

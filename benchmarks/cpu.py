@@ -1,33 +1,55 @@
-"""CPU per call-minute and wake-ups per second: the intercom against baresip, each making the
-same call (G.711 to Asterisk's Echo() at extension 600) on this machine, measured from /proc."""
+"""CPU per call-minute and wake-ups per second: the intercom against baresip, both in one call
+each to Asterisk's Echo() (extension 600) at the same time, measured from /proc in interleaved
+windows (box, baresip, box, ...), so both see the same machine load.
+
+Fair by construction: both run 8 kHz mono in and out at their normal log level (the box
+``info``, baresip without ``-v``). baresip: aufile reading an 8 kHz mono 700 Hz WAV, jack at
+8000 Hz mono on jackd's paced dummy driver. The box: its production path, ALSA through
+media/alsa.py's threads, on alsa-lib's jack plugin (Debian libasound2-plugins) on a second
+dummy jackd at 8000 Hz; without that plugin, ``tone:700`` and ``null`` through its pump. jackd
+is not counted for either. Per-thread figures for the box say where its time goes.
+"""
 
 from __future__ import annotations
 
+import glob
 import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from devtools.components import Asterisk, Baresip, Intercom, wait_for
+from devtools.components import Asterisk, Baresip, Intercom, tone_wav, wait_for
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def _switches(pid: int) -> int:
-    total = 0
+def threads(pid: int) -> dict[str, tuple[float, int]]:
+    """{thread name (tid): (CPU seconds, voluntary + involuntary context switches)}."""
+    out = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            for line in (task / "status").read_text().splitlines():
-                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                    total += int(line.split()[1])
-        except FileNotFoundError:
+            stat = (task / "stat").read_text()
+            status = (task / "status").read_text()
+        except (FileNotFoundError, ProcessLookupError):
             continue
-    return total
+        name = stat[stat.index("(") + 1: stat.rindex(")")]
+        try:  # nanoseconds on the CPU (utime+stime in stat count 10 ms ticks: too coarse)
+            cpu = int((task / "schedstat").read_text().split()[0]) / 1e9
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            fields = stat.rsplit(")", 1)[1].split()
+            cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        switches = sum(int(line.split()[1]) for line in status.splitlines()
+                       if line.startswith(("voluntary_ctxt_switches",
+                                           "nonvoluntary_ctxt_switches")))
+        out[f"{name} ({task.name})"] = (cpu, switches)
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """The whole process's CPU seconds from /proc/PID/stat (flood and srtp use it)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 def _rss_mb(pid: int) -> float:
@@ -37,62 +59,143 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _window(pid: int, seconds: float) -> tuple[float, float]:
-    cpu0, sw0, t0 = _cpu_seconds(pid), _switches(pid), time.monotonic()
-    time.sleep(seconds)
-    cpu1, sw1, t1 = _cpu_seconds(pid), _switches(pid), time.monotonic()
-    return (cpu1 - cpu0) * 60 / (t1 - t0), (sw1 - sw0) / (t1 - t0)
+class Meter:
+    """Accumulates per-thread CPU and switches over the windows it is given."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.seconds = 0.0
+        self.per_thread: dict[str, list[float]] = {}
+
+    def window(self, seconds: float) -> None:
+        a, t0 = threads(self.pid), time.monotonic()
+        time.sleep(seconds)
+        b, t1 = threads(self.pid), time.monotonic()
+        self.seconds += t1 - t0
+        for name, (cpu, sw) in b.items():
+            cpu0, sw0 = a.get(name, (0.0, 0))
+            acc = self.per_thread.setdefault(name, [0.0, 0.0])
+            acc[0] += cpu - cpu0
+            acc[1] += sw - sw0
+
+    def cpu_per_min(self) -> float:
+        return sum(v[0] for v in self.per_thread.values()) * 60 / self.seconds
+
+    def wakeups(self) -> float:
+        return sum(v[1] for v in self.per_thread.values()) / self.seconds
+
+    def rows(self) -> list[tuple[str, float, float]]:
+        """(thread, CPU s per minute, wake-ups/s), most wake-ups first. Python threads carry
+        no OS name here, so they are told apart by thread id."""
+        r = [(name, v[0] * 60 / self.seconds, v[1] / self.seconds)
+             for name, v in self.per_thread.items()]
+        return sorted(r, key=lambda x: -x[2])
 
 
-def run(seconds: float) -> list[dict]:
-    rows = []
-    pbx = Asterisk().start()
-    tmp = Path(tempfile.mkdtemp(prefix="intercom-bench-"))
+def _jack_alsa(tmp: Path) -> tuple[subprocess.Popen, dict[str, str]] | None:
+    """A paced 8 kHz mono ALSA device without a sound card: alsa-lib's jack plugin (Debian
+    libasound2-plugins) on jackd's dummy driver at 8000 Hz, 20 ms periods. Returns jackd and
+    the environment that points the box's alsa-lib at it, or None without the plugin."""
+    if not glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_jack.so"):
+        return None
+    name = f"icb-{os.getpid()}"
+    (tmp / "asoundrc").write_text(
+        'pcm.icjack_raw {\n type jack\n playback_ports { 0 "system:playback_1" }\n'
+        ' capture_ports { 0 "system:capture_1" }\n}\n'
+        'pcm.icjack {\n type plug\n slave.pcm "icjack_raw"\n}\n')
+    env = {"JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1",
+           "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{tmp / 'asoundrc'}"}
+    jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "8000",
+                              "-p", "160"], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, **env})
+    time.sleep(0.7)
+    return jackd, env
+
+
+def _phase(pbx: Asterisk, tmp: Path, audio: dict, env: dict, label: str, seconds: float,
+           windows: int) -> list[dict]:
+    """The box (``audio``) and baresip, each in a call to Echo(), windows interleaved."""
+    box: Intercom | None = None
+    phone: Baresip | None = None
     try:
-        box = Intercom(tmp / "box", pbx.port, audio={"capture": "tone:700",
-                                                      "playback": "null"})
-        box.start()
+        box = Intercom(tmp / "box", pbx.port, audio=audio, log_level="info", env=env).start()
         wait_for(lambda: box.status().get("state") == "idle", 15, 0.1, "registration")
-        idle_cpu, idle_wakeups = _window(box.proc.pid, min(seconds, 10))
+        time.sleep(1)
+        assert box.proc is not None
+        idle = Meter(box.proc.pid)
+        idle.window(min(seconds, 10))
+        wav = tone_wav(tmp / "tone8k.wav", 700, seconds=seconds * 4 + 30, rate=8000)
+        phone = Baresip(pbx, "5001", tmp=tmp / "baresip", paced=True, source_wav=wav,
+                        rate=8000, channels=1).start()
         assert box.cmd("call", "600")["ok"]
         wait_for(lambda: box.status().get("state") == "in_call", 15, 0.1, "the echo call")
-        time.sleep(1)
-        cpu, wakeups = _window(box.proc.pid, seconds)
-        rtp = box.status()["rtp"]
-        rss = _rss_mb(box.proc.pid)
-        box.cmd("hangup")
-        box.stop()
-        rows.append({"client": "intercom (this firmware)", "cpu_s_per_min": cpu,
-                     "wakeups_per_s": wakeups, "peak_rss_mb": rss,
-                     "idle_cpu_pct": idle_cpu / 60 * 100, "idle_wakeups_per_s": idle_wakeups,
-                     "received": rtp["received"]})
-        phone = Baresip(pbx, "5001", tone_hz=700, tmp=tmp / "baresip").start()
         phone.command("dial", f"sip:600@127.0.0.1:{pbx.port}")
         phone.wait_event("CALL_ESTABLISHED", 15)
         time.sleep(1)
         assert phone.proc is not None
-        cpu, wakeups = _window(phone.proc.pid, seconds)
-        rows.append({"client": "baresip 1.0.0 (reference)", "cpu_s_per_min": cpu,
-                     "wakeups_per_s": wakeups, "peak_rss_mb": _rss_mb(phone.proc.pid),
-                     "idle_cpu_pct": None, "idle_wakeups_per_s": None, "received": None})
+        ours, theirs = Meter(box.proc.pid), Meter(phone.proc.pid)
+        for _ in range(windows):  # interleaved: both calls run all the time
+            ours.window(seconds / windows)
+            theirs.window(seconds / windows)
+        rows = [{"client": label, "meter": ours, "idle": idle, "rss": _rss_mb(box.proc.pid)},
+                {"client": "baresip 1.0.0 (reference, same phase)", "meter": theirs,
+                 "idle": None, "rss": _rss_mb(phone.proc.pid)}]
+        box.cmd("hangup")
         phone.command("hangup")
-        phone.stop()
+        return rows
+    finally:
+        if box is not None:
+            box.stop()
+        if phone is not None:
+            phone.stop()
+
+
+def run(seconds: float, windows: int = 6) -> list[list[dict]]:
+    """Two phases: the box on its pump (tone source, null sink) and, where alsa-lib's jack
+    plugin exists, the box on its ALSA threads; baresip measured alongside in each."""
+    phases: list[list[dict]] = []
+    pbx = Asterisk().start()
+    tmp = Path(tempfile.mkdtemp(prefix="intercom-bench-"))
+    try:
+        phases.append(_phase(pbx, tmp / "pump", {"capture": "tone:700", "playback": "null"}, {},
+                             "intercom (tone:700 source, null sink)", seconds, windows))
+        jack = _jack_alsa(tmp)
+        if jack is not None:
+            try:
+                phases.append(_phase(pbx, tmp / "alsa", {"capture": "icjack",
+                                                         "playback": "icjack"}, jack[1],
+                                     "intercom (ALSA, 8 kHz mono, alsa-lib jack plugin)",
+                                     seconds, windows))
+            finally:
+                jack[0].terminate()
+                jack[0].wait(5)
     finally:
         pbx.cleanup()
-    return rows
+    return phases
 
 
-def table(rows: list[dict]) -> str:
-    ref = rows[-1]["cpu_s_per_min"]
-    out = ["| client | CPU s per call-minute | vs baresip | wake-ups/s in call (process) "
-           "| of which the call | peak RSS MB |",
-           "|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        per_call = r["wakeups_per_s"] - (r["idle_wakeups_per_s"] or 0)
-        out.append(f"| {r['client']} | {r['cpu_s_per_min']:.2f} | "
-                   f"{r['cpu_s_per_min'] / ref:.2f}x | {r['wakeups_per_s']:.0f} | "
-                   f"{per_call:.0f} | {r['peak_rss_mb']:.1f} |")
-    ours = rows[0]
-    out.append(f"\nIntercom idle and registered: {ours['idle_cpu_pct']:.2f} % of a core, "
-               f"{ours['idle_wakeups_per_s']:.1f} wake-ups/s.")
+def table(phases: list[list[dict]]) -> str:
+    out = ["| client | CPU s per call-minute | vs baresip (same phase) | wake-ups/s in call "
+           "| peak RSS MB |", "|---|---:|---:|---:|---:|"]
+    for rows in phases:
+        ref = rows[-1]["meter"].cpu_per_min()
+        for r in rows:
+            m = r["meter"]
+            out.append(f"| {r['client']} | {m.cpu_per_min():.2f} | "
+                       f"{m.cpu_per_min() / ref:.2f}x | {m.wakeups():.0f} | {r['rss']:.1f} |")
+    for rows in phases:
+        ours, idle = rows[0]["meter"], rows[0]["idle"]
+        out.append(f"\n{rows[0]['client']}: idle and registered "
+                   f"{idle.cpu_per_min() / 60 * 100:.2f} % of a core, {idle.wakeups():.1f} "
+                   "wake-ups/s.\n")
+        out.append("| thread | in call: CPU s/min | wake-ups/s | idle: CPU s/min | wake-ups/s |")
+        out.append("|---|---:|---:|---:|---:|")
+        idle_rows = {n: (c, w) for n, c, w in idle.rows()}
+        for name, cpu, wk in ours.rows():
+            ic, iw = idle_rows.pop(name, (0.0, 0.0))
+            out.append(f"| {name} | {cpu:.3f} | {wk:.1f} | {ic:.3f} | {iw:.1f} |")
+        out.append("\n| baresip thread (same phase) | CPU s/min | wake-ups/s |\n|---|---:|---:|")
+        for name, cpu, wk in rows[-1]["meter"].rows():
+            out.append(f"| {name} | {cpu:.3f} | {wk:.1f} |")
     return "\n".join(out)

@@ -282,8 +282,14 @@ class Baresip:
 
     def __init__(self, asterisk: Asterisk, ext: str = "5001", answer: str = "manual",
                  tone_hz: int = 440, record_dir: Path | None = None, tmp: Path | None = None,
-                 paced: bool | None = None, mediaenc: str | None = None):
+                 paced: bool | None = None, mediaenc: str | None = None,
+                 source_wav: Path | None = None, rate: int = 48000, channels: int = 2,
+                 modules: tuple[str, ...] = ()):
+        """``source_wav``: send that WAV (aufile) instead of ausine's tone; ``rate`` and
+        ``channels``: the source's and the (jack) player's format (ausine needs 48000/2);
+        ``modules``: more baresip modules (e.g. ``plc.so``, its loss concealment)."""
         self.ext = ext
+        self.rate = rate
         self.asterisk = asterisk
         self.dir = Path(tmp or f"/tmp/baresip-{uuid.uuid4().hex[:8]}")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -291,7 +297,9 @@ class Baresip:
         self.ctrl_port = free_port(socket.SOCK_STREAM)
         self.rtp_ports = (41000 + (self.sip_port % 50) * 100, 41000 + (self.sip_port % 50) * 100
                           + 98)
-        modules = ["g711.so", "ausine.so", "account.so", "ctrl_tcp.so", "menu.so"]
+        extra_modules = modules
+        modules = ["g711.so", "aufile.so" if source_wav else "ausine.so", "account.so",
+                   "ctrl_tcp.so", "menu.so"]
         if mediaenc:  # srtp (best effort), srtp-mand (RTP/SAVP); loaded before the accounts
             modules.insert(modules.index("account.so"), "srtp.so")
         extra = ""
@@ -303,17 +311,21 @@ class Baresip:
         if record_dir is not None:
             modules.append("sndfile.so")
             extra = f"snd_path {record_dir}\n"
+        # after sndfile: audio filters load in order and the receive side runs them in reverse,
+        # so sndfile then records what e.g. the plc filter made of the stream
+        modules.extend(extra_modules)
         if self.paced:
             modules.append("jack.so")
-            player = ("audio_player jack,\nauplay_srate 48000\nauplay_channels 2\n"
+            player = (f"audio_player jack,\nauplay_srate {rate}\nauplay_channels {channels}\n"
                       "auplay_format float\njack_connect_ports no\n")
         (self.dir / "config").write_text(
             "poll_method epoll\n"
             f"sip_listen 127.0.0.1:{self.sip_port}\n"
             "net_interface 127.0.0.1\n"
-            f"audio_source ausine,{tone_hz}\n"
+            + (f"audio_source aufile,{source_wav}\n" if source_wav
+               else f"audio_source ausine,{tone_hz}\n")
             + player + "audio_alert nothing,none\n"
-            "ausrc_srate 48000\nausrc_channels 2\n"
+            f"ausrc_srate {rate}\nausrc_channels {channels}\n"
             "sip_transports udp\n"
             f"rtp_ports {self.rtp_ports[0]}-{self.rtp_ports[1]}\n"
             "module_path /usr/lib/baresip/modules\n"
@@ -335,9 +347,9 @@ class Baresip:
             env["JACK_DEFAULT_SERVER"] = self.jack_name
             env["JACK_NO_AUDIO_RESERVATION"] = "1"
             self.jackd = subprocess.Popen(
-                ["jackd", "--no-realtime", "-n", self.jack_name, "-d", "dummy", "-r", "48000",
-                 "-p", "960"], stdin=subprocess.DEVNULL, stdout=self.log,
-                stderr=subprocess.STDOUT, env=env)
+                ["jackd", "--no-realtime", "-n", self.jack_name, "-d", "dummy", "-r",
+                 str(self.rate), "-p", str(self.rate // 50)], stdin=subprocess.DEVNULL,
+                stdout=self.log, stderr=subprocess.STDOUT, env=env)
             time.sleep(0.5)
         self.proc = subprocess.Popen(["baresip", "-f", str(self.dir)], stdin=subprocess.DEVNULL,
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
@@ -423,13 +435,14 @@ class Intercom:
         media = sip.pop("media", {})
         gpio = sip.pop("gpio", {"pin_factory": "mock"})
         self.env = sip.pop("env", {})
+        log_level = sip.pop("log_level", "debug")
         settings = {"server": "127.0.0.1", "port": server_port, "username": "5002",
                     "password": PASSWORDS["5002"], "display_name": "Door",
                     "local_port": self.sip_port, "register_expires": 60,
                     "retry_min": 1, "retry_max": 4, **sip}
         doc = {"sip": settings, "calls": calls, "control": {"socket": str(self.sock)},
                "media": {"rtp_port": 0, **media}, "audio": audio, "gpio": gpio,
-               "log": {"level": "debug"}}
+               "log": {"level": log_level}}
         self.config.write_text(json.dumps(doc))  # JSON is YAML
         self.proc: subprocess.Popen | None = None
 

@@ -20,6 +20,7 @@ from firmware._g711 cimport decode_c, encode_c
 from firmware._rtp cimport RtpHeader, rtp_header_c, rtp_parse_c, wr16
 from firmware._jitter cimport MAX_FRAME
 from firmware._dtmf cimport EventPacket
+from firmware._plc cimport PitchConcealer
 
 cdef extern from "<pthread.h>" nogil:
     int pthread_mutex_init(pthread_mutex_t *, void *)
@@ -80,8 +81,8 @@ cdef class MediaCore:
         self.rtcp = Rtcp(cname)
         self.dtmf_out = DtmfSender()
         self.dtmf_in = DtmfReceiver()
-        # a G.711 Appendix I concealer is a Concealer subclass passed here
-        self.plc = concealer if concealer is not None else Concealer()
+        # by default G.711 Appendix I style pitch repetition (_plc); any Concealer plugs in here
+        self.plc = concealer if concealer is not None else PitchConcealer()
         memset(&self.st, 0, sizeof(Counters))
 
     # ------------------------------------------------------------------ inputs

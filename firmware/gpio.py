@@ -16,7 +16,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from gpiozero import LED, Button, OutputDevice
+from gpiozero import LED, DigitalInputDevice, OutputDevice
 from gpiozero.exc import BadPinFactory, GPIOZeroError
 
 from .config import GpioSettings
@@ -98,7 +98,7 @@ class Board:
     def __init__(self, settings: GpioSettings, pin_factory: Any,
                  on_press: Callable[[str], None]) -> None:
         self.factory = pin_factory
-        self.buttons: dict[str, Button] = {}
+        self.buttons: dict[str, DigitalInputDevice] = {}
         self.leds: dict[str, LED] = {}
         self.modes: dict[str, str] = {}
         self.relay: OutputDevice | None = None
@@ -111,17 +111,22 @@ class Board:
                 pull, active = (not spec.active_high), None
             else:
                 pull, active = None, spec.active_high
+            # DigitalInputDevice, not gpiozero's Button: Button's hold thread polls every 100 ms
+            # for the whole life of the box (10 wake-ups/s per button, idle); a hold is timed
+            # here only while the button is down
             button = self._make(f"button {spec.name!r}", spec.pin, partial(
-                Button, spec.pin, pull_up=pull, active_state=active,
+                DigitalInputDevice, spec.pin, pull_up=pull, active_state=active,
                 bounce_time=spec.bounce_ms / 1000 if spec.bounce_ms else None,
-                hold_time=spec.hold_s or 1.0, pin_factory=pin_factory))
+                pin_factory=pin_factory))
             if button is None:
                 continue
             callback = _named(on_press, spec.name)
             if spec.hold_s > 0:  # must be held this long: no accidental presses
-                button.when_held = callback
+                hold = _Hold(button, spec.hold_s, callback)
+                button.when_activated = hold.pressed
+                button.when_deactivated = hold.released
             else:
-                button.when_pressed = callback
+                button.when_activated = callback
             self.buttons[spec.name] = button
         for led_spec in settings.leds:
             led = self._make(f"LED {led_spec.name!r}", led_spec.pin, partial(
@@ -197,6 +202,36 @@ class Board:
         """For status: which factory drives the pins, whether they are simulated, what failed."""
         name = factory_name(self.factory) if self.factory is not None else "none"
         return {"factory": name, "simulated": name == "simulated", "errors": list(self.errors)}
+
+
+class _Hold:
+    """Fires ``callback`` once the button has stayed down for ``seconds``: a timer thread
+    exists only while the button is down."""
+
+    def __init__(self, button: Any, seconds: float, callback: Callable[[], None]) -> None:
+        self.button, self.seconds, self.callback = button, seconds, callback
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def pressed(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = threading.Timer(self.seconds, self._expired)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def released(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _expired(self) -> None:
+        with self._lock:
+            self._timer = None
+        if self.button.is_active:
+            self.callback()
 
 
 def _named(callback: Callable[[str], None], name: str) -> Callable[[], None]:

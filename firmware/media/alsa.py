@@ -150,7 +150,9 @@ class AlsaSink(_Worker):
         while not self._stop.is_set():
             data = self.fifo.read(PERIOD)
             if not data:
-                time.sleep(0.01)  # nothing decoded yet; real devices keep their buffer
+                # nothing decoded yet: the loop pushes one frame per 20 ms and the device holds
+                # several periods, so one period's wait (not half of one) is enough
+                time.sleep(0.02)
                 continue
             try:
                 written = self.pcm.write(data)

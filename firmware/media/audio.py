@@ -43,13 +43,27 @@ class ToneSource:
         self.frequency = frequency
         self.amplitude = max(0.0, min(amplitude, 1.0)) * 32767
         self._n = 0
+        # a whole number of Hz repeats exactly every second: one second computed once, then
+        # sliced (a per-sample sin() in Python was most of the audio pump's CPU in a call)
+        self._second = self._samples(0, RATE) if float(frequency).is_integer() else b""
+
+    def _samples(self, start: int, count: int) -> bytes:
+        w = 2 * math.pi * self.frequency / RATE
+        return struct.pack(f"<{count}h", *(int(self.amplitude * math.sin(w * (start + i)))
+                                           for i in range(count)))
 
     def read(self, samples: int) -> bytes:
-        w = 2 * math.pi * self.frequency / RATE
         start = self._n
         self._n += samples
-        return struct.pack(f"<{samples}h", *(int(self.amplitude * math.sin(w * (start + i)))
-                                             for i in range(samples)))
+        if not self._second:
+            return self._samples(start, samples)
+        out = bytearray()
+        pos = start % RATE
+        while len(out) < 2 * samples:
+            take = min(RATE - pos, samples - len(out) // 2)
+            out += self._second[2 * pos: 2 * (pos + take)]
+            pos = 0
+        return bytes(out)
 
     def close(self) -> None:
         pass

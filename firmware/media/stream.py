@@ -143,9 +143,13 @@ class RtpSession:
         self._loop_thread = threading.Thread(target=self.stream.run,
                                              args=(s.realtime_priority,),
                                              name="rtp-loop", daemon=True)
-        self._pump_thread = threading.Thread(target=self._pump, name="audio-pump", daemon=True)
         self._loop_thread.start()
-        self._pump_thread.start()
+        # ALSA both ways moves its own audio: no pump thread waking every 40 ms for nothing
+        self._pump_thread = None
+        if self._pump_source or self._pump_sink:
+            self._pump_thread = threading.Thread(target=self._pump, name="audio-pump",
+                                                 daemon=True)
+            self._pump_thread.start()
         log.info("media: %s/%d ms to %s:%d (%s, %s)", media.codec, media.ptime,
                  media.remote_addr, media.remote_port, media.direction,
                  f"SRTP {media.srtp.suite}" if media.srtp else "plain RTP")

@@ -261,7 +261,7 @@ def test_concealment_repeats_and_fades_then_silence() -> None:
     peak = np.abs(pcm_array(good)).max()
     assert [round(v / peak, 2) for v in levels] == [0.8, 0.6, 0.4, 0.2, 0.0, 0.0]
     # inside the core: drop packet 60 of a clean call; frame 60 is played as frame 59 * 0.8
-    core = _mediacore.MediaCore(0, 20, ssrc=1)
+    core = _mediacore.MediaCore(0, 20, ssrc=1, concealer=Concealer())
     played = []
     for k in range(80):
         if k != 60:
@@ -274,9 +274,12 @@ def test_concealment_repeats_and_fades_then_silence() -> None:
 
 
 def test_a_concealer_plugs_into_the_core() -> None:
-    """The concealment place takes another Concealer (G.711 Appendix I will be one)."""
+    """The concealment place takes another Concealer; G.711 Appendix I style is the default."""
     from firmware._conceal import Concealer
+    from firmware._plc import PitchConcealer
 
     mine = Concealer()
     core = _mediacore.MediaCore(0, 20, concealer=mine)
     assert core.plc is mine and _mediacore.MediaCore(0, 20).plc is not mine
+    # the default is the pitch-repeating G.711 Appendix I style concealer
+    assert isinstance(_mediacore.MediaCore(0, 20).plc, PitchConcealer)

@@ -25,5 +25,5 @@ def test_stubtest_on_the_cython_modules() -> None:
                   "firmware._rtpcore", "firmware._transform", "firmware._srtp",
                   "firmware._processor", "firmware._aec", "firmware._g711", "firmware._rtp",
                   "firmware._jitter", "firmware._rtcp", "firmware._dtmf", "firmware._conceal",
-                  "firmware._drift", "firmware._mediacore")
+                  "firmware._drift", "firmware._mediacore", "firmware._plc")
     assert result.returncode == 0, result.stdout + result.stderr

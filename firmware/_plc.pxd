@@ -1,0 +1,28 @@
+# cython: language_level=3
+"""Packet-loss concealment for the playout path (declarations; see _plc.pyx)."""
+
+from libc.stdint cimport int16_t, uint64_t
+from firmware._conceal cimport Concealer
+
+cdef enum:
+    PLC_HIST = 480          # samples of history kept (60 ms at 8 kHz)
+    PLC_PITCH_MIN = 40      # 200 Hz
+    PLC_PITCH_MAX = 120     # 66.7 Hz
+    PLC_CORR_LEN = 160      # correlation window for the pitch search (20 ms)
+    PLC_PBUF = 3 * PLC_PITCH_MAX
+
+
+cdef class PitchConcealer(Concealer):
+    cdef float hist[PLC_HIST]        # the last samples played, oldest first
+    cdef float base[PLC_HIST]        # the history as it was when the current loss began
+    cdef float pbuf[PLC_PBUF]        # the periods being repeated, offset-corrected at the start
+    cdef float old_pbuf[PLC_PBUF]    # the previous period buffer while crossfading to more periods
+    cdef int pitch, ola, pos, plen, old_pos, old_plen, fade_left, erased, offset_left
+    cdef float offset
+    cdef public uint64_t good_frames, concealed_frames, merges
+    cdef void good_c(self, int16_t *pcm, int n) noexcept nogil
+    cdef void conceal_c(self, int16_t *pcm, int n) noexcept nogil
+    cdef void _push_hist(self, const int16_t *pcm, int n) noexcept nogil
+    cdef int _find_pitch(self) noexcept nogil
+    cdef void _build(self, float *buf, int periods) noexcept nogil
+    cdef float _next(self) noexcept nogil

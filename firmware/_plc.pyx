@@ -1,0 +1,199 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Packet-loss concealment for received G.711 audio, in the manner of ITU-T G.711 Appendix I.
+
+Owns one direction's concealment state: the history of what was played, a pitch estimate taken
+on it when a loss begins, the repeated pitch periods and the merge back into received audio. It
+runs inside the 20 ms loop without the GIL and knows nothing of RTP, sockets or the jitter
+buffer: the caller says, frame by frame, "this one arrived" (``good_c``) or "this one is missing"
+(``conceal_c``).
+
+What it does, and why (a frame is 20 ms, 160 samples at 8 kHz, but any size works):
+
+* At the start of a loss the pitch period P (40..120 samples, 66-200 Hz) is the lag whose
+  segment best matches the last 20 ms played (normalised cross-correlation). Repeating the last
+  P samples then continues the waveform instead of restarting a 20 ms frame, which is what made
+  the old repeat-and-fade buzz at 50 Hz and click at every frame edge for a 1013 Hz tone.
+* The wrap of the repeated period is smoothed by overlap-adding its last P/4 samples with the
+  P/4 samples one period earlier; the first join (last real sample -> first repeated sample) by
+  a small offset that decays over P/4 samples, since the played audio cannot be changed.
+* After 10 ms and 20 ms of loss two, then three, periods are repeated (crossfaded over P/4) so
+  longer losses do not turn into a buzz; from 10 ms on the output fades by 20 % per 10 ms and is
+  silent after 60 ms.
+* The first received frame after a loss is merged: its start is crossfaded with the concealment's
+  continuation over P/4 samples (plus 4 ms per further 10 ms once the loss exceeds 20 ms;
+  measured on speech, a longer merge after a single lost frame scores lower).
+"""
+
+from libc.math cimport sqrt
+from libc.stdint cimport int16_t
+from libc.string cimport memcpy, memmove, memset
+
+
+cdef inline int16_t _clip(float v) noexcept nogil:
+    if v >= 32767.0:
+        return 32767
+    if v <= -32768.0:
+        return -32768
+    return <int16_t>(v + 0.5 if v >= 0 else v - 0.5)
+
+
+cdef inline float _gain(int t) noexcept nogil:
+    """Gain of the concealment ``t`` samples into a loss: 1 for 10 ms, then -20 % per 10 ms."""
+    if t < 80:
+        return 1.0
+    if t >= 480:
+        return 0.0
+    return 1.0 - (t - 80) / 400.0
+
+
+cdef class PitchConcealer(Concealer):
+    """One direction's loss concealment: ``good(frame)`` for received audio (the first one after
+    a loss comes back merged), ``conceal(n)`` for a missing frame."""
+
+    def __cinit__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        memset(self.hist, 0, sizeof(self.hist))
+        self.erased = 0
+        self.pitch = PLC_PITCH_MIN
+        self.ola = PLC_PITCH_MIN // 4
+        self.pos = self.plen = self.old_pos = self.old_plen = 0
+        self.fade_left = self.offset_left = 0
+        self.offset = 0.0
+        self.good_frames = self.concealed_frames = self.merges = 0
+
+    cdef void _push_hist(self, const int16_t *pcm, int n) noexcept nogil:
+        cdef int i
+        if n >= PLC_HIST:
+            for i in range(PLC_HIST):
+                self.hist[i] = pcm[n - PLC_HIST + i]
+            return
+        memmove(&self.hist[0], &self.hist[n], (PLC_HIST - n) * sizeof(float))
+        for i in range(n):
+            self.hist[PLC_HIST - n + i] = pcm[i]
+
+    cdef int _find_pitch(self) noexcept nogil:
+        """The lag in [PITCH_MIN, PITCH_MAX] whose segment best matches the last CORR_LEN."""
+        cdef const float *x = &self.base[PLC_HIST - PLC_CORR_LEN]
+        cdef double c, e = 0.0, score, best = -1.0
+        cdef int lag, i, best_lag = PLC_PITCH_MIN
+        for i in range(PLC_CORR_LEN):
+            e += <double>x[i - PLC_PITCH_MIN] * x[i - PLC_PITCH_MIN]
+        for lag in range(PLC_PITCH_MIN, PLC_PITCH_MAX + 1):
+            if lag > PLC_PITCH_MIN:  # slide the energy window one sample back
+                e += <double>x[-lag] * x[-lag]
+                e -= <double>x[PLC_CORR_LEN - lag] * x[PLC_CORR_LEN - lag]
+            c = 0.0
+            for i in range(PLC_CORR_LEN):
+                c += <double>x[i] * x[i - lag]
+            if c <= 0.0 or e < 1.0:
+                continue
+            score = c * c / e
+            if score > best:
+                best, best_lag = score, lag
+        return best_lag
+
+    cdef void _build(self, float *buf, int periods) noexcept nogil:
+        """The last ``periods`` pitch periods of the history, the wrap overlap-added."""
+        cdef int k, p = self.pitch, plen = periods * self.pitch, L = self.ola
+        cdef int n0 = PLC_HIST - plen
+        cdef float w
+        for k in range(plen):
+            buf[k] = self.base[n0 + k]
+        # the tail becomes the tail one period earlier, so buf[plen-1] -> buf[0] is continuous
+        for k in range(L):
+            w = (k + 1.0) / (L + 1.0)
+            buf[plen - L + k] = (1.0 - w) * self.base[PLC_HIST - L + k] + \
+                w * self.base[n0 - L + k]
+        self.plen = plen
+
+    cdef float _next(self) noexcept nogil:
+        cdef float v = self.pbuf[self.pos], w
+        self.pos += 1
+        if self.pos >= self.plen:
+            self.pos = 0
+        if self.fade_left > 0:
+            w = self.fade_left / (self.ola + 1.0)
+            v = w * self.old_pbuf[self.old_pos] + (1.0 - w) * v
+            self.old_pos += 1
+            if self.old_pos >= self.old_plen:
+                self.old_pos = 0
+            self.fade_left -= 1
+        if self.offset_left > 0:
+            v += self.offset * self.offset_left / (self.ola + 1.0)
+            self.offset_left -= 1
+        return v
+
+    cdef void conceal_c(self, int16_t *pcm, int n) noexcept nogil:
+        """Fill a missing frame of ``n`` samples."""
+        cdef int i, t, periods
+        if self.good_frames == 0:  # nothing heard yet: nothing to continue
+            memset(pcm, 0, n * sizeof(int16_t))
+            return
+        if self.erased == 0:
+            memcpy(&self.base[0], &self.hist[0], sizeof(self.hist))
+            self.pitch = self._find_pitch()
+            self.ola = self.pitch // 4
+            self._build(self.pbuf, 1)
+            self.pos = 0
+            self.fade_left = 0
+            # first join: the last real sample should be followed as base[-P] follows base[-P-1]
+            self.offset = self.base[PLC_HIST - 1] - self.base[PLC_HIST - self.pitch - 1]
+            self.offset_left = self.ola
+        for i in range(n):
+            t = self.erased
+            if t == 80 or t == 160:  # 10 and 20 ms: repeat one more period, crossfaded
+                periods = 2 if t == 80 else 3
+                memcpy(&self.old_pbuf[0], &self.pbuf[0], self.plen * sizeof(float))
+                self.old_plen, self.old_pos = self.plen, self.pos
+                self._build(self.pbuf, periods)
+                # the same phase one period earlier: the new buffer starts P earlier
+                self.pos = self.old_pos
+                self.fade_left = self.ola
+            pcm[i] = _clip(self._next() * _gain(t))
+            self.erased += 1
+        self._push_hist(pcm, n)
+        self.concealed_frames += 1
+
+    cdef void good_c(self, int16_t *pcm, int n) noexcept nogil:
+        """A received frame: merged with the concealment if a loss just ended, then remembered."""
+        cdef int k, m
+        cdef float w
+        if self.erased > 0:
+            # one lost frame: P/4; from 30 ms of loss on, 4 ms more per further 10 ms
+            m = self.ola + (self.erased // 80 - 1) * 32 if self.erased > 160 else self.ola
+            if m > n:
+                m = n
+            for k in range(m):
+                w = (k + 1.0) / (m + 1.0)
+                pcm[k] = _clip(w * pcm[k] + (1.0 - w) * self._next() * _gain(self.erased + k))
+            self.erased = 0
+            self.merges += 1
+        self._push_hist(pcm, n)
+        self.good_frames += 1
+
+    # ------------------------------------------------------------------ Python face (tests, tools)
+    def good(self, pcm) -> bytes:
+        """A received frame (16-bit little-endian mono); returns it as it is to be played."""
+        cdef bytearray buf = bytearray(pcm)
+        cdef int n = len(buf) // 2
+        if n == 0 or len(buf) % 2:
+            raise ValueError("a frame is a whole number of 16-bit samples, at least one")
+        cdef unsigned char[::1] mv = buf
+        self.good_c(<int16_t *>&mv[0], n)
+        return bytes(buf)
+
+    def conceal(self, int n=160) -> bytes:
+        """The concealment for a missing frame of ``n`` samples."""
+        if n <= 0 or n > 4800:
+            raise ValueError("frame size must be 1..4800 samples")
+        cdef bytearray buf = bytearray(2 * n)
+        cdef unsigned char[::1] mv = buf
+        self.conceal_c(<int16_t *>&mv[0], n)
+        return bytes(buf)
+
+    @property
+    def pitch_lag(self) -> int:
+        """The pitch period (samples) chosen at the start of the latest loss."""
+        return self.pitch
