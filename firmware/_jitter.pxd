@@ -5,6 +5,8 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef enum:
     JB_SLOTS = 64
+    DRAIN_FAR = 3    # frames over target+1 that count as a backlog to drain fast
+    DRAIN_FAST = 5   # periods such a backlog must last before a frame is skipped
     MAX_FRAME = 320  # bytes: 40 ms of G.711
 
 cdef struct Slot:

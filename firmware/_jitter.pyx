@@ -90,7 +90,7 @@ cdef class JitterBuffer:
 
     cdef int pop_c(self, uint8_t *out) noexcept nogil:
         cdef Slot *s
-        cdef int n = 0
+        cdef int n = 0, excess
         if not self.started:
             return 0
         s = &self.slots[(self.play_ts // self.frame_samples) % JB_SLOTS]
@@ -99,14 +99,19 @@ cdef class JitterBuffer:
             n = s.length
             s.used = 0
         self.play_ts += self.frame_samples
-        # shrink when more than target+1 frames wait for 100 consecutive periods
-        if self.depth_c() > self.target + 1 and self.target > self.min_frames:
+        # drain: when more than target+1 frames wait for 100 consecutive periods (2 s at 20 ms),
+        # or for DRAIN_FAST periods when the excess is over DRAIN_FAR frames (a burst that
+        # arrived after a stall: without this it would be played late for the whole call), skip
+        # one frame; the target itself shrinks only down to its minimum
+        excess = self.depth_c() - (self.target + 1)
+        if excess > 0:
             self.deep_ticks += 1
-            if self.deep_ticks >= 100:
+            if self.deep_ticks >= (DRAIN_FAST if excess > DRAIN_FAR else 100):
                 s = &self.slots[(self.play_ts // self.frame_samples) % JB_SLOTS]
                 s.used = 0
                 self.play_ts += self.frame_samples
-                self.target -= 1
+                if self.target > self.min_frames:
+                    self.target -= 1
                 self.shrinks += 1
                 self.deep_ticks = 0
         else:

@@ -139,6 +139,7 @@ DTMF_EVENTS = "0123456789*#ABCD"
 
 
 M32 = 0xFFFFFFFF
+JB_DRAIN_FAR, JB_DRAIN_FAST = 3, 5  # as _jitter.pxd: a backlog over 3 frames drains every 5 ticks
 
 
 def _s32(v: int) -> int:
@@ -240,12 +241,14 @@ class JitterBuffer:
             out = held[1] or None
             self.slots[i] = None
         self.play_ts = (self.play_ts + fs) & M32
-        if self.depth > self.target + 1 and self.target > self.min_frames:
+        excess = self.depth - (self.target + 1)
+        if excess > 0:
             self.deep_ticks += 1
-            if self.deep_ticks >= 100:
+            if self.deep_ticks >= (JB_DRAIN_FAST if excess > JB_DRAIN_FAR else 100):
                 self.slots[self._slot(self.play_ts)] = None
                 self.play_ts = (self.play_ts + fs) & M32
-                self.target -= 1
+                if self.target > self.min_frames:
+                    self.target -= 1
                 self.shrinks += 1
                 self.deep_ticks = 0
         else:

@@ -283,3 +283,25 @@ def test_a_concealer_plugs_into_the_core() -> None:
     assert core.plc is mine and _mediacore.MediaCore(0, 20).plc is not mine
     # the default is the pitch-repeating G.711 Appendix I style concealer
     assert isinstance(_mediacore.MediaCore(0, 20).plc, PitchConcealer)
+
+
+def test_a_burst_at_the_minimum_target_is_drained_not_played_late_for_ever() -> None:
+    """A call's first packets often arrive in a burst (a PBX bridging, Echo()); the backlog
+    must drain even when the target is already at its minimum, fast while it is large."""
+    from firmware._jitter import JitterBuffer
+
+    for jb in (JitterBuffer(160, 1, 1, 10), ref.JitterBuffer(160, 1, 1, 10)):
+        seq = 0
+        for _ in range(16):  # 320 ms arrive at once
+            jb.put(seq * 160, seq, 7, bytes(160))
+            seq += 1
+        depths = []
+        for _ in range(600):  # then one packet per period, as the far end sends them
+            jb.put(seq * 160, seq, 7, bytes(160))
+            seq += 1
+            jb.pop()
+            depths.append(jb.depth() if callable(jb.depth) else jb.depth)
+        assert depths[0] >= 15
+        assert max(depths[100:]) <= jb.target + 1 + 3, "the large backlog drains within 2 s"
+        assert max(depths[500:]) <= jb.target + 1, "the rest within the slow window"
+        assert jb.target == 1 and jb.shrinks >= 13
