@@ -152,20 +152,26 @@ def _phase(pbx: Asterisk, tmp: Path, audio: dict, env: dict, label: str, seconds
 
 
 def run(seconds: float, windows: int = 6) -> list[list[dict]]:
-    """Two phases: the box on its pump (tone source, null sink) and, where alsa-lib's jack
-    plugin exists, the box on its ALSA threads; baresip measured alongside in each."""
+    """Three phases: the box on its pump (tone source, null sink) without and with its default
+    echo canceller and, where alsa-lib's jack plugin exists, the box on its ALSA threads;
+    baresip measured alongside in each."""
     phases: list[list[dict]] = []
     pbx = Asterisk().start()
     tmp = Path(tempfile.mkdtemp(prefix="intercom-bench-"))
     try:
+        phases.append(_phase(pbx, tmp / "pump-noaec", {"capture": "tone:700", "playback": "null",
+                                                       "echo_canceller": "off"}, {},
+                             "intercom (tone:700 source, null sink, echo canceller off)",
+                             seconds, windows))
         phases.append(_phase(pbx, tmp / "pump", {"capture": "tone:700", "playback": "null"}, {},
-                             "intercom (tone:700 source, null sink)", seconds, windows))
+                             "intercom (tone:700 source, null sink, speex echo canceller)",
+                             seconds, windows))
         jack = _jack_alsa(tmp)
         if jack is not None:
             try:
                 phases.append(_phase(pbx, tmp / "alsa", {"capture": "icjack",
                                                          "playback": "icjack"}, jack[1],
-                                     "intercom (ALSA, 8 kHz mono, alsa-lib jack plugin)",
+                                     "intercom (ALSA, 8 kHz mono, alsa-lib jack plugin, speex)",
                                      seconds, windows))
             finally:
                 jack[0].terminate()

@@ -116,7 +116,7 @@ class AudioSettings:
     playback: str = "null"
     capture_gain_db: float = 0.0
     playback_gain_db: float = 0.0
-    echo_canceller: str = "speex"  # off | speex | webrtc: see NOTES-aec.md for the measurements
+    echo_canceller: str = "speex"  # off | speex | webrtc: README "Audio", docs/notes/aec.md
     echo_tail_ms: int = 128
     noise_suppression: bool = False
     agc: bool = False

@@ -2,7 +2,7 @@
 band) against the clean speech: a SIPp far end calls the box through Asterisk and sends
 espeak-ng speech across the user-space impairment relay (devtools.impair; fixed seed).
 
-The bounds were set from measurement with margin (NOTES-quality.md has the table, baresip's
+The bounds were set from measurement with margin (docs/notes/quality.md has the table, baresip's
 scores on the same run included); they hold the quality, not a timing."""
 
 from __future__ import annotations
