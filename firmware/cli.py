@@ -105,6 +105,15 @@ def _print_status(st: dict[str, Any]) -> None:
         took = {True: "SCHED_FIFO active", False: "SCHED_FIFO REFUSED (normal scheduling)",
                 None: "not known until the first call"}[rt.get("active")]
         print(f"media loop: realtime priority {rt['priority']}: {took}")
+    rtp = st.get("rtp") or {}
+    if st.get("remote") and rtp:
+        print(f"audio: {rtp.get('lost', 0)} lost, {rtp.get('concealed_ms', 0)} ms concealed, "
+              f"jitter buffer {rtp.get('buffer_depth_ms', 0)} ms, "
+              f"sound card drift {rtp.get('drift_ppm', 0.0):+.1f} ppm")
+    aec = (st.get("audio") or {}).get("aec") or {}
+    if aec:
+        print(f"echo canceller: {aec['kind']}, reference delay {aec['delay_ms']:.0f} ms "
+              f"({aec['card_ms']:.0f} ms in the sound card), {aec['errors']} errors")
     if st.get("last_error"):
         print(f"last error: {st['last_error']}")
 

@@ -1,0 +1,28 @@
+"""`intercom status` for people: during a call it says what the audio is doing."""
+
+from __future__ import annotations
+
+import pytest
+
+from firmware.cli import _print_status
+
+BASE = {"username": "5002", "server": "pbx", "transport": "udp", "registered": True,
+        "state": "in_call", "remote": "sip:5001@pbx", "call_duration": 12}
+
+
+def test_in_call_status_shows_loss_drift_and_the_echo_canceller(capsys: pytest.CaptureFixture[str]
+                                                                ) -> None:
+    st = {**BASE, "rtp": {"lost": 3, "concealed_ms": 60, "buffer_depth_ms": 40,
+                          "drift_ppm": -183.26},
+          "audio": {"aec": {"kind": "speex", "frames": 600, "delay_ms": 97.5, "card_ms": 100.0,
+                            "delay_changes": 0, "errors": 0}}}
+    _print_status(st)
+    out = capsys.readouterr().out
+    assert "3 lost, 60 ms concealed, jitter buffer 40 ms, sound card drift -183.3 ppm" in out
+    assert "echo canceller: speex, reference delay 98 ms (100 ms in the sound card)" in out
+
+
+def test_idle_status_has_no_audio_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    _print_status({**BASE, "state": "idle", "remote": None, "rtp": {}, "audio": {"aec": {}}})
+    out = capsys.readouterr().out
+    assert "state: idle" in out and "audio:" not in out and "echo canceller" not in out
