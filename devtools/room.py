@@ -12,15 +12,12 @@ benchmarks/aec.py. Knows nothing about RTP or SIP.
 from __future__ import annotations
 
 import functools
-import shutil
-import subprocess
-import tempfile
-import wave
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from devtools.speech import espeak, resample
 
 RATE = 8000
 FRAME = 160  # 20 ms, the media loop's frame
@@ -33,31 +30,10 @@ NEAR_TEXT = ("Good morning, I have a delivery for apartment twelve, it needs a s
              "Could you open the door please, it is raining quite hard out here today.")
 
 
-def _resample(x: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
-    """Band-limited resampling by FFT (whole signal; fine for seconds of test audio)."""
-    n_out = int(round(len(x) * rate_out / rate_in))
-    spec = np.fft.rfft(x)
-    keep = n_out // 2 + 1
-    out = np.zeros(keep, dtype=complex)
-    m = min(keep, len(spec))
-    out[:m] = spec[:m]
-    return np.fft.irfft(out, n_out) * (n_out / len(x))
-
-
 @functools.lru_cache(maxsize=8)
 def _speech(text: str, voice: str, speed: int) -> np.ndarray:
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise RuntimeError("espeak-ng is not installed (Debian package espeak-ng; build.sh "
-                           "installs it): the room tests need it to make speech")
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "speech.wav"
-        subprocess.run([exe, "-v", voice, "-s", str(speed), "-w", str(path), text],
-                       check=True, capture_output=True, timeout=60)
-        with wave.open(str(path), "rb") as w:
-            rate = w.getframerate()
-            x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
-    return _resample(x, rate, RATE)
+    x, rate = espeak(text, voice, speed)
+    return resample(x, rate, RATE)
 
 
 def speech(text: str, voice: str = "en", speed: int = 160, level_dbfs: float = -18.0,

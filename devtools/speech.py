@@ -25,7 +25,7 @@ def have_espeak() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
-def _resample(x: np.ndarray, rate: int, to: int) -> np.ndarray:
+def resample(x: np.ndarray, rate: int, to: int) -> np.ndarray:
     """Band-limited resampling by FFT (the whole signal at once: test material only)."""
     n_out = int(round(len(x) * to / rate))
     spectrum = np.fft.rfft(x)
@@ -39,19 +39,25 @@ def _resample(x: np.ndarray, rate: int, to: int) -> np.ndarray:
     return np.fft.irfft(out * roll, n_out) * (n_out / len(x))
 
 
+def espeak(text: str, voice: str = "en", speed: int = 150) -> tuple[np.ndarray, int]:
+    """``text`` spoken by espeak-ng: float samples at espeak's own rate, and that rate."""
+    if not have_espeak():
+        raise RuntimeError("espeak-ng is not installed (Debian package espeak-ng; build.sh "
+                           "installs it): the speech and room tests render their speech with it")
+    with tempfile.TemporaryDirectory(prefix="intercom-speech-") as tmp:
+        path = Path(tmp) / "s.wav"
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(path), text],
+                       check=True, capture_output=True, timeout=60)
+        with wave.open(str(path), "rb") as w:
+            return (np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64),
+                    w.getframerate())
+
+
 def speech(text: str = SENTENCES, rate: int = 8000, level_dbfs: float = -20.0) -> np.ndarray:
     """``text`` spoken by espeak-ng as float samples at ``rate``, normalised to ``level_dbfs`` RMS
     over the active part."""
-    if not have_espeak():
-        raise RuntimeError("espeak-ng is not installed (Debian package espeak-ng)")
-    with tempfile.TemporaryDirectory(prefix="intercom-speech-") as tmp:
-        path = Path(tmp) / "s.wav"
-        subprocess.run(["espeak-ng", "-v", "en", "-s", "150", "-w", str(path), text],
-                       check=True, capture_output=True, timeout=60)
-        with wave.open(str(path), "rb") as w:
-            src_rate = w.getframerate()
-            x = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float64)
-    y = _resample(x, src_rate, rate)
+    x, src_rate = espeak(text)
+    y = resample(x, src_rate, rate)
     active = y[np.abs(y) > 0.01 * np.abs(y).max()]
     rms = np.sqrt(np.mean(active ** 2))
     return y * (32768 * 10 ** (level_dbfs / 20) / rms)

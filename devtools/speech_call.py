@@ -88,8 +88,8 @@ def _heard_baresip(record: Path) -> np.ndarray:
     if ch > 1:
         x = x.reshape(-1, ch).mean(axis=1)
     if rate != 8000:
-        from devtools.speech import _resample
-        x = _resample(x, rate, 8000)
+        from devtools.speech import resample
+        x = resample(x, rate, 8000)
     return x
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import time
 from typing import Any, cast
@@ -65,6 +64,7 @@ from .sip.sdp import LocalMedia
 from .sip.transaction import TimerConfig
 from .sip.transport import transport as sip_transport
 from .sip.ua import CallState, RegState, UAConfig, UserAgent
+from .sip.uri import is_ip_literal
 from .systemd import Notifier
 
 log = logging.getLogger("intercom")
@@ -99,14 +99,6 @@ def policy(cfg: Config) -> sv.Policy:
         ring_tone=c.ring_tone, ringback=c.ringback,
         door_code_max_failures=c.door_code_max_failures, door_code_window=c.door_code_window,
         door_code_lockout=c.door_code_lockout)
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class App:
@@ -287,7 +279,7 @@ class App:
                 if not self.sup.registered:
                     log.info("registered with %s for %d s", self.cfg.sip.server, expires)
                 self.last_error = None
-                if not _is_ip(self.cfg.sip.server):  # a name may move; an address cannot
+                if not is_ip_literal(self.cfg.sip.server):  # a name may move; an address cannot
                     self._tasks = [t for t in self._tasks if not t.done()]
                     self._tasks.append(asyncio.create_task(self._refresh_registrar()))
                 self.dispatch(sv.RegistrationUp())

@@ -10,7 +10,6 @@ transactions. A second account is a second ``Registration``. Talks to the user a
 
 from __future__ import annotations
 
-import ipaddress
 from enum import StrEnum
 
 from ..events import Registered, RegistrationFailed, Unregistered
@@ -20,7 +19,7 @@ from .headers import parse_uint, uint_or_none
 from .message import Response
 from .stack import MAX_AUTH_ANSWERS, Stack, UAConfig, challenge_of, fmt_addr, ignore_response
 from .transaction import Addr, ClientTransaction
-from .uri import SipUri
+from .uri import SipUri, is_ip_literal
 
 
 class RegState(StrEnum):
@@ -207,7 +206,7 @@ class Registration:
         via = resp.top_via
         host = via.params.get("received") or stack.contact_addr[0]
         port = uint_or_none(via.params.get("rport"), 65535) or stack.contact_addr[1]
-        if host != stack.contact_addr[0] and not _is_ip(host):
+        if host != stack.contact_addr[0] and not is_ip_literal(host):
             host = stack.contact_addr[0]  # only an address may go into our Contact
         if (host, port) != stack.contact_addr:
             stack.contact_addr = (host, port)
@@ -250,9 +249,3 @@ class Registration:
                          None, now)
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

@@ -7,6 +7,7 @@ fields are carried, not rejected. Knows nothing about messages or transports.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 
@@ -22,6 +23,15 @@ _USER = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+$")
 _PASSWORD = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*$")
 _PARAM = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+$")
 _URIC = re.compile(r"^[^\s<>\"]*$")
+
+
+def is_ip_literal(host: str) -> bool:
+    """An IPv4 or IPv6 address rather than a name (a name may resolve elsewhere later)."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _valid_host(host: str) -> bool:
