@@ -50,6 +50,7 @@ cdef class MediaCore:
     cdef int receive_rtp_c(self, const uint8_t *pkt, const RtpHeader *h,
                            int64_t arrival_ns) noexcept nogil
     cdef int receive_rtcp_c(self, const uint8_t *pkt, int n, int64_t now_ns) noexcept nogil
+    cdef void malformed_c(self) noexcept nogil
     cdef int tick_c(self, int64_t now_ns, int64_t wall_ns, int16_t *captured, int got,
                     bint peer, int16_t *play) noexcept nogil
     cdef int bye_c(self, int64_t now_ns, int64_t wall_ns) noexcept nogil

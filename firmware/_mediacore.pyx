@@ -104,6 +104,10 @@ cdef class MediaCore:
         self.rtcp.count_c(h.ssrc, h.seq, h.ts, h.length, arrival_ns)
         return 0
 
+    cdef void malformed_c(self) noexcept nogil:
+        """A datagram the shell could not parse as RTP (counted with the core's statistics)."""
+        self.st.malformed += 1
+
     cdef int receive_rtcp_c(self, const uint8_t *pkt, int n, int64_t now_ns) noexcept nogil:
         """An RTCP packet from the peer: 0 counted, -1 malformed (counted)."""
         if self.rtcp.receive_c(pkt, n, now_ns) < 0:

@@ -566,7 +566,7 @@ cdef class MediaStream:
                     continue
                 n = rc
             if rtp_parse_c(buf, <int>n, &h) != 0:
-                self.core.st.malformed += 1
+                self.core.malformed_c()  # Cython 3.0 (the image's) refuses core.st.x += 1 here
                 continue
             pthread_mutex_lock(&self.lock)
             if not self._source_ok(&src):
