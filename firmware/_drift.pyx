@@ -46,29 +46,33 @@ cdef class Resampler:
         self.pos = 1.0
 
     cdef int push_c(self, const int16_t *x, int n) noexcept nogil:
-        cdef int i
         if n > RS_BUF - self.count:
             n = RS_BUF - self.count
-        for i in range(n):
-            self.buf[self.count + i] = x[i]
-        self.count += n
+        if n > 0:
+            memcpy(&self.buf[self.count], x, n * sizeof(int16_t))
+            self.count += n
         return n
 
     cdef int produce_c(self, int16_t *out, int max_out, double step) noexcept nogil:
         cdef int n = 0, i, k
         cdef double f, xm1, x0, x1, x2, v
+        # the state in locals: the extension is built with -fno-strict-aliasing, so each store
+        # to ``out`` would otherwise reload pos, count and buf from the object
+        cdef double pos = self.pos
+        cdef int count = self.count
+        cdef const int16_t *buf = self.buf
         while n < max_out:
-            i = <int>self.pos
-            if i + 2 >= self.count:
+            i = <int>pos
+            if i + 2 >= count:
                 break
-            f = self.pos - i
-            x0 = self.buf[i]
+            f = pos - i
+            x0 = buf[i]
             if f == 0.0:
                 v = x0
             else:
-                xm1 = self.buf[i - 1]
-                x1 = self.buf[i + 1]
-                x2 = self.buf[i + 2]
+                xm1 = buf[i - 1]
+                x1 = buf[i + 1]
+                x2 = buf[i + 2]
                 v = x0 + 0.5 * f * (x1 - xm1 + f * (2.0 * xm1 - 5.0 * x0 + 4.0 * x1 - x2 +
                                                    f * (3.0 * (x0 - x1) + x2 - xm1)))
                 v = floor(v + 0.5)
@@ -78,7 +82,8 @@ cdef class Resampler:
                     v = -32768
             out[n] = <int16_t>v
             n += 1
-            self.pos += step
+            pos += step
+        self.pos = pos
         k = <int>self.pos - 1  # keep one sample of history
         if k > self.count:
             k = self.count

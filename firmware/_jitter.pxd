@@ -24,6 +24,7 @@ cdef class JitterBuffer:
     cdef uint32_t play_ts, ssrc
     cdef uint16_t highest_seq
     cdef int deep_ticks
+    cdef uint64_t used_mask  # bit i: slots[i].used
     cdef public uint64_t late, duplicates, reordered, resyncs, too_early, shrinks, grows
 
     cdef void reset_c(self) noexcept nogil

@@ -8,8 +8,14 @@ frame is returned as 0 bytes: the caller conceals), RTP parsing, clocks or socke
 ``firmware.media._reference.JitterBuffer`` is its twin, tested packet by packet.
 """
 
-from libc.stdint cimport int16_t, int32_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport int16_t, int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
+
+cdef extern from *:
+    int __builtin_ctzll(unsigned long long) nogil
+
+if JB_SLOTS > 64:  # used_mask has one bit per slot
+    raise ImportError("JB_SLOTS must fit in a 64-bit mask")
 
 # put() results
 JB_OK, JB_LATE, JB_DUPLICATE, JB_RESYNC, JB_TOO_EARLY = 0, 1, 2, 3, 4
@@ -39,12 +45,14 @@ cdef class JitterBuffer:
         cdef int i
         for i in range(JB_SLOTS):
             self.slots[i].used = 0
+        self.used_mask = 0
         self.started = False
         self.deep_ticks = 0
 
     cdef int put_c(self, uint32_t ts, uint16_t seq, uint32_t ssrc, const uint8_t *data,
                    int length) noexcept nogil:
         cdef int32_t ahead
+        cdef int idx
         cdef Slot *s
         cdef int rc = 0
         if length > MAX_FRAME:
@@ -77,11 +85,13 @@ cdef class JitterBuffer:
             self.reordered += 1
         else:
             self.highest_seq = seq
-        s = &self.slots[(ts // self.frame_samples) % JB_SLOTS]
+        idx = (ts // self.frame_samples) % JB_SLOTS
+        s = &self.slots[idx]
         if s.used and s.ts == ts:
             self.duplicates += 1
             return 2
         s.used = 1
+        self.used_mask |= (<uint64_t>1) << idx
         s.ts = ts
         s.seq = seq
         s.length = length
@@ -90,14 +100,16 @@ cdef class JitterBuffer:
 
     cdef int pop_c(self, uint8_t *out) noexcept nogil:
         cdef Slot *s
-        cdef int n = 0, excess
+        cdef int n = 0, excess, idx
         if not self.started:
             return 0
-        s = &self.slots[(self.play_ts // self.frame_samples) % JB_SLOTS]
+        idx = (self.play_ts // self.frame_samples) % JB_SLOTS
+        s = &self.slots[idx]
         if s.used and s.ts == self.play_ts:
             memcpy(out, s.data, s.length)
             n = s.length
             s.used = 0
+            self.used_mask &= ~((<uint64_t>1) << idx)
         self.play_ts += self.frame_samples
         # drain: when more than target+1 frames wait for 100 consecutive periods (2 s at 20 ms),
         # or for DRAIN_FAST periods when the excess is over DRAIN_FAR frames (a burst that
@@ -107,8 +119,9 @@ cdef class JitterBuffer:
         if excess > 0:
             self.deep_ticks += 1
             if self.deep_ticks >= (DRAIN_FAST if excess > DRAIN_FAR else 100):
-                s = &self.slots[(self.play_ts // self.frame_samples) % JB_SLOTS]
-                s.used = 0
+                idx = (self.play_ts // self.frame_samples) % JB_SLOTS
+                self.slots[idx].used = 0
+                self.used_mask &= ~((<uint64_t>1) << idx)
                 self.play_ts += self.frame_samples
                 if self.target > self.min_frames:
                     self.target -= 1
@@ -121,7 +134,10 @@ cdef class JitterBuffer:
     cdef int depth_c(self) noexcept nogil:
         """Frames buffered at or after the playout point."""
         cdef int i, d = 0
-        for i in range(JB_SLOTS):
+        cdef uint64_t m = self.used_mask  # every slot in use (maybe more): a few, not all 64
+        while m:
+            i = __builtin_ctzll(m)
+            m &= m - 1
             if self.slots[i].used and <int32_t>(self.slots[i].ts - self.play_ts) >= 0:
                 d += 1
         return d

@@ -13,7 +13,7 @@ cdef enum:
 
 
 cdef class PitchConcealer(Concealer):
-    cdef float hist[PLC_HIST]        # the last samples played, oldest first
+    cdef int16_t hist[PLC_HIST]      # the last samples played, oldest first
     cdef float base[PLC_HIST]        # the history as it was when the current loss began
     cdef float pbuf[PLC_PBUF]        # the periods being repeated, offset-corrected at the start
     cdef float old_pbuf[PLC_PBUF]    # the previous period buffer while crossfading to more periods

@@ -64,14 +64,13 @@ cdef class PitchConcealer(Concealer):
         self.good_frames = self.concealed_frames = self.merges = 0
 
     cdef void _push_hist(self, const int16_t *pcm, int n) noexcept nogil:
-        cdef int i
+        # kept as the samples themselves: every frame costs two copies, and the conversion to
+        # float (exact for 16-bit values) is paid only when a loss begins
         if n >= PLC_HIST:
-            for i in range(PLC_HIST):
-                self.hist[i] = pcm[n - PLC_HIST + i]
+            memcpy(&self.hist[0], &pcm[n - PLC_HIST], PLC_HIST * sizeof(int16_t))
             return
-        memmove(&self.hist[0], &self.hist[n], (PLC_HIST - n) * sizeof(float))
-        for i in range(n):
-            self.hist[PLC_HIST - n + i] = pcm[i]
+        memmove(&self.hist[0], &self.hist[n], (PLC_HIST - n) * sizeof(int16_t))
+        memcpy(&self.hist[PLC_HIST - n], pcm, n * sizeof(int16_t))
 
     cdef int _find_pitch(self) noexcept nogil:
         """The lag in [PITCH_MIN, PITCH_MAX] whose segment best matches the last CORR_LEN."""
@@ -132,7 +131,8 @@ cdef class PitchConcealer(Concealer):
             memset(pcm, 0, n * sizeof(int16_t))
             return
         if self.erased == 0:
-            memcpy(&self.base[0], &self.hist[0], sizeof(self.hist))
+            for i in range(PLC_HIST):
+                self.base[i] = self.hist[i]
             self.pitch = self._find_pitch()
             self.ola = self.pitch // 4
             self._build(self.pbuf, 1)

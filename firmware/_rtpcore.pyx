@@ -22,6 +22,7 @@ from libc.stdlib cimport malloc, free
 from libc.errno cimport errno, EINTR
 from posix.time cimport clock_gettime, clock_nanosleep, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+import sys
 from firmware._transform cimport PacketTransform, TRANSFORM_TRAILER_MAX, XF_AUTH, XF_REPLAY
 from firmware._processor cimport CaptureProcessor
 from firmware._rtp cimport RtpHeader, rtp_parse_c
@@ -108,6 +109,9 @@ cdef extern from "<arpa/inet.h>" nogil:
     int inet_pton(int, const char *, void *)
 
 # --------------------------------------------------------------------------------- FIFO
+cdef bint _LITTLE_ENDIAN = sys.byteorder == "little"  # PCM bytes are little-endian
+
+
 cdef inline int64_t _mono_ns() noexcept nogil:
     cdef timespec t
     clock_gettime(CLOCK_MONOTONIC, &t)
@@ -144,36 +148,53 @@ cdef class PcmFifo:
 
     cdef int push(self, const int16_t *src, int n) noexcept nogil:
         """Append; when full the oldest samples go (counted): audio stays current."""
-        cdef int i, drop
         pthread_mutex_lock(&self.lock)
+        n = self._push_locked(<const uint8_t *>src, n)
+        pthread_mutex_unlock(&self.lock)
+        return n
+
+    cdef int _push_locked(self, const uint8_t *src, int n) noexcept nogil:
+        """``n`` native-order samples at ``src`` (any alignment) in, with the lock held."""
+        cdef int drop, tail, first
         if n > self.cap:
             self.overruns += n - self.cap
-            src += n - self.cap
+            src += 2 * (n - self.cap)
             n = self.cap
         drop = self.count + n - self.cap
         if drop > 0:
             self.head = (self.head + drop) % self.cap
             self.count -= drop
             self.overruns += drop
-        for i in range(n):
-            self.buf[(self.head + self.count + i) % self.cap] = src[i]
+        # at most two runs of the ring: the one up to its end, then the one from its start
+        tail = (self.head + self.count) % self.cap
+        first = self.cap - tail
+        if first > n:
+            first = n
+        memcpy(&self.buf[tail], src, first * sizeof(int16_t))
+        memcpy(&self.buf[0], src + 2 * first, (n - first) * sizeof(int16_t))
         self.count += n
         if n > 0:
             self.last_push_ns = _mono_ns()
-        pthread_mutex_unlock(&self.lock)
         return n
 
     cdef int pull(self, int16_t *dst, int n) noexcept nogil:
-        cdef int i, got
         pthread_mutex_lock(&self.lock)
-        got = n if n < self.count else self.count
-        for i in range(got):
-            dst[i] = self.buf[(self.head + i) % self.cap]
+        n = self._pull_locked(<uint8_t *>dst, n)
+        pthread_mutex_unlock(&self.lock)
+        return n
+
+    cdef int _pull_locked(self, uint8_t *dst, int n) noexcept nogil:
+        """Up to ``n`` native-order samples out to ``dst`` (any alignment), with the lock held."""
+        cdef int got = n if n < self.count else self.count
+        cdef int first = self.cap - self.head
+        if first > got:
+            first = got
+        memcpy(dst, &self.buf[self.head], first * sizeof(int16_t))
+        memcpy(dst + 2 * first, &self.buf[0], (got - first) * sizeof(int16_t))
         self.head = (self.head + got) % self.cap
         self.count -= got
         if got > 0:
             self.last_pull_ns = _mono_ns()
-        pthread_mutex_unlock(&self.lock)
         return got
 
     def write(self, pcm, long long now_ns=-1) -> int:
@@ -181,15 +202,24 @@ cdef class PcmFifo:
         clock, for tests) stamps the write instead of CLOCK_MONOTONIC."""
         cdef const uint8_t[::1] mv = pcm
         cdef int n = mv.shape[0] // 2
+        cdef int16_t *tmp
+        cdef int i
         if n == 0:
             return 0
-        cdef int16_t *tmp = <int16_t *>malloc(n * sizeof(int16_t))
-        cdef int i
-        for i in range(n):
-            tmp[i] = <int16_t>(mv[2 * i] | (mv[2 * i + 1] << 8))
-        with nogil:
-            self.push(tmp, n)
-        free(tmp)
+        if _LITTLE_ENDIAN:  # the wire order is the host's: straight into the ring
+            with nogil:
+                pthread_mutex_lock(&self.lock)
+                self._push_locked(&mv[0], n)
+                pthread_mutex_unlock(&self.lock)
+        else:
+            tmp = <int16_t *>malloc(n * sizeof(int16_t))
+            if tmp == NULL:
+                raise MemoryError()
+            for i in range(n):
+                tmp[i] = <int16_t>(mv[2 * i] | (mv[2 * i + 1] << 8))
+            with nogil:
+                self.push(tmp, n)
+            free(tmp)
         if now_ns >= 0:
             self.last_push_ns = now_ns
         return n
@@ -197,20 +227,32 @@ cdef class PcmFifo:
     def read(self, int max_samples=-1, long long now_ns=-1) -> bytes:
         """Take up to ``max_samples`` (all when -1) as little-endian PCM bytes; ``now_ns`` as
         for ``write``."""
-        if max_samples < 0:
-            max_samples = self.cap
-        cdef int16_t *tmp = <int16_t *>malloc(max_samples * sizeof(int16_t) + 2)
-        cdef int got, i
+        if max_samples < 0 or max_samples > self.cap:
+            max_samples = self.cap  # never more than the ring holds
+        cdef int want, got, i
+        cdef uint16_t v
+        cdef bytes out
+        cdef uint8_t *dst
+        # sized under the lock, filled under it: one copy, no scratch buffer
+        pthread_mutex_lock(&self.lock)
+        want = max_samples if max_samples < self.count else self.count
+        pthread_mutex_unlock(&self.lock)
+        out = PyBytes_FromStringAndSize(NULL, want * 2)
+        dst = <uint8_t *>PyBytes_AS_STRING(out)
         with nogil:
-            got = self.pull(tmp, max_samples)
+            pthread_mutex_lock(&self.lock)
+            got = self._pull_locked(dst, want)
+            pthread_mutex_unlock(&self.lock)
+        if got < want:  # another reader took some meanwhile
+            out = out[:got * 2]
+            dst = <uint8_t *>PyBytes_AS_STRING(out)
+        if not _LITTLE_ENDIAN:
+            for i in range(got):
+                v = (<uint16_t *>dst)[i]
+                dst[2 * i] = v & 0xFF
+                dst[2 * i + 1] = v >> 8
         if now_ns >= 0 and got > 0:
             self.last_pull_ns = now_ns
-        cdef bytes out = PyBytes_FromStringAndSize(NULL, got * 2)
-        cdef uint8_t *dst = <uint8_t *>PyBytes_AS_STRING(out)
-        for i in range(got):
-            dst[2 * i] = (<uint16_t>tmp[i]) & 0xFF
-            dst[2 * i + 1] = (<uint16_t>tmp[i]) >> 8
-        free(tmp)
         return out
 
     cdef int level(self) noexcept nogil:

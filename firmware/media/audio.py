@@ -57,8 +57,10 @@ class ToneSource:
         self._n += samples
         if not self._second:
             return self._samples(start, samples)
-        out = bytearray()
         pos = start % RATE
+        if pos + samples <= RATE:  # within the second: one slice
+            return self._second[2 * pos: 2 * (pos + samples)]
+        out = bytearray()
         while len(out) < 2 * samples:
             take = min(RATE - pos, samples - len(out) // 2)
             out += self._second[2 * pos: 2 * (pos + take)]

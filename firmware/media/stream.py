@@ -95,7 +95,7 @@ class RtpSession:
         self.stream: MediaStream | None = None
         self._loop_thread: threading.Thread | None = None
         self._pump_thread: threading.Thread | None = None
-        self._stop = threading.Event()
+        self._running = _held_lock()  # released when the session stops: wakes the pump at once
         self.final_stats: dict | None = None
         self._pump_source = self._pump_sink = True
         self.srtp: SrtpParams | None = None
@@ -243,17 +243,26 @@ class RtpSession:
                 self.sink.write(received)
 
     def _pump(self) -> None:
-        while not self._stop.wait(0.04):  # every other packet period: few wake-ups
+        while not self._stopped_within(0.04):  # every other packet period: few wake-ups
             try:
                 self._pump_once()
             except Exception:  # a broken source/sink must not take the call down silently
                 log.exception("audio pump failed; continuing with silence")
-                self._stop.wait(0.2)
+                self._stopped_within(0.2)
+
+    def _stopped_within(self, seconds: float) -> bool:
+        """Wait up to ``seconds``; True once the session is stopping (at once when it does).
+        A bare lock's timed acquire: a threading.Event's wait goes through a Condition (a new
+        lock and its bookkeeping in Python on every call)."""
+        if self._running.acquire(timeout=seconds):
+            self._running.release()  # stays stopped for every later caller
+            return True
+        return False
 
     def _halt(self) -> None:
         """Stop the loop and the pump; keep the ports, source and sink."""
         assert self.stream is not None
-        self._stop.set()
+        self._running.release()
         self.stream.stop()
         for t in (self._loop_thread, self._pump_thread):
             if t is not None:
@@ -262,7 +271,7 @@ class RtpSession:
         self.final_stats = self.stream.stats()
         self.stream = None
         self.transform = None
-        self._stop = threading.Event()
+        self._running = _held_lock()
 
     def stop(self) -> None:
         if self.stream is not None:
@@ -280,6 +289,12 @@ class RtpSession:
             received = self.stream.sink.read()
             if received:
                 self.sink.write(received)
+
+
+def _held_lock() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
 
 
 def _q12(db: float) -> int:

@@ -46,6 +46,13 @@ def test_tone_is_continuous_across_reads() -> None:
         ToneSource(5000)
 
 
+def test_tone_reads_in_pieces_equal_one_read() -> None:
+    """Reads inside the cached second and across its end give the samples one long read does."""
+    sizes = (3000, 4000, 2000, 7999, 5, 160, 8000, 1)
+    pieces = ToneSource(700).read
+    assert b"".join(pieces(n) for n in sizes) == ToneSource(700).read(sum(sizes))
+
+
 def test_wav_source_converts_rate_and_channels(tmp_path: Path) -> None:
     t = np.arange(48000) / 48000
     stereo = np.stack([8000 * np.sin(2 * np.pi * 440 * t)] * 2, axis=1).reshape(-1)

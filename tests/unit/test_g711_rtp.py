@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import random
 import struct
@@ -134,6 +135,28 @@ def test_fifo() -> None:
     fifo.write(bytes(2 * 150))  # overflow: the oldest go, counted
     assert len(fifo) == 100 and fifo.overruns == 51
     assert fifo.read() == bytes(200) and fifo.read() == b""
+
+
+def test_fifo_wraps_like_a_queue() -> None:
+    """Random writes and reads around the ring's end, overflows included, against a plain
+    Python queue: the same samples come out in the same order, the same ones are dropped."""
+    rng = random.Random(12)
+    fifo, model, dropped = core.PcmFifo(97), collections.deque[int](), 0
+    for _ in range(3000):
+        if rng.random() < 0.5:
+            samples = [rng.randrange(-32768, 32768) for _ in range(rng.randrange(0, 130))]
+            assert fifo.write(struct.pack(f"<{len(samples)}h", *samples)) == len(samples)
+            model.extend(samples)
+            while len(model) > 97:
+                model.popleft()
+                dropped += 1
+        else:
+            n = rng.randrange(0, 130)
+            got = fifo.read(n)
+            want = [model.popleft() for _ in range(min(n, len(model)))]
+            assert got == struct.pack(f"<{len(want)}h", *want)
+        assert len(fifo) == len(model) and fifo.overruns == dropped
+    assert dropped > 0
 
 
 class TestJitterBuffer:
