@@ -61,6 +61,15 @@ class Box:
         time.sleep(0.15)
         pin.drive_high()
 
+    def answer_call_from(self, phone: Any, pbx_port: int) -> dict:
+        """``phone`` (a baresip) dials the box through the PBX; the box rings and its answer
+        button takes the call. Returns the status once in the call."""
+        phone.command("dial", f"sip:5002@127.0.0.1:{pbx_port}")
+        self.wait_state("ringing")
+        self.press("answer")
+        phone.wait_event("CALL_ESTABLISHED", 10)
+        return self.wait_state("in_call")
+
     def stop(self) -> None:
         self._call(self.app.stop(), 15)
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -127,11 +127,7 @@ def test_stranger_in_a_pbx_call_cannot_open_the_door(asterisk, box, baresip, str
     phone = baresip("5001")
     b = box()
     b.wait_state("idle")
-    phone.command("dial", f"sip:5002@127.0.0.1:{asterisk.port}")
-    b.wait_state("ringing")
-    b.press("answer")
-    phone.wait_event("CALL_ESTABLISHED", 10)
-    b.wait_state("in_call")
+    b.answer_call_from(phone, asterisk.port)
     port = b.app.cfg.sip.local_port
     call = b.app.ua.call
     dialog = call.dialog
@@ -164,11 +160,7 @@ def test_stranger_in_a_pbx_call_cannot_open_the_door(asterisk, box, baresip, str
 
 
 def _pbx_call(b, phone, asterisk) -> None:  # noqa: ANN001
-    phone.command("dial", f"sip:5002@127.0.0.1:{asterisk.port}")
-    b.wait_state("ringing")
-    b.press("answer")
-    phone.wait_event("CALL_ESTABLISHED", 10)
-    b.wait_state("in_call")
+    b.answer_call_from(phone, asterisk.port)
     time.sleep(0.5)
 
 
