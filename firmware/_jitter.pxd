@@ -7,6 +7,8 @@ cdef enum:
     JB_SLOTS = 64
     DRAIN_FAR = 3    # frames over target+1 that count as a backlog to drain fast
     DRAIN_FAST = 5   # periods such a backlog must last before a frame is skipped
+    DRAIN_SLOW = 50  # periods a smaller excess must last (1 s at 20 ms)
+    START_PERIODS = 50  # a stream's first second: a backlog over target+1 is stale, goes at once
     MAX_FRAME = 320  # bytes: 40 ms of G.711
 
 cdef struct Slot:
@@ -23,7 +25,7 @@ cdef class JitterBuffer:
     cdef public bint started
     cdef uint32_t play_ts, ssrc
     cdef uint16_t highest_seq
-    cdef int deep_ticks
+    cdef int deep_ticks, pops  # pops: periods since the stream started (capped)
     cdef uint64_t used_mask  # bit i: slots[i].used
     cdef public uint64_t late, duplicates, reordered, resyncs, too_early, shrinks, grows
 

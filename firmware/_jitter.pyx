@@ -27,7 +27,9 @@ cdef class JitterBuffer:
     Packets are placed by timestamp; ``pop`` is called once per frame period and returns the
     frame due now or 0 (missing: the caller conceals). The playout delay starts at ``target``
     frames, grows by one frame whenever a packet arrives too late (up to ``max_frames``) and
-    shrinks by one when the buffer stays deeper than needed for 2 s (down to ``min_frames``).
+    shrinks by one when the buffer stays deeper than needed for 1 s (down to ``min_frames``);
+    a backlog in the stream's first second is skipped at once, a large one later within 0.1 s
+    a frame.
     """
 
     def __cinit__(self, int frame_samples=160, int target=2, int min_frames=1,
@@ -48,6 +50,7 @@ cdef class JitterBuffer:
         self.used_mask = 0
         self.started = False
         self.deep_ticks = 0
+        self.pops = 0
 
     cdef int put_c(self, uint32_t ts, uint16_t seq, uint32_t ssrc, const uint8_t *data,
                    int length) noexcept nogil:
@@ -100,7 +103,7 @@ cdef class JitterBuffer:
 
     cdef int pop_c(self, uint8_t *out) noexcept nogil:
         cdef Slot *s
-        cdef int n = 0, excess, idx
+        cdef int n = 0, excess, idx, threshold
         if not self.started:
             return 0
         idx = (self.play_ts // self.frame_samples) % JB_SLOTS
@@ -111,14 +114,22 @@ cdef class JitterBuffer:
             s.used = 0
             self.used_mask &= ~((<uint64_t>1) << idx)
         self.play_ts += self.frame_samples
-        # drain: when more than target+1 frames wait for 100 consecutive periods (2 s at 20 ms),
-        # or for DRAIN_FAST periods when the excess is over DRAIN_FAR frames (a burst that
-        # arrived after a stall: without this it would be played late for the whole call), skip
-        # one frame; the target itself shrinks only down to its minimum
-        excess = self.depth_c() - (self.target + 1)
+        if self.pops < START_PERIODS:
+            self.pops += 1
+        # drain: a backlog in the stream's first second is what queued up while the call was
+        # being set up (a PBX bridging, Echo() starting): skip a frame every period while more
+        # than target+1 frames wait. Later, when more than target frames wait for DRAIN_SLOW consecutive
+        # periods (1 s), or for DRAIN_FAST periods when the excess is over DRAIN_FAR + 1 frames
+        # (a burst that arrived after a stall: without this it would be played late for the
+        # whole call), skip one frame; the target itself shrinks only down to its minimum
+        excess = self.depth_c() - self.target
         if excess > 0:
             self.deep_ticks += 1
-            if self.deep_ticks >= (DRAIN_FAST if excess > DRAIN_FAR else 100):
+            if self.pops < START_PERIODS:
+                threshold = 1 if excess > 1 else DRAIN_SLOW
+            else:
+                threshold = DRAIN_FAST if excess > DRAIN_FAR + 1 else DRAIN_SLOW
+            if self.deep_ticks >= threshold:
                 idx = (self.play_ts // self.frame_samples) % JB_SLOTS
                 self.slots[idx].used = 0
                 self.used_mask &= ~((<uint64_t>1) << idx)

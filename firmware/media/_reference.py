@@ -139,7 +139,9 @@ DTMF_EVENTS = "0123456789*#ABCD"
 
 
 M32 = 0xFFFFFFFF
-JB_DRAIN_FAR, JB_DRAIN_FAST = 3, 5  # as _jitter.pxd: a backlog over 3 frames drains every 5 ticks
+# as _jitter.pxd: depth over target by more than 4 frames drains every 5 ticks, by less after
+# 50, and in the first 50 ticks anything over target + 1 at once
+JB_DRAIN_FAR, JB_DRAIN_FAST, JB_DRAIN_SLOW, JB_START_PERIODS = 3, 5, 50, 50
 
 
 def _s32(v: int) -> int:
@@ -162,8 +164,9 @@ class JitterBuffer:
     """Adaptive playout buffer: frames placed by timestamp, one popped per period.
 
     The delay starts at ``target`` frames, grows by one on each late packet (up to
-    ``max_frames``) and shrinks by one after 100 periods deeper than ``target + 1`` (down to
-    ``min_frames``); an SSRC change or a jump of more than 2 s resyncs.
+    ``max_frames``) and shrinks by one after 50 periods deeper than ``target`` (down to
+    ``min_frames``; 5 periods when over 4 frames deeper, 1 in the stream's first 50 periods
+    when over 1 deeper); an SSRC change or a jump of more than 2 s resyncs.
     """
 
     SLOTS = 64
@@ -184,6 +187,7 @@ class JitterBuffer:
         self.slots: list[tuple[int, bytes] | None] = [None] * self.SLOTS
         self.started = False
         self.deep_ticks = 0
+        self.pops = 0
 
     def _slot(self, ts: int) -> int:
         return (ts // self.frame_samples) % self.SLOTS
@@ -241,10 +245,16 @@ class JitterBuffer:
             out = held[1] or None
             self.slots[i] = None
         self.play_ts = (self.play_ts + fs) & M32
-        excess = self.depth - (self.target + 1)
+        if self.pops < JB_START_PERIODS:
+            self.pops += 1
+        excess = self.depth - self.target
         if excess > 0:
             self.deep_ticks += 1
-            if self.deep_ticks >= (JB_DRAIN_FAST if excess > JB_DRAIN_FAR else 100):
+            if self.pops < JB_START_PERIODS:
+                threshold = 1 if excess > 1 else JB_DRAIN_SLOW
+            else:
+                threshold = JB_DRAIN_FAST if excess > JB_DRAIN_FAR + 1 else JB_DRAIN_SLOW
+            if self.deep_ticks >= threshold:
                 self.slots[self._slot(self.play_ts)] = None
                 self.play_ts = (self.play_ts + fs) & M32
                 if self.target > self.min_frames:

@@ -165,19 +165,23 @@ class TestJitterBuffer:
 
     def test_in_order_with_initial_delay(self) -> None:
         jb = core.JitterBuffer(160, target=2)
-        for i in range(5):
+        out = []
+        for i in range(5):  # one packet a period, as a sender paces them
             jb.put(1000 + 160 * i, i, 7, bytes([i]) * 160)
-        out = self.frames(jb, 7)
+            out += self.frames(jb, 1)
+        out += self.frames(jb, 2)
         assert out[:2] == [None, None], "two frames of playout delay"
         assert [f[0] for f in out[2:]] == [0, 1, 2, 3, 4]
+        assert jb.shrinks == 0
 
     def test_reorder_duplicate_late(self) -> None:
         jb = core.JitterBuffer(160, target=2, max_frames=2)
-        order = [0, 2, 1, 3, 3]
-        codes = [jb.put(160 * i, i, 1, bytes([i]) * 160) for i in order]
-        assert codes == [core.JB_OK, core.JB_OK, core.JB_OK, core.JB_OK, core.JB_DUPLICATE]
+        codes, out = [], []
+        for batch in ([0], [2, 1], [2], [3], [], []):
+            codes += [jb.put(160 * i, i, 1, bytes([i]) * 160) for i in batch]
+            out += self.frames(jb, 1)
+        assert codes == [core.JB_OK, core.JB_OK, core.JB_OK, core.JB_DUPLICATE, core.JB_OK]
         assert jb.reordered == 1 and jb.duplicates == 1
-        out = self.frames(jb, 6)
         assert [f[0] if f else None for f in out] == [None, None, 0, 1, 2, 3]
         assert jb.put(160 * 1, 1, 1, b"x" * 160) == core.JB_LATE and jb.late == 1
 
