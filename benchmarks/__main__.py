@@ -7,7 +7,20 @@ import os
 import platform
 import sys
 
-from . import aec, button, codec, cpu, drift, flood, latency, loop, speech, srtp, webrtc
+from . import (
+    aec,
+    button,
+    codec,
+    cpu,
+    drift,
+    flood,
+    latency,
+    latency_card,
+    loop,
+    speech,
+    srtp,
+    webrtc,
+)
 
 
 def machine() -> str:
@@ -50,6 +63,11 @@ def main() -> None:
     if args.only in (None, "latency"):
         print("## Mouth-to-ear latency: a click through the box, Asterisk and back\n")
         print(latency.table(latency.run(5 if args.quick else 20)), "\n", flush=True)
+        print("### The same through the box's ALSA path (alsa-lib, a paced 8 kHz device), timed "
+              "at the microphone, on the wire and at the speaker\n")
+        why = latency_card.available()
+        print(latency_card.table(latency_card.run(15 if args.quick else 60)) if why is None
+              else f"not measured: {why}", "\n", flush=True)
     if args.only in (None, "flood"):
         print(f"## A stranger's SIP flood during a call ({seconds / 4:.0f} s windows), and the "
               "cost of one message\n")

@@ -8,7 +8,7 @@ that sends a click to the tick that plays it: the jitter buffer, the frame/tick 
 loopback network and Asterisk, both ways. The jitter buffer's part is sampled from ``status``
 during the call. What this does not include: a sound card's own ALSA buffers and the capture
 FIFO in front of the loop (a file source is read ahead by the pump; only a live card shows that
-wait), the room, the far end.
+wait), the room, the far end: ``benchmarks/latency_card.py`` measures the ALSA path.
 """
 
 from __future__ import annotations
@@ -111,9 +111,5 @@ def table(r: dict) -> str:
            f"| of which the jitter buffer (mean depth; its target ends at {r['jb_target']:.0f}) "
            f"| {jb:.0f} | {jb / 80:.2f}x |",
            f"| of which the rest: frame/tick alignment, network, Asterisk | {rest:.0f} | |",
-           "| box's own share, capture to wire, live card (not measured here: one 20 ms ALSA "
-           "period + up to one frame in the capture FIFO) | 20-40 | 0.25-0.50x |",
-           f"| box's own share, wire to playback, live card (jitter buffer as measured + the "
-           f"ALSA playback buffer, 4 periods of 20 ms in media/alsa.py) | {jb:.0f} + up to 80 | "
-           f"{(jb + 80) / 80:.2f}x at most |"]
+           "| the box's own share with a sound card's buffers: the next table | | |"]
     return "\n".join(out)

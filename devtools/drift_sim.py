@@ -53,10 +53,13 @@ class Card:
         return short
 
 
-def simulate(ppm: float, seconds: float, enabled: bool = True) -> dict:
-    """``seconds`` of call at 20 ms ticks with a card ``ppm`` off; what came out, and how."""
+def simulate(ppm: float, seconds: float, enabled: bool = True, backlog: int = 0) -> dict:
+    """``seconds`` of call at 20 ms ticks with a card ``ppm`` off; what came out, and how.
+    ``backlog``: samples of silence already queued for playback when the call starts."""
     comp = DriftCompensator(FS, enabled, enabled)
     play, cap = PcmFifo(8000), PcmFifo(8000)
+    play.write(bytes(2 * backlog), now_ns=round(1e9))
+    play_levels: list[int] = []
     card = Card(ppm)
     played: list[bytes] = []
     captured: list[bytes] = []
@@ -77,9 +80,10 @@ def simulate(ppm: float, seconds: float, enabled: bool = True) -> dict:
         tone = (AMP * np.sin(2 * np.pi * HZ * n / RATE)).astype("<i2").tobytes()
         play.write(comp.playback(tone, len(play), now - play.last_pull_ns))
         play_max, cap_max = max(play_max, len(play)), max(cap_max, len(cap))
+        play_levels.append(len(play))
     return {"comp": comp, "played": played, "captured": captured, "play_max": play_max,
             "cap_max": cap_max, "play_overruns": play.overruns, "cap_overruns": cap.overruns,
-            "underruns": underruns, "card_short": card_short}
+            "underruns": underruns, "card_short": card_short, "play_levels": play_levels}
 
 
 def glitches(chunks: list[bytes], skip_s: float = 2.0) -> tuple[float, float]:

@@ -33,7 +33,7 @@ cdef class DriftCompensator:
     cdef readonly Resampler play_rs, cap_rs
     cdef readonly FillControl play_ctl, cap_ctl
     cdef readonly bint play_on, cap_on
-    cdef bint play_started, cap_started
+    cdef bint cap_started
     cdef double cap_step
 
     cdef int playback_c(self, const int16_t *frame, int16_t *out, int level,

@@ -8,7 +8,7 @@ level that trends up or down. The level is read between the card's periods as if
 samples continuously (the FIFO count, corrected by the time since the card's side last touched
 it), so it moves smoothly instead of by whole periods. Each side has a ``FillControl`` (a PI
 controller on that level averaged over one-second blocks, the first settled block being the
-target) whose output steers
+target, which then walks down to the side's floor at 6 samples a second) whose output steers
 a ``Resampler`` (4-point cubic, Catmull-Rom, variable step) so the level stays put: playback
 frames become 159-161 samples, captured frames are made of 159-161 card samples. The
 controller's output, averaged over about 30 s, is the measured drift (``drift_ppm``: positive
@@ -26,6 +26,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 cdef int TICKS_PER_BLOCK = 50  # one second of 20 ms ticks
 cdef int WARMUP_BLOCKS = 2
+cdef double TARGET_WALK = 6.0  # samples a block (a second) the target moves toward its floor
 cdef int64_t STALE_NS = 100000000  # the card's side idle longer than this: no correction
 
 
@@ -129,6 +130,13 @@ cdef class FillControl:
             return self.u
         if not self.have_target:
             return self.u
+        # then walk the target down to the floor, a few samples a second: whatever the start
+        # left queued (a backlog when the call began) is latency, and the controller removes
+        # it at a rate no ear hears (TARGET_WALK samples per second is 750 ppm at 8 kHz)
+        if self.target > self.floor + TARGET_WALK:
+            self.target -= TARGET_WALK
+        elif self.target > self.floor:
+            self.target = self.floor
         err = mean - self.target
         self.integ += self.ki * err
         if self.integ > self.limit:
@@ -194,7 +202,6 @@ cdef class DriftCompensator:
         samples from it (0: unknown).
         """
         cdef int fs = self.frame_samples
-        cdef int n = 0
         cdef double u
         if not self.play_on:
             memcpy(out, frame, fs * sizeof(int16_t))
@@ -204,12 +211,8 @@ cdef class DriftCompensator:
         if self.blocks_settled(self.play_ctl) and level > self.play_ctl.max_level:
             self.play_ctl.max_level = level
         u = self.play_ctl.tick_c(level - since_ns * 8e-6)  # what the card still has to play
-        if not self.play_started:
-            self.play_started = True
-            n = fs  # the cushion
-            memset(out, 0, n * sizeof(int16_t))
         self.play_rs.push_c(frame, fs)
-        return n + self.play_rs.produce_c(out + n, fs + 8, 1.0 + u)
+        return self.play_rs.produce_c(out, fs + 8, 1.0 + u)
 
     cdef inline bint blocks_settled(self, FillControl c) noexcept nogil:
         return c.blocks >= c.warmup

@@ -1,5 +1,6 @@
 """ALSA capture and playback through pyalsaaudio: 8 kHz mono S16_LE via the ``plug`` layer,
-20 ms periods, one thread per direction feeding the media stream's FIFOs directly.
+20 ms capture periods and 10 ms playback periods, one thread per direction feeding the media
+stream's FIFOs directly.
 
 Owns opening devices by name (with a clear error when one is missing), xrun recovery that keeps
 the call going, and pacing for ALSA plugins that are not (file/null). Knows nothing about RTP
@@ -17,8 +18,17 @@ from typing import Any
 from .audio import AudioError
 
 log = logging.getLogger("intercom.alsa")
-RATE, PERIOD = 8000, 160  # samples: 20 ms
-PERIODS = 4  # periods in the device buffer
+RATE, PERIOD = 8000, 160  # samples: 20 ms (capture)
+PLAY_PERIOD = 80  # samples: 10 ms (playback)
+# Periods in the device buffer. Capture: a read returns as soon as one period is in, so a
+# deeper buffer only adds room for a late reader, not delay. Playback: a blocking write keeps the
+# buffer full, so its size IS the delay from here to the speaker (4 x 20 ms held 60-80 ms), and
+# the period is the chunk the FIFO in front must cover whatever the card's phase against the
+# loop: 3 x 10 ms keep 20-30 ms queued with the same 20 ms of slack for a late thread as
+# 2 x 20 ms, for half the chunk (benchmarks/latency_card.py); an underrun is recovered and
+# counted (status: xruns).
+CAPTURE_PERIODS = 4
+PLAYBACK_PERIODS = 3
 
 
 def _alsa() -> Any:
@@ -51,13 +61,15 @@ def resolve(device: str, capture: bool) -> str:
     return usb_card(capture) if device == "usb" else device
 
 
-def open_pcm(device: str, capture: bool, periods: int = PERIODS) -> Any:
+def open_pcm(device: str, capture: bool, periods: int = 0) -> Any:
     alsa = _alsa()
+    periods = periods or (CAPTURE_PERIODS if capture else PLAYBACK_PERIODS)
     device = resolve(device, capture)
     kind = alsa.PCM_CAPTURE if capture else alsa.PCM_PLAYBACK
     try:
         return alsa.PCM(type=kind, mode=alsa.PCM_NORMAL, rate=RATE, channels=1,
-                        format=alsa.PCM_FORMAT_S16_LE, periodsize=PERIOD, periods=periods,
+                        format=alsa.PCM_FORMAT_S16_LE,
+                        periodsize=PERIOD if capture else PLAY_PERIOD, periods=periods,
                         device=device)
     except alsa.ALSAAudioError as exc:
         what = "capture" if capture else "playback"
@@ -85,7 +97,7 @@ class _Worker:
     def latency_samples(self) -> int:
         """What the card adds to the speaker-to-microphone delay (echo cancellers line their
         reference up with it): a playback buffer kept full, one capture period."""
-        return PERIOD if self._capture else PERIOD * PERIODS
+        return PERIOD if self._capture else PLAY_PERIOD * PLAYBACK_PERIODS
 
     def attach(self, fifo: Any) -> None:
         """Start moving audio to/from ``fifo`` (a ``_rtpcore.PcmFifo``)."""
@@ -147,21 +159,36 @@ class AlsaSink(_Worker):
         super().__init__(device, capture=False)
 
     def _run(self) -> None:
+        # the device starts full of silence and every write is one whole period (what the loop
+        # decoded, padded with silence when it is short): the blocking write is then the only
+        # clock here, the device holds a steady PLAYBACK_PERIODS - 1 to PLAYBACK_PERIODS periods
+        # from the first frame on, and the FIFO's level is what the drift control sees (a device
+        # filled bit by bit early in the call made it misjudge the card's rate for seconds)
+        silence = bytes(2 * PLAY_PERIOD)
+        for _ in range(PLAYBACK_PERIODS):
+            self._write(silence)
+        start, written = time.monotonic(), 0
         while not self._stop.is_set():
-            data = self.fifo.read(PERIOD)
-            if not data:
-                # nothing decoded yet: the loop pushes one frame per 20 ms and the device holds
-                # several periods, so one period's wait (not half of one) is enough
-                time.sleep(0.02)
-                continue
-            try:
-                written = self.pcm.write(data)
-            except _alsa().ALSAAudioError as exc:
-                self.errors += 1
-                log.warning("ALSA playback error on %s: %s", self.device, exc)
-                time.sleep(0.02)
-                continue
-            if written is not None and written < 0:  # -EPIPE: underrun, recovered by re-write
-                self.xruns += 1
-                self.pcm.write(data)
-            self.frames += len(data) // 2
+            data = self.fifo.read(PLAY_PERIOD)
+            if len(data) < 2 * PLAY_PERIOD:
+                data += silence[len(data):]
+            self._write(data)
+            # a card blocks the write until a period is free; an unpaced plugin (file, null)
+            # returns at once: never run more than the device's buffer ahead of real time
+            written += PLAY_PERIOD
+            ahead = start + written / RATE - time.monotonic()
+            if ahead > 0.001:
+                self._stop.wait(ahead)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            written = self.pcm.write(data)
+        except _alsa().ALSAAudioError as exc:
+            self.errors += 1
+            log.warning("ALSA playback error on %s: %s", self.device, exc)
+            time.sleep(0.02)
+            return
+        if written is not None and written < 0:  # -EPIPE: underrun, recovered by re-write
+            self.xruns += 1
+            self.pcm.write(data)
+        self.frames += len(data) // 2

@@ -61,10 +61,10 @@ def test_alsa_card_buffers_reach_the_canceller(asterisk, box, baresip, tmp_path)
     b.press("hangup")
     phone.wait_event("CALL_CLOSED", 10)
     b.wait_state("idle")
-    # the card: 4 x 20 ms playback buffer + one 20 ms capture period; the reference goes back
+    # the card: 3 x 10 ms playback buffer + one 20 ms capture period; the reference goes back
     # that far plus whatever the FIFOs held, less a quarter of the 128 ms tail
     assert aec["kind"] == "speex" and aec["frames"] > 100, aec
-    assert aec["card_ms"] == 100 and aec["delay_ms"] >= 100 - 32, aec
+    assert aec["card_ms"] == 50 and aec["delay_ms"] >= 50 - 32, aec
     heard = pcm_array(speaker_pcm())
     assert abs(peak_hz(heard[8000:]) - 1000) < 15, "the speaker played the phone's 1000 Hz"
     y, rate = baresip_heard(rec)

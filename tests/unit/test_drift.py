@@ -49,3 +49,15 @@ def test_no_drift_measures_zero_and_an_idle_side_passes_frames_untouched() -> No
     assert comp.capture(tone) == (tone, FS) and comp.capture(tone[:100]) == (
         tone[:100] + bytes(2 * FS - 100), 50)
     assert comp.stats()["drift_ppm"] == 0.0
+
+
+def test_a_backlog_left_at_the_start_is_walked_out_without_a_glitch() -> None:
+    """What the start of a call left queued for the speaker (here 60 ms) is latency: the
+    control's target walks down to its floor and the resampler removes it, inaudibly."""
+    r = simulate(200.0, 150.0, backlog=480)
+    levels = np.array(r["play_levels"])
+    first, last = levels[50:550].mean(), levels[-3000:].mean()  # 1-11 s, the last minute
+    assert first > 550 and last < first - 250, (first, last)
+    assert r["underruns"] == 0 and r["card_short"] == 0
+    step, spread = glitches(r["played"])
+    assert step < 1.02 and spread < -45

@@ -1,0 +1,300 @@
+"""Mouth-to-ear latency on the box's sound-card path: alsa-lib with real period and buffer
+settings, paced by a clock, the click timed at the microphone, on the wire and at the speaker.
+
+The box opens its ALSA device (``media/alsa.py``, as on a Pi) on alsa-lib's jack plugin; jackd's
+dummy driver paces it at 8000 Hz like a card's crystal. A JACK client of this benchmark is the
+room: its output port is the box's microphone, its input port the box's loudspeaker, both handled
+in the same process cycle, so the lag from a click sent to the click heard is exact in samples.
+A packet socket on ``lo`` times the click on the wire both ways (box -> Asterisk, Asterisk ->
+box), which splits the round trip into the box's capture side (microphone -> wire), Asterisk's
+Echo() and the box's playback side (wire -> speaker). The harness's own lag (its output looped
+straight into its input in the same jackd) is measured in the same run and subtracted.
+
+What this does not include: a real card's converters and USB or I2S transfer (a few ms), the
+room, the far end's own latency; the jack plugin's ring buffer stands in for the card's DMA
+buffer (sized by the box's own period and period count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from devtools.components import Asterisk, Intercom, wait_for
+
+RATE = 8000
+PERIOD = 5600  # samples between clicks: 700 ms
+CLICK = 80  # a 10 ms chirp
+JACK_PERIOD = 80  # jackd's own cycle: 10 ms
+SO_TIMESTAMPNS = 35
+PACKET_OUTGOING = 4
+
+
+def _chirp() -> np.ndarray:
+    t = np.arange(CLICK) / RATE
+    return np.sin(2 * np.pi * (300 * t + 0.5 * 270000 * t * t)) * np.hanning(CLICK)
+
+
+def _track(n: int) -> np.ndarray:
+    x = np.zeros(n, dtype=np.float32)
+    for start in range(800, n - CLICK, PERIOD):
+        x[start:start + CLICK] = 0.5 * _chirp()
+    return x
+
+
+def _onsets(sent_at: list[int], heard: np.ndarray, floor: float) -> list[float]:
+    """For each click sent at sample s, the lag in samples of its best match after s."""
+    tpl = _chirp()
+    out = []
+    for s in sent_at:
+        seg = heard[s:s + PERIOD - 400]
+        if len(seg) < PERIOD - 400:
+            break
+        corr = np.correlate(seg, tpl, mode="valid")
+        k = int(np.argmax(np.abs(corr)))
+        out.append(float(k) if abs(corr[k]) > floor * np.sum(tpl ** 2) else float("nan"))
+    return out
+
+
+class _Wire:
+    """RTP on ``lo`` both ways, decoded, with the kernel's receive time of every packet."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0003))
+        self.sock.bind(("lo", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        self.sock.settimeout(0.2)
+        self.packets: list[tuple[float, int, int, int, bytes]] = []  # t, sport, dport, ts, pl
+        self.stop = False
+        # the kernel stamps CLOCK_REALTIME: move it onto the monotonic clock once
+        self.offset = time.time() - time.monotonic()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop:
+            try:
+                data, anc, _, addr = self.sock.recvmsg(2048, 64)
+            except TimeoutError:
+                continue
+            if addr[2] == PACKET_OUTGOING or len(data) < 40 or data[0] >> 4 != 4:
+                continue
+            ihl = (data[0] & 15) * 4
+            if data[9] != 17:
+                continue
+            sport, dport = struct.unpack_from("!HH", data, ihl)
+            rtp = data[ihl + 8:]
+            if len(rtp) < 12 + 160 or rtp[0] >> 6 != 2 or rtp[1] & 0x7F != 0:
+                continue
+            t = time.monotonic()
+            for level, kind, value in anc:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    sec, nsec = struct.unpack("qq", value[:16])
+                    t = sec + nsec * 1e-9 - self.offset
+            ts = struct.unpack_from("!I", rtp, 4)[0]
+            self.packets.append((t, sport, dport, ts, bytes(rtp[12:])))
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join(1)
+        self.sock.close()
+
+    def click_times(self, port: int, outbound: bool, after: float) -> list[float]:
+        """The wire time of each packet (to ``port`` when outbound, from it otherwise) that
+        carries a click, first packet of each click, after the time ``after``."""
+        from firmware.media.g711 import decode_ulaw
+
+        flow = [p for p in self.packets if (p[2] if outbound else p[1]) == port
+                and p[0] > after]
+        times, last = [], -1.0
+        for t, _sp, _dp, _ts, payload in flow:
+            pcm = np.frombuffer(decode_ulaw(payload), dtype="<i2").astype(float)
+            if np.abs(pcm).max() > 4000 and t - last > 0.3:
+                times.append(t)
+                last = t
+        return times
+
+
+def available() -> str | None:
+    """Why this cannot run here, or None."""
+    if not glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_jack.so"):
+        return "alsa-lib's jack plugin (libasound2-plugins) is missing"
+    try:
+        import jack  # noqa: F401
+    except (ImportError, OSError) as exc:
+        return f"the JACK-Client module cannot load: {exc}"
+    if os.geteuid() != 0:
+        return "the packet socket on lo needs root"
+    return None
+
+
+def run(seconds: float) -> dict[str, Any]:
+    import jack
+
+    tmp = Path(tempfile.mkdtemp(prefix="intercom-bench-card-"))
+    name = f"icl-{os.getpid()}"
+    (tmp / "asoundrc").write_text(
+        'pcm.iccard_raw {\n type jack\n playback_ports { 0 "room:speaker" }\n'
+        ' capture_ports { 0 "room:mic" }\n}\n'
+        'pcm.iccard {\n type plug\n slave.pcm "iccard_raw"\n}\n')
+    env = {"JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1",
+           "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{tmp / 'asoundrc'}"}
+    jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r",
+                              str(RATE), "-p", str(JACK_PERIOD)], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, **env})
+    pbx = box = wire = client = None
+    total = int(RATE * (seconds + 40))
+    track = _track(total)
+    heard = np.zeros(total, dtype=np.float32)
+    cycles = np.zeros((total // JACK_PERIOD + 16, 2))  # (first sample, monotonic time)
+    state = {"pos": 0, "cycle": 0, "playing": False}
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client = jack.Client("room", servername=name, no_start_server=True)
+                break
+            except jack.JackError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("jackd's dummy driver did not start") from None
+                time.sleep(0.2)
+        mic = client.outports.register("mic")
+        speaker = client.inports.register("speaker")
+
+        @client.set_process_callback
+        def process(frames: int) -> None:
+            t = time.monotonic()
+            pos = state["pos"]
+            out = mic.get_array()
+            if state["playing"] and pos + frames <= total:
+                out[:] = track[pos:pos + frames]
+                heard[pos:pos + frames] = speaker.get_array()
+                c = state["cycle"]
+                if c < len(cycles):
+                    cycles[c] = (pos, t)
+                    state["cycle"] = c + 1
+                state["pos"] = pos + frames
+            else:
+                out.fill(0)
+
+        client.activate()
+        # the harness's own lag: its microphone port looped into its speaker port
+        client.connect(mic, speaker)
+        state["playing"] = True
+        time.sleep(3.0)
+        state["playing"] = False
+        client.disconnect(mic, speaker)
+        n = state["pos"]
+        sent = [s for s in range(800, n - PERIOD, PERIOD)]
+        own = [x for x in _onsets(sent, heard[:n], 0.2) if x == x]
+        harness = float(np.median(own)) if own else 0.0
+        state.update(pos=0, cycle=0)
+        heard[:] = 0
+        cycles[:] = 0
+
+        pbx = Asterisk().start()
+        box = Intercom(tmp / "box", pbx.port, audio={"capture": "iccard", "playback": "iccard"},
+                       log_level="info", env=env).start()
+        wait_for(lambda: box.status().get("state") == "idle", 15, 0.1, "registration")
+        wire = _Wire()
+        assert box.cmd("call", "600")["ok"]
+        wait_for(lambda: box.status().get("state") == "in_call", 15, 0.1, "the echo call")
+        remote = (box.status().get("media") or {}).get("remote_port")
+        time.sleep(1.0)
+        state["playing"] = True
+        depths: list[float] = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            rtp = box.status().get("rtp") or {}
+            if "buffer_depth_ms" in rtp:
+                depths.append(rtp["buffer_depth_ms"])
+            time.sleep(0.25)
+        state["playing"] = False
+        rtp = box.status().get("rtp") or {}
+        box.cmd("hangup")
+        time.sleep(0.3)
+        wire.close()
+        n, c = state["pos"], state["cycle"]
+        sent = [s for s in range(800, n - PERIOD, PERIOD)]
+        lags = _onsets(sent, heard[:n], 0.2)
+        # a sample's time: its cycle's start plus its place in the cycle
+        starts, times = cycles[:c, 0], cycles[:c, 1]
+
+        def when(sample: float) -> float:
+            i = int(np.searchsorted(starts, sample, side="right")) - 1
+            return float(times[max(i, 0)] + (sample - starts[max(i, 0)]) / RATE)
+
+        out_wire = wire.click_times(remote, True, 0.0) if remote else []
+        in_wire = wire.click_times(remote, False, 0.0) if remote else []
+        rows = []
+        for s, lag in zip(sent, lags, strict=False):
+            if lag != lag:
+                continue
+            t_mic = when(s)
+            t_spk = when(s + lag)
+            o = next((t for t in out_wire if t_mic - 0.01 < t < t_spk), None)
+            i = next((t for t in in_wire if o is not None and o <= t < t_spk), None)
+            if o is None or i is None:
+                continue
+            rows.append(((lag - harness) / RATE * 1000, (o - t_mic) * 1000,
+                         (i - o) * 1000, (t_spk - i) * 1000 - harness / RATE * 1000))
+        span = times[c - 1] - times[0] if c > 1 else 0.0
+        card_ppm = ((starts[c - 1] - starts[0]) / span / RATE - 1) * 1e6 if span else 0.0
+        return {"rows": rows, "harness_ms": harness / RATE * 1000, "clicks": len(sent),
+                "jb_depth": float(np.mean(depths[4:] or depths or [float("nan")])),
+                "card_ppm": card_ppm, "rtp": rtp}
+    finally:
+        if wire is not None:
+            wire.close()
+        if box is not None:
+            box.stop()
+        if pbx is not None:
+            pbx.cleanup()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.deactivate()
+                client.close()
+        jackd.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            jackd.wait(5)
+
+
+def table(r: dict[str, Any]) -> str:
+    rows = np.array(r["rows"]) if r["rows"] else np.zeros((0, 4))
+    if not len(rows):
+        return "no click made it through the card path"
+    med = np.median(rows, axis=0)
+    lo, hi = rows.min(axis=0), rows.max(axis=0)
+    names = ["round trip, microphone to speaker (harness lag removed)",
+             "box, capture side: microphone -> RTP on the wire",
+             "Asterisk Echo() on loopback: wire -> wire",
+             "box, playback side: RTP on the wire -> speaker"]
+    out = [f"| part ({len(rows)} clicks of {r['clicks']}; ALSA through alsa-lib's jack plugin, "
+           "8 kHz) | median ms | min | max | vs the 80 ms target |",
+           "|---|---:|---:|---:|---:|"]
+    for k, name in enumerate(names):
+        ratio = f"{med[k] / 80:.2f}x" if k in (1, 3) else ""
+        out.append(f"| {name} | {med[k]:.0f} | {lo[k]:.0f} | {hi[k]:.0f} | {ratio} |")
+    out.append(f"| of the playback side, the jitter buffer (mean depth) | {r['jb_depth']:.0f} "
+               "| | | |")
+    rtp = r["rtp"]
+    out.append(f"\nThe harness's own lag (its output looped into its input in the same jackd, "
+               f"subtracted above): {r['harness_ms']:.0f} ms. The paced device ran "
+               f"{r['card_ppm']:+.0f} ppm against CLOCK_MONOTONIC (jackd's dummy driver falls "
+               "behind on a loaded machine; a card's crystal is within a few hundred ppm); the "
+               f"box measured {rtp.get('drift_ppm', 0):+.0f} ppm, its playback FIFO reached "
+               f"{rtp.get('playback_fifo_max_ms', 0):.0f} ms and its capture FIFO "
+               f"{rtp.get('capture_fifo_max_ms', 0):.0f} ms.")
+    return "\n".join(out)

@@ -1,0 +1,79 @@
+"""The ALSA playback thread on real alsa-lib (the file plugin through ``plug``): what reaches
+the device is every decoded sample, in order, behind a fixed prefill of silence, in whole
+periods at the pace of real time, with silence (not a stall) where the loop fell short.
+
+The file plugin is unpaced, so these tests also show the thread paces itself instead of
+spinning; a real card's blocking write is what paces it on a Pi (not shown here).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from firmware._rtpcore import PcmFifo
+from firmware.media.alsa import PLAY_PERIOD, PLAYBACK_PERIODS, AlsaSink
+
+from ..audio import pcm_array, peak_hz
+from .alsa_env import reset_speaker, speaker_pcm
+
+RATE = 8000
+AHEAD = 5
+
+
+def _tone(hz: float, start: int, n: int) -> bytes:
+    t = np.arange(start, start + n) / RATE
+    return (8000 * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes()
+
+
+def _play(frames: list[bytes | None]) -> tuple[np.ndarray, float]:
+    """Push one 20 ms frame (or nothing) per 20 ms into the sink's FIFO, as the loop does,
+    AHEAD frames in front (the loop's drift control keeps a margin in front of the card; this
+    one is larger, for a test thread on a busy machine)."""
+    reset_speaker()
+    fifo = PcmFifo(RATE)
+    sink = AlsaSink("box_speaker")
+    for frame in frames[:AHEAD]:
+        fifo.write(frame or b"")
+    began = time.monotonic()
+    sink.attach(fifo)
+    for k, frame in enumerate(frames[AHEAD:]):
+        time.sleep(max(0.0, began + (k + 1) * 0.02 - time.monotonic()))
+        if frame is not None:
+            fifo.write(frame)
+    time.sleep(0.1)
+    sink.close()
+    elapsed = time.monotonic() - began
+    return pcm_array(speaker_pcm()), elapsed
+
+
+def test_playback_is_every_sample_in_order_behind_a_fixed_prefill() -> None:
+    frames = [_tone(1013, 160 * k, 160) for k in range(50)]  # one second of 1013 Hz
+    heard, elapsed = _play(frames)
+    prefill = PLAY_PERIOD * PLAYBACK_PERIODS
+    assert np.all(heard[:prefill] == 0), "the device starts full of silence"
+    sent = pcm_array(b"".join(frames))
+    # every sample, in order, right behind the prefill: nothing inserted or dropped
+    assert np.array_equal(heard[prefill:prefill + len(sent)], sent)
+    assert abs(peak_hz(heard[prefill:prefill + len(sent)]) - 1013) < 10
+    # whole periods, and no faster than real time (an unpaced plugin must not be flooded)
+    assert len(heard) % PLAY_PERIOD == 0
+    assert len(heard) <= (elapsed + 0.05) * RATE + prefill, (len(heard), elapsed)
+
+
+def test_a_short_fifo_is_played_as_silence_and_the_pace_holds() -> None:
+    frames: list[bytes | None] = [_tone(700, 160 * k, 160) for k in range(20)]
+    frames += [None] * 10  # the loop delivers nothing for 200 ms
+    frames += [_tone(700, 160 * k, 160) for k in range(30, 50)]
+    heard, elapsed = _play(frames)
+    blocks = np.abs(heard[: len(heard) // 80 * 80].reshape(-1, 80)).max(axis=1) > 1000
+    first, last = int(np.argmax(blocks)), len(blocks) - 1 - int(np.argmax(blocks[::-1]))
+    inside = blocks[first:last + 1]
+    # all of the tone (80 blocks of 10 ms: nothing dropped), one hole where the loop delivered
+    # nothing for 200 ms less the AHEAD frames the FIFO held (about 10 blocks)
+    assert int(np.sum(inside)) == 80, inside.astype(int)
+    assert not np.any(inside[:40] == 0) and not np.any(inside[-40:] == 0), inside.astype(int)
+    assert 7 <= int(np.sum(~inside)) <= 14, inside.astype(int)
+    assert len(heard) >= (elapsed - 0.2) * RATE, "the device kept its pace through the gap"
+    assert len(heard) <= (elapsed + 0.05) * RATE + PLAY_PERIOD * PLAYBACK_PERIODS
