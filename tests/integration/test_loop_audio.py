@@ -4,6 +4,7 @@ wire is still the tone (by FFT, and sample for sample through G.711), both ways,
 
 from __future__ import annotations
 
+import dataclasses
 import select
 import socket
 import threading
@@ -13,13 +14,14 @@ import numpy as np
 import pytest
 
 from firmware import _rtpcore as core
-from firmware.events import MediaParams
+from firmware.events import MediaParams, SrtpParams
 from firmware.media.audio import NullSink, ToneSource
 from firmware.media.stream import RtpPorts, RtpSession
 
 from ..audio import pcm_array, peak_hz, tone_snr_db
 
 pytestmark = pytest.mark.integration
+SUITE = "AES_CM_128_HMAC_SHA1_80"
 
 
 def params(port: int) -> MediaParams:
@@ -103,22 +105,25 @@ def test_tone_into_null_sink_runs_on_the_loop_thread_alone() -> None:
         assert st["source_underruns"] == 0, "the loop never ran short of tone"
 
 
-def test_tone_on_the_wire_is_the_tone_sample_for_sample_across_a_restart() -> None:
-    """The loop's table is the tone the source would have read, and a stream started again
-    on the same source (as after a re-INVITE that changes the protection) carries on the
-    phase where the last one stopped: the whole wire is one tone, through G.711."""
+def test_tone_on_the_wire_is_the_tone_sample_for_sample_across_restarts() -> None:
+    """The loop's table is the tone the source would have read, and each time a re-INVITE
+    switches SRTP on or off (the stream stops and starts again) the new stream carries on the
+    phase where the last one stopped: the plain parts of the wire are one tone, sample for
+    sample through G.711, with the SRTP part's frames (one per packet) in between."""
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))
     ports = RtpPorts("127.0.0.1")
-    tone = ToneSource(1013, 0.5)
+    plain = params(rx.getsockname()[1])
+    srtp = dataclasses.replace(plain, srtp=SrtpParams(SUITE, bytes(range(30)), bytes(30)))
+    session = RtpSession(ports, ToneSource(1013, 0.5), NullSink())
     packets: list[bytes] = []
+    threads = []
     try:
-        for _ in range(2):
-            session = RtpSession(ports, tone, NullSink())
-            session.start(params(rx.getsockname()[1]))
-            time.sleep(0.8)
-            session.stop()
-            assert session._pump_thread is None
+        for media in (plain, srtp, plain):
+            session.update(media)  # the first one starts the stream
+            time.sleep(0.7)
+            threads.append((session._pump_thread, pumps()))
+        session.stop()
         rx.settimeout(0.3)
         while True:
             try:
@@ -126,12 +131,20 @@ def test_tone_on_the_wire_is_the_tone_sample_for_sample_across_a_restart() -> No
             except TimeoutError:
                 break
     finally:
+        session.stop()
         rx.close()
         ports.close()
-    parsed = [core.rtp_parse(p) for p in packets]
-    assert len({p[4] for p in parsed}) == 2, "two streams (two SSRCs)"
-    wire = b"".join(core.decode_ulaw(p[5]) for p in parsed)
-    samples = len(wire) // 2
-    assert samples >= 2 * 0.6 * 8000
-    expected = core.decode_ulaw(core.encode_ulaw(ToneSource(1013, 0.5).read(samples)))
-    assert wire == expected
+    assert threads == [(None, [])] * 3
+    ssrcs = [int.from_bytes(p[8:12], "big") for p in packets]
+    runs = [ssrcs[0]] + [b for a, b in zip(ssrcs, ssrcs[1:], strict=False) if b != a]
+    assert len(runs) == 3 and len(set(runs)) == 3, "three streams, one after the other"
+    first = [p for p, s in zip(packets, ssrcs, strict=True) if s == runs[0]]
+    hidden = [p for p, s in zip(packets, ssrcs, strict=True) if s == runs[1]]
+    last = [p for p, s in zip(packets, ssrcs, strict=True) if s == runs[2]]
+    assert all(len(p) == 12 + 160 for p in first + last)
+    assert all(len(p) == 12 + 160 + 10 for p in hidden), "SRTP: payload + 80-bit tag"
+    n1, n2, n3 = (160 * len(x) for x in (first, hidden, last))
+    assert min(n1, n2, n3) >= 0.5 * 8000
+    tone = core.decode_ulaw(core.encode_ulaw(ToneSource(1013, 0.5).read(n1 + n2 + n3)))
+    assert b"".join(core.decode_ulaw(p[12:]) for p in first) == tone[:2 * n1]
+    assert b"".join(core.decode_ulaw(p[12:]) for p in last) == tone[2 * (n1 + n2):]
