@@ -4,17 +4,18 @@
 Owns what touches the outside each packet period: the CLOCK_MONOTONIC deadline loop
 (``clock_nanosleep(TIMER_ABSTIME)``, optional SCHED_FIFO), ``recvmsg``/``recvfrom`` with kernel
 arrival timestamps and ``sendto`` on file descriptors it is given, the peer's address
-(symmetric RTP, latching), the mutex-guarded PCM FIFOs shared with Python audio threads, and
-the loop-side stand-ins for a source and a sink that need no Python (a PCM table cycled as the
+(symmetric RTP, latching), the mutex-guarded PCM FIFOs shared with Python audio threads, the
+loop-side stand-ins for a source and a sink that need no Python (a PCM table cycled as the
 captured signal, played frames discarded: a tone or silence into a null sink runs with this
-thread alone), and the two hooks between the core and the I/O: the packet transform (``firmware._transform``;
-SRTP is one) protects what leaves and unprotects what arrives, its refusals counted; the
-capture processor (``firmware._processor``; echo cancellation is one) sees every frame played
-and cleans every frame captured before gain and encoding. Where a sound card's clock is on the
-other side of a FIFO, the drift compensator (``firmware._drift``) resamples between the FIFO and
-the loop so the card's rate and the network's meet. Everything else — RTP, RTCP, DTMF,
-jitter buffer, concealment, gain — is ``firmware._mediacore.MediaCore``, which this module
-drives with (now, packets, PCM). Also the stable import point of the codec and RTP functions.
+thread alone), and the two hooks between the core and the I/O: the packet transform
+(``firmware._transform``; SRTP is one) protects what leaves and unprotects what arrives, its
+refusals counted; the capture processor (``firmware._processor``; echo cancellation is one) sees
+every frame played and cleans every frame captured before gain and encoding. Where a sound
+card's clock is on the other side of a FIFO, the drift compensator (``firmware._drift``)
+resamples between the FIFO and the loop so the card's rate and the network's meet. Everything
+else — RTP, RTCP, DTMF, jitter buffer, concealment, gain — is ``firmware._mediacore.MediaCore``,
+which this module drives with (now, packets, PCM). Also the stable import point of the codec and
+RTP functions.
 Knows nothing about SIP, SDP, sockets' creation, ciphers, echo cancellation, ALSA or files.
 """
 

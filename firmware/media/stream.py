@@ -6,9 +6,9 @@ agreed, re-keyed when a re-INVITE brings new ones), which path each side's audio
 card's own thread on the FIFO; a source that is one stretch of PCM repeated, such as a tone, and
 a sink that keeps nothing handed to the loop itself, so a tone into a null sink runs on the loop
 thread alone; anything else moved between the FIFOs and the source/sink by a plain Python pump
-thread, so the real-time loop never needs the GIL), the eventfd
-the loop writes to when a DTMF key arrives (``digit_fd``: the application watches it instead of
-polling), and stopping everything cleanly. Knows nothing about SIP messages: it takes MediaParams.
+thread, so the real-time loop never needs the GIL), the eventfd the loop writes to when a DTMF
+key arrives (``digit_fd``: the application watches it instead of polling), and stopping
+everything cleanly. Knows nothing about SIP messages: it takes MediaParams.
 """
 
 from __future__ import annotations
