@@ -4,10 +4,11 @@ windows (box, baresip, box, ...), so both see the same machine load.
 
 Fair by construction: both run 8 kHz mono in and out at their normal log level (the box
 ``info``, baresip without ``-v``). baresip: aufile reading an 8 kHz mono 700 Hz WAV, jack at
-8000 Hz mono on jackd's paced dummy driver. The box: its production path, ALSA through
-media/alsa.py's threads, on alsa-lib's jack plugin (Debian libasound2-plugins) on a second
-dummy jackd at 8000 Hz; without that plugin, ``tone:700`` and ``null`` through its pump. jackd
-is not counted for either. Per-thread figures for the box say where its time goes.
+8000 Hz mono on jackd's paced dummy driver. The box: ``tone:700`` into ``null``, which its
+media loop makes and drops itself (no Python thread moves audio in that call), and its
+production path, ALSA through media/alsa.py's threads, on alsa-lib's jack plugin (Debian
+libasound2-plugins) on a second dummy jackd at 8000 Hz. jackd is not counted for either.
+Per-thread figures for the box say where its time goes.
 """
 
 from __future__ import annotations
@@ -152,9 +153,9 @@ def _phase(pbx: Asterisk, tmp: Path, audio: dict, env: dict, label: str, seconds
 
 
 def run(seconds: float, windows: int = 6) -> list[list[dict]]:
-    """Three phases: the box on its pump (tone source, null sink) without and with its default
-    echo canceller and, where alsa-lib's jack plugin exists, the box on its ALSA threads;
-    baresip measured alongside in each."""
+    """Three phases: the box with a tone source and a null sink (both inside its media loop)
+    without and with its default echo canceller and, where alsa-lib's jack plugin exists, the
+    box on its ALSA threads; baresip measured alongside in each."""
     phases: list[list[dict]] = []
     pbx = Asterisk().start()
     tmp = Path(tempfile.mkdtemp(prefix="intercom-bench-"))

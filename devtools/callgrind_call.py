@@ -8,8 +8,10 @@ figures on a shared box are not); kernel time (the wake-ups, the syscalls) is no
         .venv/bin/python -m devtools.callgrind_call 10 [--alsa] [--aec speex]
     grep -m1 ^summary /tmp/cg.*-0*    # one file per thread, in start order
 
-Thread files without ``--alsa``: 01 main, 02 A's loop, 03 A's pump, 04 B's loop, 05 B's pump
-(tone:700 / tone:1000 sources, null sinks: the benchmark's pump path). With ``--alsa`` the
+Thread files without ``--alsa``: 01 main, 02 A's loop, 03 B's loop (tone:700 / tone:1000
+sources, null sinks: the benchmark's path, made and dropped inside the loop, no pump thread;
+``--pump`` puts them back on the Python audio pump: 03 A's pump, 04 B's loop, 05 B's pump,
+for comparison). With ``--alsa`` the
 source and sink attach like ``media.alsa`` (a thread each moving 160 samples every 20 ms, drift
 control on both sides): 02 A's capture card, 03 A's playback card, 04 A's loop, then B's.
 The run prints each session's ticks on stderr: divide a loop thread's total by them.
@@ -63,11 +65,31 @@ class PacedCard:
         self.stopped.set()
 
 
-def session(port: RtpPorts, frequency: float, alsa: bool, aec: str) -> RtpSession:
+class Pumped:
+    """A source or sink without the loop-side shortcut (no ``cycle``, no ``discards``): the
+    same tone and the same nothing, moved by the Python audio pump."""
+
+    def __init__(self, inner: ToneSource | NullSink) -> None:
+        self.inner = inner
+
+    def read(self, samples: int) -> bytes:
+        return self.inner.read(samples)  # type: ignore[union-attr]
+
+    def write(self, pcm: bytes) -> None:
+        self.inner.write(pcm)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def session(port: RtpPorts, frequency: float, alsa: bool, aec: str,
+            pump: bool = False) -> RtpSession:
+    settings = StreamSettings(echo_canceller=aec)
     if alsa:
-        return RtpSession(port, PacedCard(True, frequency), PacedCard(False, frequency),
-                          StreamSettings(echo_canceller=aec))
-    return RtpSession(port, ToneSource(frequency), NullSink(), StreamSettings(echo_canceller=aec))
+        return RtpSession(port, PacedCard(True, frequency), PacedCard(False, frequency), settings)
+    if pump:
+        return RtpSession(port, Pumped(ToneSource(frequency)), Pumped(NullSink()), settings)
+    return RtpSession(port, ToneSource(frequency), NullSink(), settings)
 
 
 def media_to(port: int) -> MediaParams:
@@ -80,10 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("seconds", type=float)
     ap.add_argument("--alsa", action="store_true", help="paced card threads, drift control on")
     ap.add_argument("--aec", default="off", choices=("off", "speex", "webrtc"))
+    ap.add_argument("--pump", action="store_true",
+                    help="tone and null sink through the Python audio pump (the old path)")
     args = ap.parse_args(argv)
     pa, pb = RtpPorts("127.0.0.1"), RtpPorts("127.0.0.1")
-    a = session(pa, 700, args.alsa, args.aec)
-    b = session(pb, 1000, args.alsa, args.aec)
+    a = session(pa, 700, args.alsa, args.aec, args.pump)
+    b = session(pb, 1000, args.alsa, args.aec, args.pump)
     a.start(media_to(pb.port))
     b.start(media_to(pa.port))
     time.sleep(args.seconds)

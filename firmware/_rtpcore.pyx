@@ -4,15 +4,18 @@
 Owns what touches the outside each packet period: the CLOCK_MONOTONIC deadline loop
 (``clock_nanosleep(TIMER_ABSTIME)``, optional SCHED_FIFO), ``recvmsg``/``recvfrom`` with kernel
 arrival timestamps and ``sendto`` on file descriptors it is given, the peer's address
-(symmetric RTP, latching), the mutex-guarded PCM FIFOs shared with Python audio threads, and
-the two hooks between the core and the I/O: the packet transform (``firmware._transform``;
-SRTP is one) protects what leaves and unprotects what arrives, its refusals counted; the
-capture processor (``firmware._processor``; echo cancellation is one) sees every frame played
-and cleans every frame captured before gain and encoding. Where a sound card's clock is on the
-other side of a FIFO, the drift compensator (``firmware._drift``) resamples between the FIFO and
-the loop so the card's rate and the network's meet. Everything else — RTP, RTCP, DTMF,
-jitter buffer, concealment, gain — is ``firmware._mediacore.MediaCore``, which this module
-drives with (now, packets, PCM). Also the stable import point of the codec and RTP functions.
+(symmetric RTP, latching), the mutex-guarded PCM FIFOs shared with Python audio threads, the
+loop-side stand-ins for a source and a sink that need no Python (a PCM table cycled as the
+captured signal, played frames discarded: a tone or silence into a null sink runs with this
+thread alone), and the two hooks between the core and the I/O: the packet transform
+(``firmware._transform``; SRTP is one) protects what leaves and unprotects what arrives, its
+refusals counted; the capture processor (``firmware._processor``; echo cancellation is one) sees
+every frame played and cleans every frame captured before gain and encoding. Where a sound
+card's clock is on the other side of a FIFO, the drift compensator (``firmware._drift``)
+resamples between the FIFO and the loop so the card's rate and the network's meet. Everything
+else — RTP, RTCP, DTMF, jitter buffer, concealment, gain — is ``firmware._mediacore.MediaCore``,
+which this module drives with (now, packets, PCM). Also the stable import point of the codec and
+RTP functions.
 Knows nothing about SIP, SDP, sockets' creation, ciphers, echo cancellation, ALSA or files.
 """
 
@@ -310,12 +313,19 @@ cdef class MediaStream:
     cdef PacketTransform xform
     cdef CaptureProcessor proc
     cdef readonly DriftCompensator drift
+    cdef int16_t *cycle  # captured audio taken from this table (owned), or NULL: the FIFO
+    cdef int cycle_len, cycle_pos
+    cdef public bint discard_playback  # played frames go nowhere instead of into the sink
+    cdef bint ran
 
     def __cinit__(self):
         pthread_mutex_init(&self.lock, NULL)
+        self.cycle = NULL
 
     def __dealloc__(self):
         pthread_mutex_destroy(&self.lock)
+        if self.cycle != NULL:
+            free(self.cycle)
 
     def __init__(self, int rtp_fd, int rtcp_fd, int payload_type=0, int ptime_ms=20,
                  int dtmf_payload_type=101, unsigned int ssrc=0, int seq=0,
@@ -344,6 +354,34 @@ cdef class MediaStream:
         """Before ``run()``: match the sound card's clock on the sides where a card drains the
         sink FIFO (playback) or fills the source FIFO (capture)."""
         self.drift = DriftCompensator(self.core.frame_samples, playback, capture)
+
+    def set_capture_cycle(self, pcm) -> None:
+        """Before ``run()``: the captured signal is ``pcm`` (little-endian 16-bit samples, at
+        least one) repeated from its first sample, taken by the loop itself each period instead
+        of from the source FIFO (which then stays unused; no drift control on that side)."""
+        cdef const uint8_t[::1] mv = pcm
+        cdef int n = mv.shape[0] // 2
+        cdef int i
+        cdef int16_t *table
+        if self.ran:
+            raise RuntimeError("the capture cycle is set before run()")
+        if n < 1:
+            raise ValueError("a capture cycle needs at least one sample")
+        table = <int16_t *>malloc(n * sizeof(int16_t))
+        if table == NULL:
+            raise MemoryError()
+        for i in range(n):
+            table[i] = <int16_t>(mv[2 * i] | (mv[2 * i + 1] << 8))
+        if self.cycle != NULL:
+            free(self.cycle)
+        self.cycle = table
+        self.cycle_len = n
+        self.cycle_pos = 0
+
+    @property
+    def cycle_position(self) -> int:
+        """Where in the capture cycle the next frame starts (0 without one)."""
+        return self.cycle_pos
 
     # the core's settings, where callers have always found them
     @property
@@ -455,6 +493,7 @@ cdef class MediaStream:
         if rt_priority > 0:
             sp.sched_priority = rt_priority
             self.realtime_ok = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0
+        self.ran = True
         with nogil:
             self._loop()
             if self.have_remote:
@@ -499,7 +538,10 @@ cdef class MediaStream:
         cdef bint peer
         cdef int64_t t
         self._receive(now_ns)
-        if self.drift.cap_on:
+        if self.cycle != NULL:
+            self._cycle_frame(captured, fs)
+            got = fs
+        elif self.drift.cap_on:
             t = _now_ns()
             need = self.drift.capture_need_c(self.source.level(),
                                              t - self.source.last_push_ns
@@ -511,18 +553,34 @@ cdef class MediaStream:
             if got < fs:
                 memset(&captured[got], 0, (fs - got) * sizeof(int16_t))
         if self.proc is not None:
-            self.proc.capture_c(captured, fs, self.source.level())
+            self.proc.capture_c(captured, fs, 0 if self.cycle != NULL else self.source.level())
         pthread_mutex_lock(&self.lock)
         peer = self.have_remote
         pthread_mutex_unlock(&self.lock)
         n = self.core.tick_c(now_ns, _wall_ns(), captured, got, peer, play)
         if self.proc is not None:
-            self.proc.playback_c(play, fs, self.sink.level())
-        if self.drift.play_on:
+            self.proc.playback_c(play, fs, 0 if self.discard_playback else self.sink.level())
+        if self.discard_playback:
+            pass
+        elif self.drift.play_on:
             self._play_resampled(play)
         else:
             self.sink.push(play, fs)
         self._send_outbox(n)
+
+    cdef void _cycle_frame(self, int16_t *dst, int n) noexcept nogil:
+        """The next ``n`` samples of the capture cycle (wrapping as often as it must)."""
+        cdef int take
+        while n > 0:
+            take = self.cycle_len - self.cycle_pos
+            if take > n:
+                take = n
+            memcpy(dst, &self.cycle[self.cycle_pos], take * sizeof(int16_t))
+            dst += take
+            n -= take
+            self.cycle_pos += take
+            if self.cycle_pos == self.cycle_len:
+                self.cycle_pos = 0
 
     cdef void _play_resampled(self, const int16_t *play) noexcept nogil:
         cdef int16_t out[2 * MAX_FRAME + 8]

@@ -2,7 +2,9 @@
 
 Owns the small source/sink interface the media stream pumps, and the implementations that need
 no sound card: WAV file source and sink, tone generator, silence, null sink. (ALSA devices plug
-in behind the same interface.) Knows nothing about RTP, SIP or timing.
+in behind the same interface.) Also what a source or sink is underneath, for a stream that can
+do without Python: ``cycle()`` (the source is one stretch of PCM repeated forever) and
+``discards`` (the sink keeps nothing). Knows nothing about RTP, SIP or timing.
 """
 
 from __future__ import annotations
@@ -34,6 +36,19 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+def cycle_of(source: Source) -> bytes | None:
+    """What ``source`` gives from now on when that is one stretch of PCM repeated forever (its
+    ``cycle()``), else None. ``source.read(n)`` afterwards moves it on as if ``n`` samples of
+    that stretch had been read."""
+    cycle = getattr(source, "cycle", None)
+    return cycle() if callable(cycle) else None
+
+
+def discards(sink: Sink) -> bool:
+    """True when writing to ``sink`` keeps nothing, so the audio need not reach it at all."""
+    return getattr(sink, "discards", False) is True
+
+
 class ToneSource:
     """A continuous sine tone (phase kept across reads)."""
 
@@ -51,6 +66,14 @@ class ToneSource:
         w = 2 * math.pi * self.frequency / RATE
         return struct.pack(f"<{count}h", *(int(self.amplitude * math.sin(w * (start + i)))
                                            for i in range(count)))
+
+    def cycle(self) -> bytes | None:
+        """One period from the current phase, when the tone has one within a second (a whole
+        number of Hz): the same samples ``read`` would give, repeated."""
+        if not self._second:
+            return None
+        pos = self._n % RATE
+        return self._second[2 * pos:] + self._second[:2 * pos]
 
     def read(self, samples: int) -> bytes:
         start = self._n
@@ -72,6 +95,9 @@ class ToneSource:
 
 
 class SilenceSource:
+    def cycle(self) -> bytes:
+        return bytes(2 * RATE // 50)
+
     def read(self, samples: int) -> bytes:
         return bytes(2 * samples)
 
@@ -133,6 +159,11 @@ class WavSink:
 
 
 class NullSink:
+    """Keeps nothing. ``samples`` counts what went through ``write``; a stream that sees
+    ``discards`` drops its audio without calling ``write`` at all."""
+
+    discards = True
+
     def __init__(self) -> None:
         self.samples = 0
 

@@ -2,10 +2,13 @@
 
 Owns socket allocation (an even RTP port and RTCP on the next one), turning negotiated media
 parameters into a running ``_rtpcore.MediaStream`` (with an SRTP transform when SDES keys were
-agreed, re-keyed when a re-INVITE brings new ones), moving PCM between the stream's FIFOs and a
-source/sink on a plain Python thread (so the real-time loop never needs the GIL), the eventfd
-the loop writes to when a DTMF key arrives (``digit_fd``: the application watches it instead of
-polling), and stopping everything cleanly. Knows nothing about SIP messages: it takes MediaParams.
+agreed, re-keyed when a re-INVITE brings new ones), which path each side's audio takes (a sound
+card's own thread on the FIFO; a source that is one stretch of PCM repeated, such as a tone, and
+a sink that keeps nothing handed to the loop itself, so a tone into a null sink runs on the loop
+thread alone; anything else moved between the FIFOs and the source/sink by a plain Python pump
+thread, so the real-time loop never needs the GIL), the eventfd the loop writes to when a DTMF
+key arrives (``digit_fd``: the application watches it instead of polling), and stopping
+everything cleanly. Knows nothing about SIP messages: it takes MediaParams.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from .._processor import CaptureProcessor
 from .._rtpcore import MediaStream
 from .._srtp import SrtpTransform
 from ..events import MediaParams, SrtpParams
-from .audio import Sink, Source
+from .audio import Sink, Source, cycle_of, discards
 
 log = logging.getLogger("intercom.media")
 DIRECTIONS = {"sendrecv": (True, True), "sendonly": (True, False),
@@ -98,6 +101,7 @@ class RtpSession:
         self._running = _held_lock()  # released when the session stops: wakes the pump at once
         self.final_stats: dict | None = None
         self._pump_source = self._pump_sink = True
+        self._cycled = False  # the loop takes the source's cycle itself
         self.srtp: SrtpParams | None = None
         self.transform: SrtpTransform | None = None
         # readable when an RFC 4733 key arrived: the loop thread writes to it without the GIL
@@ -130,21 +134,30 @@ class RtpSession:
         self.stream.tx_gain_q12 = _q12(s.capture_gain_db)
         self.stream.rx_gain_q12 = _q12(s.playback_gain_db)
         # devices with their own thread (ALSA) feed/drain the FIFOs directly
-        self._pump_source = not hasattr(self.source, "attach")
-        self._pump_sink = not hasattr(self.sink, "attach")
-        if not self._pump_source:
+        card_source = hasattr(self.source, "attach")
+        card_sink = hasattr(self.sink, "attach")
+        if card_source:
             self.source.attach(self.stream.source)  # type: ignore[attr-defined]
-        if not self._pump_sink:
+        if card_sink:
             self.sink.attach(self.stream.sink)  # type: ignore[attr-defined]
+        # a tone (or silence) and a null sink need no Python during the call: the loop cycles
+        # the source's PCM and drops what it would play
+        cycle = None if card_source else cycle_of(self.source)
+        self._cycled = cycle is not None
+        if cycle is not None:
+            self.stream.set_capture_cycle(cycle)
+        self.stream.discard_playback = not card_sink and discards(self.sink)
+        self._pump_source = not card_source and not self._cycled
+        self._pump_sink = not card_sink and not self.stream.discard_playback
         # a sound card's crystal is not the network's: match rates where a card is the far side
-        self.stream.enable_drift_control(not self._pump_sink, not self._pump_source)
+        self.stream.enable_drift_control(card_sink, card_source)
         self._apply(media)
         self._pump_once()  # the first frames are ready before the first tick
         self._loop_thread = threading.Thread(target=self.stream.run,
                                              args=(s.realtime_priority,),
                                              name="rtp-loop", daemon=True)
         self._loop_thread.start()
-        # ALSA both ways moves its own audio: no pump thread waking every 40 ms for nothing
+        # nothing to move in Python (ALSA, tone, null): no pump thread waking every 40 ms
         self._pump_thread = None
         if self._pump_source or self._pump_sink:
             self._pump_thread = threading.Thread(target=self._pump, name="audio-pump",
@@ -267,6 +280,8 @@ class RtpSession:
         for t in (self._loop_thread, self._pump_thread):
             if t is not None:
                 t.join(2.0)
+        if self._cycled:  # the source moves on by what the loop took (its phase carries on)
+            self.source.read(self.stream.cycle_position)
         self._pump_once_final()
         self.final_stats = self.stream.stats()
         self.stream = None

@@ -16,6 +16,8 @@ from firmware.media.audio import (
     ToneSource,
     WavSink,
     WavSource,
+    cycle_of,
+    discards,
     open_sink,
     open_source,
     read_wav,
@@ -51,6 +53,23 @@ def test_tone_reads_in_pieces_equal_one_read() -> None:
     sizes = (3000, 4000, 2000, 7999, 5, 160, 8000, 1)
     pieces = ToneSource(700).read
     assert b"".join(pieces(n) for n in sizes) == ToneSource(700).read(sum(sizes))
+
+
+def test_tone_cycle_is_what_reads_give_from_the_current_phase() -> None:
+    """A whole-Hz tone is one second repeated: its cycle, from wherever the source stands, is
+    the samples the next reads would give; a fractional tone has none (it stays on reads)."""
+    tone, ref = ToneSource(700), ToneSource(700)
+    tone.read(1234)
+    ref.read(1234)
+    cycle = tone.cycle()
+    assert cycle is not None and len(cycle) == 2 * 8000
+    assert cycle * 2 == ref.read(16000)
+    assert tone.read(500) == cycle[:1000], "taking the cycle does not move the source"
+    assert cycle_of(ToneSource(440.5)) is None
+    assert cycle_of(WavSource.__new__(WavSource)) is None, "WAV files stay on the pump"
+    silence = cycle_of(SilenceSource())
+    assert silence and silence == bytes(len(silence))
+    assert discards(NullSink()) and not discards(WavSink.__new__(WavSink))
 
 
 def test_wav_source_converts_rate_and_channels(tmp_path: Path) -> None:
