@@ -4,7 +4,8 @@ Quality: each canceller (and none, the reference) on the same signals of devtool
 fixed seed: ERLE once converged, convergence time, the visitor's voice during double talk
 (level and correlation against the near-end-only signal), re-convergence and ERLE after the
 echo path changes. Two rooms: the default one (40 ms, -10 dB) and a hard one (80 ms, -6 dB,
-louder noise).
+louder noise). Where an image has been built, its own arm64 cancellers too (trixie's WebRTC 1.x,
+AEC3, and speexdsp: devtools/aec_image_check.py, under qemu-user on the same signals).
 
 CPU: (1) the canceller alone, ns per 20 ms frame (playback + capture hook, the identity
 processor's cost through the same Python face subtracted), and (2) a full-duplex call between
@@ -17,7 +18,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from devtools import room
+from devtools import aec_image_check, room
 from firmware import _aec
 from firmware._processor import CaptureProcessor
 from firmware.events import MediaParams
@@ -35,11 +36,18 @@ ROOMS = {
 
 def quality() -> list[dict]:
     rows = []
+    root = aec_image_check.image_root()
     for room_name, sc in ROOMS.items():
         for kind in ("off",) + KINDS:
             for ns in ((False,) if kind == "off" else (False, True)):
                 r = room.measure(_aec.create(kind, noise_suppression=ns), sc)
                 rows.append({"room": room_name, "kind": kind, "ns": ns, "r": r})
+        if root is not None:  # the image's own arm64 build (trixie: AEC3), under qemu-user
+            reports = aec_image_check.measure(root, KINDS, sc)
+            for kind in KINDS:
+                version = f" {reports['webrtc_version']}" if kind == "webrtc" else ""
+                rows.append({"room": room_name, "kind": f"image: {kind}{version}", "ns": False,
+                             "r": reports[kind][0]})
     return rows
 
 

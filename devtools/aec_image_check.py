@@ -1,66 +1,123 @@
-"""Run the image's own echo cancellers (arm64, trixie: WebRTC 1.x = AEC3, speexdsp) on a
-synthetic echo, inside the image's build root under qemu-user, without numpy.
+"""Run the image's own echo cancellers (arm64, trixie: WebRTC 1.x = AEC3, speexdsp) inside
+the image's build root under qemu-user, on signals made on the host; no numpy in there.
 
-The room tests measure the cancellers built on this machine (bookworm: WebRTC 0.3); this shows
-that the image's build links and runs its own, and that they cancel. Usage, as root, after
-``./build.sh image``::
+The room tests measure the cancellers built on this machine (bookworm: WebRTC 0.3); this drives
+the image's own arm64 binary — the same ``_aec`` module and libraries a Pi runs, emulated
+instruction by instruction — through the same room. Two halves: ``in_image`` (run on the host:
+writes the room's signals into the root, runs this file there with chroot, reads the cleaned
+signal back) and ``main`` (run inside the root: frame by frame through ``firmware._aec``, as
+the media loop drives it). Used by tests/image/test_aec_image.py and benchmarks/aec.py.
+By hand, as root, after ``./build.sh image``::
 
-    cp devtools/aec_image_check.py "$INTERCOM_CACHE/img/work/tmp/" &&
-      chroot "$INTERCOM_CACHE/img/work" python3 /tmp/aec_image_check.py webrtc speex
-
-Prints ERLE over the last 6 s of 12 s of syllable-like noise through a 40 ms, -10 dB, decaying
-echo path, and the CPU per 20 ms frame (under emulation: several times a Pi's).
+    python -m devtools.aec_image_check "$INTERCOM_CACHE/img/work"
 """
 
 from __future__ import annotations
 
-import array
-import math
-import random
+import os
+import shutil
+import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
-from firmware._aec import create, webrtc_version
-
-RATE, FRAME, SECONDS = 8000, 160, 12
-
-
-def signals(seed: int = 7) -> tuple[list[float], list[float]]:
-    rng = random.Random(seed)
-    far = [rng.gauss(0, 3000) * (1.0 if (i // 2400) % 3 else 0.2)
-           for i in range(RATE * SECONDS)]
-    delay = 320  # 40 ms
-    taps = {delay - 1: 0.3}
-    for k in range(1, 200):
-        taps[delay - 1 + k] = 0.3 * rng.gauss(0, 0.3) * math.exp(-k / 40)
-    mic = [sum(g * far[i - d] for d, g in taps.items() if i >= d) + rng.gauss(0, 30)
-           for i in range(len(far))]
-    return far, mic
+FRAME = 160
+TMP = "tmp/intercom-aec-check"
 
 
-def pcm(x: list[float]) -> bytes:
-    return array.array("h", [max(-32768, min(32767, int(v))) for v in x]).tobytes()
+def main(folder: str, kinds: list[str]) -> None:
+    """Inside the image: ``folder``/played.raw and mic.raw -> out-KIND.raw per canceller."""
+    from firmware._aec import create, webrtc_version
 
-
-def main(kinds: list[str]) -> None:
-    print("WebRTC audio processing:", webrtc_version())
-    far, mic = signals()
-    frames = len(far) // FRAME
+    base = Path(folder)
+    played, mic = (base / "played.raw").read_bytes(), (base / "mic.raw").read_bytes()
+    n = min(len(played), len(mic)) // (2 * FRAME) * 2 * FRAME
+    print("webrtc", webrtc_version(), flush=True)
     for kind in kinds:
         canceller = create(kind, 128, False, False, 0)
-        out = []
+        out = bytearray()
         t0 = time.process_time()
-        for f in range(frames):
-            canceller.playback(pcm(far[f * FRAME:(f + 1) * FRAME]), 0)
-            out.append(canceller.capture(pcm(mic[f * FRAME:(f + 1) * FRAME]), 0))
-        us = (time.process_time() - t0) / frames * 1e6
-        cleaned = array.array("h", b"".join(out))
-        start = RATE * (SECONDS - 6)
-        e_in = sum(v * v for v in mic[start:])
-        e_out = sum(v * v for v in cleaned[start:])
-        print(f"{kind}: ERLE {10 * math.log10(e_in / max(e_out, 1)):.1f} dB, {us:.0f} µs CPU "
-              "per frame")
+        for i in range(0, n, 2 * FRAME):
+            canceller.playback(played[i:i + 2 * FRAME], 0)
+            out += canceller.capture(mic[i:i + 2 * FRAME], 0)
+        us = (time.process_time() - t0) / (n // (2 * FRAME)) * 1e6
+        (base / f"out-{kind}.raw").write_bytes(bytes(out))
+        print("cpu", kind, f"{us:.0f}", flush=True)
+
+
+def image_root() -> Path | None:
+    """The root the newest image was assembled from, when it exists and arm64 code can run."""
+    root = Path(os.environ.get("INTERCOM_CACHE", "/var/cache/intercom")) / "img" / "work"
+    if not (root / "usr/bin/python3").exists():
+        return None
+    if not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists():
+        return None
+    return root
+
+
+def in_image(root: Path, played: Any, mic: Any, kinds: tuple[str, ...] = ("webrtc", "speex"),
+             timeout: float = 900) -> dict[str, Any]:
+    """Run the cancellers of the image in ``root`` on (played, mic) float arrays; returns
+    {"webrtc_version": ..., kind: (cleaned array, µs of emulated CPU per frame)}."""
+    import numpy as np
+
+    from devtools.room import to_pcm
+
+    work = root / TMP
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        (work / "played.raw").write_bytes(to_pcm(played))
+        (work / "mic.raw").write_bytes(to_pcm(mic))
+        shutil.copy(__file__, work / "aec_image_check.py")
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+        r = subprocess.run(["chroot", str(root), "python3", f"/{TMP}/aec_image_check.py",
+                            f"/{TMP}", *kinds], capture_output=True, text=True, env=env,
+                           timeout=timeout)
+        if r.returncode != 0:
+            raise RuntimeError(f"the image's cancellers did not run: {r.stderr.strip()[-500:]}")
+        res: dict[str, Any] = {}
+        for line in r.stdout.splitlines():
+            words = line.split()
+            if words[:1] == ["webrtc"]:
+                res["webrtc_version"] = words[1]
+            elif words[:1] == ["cpu"]:
+                out = np.frombuffer((work / f"out-{words[1]}.raw").read_bytes(), dtype="<i2")
+                res[words[1]] = (out.astype(np.float64), float(words[2]))
+        return res
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(root: Path, kinds: tuple[str, ...] = ("webrtc", "speex"),
+            scenario: Any = None) -> dict[str, Any]:
+    """The room's report (devtools.room.Report) for each of the image's cancellers."""
+    from devtools import room
+
+    sc = scenario or room.Scenario()
+    played, near, mic = sc.signals()
+    res = in_image(root, played, mic, kinds)
+    reports: dict[str, Any] = {"webrtc_version": res.get("webrtc_version")}
+    for kind in kinds:
+        out, us = res[kind]
+        n = len(out)
+        reports[kind] = (room.Report(
+            erle_db=room.erle_db(mic[:n], out, 5.0, sc.dt_start_s),
+            convergence_s=room.convergence_s(mic[:n], out),
+            near=room.near_end(near[:n], mic[:n], out, sc.dt_start_s, sc.dt_end_s),
+            erle_after_dt_db=room.erle_db(mic[:n], out, sc.dt_end_s + 0.5, sc.change_s),
+            reconverge_s=room.convergence_s(mic[:n], out, sc.change_s),
+            erle_changed_db=room.erle_db(mic[:n], out, sc.change_s + 4.0, sc.seconds)), us)
+    return reports
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["webrtc", "speex"])
+    if len(sys.argv) > 1 and Path(sys.argv[1], "played.raw").exists():
+        main(sys.argv[1], sys.argv[2:] or ["webrtc", "speex"])  # inside the image
+    else:
+        where = Path(sys.argv[1]) if len(sys.argv) > 1 else image_root()
+        if where is None:
+            sys.exit("no image root with qemu-user to run it in: ./build.sh image first")
+        for kind, value in measure(where).items():
+            print(kind, value)
