@@ -13,13 +13,13 @@ Per-thread figures for the box say where its time goes.
 
 from __future__ import annotations
 
-import glob
 import os
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+from devtools import jack_card
 from devtools.components import Asterisk, Baresip, Intercom, tone_wav, wait_for
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -94,22 +94,12 @@ class Meter:
 
 
 def _jack_alsa(tmp: Path) -> tuple[subprocess.Popen, dict[str, str]] | None:
-    """A paced 8 kHz mono ALSA device without a sound card: alsa-lib's jack plugin (Debian
-    libasound2-plugins) on jackd's dummy driver at 8000 Hz, 20 ms periods. Returns jackd and
-    the environment that points the box's alsa-lib at it, or None without the plugin."""
-    if not glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_jack.so"):
+    """A paced 8 kHz mono ALSA device without a sound card (devtools/jack_card.py), 20 ms
+    periods, its ports on the dummy driver's: jackd and the box's environment, or None
+    without alsa-lib's jack plugin."""
+    if not jack_card.available():
         return None
-    name = f"icb-{os.getpid()}"
-    (tmp / "asoundrc").write_text(
-        'pcm.icjack_raw {\n type jack\n playback_ports { 0 "system:playback_1" }\n'
-        ' capture_ports { 0 "system:capture_1" }\n}\n'
-        'pcm.icjack {\n type plug\n slave.pcm "icjack_raw"\n}\n')
-    env = {"JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1",
-           "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{tmp / 'asoundrc'}"}
-    jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r", "8000",
-                              "-p", "160"], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env={**os.environ, **env})
+    jackd, env = jack_card.start(tmp, "icjack", "system:playback_1", "system:capture_1", 160)
     time.sleep(0.7)
     return jackd, env
 

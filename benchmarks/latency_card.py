@@ -18,7 +18,6 @@ buffer (sized by the box's own period and period count).
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
 import socket
 import struct
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from devtools import jack_card
 from devtools.components import Asterisk, Intercom, wait_for
 
 RATE = 8000
@@ -128,7 +128,7 @@ class _Wire:
 
 def available() -> str | None:
     """Why this cannot run here, or None."""
-    if not glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_jack.so"):
+    if not jack_card.available():
         return "alsa-lib's jack plugin (libasound2-plugins) is missing"
     try:
         import jack  # noqa: F401
@@ -143,17 +143,8 @@ def run(seconds: float) -> dict[str, Any]:
     import jack
 
     tmp = Path(tempfile.mkdtemp(prefix="intercom-bench-card-"))
-    name = f"icl-{os.getpid()}"
-    (tmp / "asoundrc").write_text(
-        'pcm.iccard_raw {\n type jack\n playback_ports { 0 "room:speaker" }\n'
-        ' capture_ports { 0 "room:mic" }\n}\n'
-        'pcm.iccard {\n type plug\n slave.pcm "iccard_raw"\n}\n')
-    env = {"JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1",
-           "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{tmp / 'asoundrc'}"}
-    jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r",
-                              str(RATE), "-p", str(JACK_PERIOD)], stdin=subprocess.DEVNULL,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             env={**os.environ, **env})
+    jackd, env = jack_card.start(tmp, "iccard", "room:speaker", "room:mic", JACK_PERIOD)
+    name = env["JACK_DEFAULT_SERVER"]
     pbx = box = wire = client = None
     total = int(RATE * (seconds + 40))
     track = _track(total)

@@ -1,0 +1,39 @@
+"""A paced 8 kHz ALSA device without a sound card, for benchmarks: alsa-lib's jack plugin
+(Debian libasound2-plugins) on a private jackd running its dummy driver.
+
+Owns the asoundrc that names the device and wires its ports, and jackd's start. Knows nothing
+about the box: the caller points the box's ``audio.capture``/``playback`` at ``pcm`` and passes
+``env`` to it.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import subprocess
+from pathlib import Path
+
+RATE = 8000
+
+
+def available() -> bool:
+    return bool(glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_jack.so"))
+
+
+def start(tmp: Path, pcm: str, playback_port: str, capture_port: str,
+          period: int) -> tuple[subprocess.Popen, dict[str, str]]:
+    """jackd (dummy driver, RATE Hz, ``period`` frames a cycle) and the environment under which
+    alsa-lib knows the ALSA device ``pcm`` (through ``plug``), its output connected to
+    ``playback_port`` and its input to ``capture_port``."""
+    name = f"{pcm}-{os.getpid()}"
+    (tmp / "asoundrc").write_text(
+        f'pcm.{pcm}_raw {{\n type jack\n playback_ports {{ 0 "{playback_port}" }}\n'
+        f' capture_ports {{ 0 "{capture_port}" }}\n}}\n'
+        f'pcm.{pcm} {{\n type plug\n slave.pcm "{pcm}_raw"\n}}\n')
+    env = {"JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1",
+           "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{tmp / 'asoundrc'}"}
+    jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r",
+                              str(RATE), "-p", str(period)], stdin=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, **env})
+    return jackd, env
