@@ -4,9 +4,10 @@
 Owns the one place concealment happens. The media core calls ``good_c`` on every decoded frame
 (the concealer may keep history, or smooth the frame in place) and ``conceal_c`` for every
 missing frame once a good frame has been seen (fill ``pcm``). This one repeats the last good
-frame, fading it out over five frames, then plays silence (and ignores ``conceal_towards_c``'s
-look-ahead); a G.711 Appendix I concealer is a
-drop-in with the same two methods. Knows nothing about RTP, the jitter buffer or clocks.
+frame, fading it out over five frames, then plays silence; a G.711 Appendix I concealer is a
+drop-in with the same methods. ``conceal_towards_c`` is called instead of ``conceal_c`` when the
+frame after the gap is already known (this one ignores it). Knows nothing about RTP, the jitter
+buffer or clocks.
 """
 
 from libc.stdint cimport int16_t

@@ -6,9 +6,10 @@ Owns what happens each packet period, with time passed in: inbound RTP dispatche
 statistics (``_rtcp``), the telephone-event receiver (``_dtmf``) or the jitter buffer
 (``_jitter``); one frame out (audio, or an event packet from the DTMF sender), with the
 timestamp advancing whether or not a packet leaves; one frame to play (decoded, or filled by the
-concealer, ``_conceal``); gains; RTCP reports on their randomised interval. Outbound packets
-wait in a small outbox for the caller to protect and send. Knows nothing about sockets,
-addresses, threads, FIFOs, the packet transform or the capture processor: the I/O shell
+concealer, ``_conceal``, given the next buffered frame when there is one); gains; RTCP reports
+on their randomised interval. Outbound packets wait in a small outbox for the caller to
+protect and send. Knows nothing about sockets, addresses, threads, FIFOs, the packet transform
+or the capture processor: the I/O shell
 (``firmware._rtpcore.MediaStream``) owns those. A Python face drives it from tests with a
 virtual clock.
 """
@@ -211,7 +212,7 @@ cdef class MediaCore:
             # a frame already buffered within LOOKAHEAD periods: bridge the gap towards it
             ahead = 0
             n = 0
-            while ahead < LOOKAHEAD and n == 0:
+            while self.recv_on and ahead < LOOKAHEAD and n == 0:
                 n = self.jb.peek_c(enc, ahead)
                 ahead += 1
             if n == fs:
