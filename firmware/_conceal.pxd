@@ -14,3 +14,5 @@ cdef class Concealer:
 
     cdef void good_c(self, int16_t *pcm, int n) noexcept nogil
     cdef void conceal_c(self, int16_t *pcm, int n) noexcept nogil
+    cdef void conceal_towards_c(self, int16_t *pcm, int n, const int16_t *future,
+                                int gap) noexcept nogil

@@ -5,7 +5,9 @@ Owns the one place concealment happens. The media core calls ``good_c`` on every
 (the concealer may keep history, or smooth the frame in place) and ``conceal_c`` for every
 missing frame once a good frame has been seen (fill ``pcm``). This one repeats the last good
 frame, fading it out over five frames, then plays silence; a G.711 Appendix I concealer is a
-drop-in with the same two methods. Knows nothing about RTP, the jitter buffer or clocks.
+drop-in with the same methods. ``conceal_towards_c`` is called instead of ``conceal_c`` when the
+frame after the gap is already known (this one ignores it). Knows nothing about RTP, the jitter
+buffer or clocks.
 """
 
 from libc.stdint cimport int16_t
@@ -37,6 +39,12 @@ cdef class Concealer:
         for i in range(n):
             pcm[i] = <int16_t>(self.last[i] * (FADE_FRAMES - self.run) // FADE_FRAMES)
 
+    cdef void conceal_towards_c(self, int16_t *pcm, int n, const int16_t *future,
+                                int gap) noexcept nogil:
+        """Fill a missing frame when the frame ``gap`` frames on (1: the very next one) is
+        already here, ``future`` (``n`` samples). Repeat-and-fade does not look ahead."""
+        self.conceal_c(pcm, n)
+
     # ------------------------------------------------------------------ Python face (tests)
     def good(self, pcm) -> bytes:
         """One decoded frame (little-endian 16-bit PCM bytes) as it will be played."""
@@ -46,6 +54,18 @@ cdef class Concealer:
         if n:
             memcpy(PyBytes_AS_STRING(out), &mv[0], n * 2)
             self.good_c(<int16_t *>PyBytes_AS_STRING(out), n)
+        return out
+
+    def conceal_towards(self, future, int gap=1) -> bytes:
+        """What is played for one missing frame when ``future`` (16-bit PCM, the frame ``gap``
+        frames on) is already known."""
+        cdef const unsigned char[::1] mv = future
+        cdef int n = mv.shape[0] // 2
+        if n <= 0 or n > 4800 or mv.shape[0] % 2 or gap < 1:
+            raise ValueError("future is 1..4800 16-bit samples, gap at least 1")
+        cdef bytes out = PyBytes_FromStringAndSize(NULL, n * 2)
+        self.conceal_towards_c(<int16_t *>PyBytes_AS_STRING(out), n, <const int16_t *>&mv[0],
+                               gap)
         return out
 
     def conceal(self, int samples) -> bytes:

@@ -34,3 +34,4 @@ cdef class JitterBuffer:
                    int length) noexcept nogil
     cdef int pop_c(self, uint8_t *out) noexcept nogil
     cdef int depth_c(self) noexcept nogil
+    cdef int peek_c(self, uint8_t *out, int ahead) noexcept nogil

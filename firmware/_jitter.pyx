@@ -153,6 +153,21 @@ cdef class JitterBuffer:
                 d += 1
         return d
 
+    cdef int peek_c(self, uint8_t *out, int ahead) noexcept nogil:
+        """The frame ``ahead`` periods after the one the next pop returns, copied to ``out``
+        and left in place (its length), or 0 when it is not here: lets the caller conceal a
+        missing frame towards the audio that follows it."""
+        cdef uint32_t ts
+        cdef Slot *s
+        if not self.started or ahead < 0 or ahead >= JB_SLOTS - 1:
+            return 0
+        ts = self.play_ts + <uint32_t>(ahead * self.frame_samples)
+        s = &self.slots[(ts // self.frame_samples) % JB_SLOTS]
+        if not s.used or s.ts != ts:
+            return 0
+        memcpy(out, s.data, s.length)
+        return s.length
+
     def put(self, unsigned int ts, int seq, unsigned int ssrc, payload) -> int:
         cdef const uint8_t[::1] mv = payload
         return self.put_c(ts, <uint16_t>seq, ssrc, &mv[0] if mv.shape[0] else NULL,
@@ -162,6 +177,12 @@ cdef class JitterBuffer:
         """The frame due now (bytes), or None when it is missing."""
         cdef uint8_t out[MAX_FRAME]
         cdef int n = self.pop_c(out)
+        return out[:n] if n else None
+
+    def peek(self, int ahead=0):
+        """The frame ``ahead`` periods after the next one due (bytes, not removed), or None."""
+        cdef uint8_t out[MAX_FRAME]
+        cdef int n = self.peek_c(out, ahead)
         return out[:n] if n else None
 
     @property

@@ -6,9 +6,10 @@ Owns what happens each packet period, with time passed in: inbound RTP dispatche
 statistics (``_rtcp``), the telephone-event receiver (``_dtmf``) or the jitter buffer
 (``_jitter``); one frame out (audio, or an event packet from the DTMF sender), with the
 timestamp advancing whether or not a packet leaves; one frame to play (decoded, or filled by the
-concealer, ``_conceal``); gains; RTCP reports on their randomised interval. Outbound packets
-wait in a small outbox for the caller to protect and send. Knows nothing about sockets,
-addresses, threads, FIFOs, the packet transform or the capture processor: the I/O shell
+concealer, ``_conceal``, given the next buffered frame when there is one); gains; RTCP reports
+on their randomised interval. Outbound packets wait in a small outbox for the caller to
+protect and send. Knows nothing about sockets, addresses, threads, FIFOs, the packet transform
+or the capture processor: the I/O shell
 (``firmware._rtpcore.MediaStream``) owns those. A Python face drives it from tests with a
 virtual clock.
 """
@@ -31,6 +32,7 @@ cdef extern from "<pthread.h>" nogil:
 cdef int64_t RTCP_INTERVAL_NS = 5000000000
 cdef enum:
     COMFORT_NOISE_PT = 13
+    LOOKAHEAD = 3  # frames the concealer may look ahead in the jitter buffer (60 ms at 20 ms)
 
 
 cdef inline void scale_q12(int16_t *pcm, int n, int q12) noexcept nogil:
@@ -199,14 +201,25 @@ cdef class MediaCore:
     cdef void _playout(self, int16_t *pcm) noexcept nogil:
         """The one place a frame to play is decided: decoded, or concealed."""
         cdef uint8_t enc[MAX_FRAME]
-        cdef int fs = self.frame_samples
+        cdef int16_t future[MAX_FRAME]
+        cdef int fs = self.frame_samples, ahead
         cdef int n = self.jb.pop_c(enc) if self.recv_on else 0
         if n == fs:
             decode_c(enc, pcm, fs, self.law)
             self.plc.good_c(pcm, fs)
             self.heard = True
         elif self.heard:
-            self.plc.conceal_c(pcm, fs)
+            # a frame already buffered within LOOKAHEAD periods: bridge the gap towards it
+            ahead = 0
+            n = 0
+            while self.recv_on and ahead < LOOKAHEAD and n == 0:
+                n = self.jb.peek_c(enc, ahead)
+                ahead += 1
+            if n == fs:
+                decode_c(enc, future, fs, self.law)
+                self.plc.conceal_towards_c(pcm, fs, future, ahead)
+            else:
+                self.plc.conceal_c(pcm, fs)
             self.st.concealed_frames += 1
         else:
             memset(pcm, 0, fs * sizeof(int16_t))

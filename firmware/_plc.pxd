@@ -10,6 +10,7 @@ cdef enum:
     PLC_PITCH_MAX = 120     # 66.7 Hz
     PLC_CORR_LEN = 160      # correlation window for the pitch search (20 ms)
     PLC_PBUF = 3 * PLC_PITCH_MAX
+    PLC_PLAN = 480          # the longest gap bridged towards a frame already here (60 ms)
 
 
 cdef class PitchConcealer(Concealer):
@@ -19,9 +20,21 @@ cdef class PitchConcealer(Concealer):
     cdef float old_pbuf[PLC_PBUF]    # the previous period buffer while crossfading to more periods
     cdef int pitch, ola, pos, plen, old_pos, old_plen, fade_left, erased, offset_left
     cdef float offset
-    cdef public uint64_t good_frames, concealed_frames, merges
+    cdef float plan[PLC_PLAN]        # a gap bridged from the past to a known future frame
+    cdef float carry[PLC_PITCH_MAX]  # an abandoned plan's continuation, faded out over P/4
+    cdef float expect[PLC_PITCH_MAX] # the start of the future frame a plan leads into
+    cdef int plan_len, plan_pos, carry_len, carry_pos, expect_len
+    cdef public uint64_t good_frames, concealed_frames, merges, bridged_frames
     cdef void good_c(self, int16_t *pcm, int n) noexcept nogil
     cdef void conceal_c(self, int16_t *pcm, int n) noexcept nogil
+    cdef void conceal_towards_c(self, int16_t *pcm, int n, const int16_t *future,
+                                int gap) noexcept nogil
+    cdef void _start_loss(self) noexcept nogil
+    cdef float _forward(self) noexcept nogil
+    cdef int _future_pitch(self, const int16_t *fut, int n) noexcept nogil
+    cdef void _plan(self, const int16_t *fut, int n, int total) noexcept nogil
+    cdef void _drop_plan(self) noexcept nogil
+    cdef float _from_carry(self, float v) noexcept nogil
     cdef void _push_hist(self, const int16_t *pcm, int n) noexcept nogil
     cdef int _find_pitch(self) noexcept nogil
     cdef void _build(self, float *buf, int periods) noexcept nogil

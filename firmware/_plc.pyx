@@ -22,9 +22,19 @@ What it does, and why (a frame is 20 ms, 160 samples at 8 kHz, but any size work
 * The first received frame after a loss is merged: its start is crossfaded with the concealment's
   continuation over P/4 samples (plus 4 ms per further 10 ms once the loss exceeds 20 ms;
   measured on speech, a longer merge after a single lost frame scores lower).
+* When the frame after the gap is already in the jitter buffer (``conceal_towards_c``: the
+  usual case for an isolated loss, since the buffer holds 40 ms), the gap is bridged instead of
+  extrapolated: the forward continuation above is crossfaded (raised cosine over the whole gap)
+  into a backward continuation of the future frame (its own pitch period, found on it,
+  repeated backwards, the period wrap overlap-added and the join into the frame corrected by a
+  decaying offset, faded by the same rule with the distance to the frame). The future frame is
+  then played untouched: no merge distortion in the first good frame, and the gap ends where
+  the speech actually goes (a level or spectral change across the loss is followed, not
+  guessed). If the plan is abandoned (the missing frame arrives late after all, or the future
+  frame vanishes on a resync), what it would have played next is crossfaded out over P/4.
 """
 
-from libc.math cimport sqrt
+from libc.math cimport cos, sqrt
 from libc.stdint cimport int16_t
 from libc.string cimport memcpy, memmove, memset
 
@@ -61,7 +71,8 @@ cdef class PitchConcealer(Concealer):
         self.pos = self.plen = self.old_pos = self.old_plen = 0
         self.fade_left = self.offset_left = 0
         self.offset = 0.0
-        self.good_frames = self.concealed_frames = self.merges = 0
+        self.good_frames = self.concealed_frames = self.merges = self.bridged_frames = 0
+        self.plan_len = self.plan_pos = self.carry_len = self.carry_pos = self.expect_len = 0
 
     cdef void _push_hist(self, const int16_t *pcm, int n) noexcept nogil:
         # kept as the samples themselves: every frame costs two copies, and the conversion to
@@ -124,43 +135,156 @@ cdef class PitchConcealer(Concealer):
             self.offset_left -= 1
         return v
 
+    cdef void _start_loss(self) noexcept nogil:
+        cdef int i
+        for i in range(PLC_HIST):
+            self.base[i] = self.hist[i]
+        self.pitch = self._find_pitch()
+        self.ola = self.pitch // 4
+        self._build(self.pbuf, 1)
+        self.pos = 0
+        self.fade_left = 0
+        # first join: the last real sample should be followed as base[-P] follows base[-P-1]
+        self.offset = self.base[PLC_HIST - 1] - self.base[PLC_HIST - self.pitch - 1]
+        self.offset_left = self.ola
+
+    cdef float _forward(self) noexcept nogil:
+        """The next sample of the forward (pitch repetition) concealment, faded."""
+        cdef int t = self.erased, periods
+        if t == 80 or t == 160:  # 10 and 20 ms: repeat one more period, crossfaded
+            periods = 2 if t == 80 else 3
+            memcpy(&self.old_pbuf[0], &self.pbuf[0], self.plen * sizeof(float))
+            self.old_plen, self.old_pos = self.plen, self.pos
+            self._build(self.pbuf, periods)
+            # the same phase one period earlier: the new buffer starts P earlier
+            self.pos = self.old_pos
+            self.fade_left = self.ola
+        self.erased += 1
+        return self._next() * _gain(t)
+
+    cdef float _from_carry(self, float v) noexcept nogil:
+        """``v`` crossfaded from an abandoned plan's continuation while one is fading out."""
+        cdef float w
+        if self.carry_pos >= self.carry_len:
+            return v
+        w = (self.carry_pos + 1.0) / (self.carry_len + 1.0)
+        v = w * v + (1.0 - w) * self.carry[self.carry_pos]
+        self.carry_pos += 1
+        return v
+
+    cdef void _drop_plan(self) noexcept nogil:
+        """Abandon the plan: what it would have played next fades out over P/4."""
+        cdef int k, m = self.plan_len - self.plan_pos
+        if m > self.ola:
+            m = self.ola
+        for k in range(m):
+            self.carry[k] = self.plan[self.plan_pos + k]
+        self.carry_len, self.carry_pos = m, 0
+        self.plan_len = self.plan_pos = 0
+
+    cdef int _future_pitch(self, const int16_t *fut, int n) noexcept nogil:
+        """The pitch lag of the future frame itself (normalised correlation within it)."""
+        cdef double c, ea, eb, score, best = -1.0
+        cdef int lag, i, w, best_lag = self.pitch
+        for lag in range(PLC_PITCH_MIN, PLC_PITCH_MAX + 1):
+            w = n - lag
+            if w > PLC_CORR_LEN:
+                w = PLC_CORR_LEN
+            c = ea = eb = 0.0
+            for i in range(w):
+                c += <double>fut[i] * fut[i + lag]
+                ea += <double>fut[i] * fut[i]
+                eb += <double>fut[i + lag] * fut[i + lag]
+            if c <= 0.0 or ea * eb < 1.0:
+                continue
+            score = c * c / (ea * eb)
+            if score > best:
+                best, best_lag = score, lag
+        return best_lag
+
+    cdef void _plan(self, const int16_t *fut, int n, int total) noexcept nogil:
+        """``total`` samples from the past into ``fut``: forward and backward continuations
+        crossfaded over the whole gap."""
+        cdef float q[PLC_PITCH_MAX]
+        cdef int i, j, d, p, lw
+        cdef float w, b, off
+        for i in range(total):
+            self.plan[i] = self._forward()
+        p = self._future_pitch(fut, n)
+        lw = p // 4
+        # one period of the future frame, its head blended into the samples one period on so
+        # that repeating it backwards wraps smoothly (the mirror of _build)
+        for j in range(p):
+            q[j] = fut[j]
+        for j in range(lw):
+            w = (j + 1.0) / (lw + 1.0)
+            q[j] = (1.0 - w) * fut[p + j] + w * fut[j]
+        off = <float>fut[0] - <float>fut[p]
+        for i in range(total):
+            d = total - 1 - i  # samples before the future frame
+            b = q[p - 1 - d % p]
+            if d < lw:  # the last join: fut[p-1] -> fut[0] made to step like fut[p-1] -> fut[p]
+                b += off * (1.0 - (d + 1.0) / (lw + 1.0))
+            w = <float>(0.5 - 0.5 * cos(3.141592653589793 * (i + 0.5) / total))
+            self.plan[i] = (1.0 - w) * self.plan[i] + w * _gain(d) * b
+        for j in range(lw):
+            self.expect[j] = fut[j]
+        self.expect_len = lw
+        self.plan_len, self.plan_pos = total, 0
+
     cdef void conceal_c(self, int16_t *pcm, int n) noexcept nogil:
-        """Fill a missing frame of ``n`` samples."""
-        cdef int i, t, periods
+        """Fill a missing frame of ``n`` samples (nothing known of what follows)."""
+        cdef int i
         if self.good_frames == 0:  # nothing heard yet: nothing to continue
             memset(pcm, 0, n * sizeof(int16_t))
             return
+        if self.plan_len:
+            self._drop_plan()
         if self.erased == 0:
-            for i in range(PLC_HIST):
-                self.base[i] = self.hist[i]
-            self.pitch = self._find_pitch()
-            self.ola = self.pitch // 4
-            self._build(self.pbuf, 1)
-            self.pos = 0
-            self.fade_left = 0
-            # first join: the last real sample should be followed as base[-P] follows base[-P-1]
-            self.offset = self.base[PLC_HIST - 1] - self.base[PLC_HIST - self.pitch - 1]
-            self.offset_left = self.ola
+            self._start_loss()
         for i in range(n):
-            t = self.erased
-            if t == 80 or t == 160:  # 10 and 20 ms: repeat one more period, crossfaded
-                periods = 2 if t == 80 else 3
-                memcpy(&self.old_pbuf[0], &self.pbuf[0], self.plen * sizeof(float))
-                self.old_plen, self.old_pos = self.plen, self.pos
-                self._build(self.pbuf, periods)
-                # the same phase one period earlier: the new buffer starts P earlier
-                self.pos = self.old_pos
-                self.fade_left = self.ola
-            pcm[i] = _clip(self._next() * _gain(t))
-            self.erased += 1
+            pcm[i] = _clip(self._from_carry(self._forward()))
         self._push_hist(pcm, n)
         self.concealed_frames += 1
+
+    cdef void conceal_towards_c(self, int16_t *pcm, int n, const int16_t *future,
+                                int gap) noexcept nogil:
+        """Fill a missing frame of ``n`` samples when ``future`` (``n`` samples) is the frame
+        ``gap`` frames on (1: the next one): the gap is planned once, then played out."""
+        cdef int i, total = gap * n
+        if self.good_frames == 0 or gap < 1 or total > PLC_PLAN or n < PLC_CORR_LEN:
+            self.conceal_c(pcm, n)
+            return
+        if not (self.plan_len and self.plan_len - self.plan_pos == total):
+            if self.plan_len:  # a different gap than planned (the buffer grew): plan again
+                self._drop_plan()
+            if self.erased == 0:
+                self._start_loss()
+            self._plan(future, n, total)
+        for i in range(n):
+            pcm[i] = _clip(self._from_carry(self.plan[self.plan_pos + i]))
+        self.plan_pos += n
+        if self.plan_pos == self.plan_len:  # next comes the future frame: fade into it
+            for i in range(self.expect_len):
+                self.carry[i] = self.expect[i]
+            self.carry_len, self.carry_pos = self.expect_len, 0
+        self._push_hist(pcm, n)
+        self.concealed_frames += 1
+        self.bridged_frames += 1
 
     cdef void good_c(self, int16_t *pcm, int n) noexcept nogil:
         """A received frame: merged with the concealment if a loss just ended, then remembered."""
         cdef int k, m
         cdef float w
-        if self.erased > 0:
+        if self.plan_len:
+            # a bridged gap: the frame it led into arrives (the carry holds that frame's own
+            # start, so the fade is a no-op) or a frame inside the gap came after all
+            if self.plan_pos < self.plan_len:
+                self._drop_plan()
+            self.plan_len = self.plan_pos = 0
+            self.erased = 0
+            self.merges += 1
+        elif self.erased > 0:
             # one lost frame: P/4; from 30 ms of loss on, 4 ms more per further 10 ms
             m = self.ola + (self.erased // 80 - 1) * 32 if self.erased > 160 else self.ola
             if m > n:
@@ -170,6 +294,10 @@ cdef class PitchConcealer(Concealer):
                 pcm[k] = _clip(w * pcm[k] + (1.0 - w) * self._next() * _gain(self.erased + k))
             self.erased = 0
             self.merges += 1
+        k = 0
+        while self.carry_pos < self.carry_len and k < n:
+            pcm[k] = _clip(self._from_carry(pcm[k]))
+            k += 1
         self._push_hist(pcm, n)
         self.good_frames += 1
 

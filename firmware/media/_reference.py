@@ -265,6 +265,14 @@ class JitterBuffer:
             self.deep_ticks = 0
         return out
 
+    def peek(self, ahead: int = 0) -> bytes | None:
+        """The frame ``ahead`` periods after the next one due, left in place, or None."""
+        if not self.started or not 0 <= ahead < self.SLOTS - 1:
+            return None
+        ts = (self.play_ts + ahead * self.frame_samples) & M32
+        held = self.slots[self._slot(ts)]
+        return (held[1] or None) if held is not None and held[0] == ts else None
+
     @property
     def depth(self) -> int:
         return sum(1 for s in self.slots if s is not None and _s32(s[0] - self.play_ts) >= 0)

@@ -18,10 +18,11 @@ from devtools.speech_call import CONDITIONS, run_call
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not have_espeak(), reason="espeak-ng (Debian) renders speech")]
 
-# condition index -> lowest PESQ accepted (measured here: 3.98, 3.31, 2.93). With the core's
-# former repeat-and-fade concealment 3 % random scored 3.12 and fails; the bursty bound held with
-# it too, so that one only guards against a gross regression.
-BOUNDS = {0: 3.8, 2: 3.2, 3: 2.85}
+# condition index -> lowest PESQ accepted (measured here: 3.98, 3.60, 3.16 in two runs; baresip
+# 3.98, 3.37, 2.25 on the same runs). Without bridging a gap towards the frame after it (the
+# concealer extrapolating alone) the box scored 3.31 and 2.93, and with the older repeat-and-fade
+# 3.12 at 3 % random: both fail these bounds.
+BOUNDS = {0: 3.8, 2: 3.45, 3: 3.0}
 
 
 @pytest.mark.parametrize("index", sorted(BOUNDS), ids=[CONDITIONS[i].name for i in sorted(BOUNDS)])

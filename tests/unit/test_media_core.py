@@ -57,6 +57,7 @@ def test_jitter_buffer_matches_its_twin(ops, base, target, max_frames) -> None:
             seq = (at + dseq) & 0xFFFF
             assert c.put(ts, seq, ssrc, payload) == p.put(ts, seq, ssrc, payload), (kind, ts)
         assert (c.depth, c.target, c.started) == (p.depth, p.target, p.started)
+        assert [c.peek(a) for a in range(4)] == [p.peek(a) for a in range(4)]
     for name in ("late", "duplicates", "reordered", "resyncs", "too_early", "shrinks", "grows"):
         assert getattr(c, name) == getattr(p, name), name
 
@@ -338,3 +339,35 @@ def test_a_burst_after_a_stall_is_drained_not_played_late_for_ever() -> None:
         assert max(depths[100:]) <= jb.target + 1 + 3, "the large backlog drains within 2 s"
         assert max(depths[250:]) <= jb.target + 1, "the rest within the slow window"
         assert jb.target == 1 and jb.shrinks >= 13
+
+
+def test_core_bridges_a_lost_frame_towards_the_buffered_next_one() -> None:
+    """A lost packet while the next one already waits in the jitter buffer: the core hands it to
+    the concealer, which bridges the gap; the next frame is then played exactly as decoded."""
+    def glide(start: int, n: int) -> bytes:  # 437 -> 1013 Hz over 2 s: no frame repeats
+        t = (start + np.arange(n)) / 8000
+        return np.round(7000 * np.sin(2 * np.pi * (437 * t + 144 * t * t))).astype("<i2").tobytes()
+
+    core = _mediacore.MediaCore(0, 20, ssrc=1, jitter_target_ms=40)
+    played, lost = [], {60, 75}
+    for k in range(100):
+        if k not in lost:
+            payload = ref.encode_ulaw(glide(k * FS, FS))
+            core.receive_rtp(ref.rtp_pack(0, False, k, k * FS, 5, payload), WALL0)
+        played.append(pcm_array(core.tick(k * PERIOD_NS, WALL0, b"")[1]))
+    out = np.concatenate(played)
+    wire = np.concatenate([pcm_array(ref.decode_ulaw(ref.encode_ulaw(glide(k * FS, FS))))
+                           for k in range(100)]).astype(float)
+    lag = next(d for d in range(6) if np.array_equal(out[(10 + d) * FS:(11 + d) * FS],
+                                                     wire[10 * FS:11 * FS]))
+    assert core.plc.bridged_frames == 2 and core.stats()["concealed_ms"] == 40
+    for k in lost:
+        gap = out[(k + lag) * FS:(k + lag + 1) * FS]
+        assert tone_snr_db_vs(wire[k * FS:(k + 1) * FS], gap) > 6
+        # the frame after the gap: untouched
+        assert np.array_equal(out[(k + 1 + lag) * FS:(k + 2 + lag) * FS],
+                              wire[(k + 1) * FS:(k + 2) * FS])
+
+
+def tone_snr_db_vs(clean: np.ndarray, played: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(clean ** 2) / max(np.sum((clean - played) ** 2), 1e-9)))
