@@ -26,14 +26,43 @@ from firmware.media.stream import StreamSettings
 PERIOD = 5600  # samples between clicks (700 ms: longer than any plausible round trip)
 
 
+CLICK = 80  # samples: a 10 ms chirp
+
+
+def chirp() -> np.ndarray:
+    """A 10 ms rising chirp (300 Hz to 3 kHz), Hann-windowed, peak 1."""
+    t = np.arange(CLICK) / 8000
+    return np.sin(2 * np.pi * (300 * t + 0.5 * 270000 * t * t)) * np.hanning(CLICK)
+
+
+def click_track(n: int, amplitude: float) -> np.ndarray:
+    """``n`` samples: a chirp of ``amplitude`` every 700 ms from sample 800."""
+    x = np.zeros(n)
+    for start in range(800, n - CLICK, PERIOD):
+        x[start:start + CLICK] = amplitude * chirp()
+    return x
+
+
+def click_starts(n: int) -> range:
+    """Where the clicks of a track start that can be looked for in ``n`` samples."""
+    return range(800, n - PERIOD, PERIOD)
+
+
+def click_lag(heard: np.ndarray, start: int, amplitude: float) -> float | None:
+    """The lag (samples) of the click sent at ``start`` in what was heard after it, or None
+    when nothing there correlates with it at a fifth of ``amplitude``."""
+    seg = heard[start:start + PERIOD - 400]
+    if len(seg) < PERIOD - 400:
+        return None
+    template = chirp()
+    corr = np.correlate(seg, template, mode="valid")
+    k = int(np.argmax(np.abs(corr)))
+    return float(k) if abs(corr[k]) > 0.2 * amplitude * np.sum(template ** 2) else None
+
+
 def click_wav(path: Path, seconds: float) -> Path:
     """A 10 ms rising chirp (300 Hz to 3 kHz) every 700 ms."""
-    n = int(8000 * seconds)
-    x = np.zeros(n)
-    t = np.arange(80) / 8000
-    chirp = 16000 * np.sin(2 * np.pi * (300 * t + 0.5 * 270000 * t * t)) * np.hanning(80)
-    for start in range(800, n - 80, PERIOD):
-        x[start:start + 80] = chirp
+    x = click_track(int(8000 * seconds), 16000)
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
@@ -44,18 +73,8 @@ def click_wav(path: Path, seconds: float) -> Path:
 
 def lags_ms(sent: np.ndarray, heard: np.ndarray) -> list[float]:
     """For every click sent, the delay (ms) of the best match in what was heard after it."""
-    t = np.arange(80) / 8000
-    template = np.sin(2 * np.pi * (300 * t + 0.5 * 270000 * t * t)) * np.hanning(80)
-    out = []
-    for start in range(800, len(sent) - PERIOD, PERIOD):
-        seg = heard[start:start + PERIOD - 400]
-        if len(seg) < 400:
-            break
-        corr = np.correlate(seg, template, mode="valid")
-        k = int(np.argmax(np.abs(corr)))
-        if np.abs(corr[k]) > 0.2 * 16000 * np.sum(template ** 2):
-            out.append(k / 8.0)
-    return out
+    lags = (click_lag(heard, start, 16000) for start in click_starts(len(sent)))
+    return [lag / 8.0 for lag in lags if lag is not None]
 
 
 def run(seconds: float) -> dict:

@@ -33,38 +33,19 @@ import numpy as np
 from devtools import jack_card
 from devtools.components import Asterisk, Intercom, wait_for
 
+from . import latency
+
 RATE = 8000
-PERIOD = 5600  # samples between clicks: 700 ms
-CLICK = 80  # a 10 ms chirp
+CLICK_LEVEL = 0.5  # the clicks' peak on JACK's float scale
 JACK_PERIOD = 80  # jackd's own cycle: 10 ms
 SO_TIMESTAMPNS = 35
 PACKET_OUTGOING = 4
 
 
-def _chirp() -> np.ndarray:
-    t = np.arange(CLICK) / RATE
-    return np.sin(2 * np.pi * (300 * t + 0.5 * 270000 * t * t)) * np.hanning(CLICK)
-
-
-def _track(n: int) -> np.ndarray:
-    x = np.zeros(n, dtype=np.float32)
-    for start in range(800, n - CLICK, PERIOD):
-        x[start:start + CLICK] = 0.5 * _chirp()
-    return x
-
-
-def _onsets(sent_at: list[int], heard: np.ndarray, floor: float) -> list[float]:
-    """For each click sent at sample s, the lag in samples of its best match after s."""
-    tpl = _chirp()
-    out = []
-    for s in sent_at:
-        seg = heard[s:s + PERIOD - 400]
-        if len(seg) < PERIOD - 400:
-            break
-        corr = np.correlate(seg, tpl, mode="valid")
-        k = int(np.argmax(np.abs(corr)))
-        out.append(float(k) if abs(corr[k]) > floor * np.sum(tpl ** 2) else float("nan"))
-    return out
+def _onsets(sent_at: list[int], heard: np.ndarray) -> list[float]:
+    """For each click sent at sample s, the lag in samples of its best match (nan: none)."""
+    lags = (latency.click_lag(heard, s, 1.0) for s in sent_at)  # a fifth of full scale
+    return [float("nan") if lag is None else lag for lag in lags]
 
 
 class _Wire:
@@ -147,7 +128,7 @@ def run(seconds: float) -> dict[str, Any]:
     name = env["JACK_DEFAULT_SERVER"]
     pbx = box = wire = client = None
     total = int(RATE * (seconds + 40))
-    track = _track(total)
+    track = latency.click_track(total, CLICK_LEVEL).astype(np.float32)
     heard = np.zeros(total, dtype=np.float32)
     cycles = np.zeros((total // JACK_PERIOD + 16, 2))  # (first sample, monotonic time)
     state = {"pos": 0, "cycle": 0, "playing": False}
@@ -188,8 +169,8 @@ def run(seconds: float) -> dict[str, Any]:
         state["playing"] = False
         client.disconnect(mic, speaker)
         n = state["pos"]
-        sent = [s for s in range(800, n - PERIOD, PERIOD)]
-        own = [x for x in _onsets(sent, heard[:n], 0.2) if x == x]
+        sent = list(latency.click_starts(n))
+        own = [x for x in _onsets(sent, heard[:n]) if x == x]
         harness = float(np.median(own)) if own else 0.0
         state.update(pos=0, cycle=0)
         heard[:] = 0
@@ -218,8 +199,8 @@ def run(seconds: float) -> dict[str, Any]:
         time.sleep(0.3)
         wire.close()
         n, c = state["pos"], state["cycle"]
-        sent = [s for s in range(800, n - PERIOD, PERIOD)]
-        lags = _onsets(sent, heard[:n], 0.2)
+        sent = list(latency.click_starts(n))
+        lags = _onsets(sent, heard[:n])
         # a sample's time: its cycle's start plus its place in the cycle
         starts, times = cycles[:c, 0], cycles[:c, 1]
 
