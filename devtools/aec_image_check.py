@@ -101,14 +101,7 @@ def measure(root: Path, kinds: tuple[str, ...] = ("webrtc", "speex"),
     reports: dict[str, Any] = {"webrtc_version": res.get("webrtc_version")}
     for kind in kinds:
         out, us = res[kind]
-        n = len(out)
-        reports[kind] = (room.Report(
-            erle_db=room.erle_db(mic[:n], out, 5.0, sc.dt_start_s),
-            convergence_s=room.convergence_s(mic[:n], out),
-            near=room.near_end(near[:n], mic[:n], out, sc.dt_start_s, sc.dt_end_s),
-            erle_after_dt_db=room.erle_db(mic[:n], out, sc.dt_end_s + 0.5, sc.change_s),
-            reconverge_s=room.convergence_s(mic[:n], out, sc.change_s),
-            erle_changed_db=room.erle_db(mic[:n], out, sc.change_s + 4.0, sc.seconds)), us)
+        reports[kind] = (room.report(sc, near, mic, out), us)
     return reports
 
 

@@ -211,7 +211,13 @@ def measure(canceller: Any, sc: Scenario | None = None) -> Report:
     sc = sc or Scenario()
     played, near, mic = sc.signals()
     fifo = int(sc.room.fifo_ms * RATE / 1000)
-    out = run(canceller, played, mic, fifo)
+    return report(sc, near, mic, run(canceller, played, mic, fifo))
+
+
+def report(sc: Scenario, near: np.ndarray, mic: np.ndarray, out: np.ndarray) -> Report:
+    """The figures of ``out``, what a canceller made of ``mic`` in scenario ``sc``."""
+    n = len(out)
+    near, mic = near[:n], mic[:n]
     return Report(
         erle_db=erle_db(mic, out, 5.0, sc.dt_start_s),
         convergence_s=convergence_s(mic, out),
