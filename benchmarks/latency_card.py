@@ -91,20 +91,28 @@ class _Wire:
         self.thread.join(1)
         self.sock.close()
 
-    def click_times(self, port: int, outbound: bool, after: float) -> list[float]:
-        """The wire time of each packet (to ``port`` when outbound, from it otherwise) that
-        carries a click, first packet of each click, after the time ``after``."""
+    def click_times(self, port: int, outbound: bool, after: float) -> list[tuple[float, int]]:
+        """For each click in the flow (to ``port`` when outbound, from it otherwise) after the
+        time ``after``: the wire time of the packet its onset is in, and the onset's place in
+        that packet's frame (samples). The frame, not the click, is what crosses the wire: the
+        sender's side owns the packetisation (the frame's first sample waits for its last),
+        the receiver's side starts when the frame arrives (ITU-T G.114's split)."""
         from firmware.media.g711 import decode_ulaw
 
         flow = [p for p in self.packets if (p[2] if outbound else p[1]) == port
                 and p[0] > after]
-        times, last = [], -1.0
-        for t, _sp, _dp, _ts, payload in flow:
-            pcm = np.frombuffer(decode_ulaw(payload), dtype="<i2").astype(float)
-            if np.abs(pcm).max() > 4000 and t - last > 0.3:
-                times.append(t)
-                last = t
-        return times
+        pcm = [np.frombuffer(decode_ulaw(p[4]), dtype="<i2").astype(float) for p in flow]
+        template = latency.chirp()
+        found, last = [], -1.0
+        for j, (t, *_rest) in enumerate(flow):
+            if np.abs(pcm[j]).max() <= 4000 or t - last <= 0.3 or j == 0:
+                continue
+            last = t
+            around = np.concatenate(pcm[j - 1:j + 2])  # the onset may sit in the packet before
+            k = int(np.argmax(np.abs(np.correlate(around, template, mode="valid"))))
+            first = j - 1 + k // len(pcm[j])
+            found.append((flow[first][0], k % len(pcm[j])))
+        return found
 
 
 def available() -> str | None:
@@ -216,12 +224,16 @@ def run(seconds: float) -> dict[str, Any]:
                 continue
             t_mic = when(s)
             t_spk = when(s + lag)
-            o = next((t for t in out_wire if t_mic - 0.01 < t < t_spk), None)
-            i = next((t for t in in_wire if o is not None and o <= t < t_spk), None)
+            # the click's frame: from its first sample at the microphone to its first sample
+            # at the speaker (the click itself sits ``at`` samples into it)
+            o, at = next(((t, k) for t, k in out_wire if t_mic - 0.03 < t < t_spk), (None, 0))
+            i, at_in = next(((t, k) for t, k in in_wire if o is not None and o <= t < t_spk),
+                            (None, 0))
             if o is None or i is None:
                 continue
-            rows.append(((lag - harness) / RATE * 1000, (o - t_mic) * 1000,
-                         (i - o) * 1000, (t_spk - i) * 1000 - harness / RATE * 1000))
+            rows.append(((lag - harness) / RATE * 1000, (o - t_mic) * 1000 + at / RATE * 1000,
+                         (i - o) * 1000,
+                         (t_spk - i) * 1000 - at_in / RATE * 1000 - harness / RATE * 1000))
         span = times[c - 1] - times[0] if c > 1 else 0.0
         card_ppm = ((starts[c - 1] - starts[0]) / span / RATE - 1) * 1e6 if span else 0.0
         return {"rows": rows, "harness_ms": harness / RATE * 1000, "clicks": len(sent),
@@ -248,20 +260,27 @@ def table(r: dict[str, Any]) -> str:
     if not len(rows):
         return "no click made it through the card path"
     med = np.median(rows, axis=0)
+    late = np.median(rows[len(rows) // 2:], axis=0)  # once the start's delays have been shed
     lo, hi = rows.min(axis=0), rows.max(axis=0)
     names = ["round trip, microphone to speaker (harness lag removed)",
-             "box, capture side: microphone -> RTP on the wire",
+             "box, capture side: microphone -> RTP on the wire (the click's frame)",
              "Asterisk Echo() on loopback: wire -> wire",
-             "box, playback side: RTP on the wire -> speaker"]
+             "box, playback side: RTP on the wire -> speaker (the click's frame)"]
     out = [f"| part ({len(rows)} clicks of {r['clicks']}; ALSA through alsa-lib's jack plugin, "
-           "8 kHz) | median ms | min | max | vs the 80 ms target |",
-           "|---|---:|---:|---:|---:|"]
+           "8 kHz) | median ms | second half | min | max | vs the 80 ms target |",
+           "|---|---:|---:|---:|---:|---:|"]
     for k, name in enumerate(names):
         ratio = f"{med[k] / 80:.2f}x" if k in (1, 3) else ""
-        out.append(f"| {name} | {med[k]:.0f} | {lo[k]:.0f} | {hi[k]:.0f} | {ratio} |")
+        out.append(f"| {name} | {med[k]:.0f} | {late[k]:.0f} | {lo[k]:.0f} | {hi[k]:.0f} "
+                   f"| {ratio} |")
     out.append(f"| of the playback side, the jitter buffer (mean depth) | {r['jb_depth']:.0f} "
-               "| | | |")
+               "| | | | |")
     rtp = r["rtp"]
+    out.append("\nA side's time is its frame's: from the first sample of the 20 ms frame that "
+               "carries the click, at the microphone, to that packet on the wire (so the "
+               "packetisation is the sender's), and from the packet's arrival to that first "
+               "sample at the speaker (ITU-T G.114's split; the click's place in its frame moves "
+               "with the drift control and would otherwise move up to 20 ms between the sides).")
     out.append(f"\nThe harness's own lag (its output looped into its input in the same jackd, "
                f"subtracted above): {r['harness_ms']:.0f} ms. The paced device ran "
                f"{r['card_ppm']:+.0f} ppm against CLOCK_MONOTONIC (jackd's dummy driver falls "

@@ -98,6 +98,25 @@ cdef void decode_c(const uint8_t *data, int16_t *out, int n, int law) noexcept n
         out[i] = table[data[i]]
 
 
+cdef bint _quiet(const uint8_t *data, int n, const int16_t *table) noexcept nogil:
+    cdef int i, v
+    for i in range(n):
+        v = table[data[i]]
+        if v >= QUIET_PEAK or v <= -QUIET_PEAK:
+            return False
+    return True
+
+
+cdef bint ulaw_quiet_c(const uint8_t *data, int n) noexcept nogil:
+    """Every sample of the mu-law frame under QUIET_PEAK (a pause: where dropping or
+    repeating 20 ms is not heard)."""
+    return _quiet(data, n, _ulaw_dec)
+
+
+cdef bint alaw_quiet_c(const uint8_t *data, int n) noexcept nogil:
+    return _quiet(data, n, _alaw_dec)
+
+
 cdef inline const uint8_t *_view(object data, Py_ssize_t *n, Py_buffer *view,
                                  bint *held) except NULL:
     """Borrow the bytes of ``data``: the bytes fast path, else the buffer protocol."""

@@ -3,13 +3,16 @@
 
 Owns playout timing on the receive side: packets placed by timestamp, one frame popped per
 period, the playout delay grown on late packets and shrunk when the buffer stays deep, resync
-on an SSRC change or a timestamp jump. Knows nothing about codecs, concealment (a missing
+on an SSRC change or a timestamp jump. Of codecs it knows only which G.711 frames are pauses
+(``_g711``'s predicates, to shed delay where no one hears it); nothing of concealment (a missing
 frame is returned as 0 bytes: the caller conceals), RTP parsing, clocks or sockets;
 ``firmware.media._reference.JitterBuffer`` is its twin, tested packet by packet.
 """
 
 from libc.stdint cimport int16_t, int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
+
+from firmware._g711 cimport alaw_quiet_c, ulaw_quiet_c
 
 cdef extern from *:
     int __builtin_ctzll(unsigned long long) nogil
@@ -29,15 +32,25 @@ cdef class JitterBuffer:
     frames, grows by one frame whenever a packet arrives too late (up to ``max_frames``) and
     shrinks by one when the buffer stays deeper than needed for 1 s (down to ``min_frames``);
     a backlog in the stream's first second is skipped at once, a large one later within 0.1 s
-    a frame.
+    a frame. While the path is clean (no packet yet late or missing), a delay the stream has
+    not needed for 2 s goes too, a frame at a time, down to ``min_frames``, each at a pause
+    when the owner says what a pause is (``quiet``: a frame dropped there is not heard; after
+    5 s without one, anyway): with ``min_frames``
+    0 each frame is then played at the first tick after it arrives. The first late packet or
+    missing frame ends that: the minimum becomes at least one frame for the rest of the buffer's
+    life (a missing frame at no delay holds the playout point one period, so the concealer has
+    the frame after a gap to bridge towards) and only a backlog shrinks the delay, so it cannot
+    flap with the jitter.
     """
 
     def __cinit__(self, int frame_samples=160, int target=2, int min_frames=1,
                   int max_frames=10):
+        self.quiet = NULL
         self.frame_samples = frame_samples
         self.min_frames = min_frames
         self.max_frames = max_frames if max_frames < JB_SLOTS - 2 else JB_SLOTS - 2
         self.target = target
+        self.clean = True
         self.reset_c()
 
     def reset(self):
@@ -50,6 +63,7 @@ cdef class JitterBuffer:
         self.used_mask = 0
         self.started = False
         self.deep_ticks = 0
+        self.slack_ticks = 0
         self.pops = 0
 
     cdef int put_c(self, uint32_t ts, uint16_t seq, uint32_t ssrc, const uint8_t *data,
@@ -66,12 +80,14 @@ cdef class JitterBuffer:
             rc = 3
         if not self.started:
             self.started = True
+            self.first_ts = ts
             self.ssrc = ssrc
             self.play_ts = ts - <uint32_t>(self.target * self.frame_samples)
             self.highest_seq = seq
         ahead = <int32_t>(ts - self.play_ts)
         if ahead < 0:
             self.late += 1
+            self._unclean_c()
             if self.target < self.max_frames:  # grow: play one concealed frame more
                 self.target += 1
                 self.grows += 1
@@ -113,6 +129,14 @@ cdef class JitterBuffer:
             n = s.length
             s.used = 0
             self.used_mask &= ~((<uint64_t>1) << idx)
+        elif <int32_t>(self.play_ts - self.first_ts) >= 0:  # a gap, not the start's delay
+            self._unclean_c()
+            if self.target < 1:
+                # nothing in hand: keep one frame from now on (this period is concealed and
+                # the playout point stays, i.e. one period of delay added)
+                self.target = 1
+                self.grows += 1
+                return 0
         self.play_ts += self.frame_samples
         if self.pops < START_PERIODS:
             self.pops += 1
@@ -130,17 +154,56 @@ cdef class JitterBuffer:
             else:
                 threshold = DRAIN_FAST if excess > DRAIN_FAR + 1 else DRAIN_SLOW
             if self.deep_ticks >= threshold:
-                idx = (self.play_ts // self.frame_samples) % JB_SLOTS
-                self.slots[idx].used = 0
-                self.used_mask &= ~((<uint64_t>1) << idx)
-                self.play_ts += self.frame_samples
-                if self.target > self.min_frames:
-                    self.target -= 1
-                self.shrinks += 1
+                self._skip_c()
                 self.deep_ticks = 0
+            self.slack_ticks = 0
         else:
             self.deep_ticks = 0
+            # a clean path that has had a frame in hand at every tick for SLACK_PERIODS did
+            # not need it: one frame of delay goes
+            if self.clean and self.target > self.min_frames and self.depth_c() >= 1:
+                self.slack_ticks += 1
+                if self.slack_ticks >= SLACK_PERIODS and self._may_shed_c():
+                    self._skip_c()
+                    self.slack_ticks = 0
+            else:
+                self.slack_ticks = 0
         return n
+
+    cdef void _skip_c(self) noexcept nogil:
+        """Drop the next frame due (one period less delay); the target follows, down to the
+        minimum."""
+        cdef int idx = (self.play_ts // self.frame_samples) % JB_SLOTS
+        self.slots[idx].used = 0
+        self.used_mask &= ~((<uint64_t>1) << idx)
+        self.play_ts += self.frame_samples
+        if self.target > self.min_frames:
+            self.target -= 1
+        self.shrinks += 1
+
+    cdef bint _may_shed_c(self) noexcept nogil:
+        """The frame due next may be dropped now: it is a pause, or none came in time."""
+        cdef Slot *s
+        if self.quiet == NULL or self.slack_ticks >= SLACK_PERIODS + QUIET_WAIT:
+            return True
+        s = &self.slots[(self.play_ts // self.frame_samples) % JB_SLOTS]
+        return s.used and s.ts == self.play_ts and self.quiet(s.data, s.length)
+
+    def shed_at_pauses(self, int law) -> None:
+        """Shed delay only at a G.711 pause (``law`` 0 mu-law, 1 A-law; -1: anywhere)."""
+        if law < 0:
+            self.quiet = NULL
+        elif law:
+            self.quiet = alaw_quiet_c
+        else:
+            self.quiet = ulaw_quiet_c
+
+    cdef void _unclean_c(self) noexcept nogil:
+        """A packet came late or went missing: the path is not clean (for good)."""
+        self.clean = False
+        self.slack_ticks = 0
+        if self.min_frames < 1:
+            self.min_frames = 1
 
     cdef int depth_c(self) noexcept nogil:
         """Frames buffered at or after the playout point."""

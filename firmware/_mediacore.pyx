@@ -59,7 +59,7 @@ cdef class MediaCore:
 
     def __init__(self, int payload_type=0, int ptime_ms=20, int dtmf_payload_type=101,
                  unsigned int ssrc=0, int seq=0, unsigned int ts=0, int jitter_target_ms=40,
-                 int jitter_min_ms=20, int jitter_max_ms=200, str cname="intercom",
+                 int jitter_min_ms=0, int jitter_max_ms=200, str cname="intercom",
                  Concealer concealer=None):
         if ptime_ms not in (10, 20, 30, 40):
             raise ValueError("ptime must be 10, 20, 30 or 40 ms")
@@ -79,7 +79,8 @@ cdef class MediaCore:
         self.tx_gain_q12 = 4096
         self.rx_gain_q12 = 4096
         self.jb = JitterBuffer(self.frame_samples, max(1, jitter_target_ms // ptime_ms),
-                               max(1, jitter_min_ms // ptime_ms), max(2, jitter_max_ms // ptime_ms))
+                               max(0, jitter_min_ms // ptime_ms), max(2, jitter_max_ms // ptime_ms))
+        self.jb.shed_at_pauses(self.law)
         self.rtcp = Rtcp(cname)
         self.dtmf_out = DtmfSender()
         self.dtmf_in = DtmfReceiver()

@@ -60,7 +60,7 @@ class MediaStream:
     def jb(self) -> JitterBuffer: ...
     def __init__(self, rtp_fd: int, rtcp_fd: int, payload_type: int = 0, ptime_ms: int = 20,
                  dtmf_payload_type: int = 101, ssrc: int = 0, seq: int = 0, ts: int = 0,
-                 latch: bool = False, jitter_target_ms: int = 40, jitter_min_ms: int = 20,
+                 latch: bool = False, jitter_target_ms: int = 40, jitter_min_ms: int = 0,
                  jitter_max_ms: int = 200, cname: str = "intercom",
                  transform: PacketTransform | None = None,
                  processor: CaptureProcessor | None = None,

@@ -330,7 +330,7 @@ cdef class MediaStream:
     def __init__(self, int rtp_fd, int rtcp_fd, int payload_type=0, int ptime_ms=20,
                  int dtmf_payload_type=101, unsigned int ssrc=0, int seq=0,
                  unsigned int ts=0, bint latch=False, int jitter_target_ms=40,
-                 int jitter_min_ms=20, int jitter_max_ms=200, str cname="intercom",
+                 int jitter_min_ms=0, int jitter_max_ms=200, str cname="intercom",
                  PacketTransform transform=None, CaptureProcessor processor=None,
                  Concealer concealer=None, int notify_fd=-1):
         self.core = MediaCore(payload_type, ptime_ms, dtmf_payload_type, ssrc, seq, ts,

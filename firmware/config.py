@@ -102,7 +102,7 @@ class MediaSettings:
     dtmf_payload_type: int = 101
     ptime: int = 20
     jitter_target_ms: int = 40
-    jitter_min_ms: int = 20
+    jitter_min_ms: int = 0  # 0: no frame in hand until the path shows a late or lost packet
     jitter_max_ms: int = 200
     realtime_priority: int = 10  # SCHED_FIFO for the 20 ms loop; refused = normal scheduling
     spin_us: int = 0
@@ -275,7 +275,7 @@ _CHECKS: dict[str, Check] = {
     "media.dtmf_payload_type": lambda v: None if 96 <= v <= 127 else
     "must be a dynamic payload type 96..127",
     "media.ptime": lambda v: None if v in (10, 20, 30, 40) else "must be 10, 20, 30 or 40 (ms)",
-    "media.jitter_target_ms": _range(20, 200), "media.jitter_min_ms": _range(10, 200),
+    "media.jitter_target_ms": _range(20, 200), "media.jitter_min_ms": _range(0, 200),
     "media.jitter_max_ms": _range(20, 1000), "media.realtime_priority": _range(0, 99),
     "media.spin_us": _range(0, 2000),
     # YAML reads a bare `off` as false: accept it, refuse true

@@ -142,6 +142,15 @@ M32 = 0xFFFFFFFF
 # as _jitter.pxd: depth over target by more than 4 frames drains every 5 ticks, by less after
 # 50, and in the first 50 ticks anything over target + 1 at once
 JB_DRAIN_FAR, JB_DRAIN_FAST, JB_DRAIN_SLOW, JB_START_PERIODS = 3, 5, 50, 50
+JB_SLACK_PERIODS = 100  # a clean path with a frame in hand this long sheds one ...
+JB_QUIET_WAIT = 250  # ... at a pause if one comes within this many periods more
+QUIET_PEAK = 1024  # as _g711.pxd: a frame whose samples all stay under this is a pause
+
+
+def g711_quiet(data: bytes, law: int) -> bool:
+    """Every sample of the G.711 frame (``law`` 0 mu-law, 1 A-law) under QUIET_PEAK."""
+    decode = alaw_decode_sample if law else ulaw_decode_sample
+    return all(abs(decode(b)) < QUIET_PEAK for b in data)
 
 
 def _s32(v: int) -> int:
@@ -166,7 +175,11 @@ class JitterBuffer:
     The delay starts at ``target`` frames, grows by one on each late packet (up to
     ``max_frames``) and shrinks by one after 50 periods deeper than ``target`` (down to
     ``min_frames``; 5 periods when over 4 frames deeper, 1 in the stream's first 50 periods
-    when over 1 deeper); an SSRC change or a jump of more than 2 s resyncs.
+    when over 1 deeper); an SSRC change or a jump of more than 2 s resyncs. While no packet
+    has been late or missing (``clean``), 100 periods with a frame in hand at every pop shed one
+    frame of delay, down to ``min_frames``, at a pause when ``shed_at_pauses`` named a law (or
+    250 periods later without one); the first late or missing one raises ``min_frames`` to at
+    least 1 for good (a missing frame at no delay holds the playout point one period).
     """
 
     SLOTS = 64
@@ -178,15 +191,18 @@ class JitterBuffer:
         self.min_frames = min_frames
         self.max_frames = min(max_frames, self.SLOTS - 2)
         self.target = target
+        self.clean = True
+        self.quiet_law = -1
         self.late = self.duplicates = self.reordered = self.resyncs = 0
         self.too_early = self.shrinks = self.grows = 0
-        self.ssrc = self.play_ts = self.highest_seq = 0
+        self.ssrc = self.play_ts = self.highest_seq = self.first_ts = 0
         self.reset()
 
     def reset(self) -> None:
         self.slots: list[tuple[int, bytes] | None] = [None] * self.SLOTS
         self.started = False
         self.deep_ticks = 0
+        self.slack_ticks = 0
         self.pops = 0
 
     def _slot(self, ts: int) -> int:
@@ -204,12 +220,14 @@ class JitterBuffer:
             rc = 3
         if not self.started:
             self.started = True
+            self.first_ts = ts
             self.ssrc = ssrc
             self.play_ts = (ts - self.target * fs) & M32
             self.highest_seq = seq
         ahead = _s32(ts - self.play_ts)
         if ahead < 0:
             self.late += 1
+            self._unclean()
             if self.target < self.max_frames:
                 self.target += 1
                 self.grows += 1
@@ -244,6 +262,12 @@ class JitterBuffer:
         if held is not None and held[0] == self.play_ts:
             out = held[1] or None
             self.slots[i] = None
+        elif _s32(self.play_ts - self.first_ts) >= 0:  # a gap, not the start's delay
+            self._unclean()
+            if self.target < 1:
+                self.target = 1
+                self.grows += 1
+                return None
         self.play_ts = (self.play_ts + fs) & M32
         if self.pops < JB_START_PERIODS:
             self.pops += 1
@@ -255,15 +279,41 @@ class JitterBuffer:
             else:
                 threshold = JB_DRAIN_FAST if excess > JB_DRAIN_FAR + 1 else JB_DRAIN_SLOW
             if self.deep_ticks >= threshold:
-                self.slots[self._slot(self.play_ts)] = None
-                self.play_ts = (self.play_ts + fs) & M32
-                if self.target > self.min_frames:
-                    self.target -= 1
-                self.shrinks += 1
+                self._skip()
                 self.deep_ticks = 0
+            self.slack_ticks = 0
         else:
             self.deep_ticks = 0
+            if self.clean and self.target > self.min_frames and self.depth >= 1:
+                self.slack_ticks += 1
+                if self.slack_ticks >= JB_SLACK_PERIODS and self._may_shed():
+                    self._skip()
+                    self.slack_ticks = 0
+            else:
+                self.slack_ticks = 0
         return out
+
+    def _skip(self) -> None:
+        self.slots[self._slot(self.play_ts)] = None
+        self.play_ts = (self.play_ts + self.frame_samples) & M32
+        if self.target > self.min_frames:
+            self.target -= 1
+        self.shrinks += 1
+
+    def shed_at_pauses(self, law: int) -> None:
+        self.quiet_law = law
+
+    def _may_shed(self) -> bool:
+        if self.quiet_law < 0 or self.slack_ticks >= JB_SLACK_PERIODS + JB_QUIET_WAIT:
+            return True
+        held = self.slots[self._slot(self.play_ts)]
+        return held is not None and held[0] == self.play_ts and \
+            g711_quiet(held[1], self.quiet_law)
+
+    def _unclean(self) -> None:
+        self.clean = False
+        self.slack_ticks = 0
+        self.min_frames = max(self.min_frames, 1)
 
     def peek(self, ahead: int = 0) -> bytes | None:
         """The frame ``ahead`` periods after the next one due, left in place, or None."""

@@ -38,7 +38,7 @@ DIRECTIONS = {"sendrecv": (True, True), "sendonly": (True, False),
 @dataclass(frozen=True)
 class StreamSettings:
     jitter_target_ms: int = 40
-    jitter_min_ms: int = 20
+    jitter_min_ms: int = 0
     jitter_max_ms: int = 200
     realtime_priority: int = 0  # SCHED_FIFO priority, 0 = normal scheduling
     latch: bool = False  # follow the source address of the first packet (NAT)

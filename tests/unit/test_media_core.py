@@ -12,6 +12,7 @@ import random
 import struct
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -40,11 +41,14 @@ JB_OPS = st.lists(st.one_of(
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=JB_OPS, base=st.integers(0, 2**32 - 1), target=st.integers(1, 6),
-       max_frames=st.integers(2, 70))
-def test_jitter_buffer_matches_its_twin(ops, base, target, max_frames) -> None:
-    c = _jitter.JitterBuffer(FS, target, 1, max_frames)
-    p = ref.JitterBuffer(FS, target, 1, max_frames)
+@given(ops=JB_OPS, base=st.integers(0, 2**32 - 1), target=st.integers(0, 6),
+       min_frames=st.integers(0, 1), max_frames=st.integers(2, 70), law=st.integers(-1, 1))
+def test_jitter_buffer_matches_its_twin(ops, base, target, min_frames, max_frames, law) -> None:
+    target = max(target, min_frames)
+    c = _jitter.JitterBuffer(FS, target, min_frames, max_frames)
+    p = ref.JitterBuffer(FS, target, min_frames, max_frames)
+    c.shed_at_pauses(law)
+    p.shed_at_pauses(law)
     frame = 0
     for kind, dframe, dseq, ssrc, length in ops:
         if kind == "pop":
@@ -56,7 +60,8 @@ def test_jitter_buffer_matches_its_twin(ops, base, target, max_frames) -> None:
             payload = bytes([at & 0xFF]) * length
             seq = (at + dseq) & 0xFFFF
             assert c.put(ts, seq, ssrc, payload) == p.put(ts, seq, ssrc, payload), (kind, ts)
-        assert (c.depth, c.target, c.started) == (p.depth, p.target, p.started)
+        assert (c.depth, c.target, c.started, c.min_frames) == \
+            (p.depth, p.target, p.started, p.min_frames)
         assert [c.peek(a) for a in range(4)] == [p.peek(a) for a in range(4)]
     for name in ("late", "duplicates", "reordered", "resyncs", "too_early", "shrinks", "grows"):
         assert getattr(c, name) == getattr(p, name), name
@@ -339,6 +344,100 @@ def test_a_burst_after_a_stall_is_drained_not_played_late_for_ever() -> None:
         assert max(depths[100:]) <= jb.target + 1 + 3, "the large backlog drains within 2 s"
         assert max(depths[250:]) <= jb.target + 1, "the rest within the slow window"
         assert jb.target == 1 and jb.shrinks >= 13
+
+
+def _clean_stream(jb: object, frames: int, seq: int = 0, lose: frozenset[int] = frozenset(),
+                  late: frozenset[int] = frozenset()) -> list[bytes | None]:
+    """One packet per period, each arriving just after the tick (as from Echo() or a quiet
+    LAN), popped at the next tick; ``lose``: never sent, ``late``: sent one period late."""
+    out = []
+    held: list[int] = []
+    for i in range(seq, seq + frames):
+        for j in held:
+            jb.put(j * FS, j, 7, bytes([j & 0xFF]) * FS)  # type: ignore[attr-defined]
+        held = []
+        if i in late:
+            held.append(i)
+        elif i not in lose:
+            jb.put(i * FS, i, 7, bytes([i & 0xFF]) * FS)  # type: ignore[attr-defined]
+        out.append(jb.pop())  # type: ignore[attr-defined]
+    return out
+
+
+@pytest.mark.parametrize("make", [_jitter.JitterBuffer, ref.JitterBuffer])
+def test_a_clean_path_sheds_the_start_delay_and_plays_each_frame_at_its_tick(make) -> None:
+    """With no minimum, a clean stream sheds the starting 40 ms a frame per 2 s and then holds
+    nothing back: each packet is played at the first tick after it arrives (20 ms less than a
+    buffer that keeps one frame, which is where a minimum of 1 stops)."""
+    jb = make(FS, 2, 0, 10)
+    out = _clean_stream(jb, 400)
+    assert out[2] == bytes([0]) * FS, "40 ms at the start"
+    assert jb.target == 0 and jb.min_frames == 0 and jb.grows == 0 and jb.shrinks == 2
+    assert out[250:] == [bytes([i & 0xFF]) * FS for i in range(250, 400)], "frame i at tick i"
+    keeps_one = make(FS, 2, 1, 10)
+    out = _clean_stream(keeps_one, 400)
+    assert keeps_one.target == 1 and keeps_one.shrinks == 1
+    assert out[250:] == [bytes([(i - 1) & 0xFF]) * FS for i in range(250, 400)]
+
+
+@pytest.mark.parametrize("make", [_jitter.JitterBuffer, ref.JitterBuffer])
+@pytest.mark.parametrize("law", [0, 1])
+def test_a_clean_path_sheds_its_delay_at_a_pause(make, law) -> None:
+    """Told the law, the buffer drops a frame of delay only where the far end paused (a frame
+    under -30 dBFS): speech with a pause every 3 s loses no spoken frame; a tone with no pause
+    at all still sheds, 5 s later."""
+    encode = ref.encode_alaw if law else ref.encode_ulaw
+    loud = encode(tone(1013, 0, FS))
+    soft = encode(tone(1013, 0, FS, amp=800))
+    is_pause = [i % 150 >= 140 for i in range(800)]  # 2.8 s of talk, 0.2 s of pause
+    jb = make(FS, 2, 0, 10)
+    jb.shed_at_pauses(law)
+    played = []
+    for i in range(800):
+        jb.put(i * FS, i, 7, soft if is_pause[i] else loud)
+        before = jb.shrinks
+        played.append(jb.pop())
+        if jb.shrinks > before:  # the frame due next was dropped: it was a pause
+            assert is_pause[i + 1], f"a spoken frame ({i + 1}) was dropped"
+    assert jb.shrinks == 2 and jb.target == 0
+    steady = make(FS, 2, 0, 10)
+    steady.shed_at_pauses(law)
+    for i in range(360):
+        steady.put(i * FS, i, 7, loud)
+        steady.pop()
+        if i == 340:
+            assert steady.shrinks == 0, "no pause yet: nothing shed"
+    assert steady.shrinks == 1, "after 2 s + 5 s without a pause: shed anyway"
+
+
+@pytest.mark.parametrize("make", [_jitter.JitterBuffer, ref.JitterBuffer])
+def test_the_first_lost_packet_keeps_one_frame_in_hand_for_good(make) -> None:
+    """A loss on a path running with nothing in hand: that period is concealed and the
+    playout point holds one period, so later gaps have the frame after them to bridge towards;
+    the minimum stays 1 (no flapping between 0 and 1, which would cost a frame each way)."""
+    jb = make(FS, 2, 0, 10)
+    out = _clean_stream(jb, 300, lose=frozenset({280}))
+    assert out[279] == bytes([279 & 0xFF]) * FS and jb.target == 1 and jb.min_frames == 1
+    assert out[280] is None and out[281] is None, "the gap, then the held period: concealed"
+    assert jb.grows == 1 and not jb.clean
+    assert out[282:] == [bytes([(i - 1) & 0xFF]) * FS for i in range(282, 300)]
+    out = _clean_stream(jb, 1000, seq=300, lose=frozenset({700}))
+    assert jb.peek(0) is not None, "one frame in hand, for the concealer to bridge towards"
+    assert out[401] is None and out[-1] == bytes([(1299 - 1) & 0xFF]) * FS
+    assert jb.target == 1 and jb.shrinks == 2 and jb.grows == 1, "no more skips, no flapping"
+
+
+@pytest.mark.parametrize("make", [_jitter.JitterBuffer, ref.JitterBuffer])
+def test_a_late_packet_at_no_delay_is_saved_by_the_hold_and_raises_the_minimum(make) -> None:
+    jb = make(FS, 2, 0, 10)
+    out = _clean_stream(jb, 400, late=frozenset({300}))
+    assert out[300] is None and out[301] == bytes([300 & 0xFF]) * FS, "played a period late"
+    assert jb.min_frames == 1 and jb.target == 1 and not jb.clean
+    assert out[-1] == bytes([(399 - 1) & 0xFF]) * FS, "one frame in hand from then on"
+    jb = make(FS, 1, 1, 10)
+    _clean_stream(jb, 200)
+    assert jb.put(150 * FS, 150, 7, bytes(FS)) == 1, "later than the delay"
+    assert jb.late == 1 and jb.target == 2 and not jb.clean, "later than the delay: grows"
 
 
 def test_core_bridges_a_lost_frame_towards_the_buffered_next_one() -> None:
