@@ -18,11 +18,12 @@ from devtools.speech_call import CONDITIONS, run_call
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not have_espeak(), reason="espeak-ng (Debian) renders speech")]
 
-# condition index -> lowest PESQ accepted (measured here: 3.98, 3.60, 3.16 in two runs; baresip
-# 3.98, 3.37, 2.25 on the same runs). Without bridging a gap towards the frame after it (the
-# concealer extrapolating alone) the box scored 3.31 and 2.93, and with the older repeat-and-fade
-# 3.12 at 3 % random: both fail these bounds.
-BOUNDS = {0: 3.8, 2: 3.45, 3: 3.0}
+# condition index -> lowest PESQ accepted (measured here: 3.98, 3.98, 3.60, 3.16 in three runs;
+# baresip 3.98, 3.98, 3.37, 2.25 on the same runs). Without bridging a gap towards the frame
+# after it (the concealer extrapolating alone) the box scored 3.31 and 2.93, and with the older
+# repeat-and-fade 3.12 at 3 % random: both fail these bounds. A jitter buffer that sheds its
+# unused delay mid-word instead of at a pause scored 3.84 clean and 3.21 jitter-only: fails.
+BOUNDS = {0: 3.9, 1: 3.9, 2: 3.45, 3: 3.0}
 
 
 @pytest.mark.parametrize("index", sorted(BOUNDS), ids=[CONDITIONS[i].name for i in sorted(BOUNDS)])
