@@ -24,7 +24,7 @@ cdef struct OutPacket:
 
 
 cdef struct Counters:
-    uint64_t sent, sent_octets, rtcp_sent, concealed_frames, source_underruns
+    uint64_t sent, sent_octets, rtcp_sent, concealed_frames, bridged_frames, source_underruns
     uint64_t malformed, wrong_pt
 
 

@@ -219,6 +219,7 @@ cdef class MediaCore:
             if n == fs:
                 decode_c(enc, future, fs, self.law)
                 self.plc.conceal_towards_c(pcm, fs, future, ahead)
+                self.st.bridged_frames += 1
             else:
                 self.plc.conceal_c(pcm, fs)
             self.st.concealed_frames += 1
@@ -258,6 +259,7 @@ cdef class MediaCore:
             "late": self.jb.late, "duplicates": self.jb.duplicates,
             "reordered": self.jb.reordered, "jitter_ms": round(r.jitter / 8.0, 3),
             "concealed_ms": s.concealed_frames * self.ptime_ms,
+            "bridged_ms": s.bridged_frames * self.ptime_ms,  # of it, towards a frame in hand
             "buffer_depth_ms": self.jb.depth_c() * self.ptime_ms,
             "buffer_target_ms": self.jb.target * self.ptime_ms,
             "malformed": s.malformed, "wrong_payload_type": s.wrong_pt,

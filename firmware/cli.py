@@ -107,7 +107,8 @@ def _print_status(st: dict[str, Any]) -> None:
         print(f"media loop: realtime priority {rt['priority']}: {took}")
     rtp = st.get("rtp") or {}
     if st.get("remote") and rtp:
-        print(f"audio: {rtp.get('lost', 0)} lost, {rtp.get('concealed_ms', 0)} ms concealed, "
+        print(f"audio: {rtp.get('lost', 0)} lost, {rtp.get('concealed_ms', 0)} ms concealed "
+              f"({rtp.get('bridged_ms', 0)} ms bridged), "
               f"jitter buffer {rtp.get('buffer_depth_ms', 0)} ms, "
               f"sound card drift {rtp.get('drift_ppm', 0.0):+.1f} ppm")
     aec = (st.get("audio") or {}).get("aec") or {}

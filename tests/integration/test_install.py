@@ -1,6 +1,7 @@
 """``pip install .`` (not editable) of a clean copy of the project gives an ``intercom`` that
 starts and registers with the real Asterisk: the Cython core is compiled, the board profiles
-are package data, nothing is read from the source tree. Needs the package registry (as a
+are package data, nothing is read from the source tree, and the generated C is not installed
+(the image would carry ~15 MB of it). Needs the package registry (as a
 user's install does)."""
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ def test_pip_install_gives_a_working_intercom(tmp_path: Path) -> None:
                            "import firmware, firmware._rtpcore as c; print(firmware.__file__)"],
                           cwd=elsewhere, capture_output=True, text=True, check=True).stdout
     assert str(venv) in site, "the installed package, not the source tree"
+    package = Path(site.strip()).parent
+    assert len(list(package.glob("_*.so"))) >= 14, "the compiled core"
+    built = [p.name for p in package.rglob("*") if p.suffix in (".c", ".cpp", ".h")]
+    assert not built, f"build inputs installed with the package: {built}"
 
     pbx = Asterisk().start()
     proc = None

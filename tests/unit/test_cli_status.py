@@ -12,13 +12,14 @@ BASE = {"username": "5002", "server": "pbx", "transport": "udp", "registered": T
 
 def test_in_call_status_shows_loss_drift_and_the_echo_canceller(capsys: pytest.CaptureFixture[str]
                                                                 ) -> None:
-    st = {**BASE, "rtp": {"lost": 3, "concealed_ms": 60, "buffer_depth_ms": 40,
-                          "drift_ppm": -183.26},
+    st = {**BASE, "rtp": {"lost": 3, "concealed_ms": 60, "bridged_ms": 40,
+                          "buffer_depth_ms": 40, "drift_ppm": -183.26},
           "audio": {"aec": {"kind": "speex", "frames": 600, "delay_ms": 97.5, "card_ms": 100.0,
                             "delay_changes": 0, "errors": 0}}}
     _print_status(st)
     out = capsys.readouterr().out
-    assert "3 lost, 60 ms concealed, jitter buffer 40 ms, sound card drift -183.3 ppm" in out
+    assert ("3 lost, 60 ms concealed (40 ms bridged), jitter buffer 40 ms, sound card drift "
+            "-183.3 ppm") in out
     assert "echo canceller: speex, reference delay 98 ms (100 ms in the sound card)" in out
 
 

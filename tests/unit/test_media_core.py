@@ -460,6 +460,7 @@ def test_core_bridges_a_lost_frame_towards_the_buffered_next_one() -> None:
     lag = next(d for d in range(6) if np.array_equal(out[(10 + d) * FS:(11 + d) * FS],
                                                      wire[10 * FS:11 * FS]))
     assert core.plc.bridged_frames == 2 and core.stats()["concealed_ms"] == 40
+    assert core.stats()["bridged_ms"] == 40
     for k in lost:
         gap = out[(k + lag) * FS:(k + lag + 1) * FS]
         assert tone_snr_db_vs(wire[k * FS:(k + 1) * FS], gap) > 6
