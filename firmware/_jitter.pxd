@@ -10,7 +10,8 @@ cdef enum:
     DRAIN_SLOW = 50  # periods a smaller excess must last (1 s at 20 ms)
     START_PERIODS = 50  # a stream's first second: a backlog over target+1 is stale, goes at once
     SLACK_PERIODS = 100  # a clean path with a frame in hand this long (2 s) sheds one ...
-    QUIET_WAIT = 250     # ... at a pause (quiet frame) if one comes within 5 s more frame
+    QUIET_WAIT = 250     # ... at a pause (quiet frame) if one comes within 5 s more (so does a
+                         # slow drain) frame
     MAX_FRAME = 320  # bytes: 40 ms of G.711
 
 ctypedef bint (*quiet_fn)(const uint8_t *data, int length) noexcept nogil
@@ -42,4 +43,4 @@ cdef class JitterBuffer:
     cdef int peek_c(self, uint8_t *out, int ahead) noexcept nogil
     cdef void _skip_c(self) noexcept nogil
     cdef void _unclean_c(self) noexcept nogil
-    cdef bint _may_shed_c(self) noexcept nogil
+    cdef bint _may_shed_c(self, int waited) noexcept nogil

@@ -153,7 +153,10 @@ cdef class JitterBuffer:
                 threshold = 1 if excess > 1 else DRAIN_SLOW
             else:
                 threshold = DRAIN_FAST if excess > DRAIN_FAR + 1 else DRAIN_SLOW
-            if self.deep_ticks >= threshold:
+            # a slow drain (one frame over for 1 s: the far end's clock running fast, or a
+            # stall's tail) waits for a pause like shedding does; the fast ones do not wait
+            if self.deep_ticks >= threshold and (
+                    threshold != DRAIN_SLOW or self._may_shed_c(self.deep_ticks - DRAIN_SLOW)):
                 self._skip_c()
                 self.deep_ticks = 0
             self.slack_ticks = 0
@@ -163,7 +166,8 @@ cdef class JitterBuffer:
             # not need it: one frame of delay goes
             if self.clean and self.target > self.min_frames and self.depth_c() >= 1:
                 self.slack_ticks += 1
-                if self.slack_ticks >= SLACK_PERIODS and self._may_shed_c():
+                if self.slack_ticks >= SLACK_PERIODS and \
+                        self._may_shed_c(self.slack_ticks - SLACK_PERIODS):
                     self._skip_c()
                     self.slack_ticks = 0
             else:
@@ -181,10 +185,11 @@ cdef class JitterBuffer:
             self.target -= 1
         self.shrinks += 1
 
-    cdef bint _may_shed_c(self) noexcept nogil:
-        """The frame due next may be dropped now: it is a pause, or none came in time."""
+    cdef bint _may_shed_c(self, int waited) noexcept nogil:
+        """The frame due next may be dropped now: it is a pause, or ``waited`` periods have
+        passed without one (QUIET_WAIT)."""
         cdef Slot *s
-        if self.quiet == NULL or self.slack_ticks >= SLACK_PERIODS + QUIET_WAIT:
+        if self.quiet == NULL or waited >= QUIET_WAIT:
             return True
         s = &self.slots[(self.play_ts // self.frame_samples) % JB_SLOTS]
         return s.used and s.ts == self.play_ts and self.quiet(s.data, s.length)

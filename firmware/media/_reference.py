@@ -278,7 +278,8 @@ class JitterBuffer:
                 threshold = 1 if excess > 1 else JB_DRAIN_SLOW
             else:
                 threshold = JB_DRAIN_FAST if excess > JB_DRAIN_FAR + 1 else JB_DRAIN_SLOW
-            if self.deep_ticks >= threshold:
+            if self.deep_ticks >= threshold and (
+                    threshold != JB_DRAIN_SLOW or self._may_shed(self.deep_ticks - JB_DRAIN_SLOW)):
                 self._skip()
                 self.deep_ticks = 0
             self.slack_ticks = 0
@@ -286,7 +287,8 @@ class JitterBuffer:
             self.deep_ticks = 0
             if self.clean and self.target > self.min_frames and self.depth >= 1:
                 self.slack_ticks += 1
-                if self.slack_ticks >= JB_SLACK_PERIODS and self._may_shed():
+                if self.slack_ticks >= JB_SLACK_PERIODS and \
+                        self._may_shed(self.slack_ticks - JB_SLACK_PERIODS):
                     self._skip()
                     self.slack_ticks = 0
             else:
@@ -303,8 +305,8 @@ class JitterBuffer:
     def shed_at_pauses(self, law: int) -> None:
         self.quiet_law = law
 
-    def _may_shed(self) -> bool:
-        if self.quiet_law < 0 or self.slack_ticks >= JB_SLACK_PERIODS + JB_QUIET_WAIT:
+    def _may_shed(self, waited: int) -> bool:
+        if self.quiet_law < 0 or waited >= JB_QUIET_WAIT:
             return True
         held = self.slots[self._slot(self.play_ts)]
         return held is not None and held[0] == self.play_ts and \

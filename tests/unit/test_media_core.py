@@ -411,6 +411,29 @@ def test_a_clean_path_sheds_its_delay_at_a_pause(make, law) -> None:
 
 
 @pytest.mark.parametrize("make", [_jitter.JitterBuffer, ref.JitterBuffer])
+def test_a_fast_far_end_clock_is_drained_at_pauses(make) -> None:
+    """The far end's clock 0.5 % fast (an extra frame every 200 periods; 500 times a real
+    crystal's error, to see many): the buffer stays bounded and every frame it drops is a pause
+    (drop at silence, no word clipped); a fast drain after a burst does not wait."""
+    loud = ref.encode_ulaw(tone(1013, 0, FS))
+    soft = ref.encode_ulaw(tone(1013, 0, FS, amp=800))
+    jb = make(FS, 1, 1, 10)
+    jb.shed_at_pauses(0)
+    sent, depths = 0, []
+    for tick in range(6000):
+        for _ in range(2 if tick % 200 == 199 else 1):
+            jb.put(sent * FS, sent, 7, soft if sent % 150 >= 140 else loud)
+            sent += 1
+        before = jb.shrinks
+        jb.pop()
+        depths.append(jb.depth)
+        if jb.shrinks > before:
+            dropped = sent - 1 - jb.depth  # the frame just skipped: behind what is held
+            assert dropped % 150 >= 140, f"a spoken frame ({dropped}) was dropped"
+    assert jb.shrinks >= 25 and max(depths[1000:]) <= 3, "bounded: the excess went"
+
+
+@pytest.mark.parametrize("make", [_jitter.JitterBuffer, ref.JitterBuffer])
 def test_the_first_lost_packet_keeps_one_frame_in_hand_for_good(make) -> None:
     """A loss on a path running with nothing in hand: that period is concealed and the
     playout point holds one period, so later gaps have the frame after them to bridge towards;
