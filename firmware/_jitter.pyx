@@ -35,8 +35,8 @@ cdef class JitterBuffer:
     a frame. While the path is clean (no packet yet late or missing), a delay the stream has
     not needed for 2 s goes too, a frame at a time, down to ``min_frames``, each at a pause
     when the owner says what a pause is (``quiet``: a frame dropped there is not heard; after
-    5 s without one, anyway): with ``min_frames``
-    0 each frame is then played at the first tick after it arrives. The first late packet or
+    5 s without one, anyway): with ``min_frames`` 0 each frame is then played at the first tick
+    after it arrives. The first late packet or
     missing frame ends that: the minimum becomes at least one frame for the rest of the buffer's
     life (a missing frame at no delay holds the playout point one period, so the concealer has
     the frame after a gap to bridge towards) and only a backlog shrinks the delay, so it cannot
@@ -119,7 +119,7 @@ cdef class JitterBuffer:
 
     cdef int pop_c(self, uint8_t *out) noexcept nogil:
         cdef Slot *s
-        cdef int n = 0, excess, idx, threshold
+        cdef int n = 0, depth, excess, idx, threshold
         if not self.started:
             return 0
         idx = (self.play_ts // self.frame_samples) % JB_SLOTS
@@ -146,7 +146,8 @@ cdef class JitterBuffer:
         # periods (1 s), or for DRAIN_FAST periods when the excess is over DRAIN_FAR + 1 frames
         # (a burst that arrived after a stall: without this it would be played late for the
         # whole call), skip one frame; the target itself shrinks only down to its minimum
-        excess = self.depth_c() - self.target
+        depth = self.depth_c()
+        excess = depth - self.target
         if excess > 0:
             self.deep_ticks += 1
             if self.pops < START_PERIODS:
@@ -164,7 +165,7 @@ cdef class JitterBuffer:
             self.deep_ticks = 0
             # a clean path that has had a frame in hand at every tick for SLACK_PERIODS did
             # not need it: one frame of delay goes
-            if self.clean and self.target > self.min_frames and self.depth_c() >= 1:
+            if self.clean and self.target > self.min_frames and depth >= 1:
                 self.slack_ticks += 1
                 if self.slack_ticks >= SLACK_PERIODS and \
                         self._may_shed_c(self.slack_ticks - SLACK_PERIODS):

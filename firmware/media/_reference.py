@@ -271,7 +271,8 @@ class JitterBuffer:
         self.play_ts = (self.play_ts + fs) & M32
         if self.pops < JB_START_PERIODS:
             self.pops += 1
-        excess = self.depth - self.target
+        depth = self.depth
+        excess = depth - self.target
         if excess > 0:
             self.deep_ticks += 1
             if self.pops < JB_START_PERIODS:
@@ -285,7 +286,7 @@ class JitterBuffer:
             self.slack_ticks = 0
         else:
             self.deep_ticks = 0
-            if self.clean and self.target > self.min_frames and self.depth >= 1:
+            if self.clean and self.target > self.min_frames and depth >= 1:
                 self.slack_ticks += 1
                 if self.slack_ticks >= JB_SLACK_PERIODS and \
                         self._may_shed(self.slack_ticks - JB_SLACK_PERIODS):
