@@ -14,9 +14,11 @@ APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
 # copies the tracked files; the echo cancellers' libraries (speexdsp; WebRTC's module through a C++
 # shim, found by pkg-config); espeak-ng, which speaks the room and PESQ tests' speech at test time;
 # libasound2-plugins: alsa-lib's jack PCM, a paced 8 kHz ALSA device for the CPU benchmark.
+# nftables: the firewall test loads the image's ruleset inside a network namespace.
 DEB_PACKAGES=(mmdebstrap python3 python3-venv python3-dev gcc iproute2 baresip-core sip-tester
   jackd2 libasound2-dev alsa-utils libsrtp2-dev git
-  libspeexdsp-dev libwebrtc-audio-processing-dev g++ pkg-config espeak-ng libasound2-plugins)
+  libspeexdsp-dev libwebrtc-audio-processing-dev g++ pkg-config espeak-ng libasound2-plugins
+  nftables)
 
 log() { printf '\n==> %s\n' "$*"; }
 

@@ -18,9 +18,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import Any, cast
 
-from . import __version__
+from . import __version__, firewall, lockout_store
 from . import supervisor as sv
 from ._aec import unavailable as aec_unavailable
 from .config import Config, RelaySpec
@@ -143,6 +144,10 @@ class App:
         self.media_ip = self.local_ip
         self._unregistered = asyncio.Event()
         self._media_ticks = -1
+        # the runtime directory (/run/intercom: kept over a service restart, not a reboot)
+        self.runtime_dir = Path(cfg.control.socket).parent
+        self._kept_lockout: sv.LockoutState | None = None
+        self._error_from = ""  # what set last_error: "sip" (registration) or "audio"
 
     @property
     def state(self) -> str:
@@ -207,7 +212,8 @@ class App:
             log.warning("media.srtp is %s but sip.transport is %s: the SRTP keys cross the "
                         "network in clear SIP, so whoever can read SIP can decrypt the audio",
                         self.cfg.media.srtp, s.transport)
-        self._execute(self.sup.start())
+        self._execute(self.sup.start(self._now(), self._load_lockout()))
+        self._keep_lockout()
         self._check_audio()
         self.ua.start(self.driver.now())
         self.driver.flush()
@@ -260,14 +266,56 @@ class App:
         if set(addresses) | {self.ua.server_addr[0]} != set(self.ua.trust.registrar):
             log.info("trusting the registrar at %s", ", ".join(addresses))
         self.ua.set_registrar_addresses(addresses)
+        self._publish_registrar()
+
+    def _publish_registrar(self) -> None:
+        """The registrar's addresses for the host firewall (its .path unit re-applies it)."""
+        if self.ua is None:
+            return
+        try:
+            firewall.write_registrar(self.runtime_dir, sorted(self.ua.trust.registrar))
+        except OSError as exc:
+            log.warning("cannot write the registrar's addresses for the firewall: %s",
+                        exc.strerror or exc)
+
+    # --------------------------------------------------------------- door-code lockout
+    def _load_lockout(self) -> sv.LockoutState | None:
+        """The lockout the previous process kept; an unreadable or odd file fails closed:
+        locked for one lockout period (one log line), never a failed start."""
+        found = lockout_store.load(self.runtime_dir)
+        self._kept_lockout = found.state or sv.LockoutState()  # what the file says now
+        if found.note:
+            log.info("door-code lockout file ignored: %s", found.note)
+        if found.problem is None:
+            return found.state
+        lockout = self.cfg.calls.door_code_lockout
+        log.warning("door-code lockout file %s is unreadable (%s): locking the door code for "
+                    "%.0f s to be safe", self.runtime_dir / lockout_store.FILE_NAME,
+                    found.problem, lockout)
+        return sv.LockoutState((), self._now() + lockout)
+
+    def _keep_lockout(self) -> None:
+        state = self.sup.lockout_state()
+        if state == self._kept_lockout:
+            return
+        try:
+            lockout_store.save(self.runtime_dir, state)
+            self._kept_lockout = state
+        except OSError as exc:
+            log.error("cannot keep the door-code lockout in %s: %s (a restart would reset "
+                      "it)", self.runtime_dir, exc.strerror or exc)
 
     def dispatch(self, event: sv.Event) -> list[sv.Command]:
         """Feed the supervisor and run its commands; returns them (a Refused among them says
         why a user's request was not taken)."""
-        log.debug("supervisor %s <- %s", self.sup.state, event)
+        log.debug("supervisor %s <- %s", self.sup.state, event)  # Digit's repr hides the key
+        if isinstance(event, sv.Press | sv.UserCall) and self.audio_error is not None:
+            self._check_audio()  # a card plugged in since the last probe counts at once
         before = self.sup.state
         cmds = self.sup.handle(event, self._now())
         self._execute(cmds)
+        if self._kept_lockout is not None:  # started: keep what a restart must not forget
+            self._keep_lockout()
         if self.sup.state != before:
             self.notifier.status(self._status_line())
         return cmds
@@ -278,7 +326,8 @@ class App:
             case Registered(expires=expires):
                 if not self.sup.registered:
                     log.info("registered with %s for %d s", self.cfg.sip.server, expires)
-                self.last_error = None
+                if self._error_from != "audio":
+                    self.last_error, self._error_from = None, ""
                 if not is_ip_literal(self.cfg.sip.server):  # a name may move; an address cannot
                     self._tasks = [t for t in self._tasks if not t.done()]
                     self._tasks.append(asyncio.create_task(self._refresh_registrar()))
@@ -286,7 +335,7 @@ class App:
             case RegistrationFailed(reason=reason, retry_in=retry):
                 if self.last_error != reason:
                     log.error("%s (retrying in %.0f s)", reason, retry)
-                self.last_error = reason
+                self.last_error, self._error_from = reason, "sip"
                 self.dispatch(sv.RegistrationDown(reason))
             case Unregistered():
                 self._unregistered.set()
@@ -374,6 +423,8 @@ class App:
                 self._tone(kind)
             case sv.Log(level=level, message=message):
                 log.log(logging.getLevelName(level.upper()), "%s", message)
+            case sv.Refused(reason=reason, fault=True):
+                self.last_error, self._error_from = reason, "audio"
         if self.driver is not None:
             self.driver.flush()
 
@@ -397,7 +448,11 @@ class App:
             self.dispatch(sv.AudioFailed(problems[0]))
         elif not problems and self.audio_error is not None:
             self.audio_error = None
+            if self._error_from == "audio":
+                self.last_error, self._error_from = None, ""
             self.dispatch(sv.AudioRecovered())
+        if (old := self._timers.pop("audio_probe", None)) is not None:
+            old.cancel()  # probed early (a press): one probe timer, not a growing chain
         if problems:
             self._timers["audio_probe"] = self.clock.call_later(10, self._check_audio)
 

@@ -91,8 +91,10 @@ class CallEnded:
 
 @dataclass(frozen=True)
 class DtmfReceived:
+    """A key from SIP INFO; repr() never shows it (it may be part of the door code)."""
+
     call_id: str
-    digit: str
+    digit: str = field(repr=False)
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,26 @@ from .sip.ua import UserAgent
 log = logging.getLogger("intercom.net")
 Addr = tuple[str, int]
 _SECRET_HEADERS = re.compile(rb"(?im)^((?:proxy-)?authorization:).*$")
+_DTMF_TYPE = re.compile(rb"(?im)^(?:content-type|c)[ \t]*:[^\r\n]*dtmf")
+_SIGNAL_LINE = re.compile(rb"(?im)^([ \t]*signal[ \t]*=).*$")
+_BODY_START = re.compile(rb"\r?\n\r?\n")
+
+
+def _without_keys(data: bytes) -> bytes:
+    """The body of an INFO request or of any DTMF message replaced by its length: received
+    keys may be the door code and never reach a log (Signal= lines anywhere, too)."""
+    split = _BODY_START.search(data)
+    if split is not None and split.end() < len(data):
+        head, body = data[:split.end()], data[split.end():]
+        if data[:5].upper() == b"INFO " or _DTMF_TYPE.search(head):
+            data = head + b"<body redacted: %d bytes>" % len(body)
+    return _SIGNAL_LINE.sub(rb"\1 <redacted>", data)
 
 
 def redact(data: bytes) -> str:
-    """A SIP message for the debug log, with credentials and SRTP keys removed."""
-    return redact_keys(_SECRET_HEADERS.sub(rb"\1 <redacted>", data)).decode("utf-8", "replace")
+    """A SIP message for the debug log, with credentials, SRTP keys and DTMF keys removed."""
+    clean = _without_keys(_SECRET_HEADERS.sub(rb"\1 <redacted>", data))
+    return redact_keys(clean).decode("utf-8", "replace")
 
 
 def source_address_for(host: str, port: int) -> str:

@@ -19,7 +19,12 @@ The door code is judged only when complete (its length, or a terminating ``#`` w
 no ``#``), compared in constant time, and never digit by digit: a caller learns nothing about a
 single digit. ``door_code_max_failures`` wrong codes within ``door_code_window`` seconds, over
 all calls, lock the relay for ``door_code_lockout`` seconds (error LED blinking); during the
-lockout the right code does nothing.
+lockout the right code does nothing. The lockout outlives the process: ``lockout_state()``
+hands the application the failure times and the lockout's end (on the caller's monotonic
+clock) to keep, and ``start(now, lockout)`` takes them back after a restart.
+
+With the audio devices missing a call button refuses the press (no half-call that reception
+picks up to silence): a ``Refused`` marked as a fault, the error LED blinking.
 """
 
 from __future__ import annotations
@@ -105,10 +110,11 @@ class Ended:
 @dataclass(frozen=True)
 class Digit:
     """A DTMF key; ``source`` is how it came ("rtp" = RFC 4733, "info" = SIP INFO): a peer
-    that sends each key both ways must not have it counted twice."""
+    that sends each key both ways must not have it counted twice. repr() never shows the key
+    (it may be part of the door code, and events are logged at debug level)."""
 
     kind: ClassVar[EventKind] = EventKind.DIGIT
-    digit: str
+    digit: str = field(repr=False)
     source: str = ""
 
 
@@ -208,9 +214,21 @@ class Log:
 
 @dataclass(frozen=True)
 class Refused:
-    """A user's request the current state has no transition for; ``reason`` says why."""
+    """A user's request the current state has no transition for; ``reason`` says why.
+    ``fault``: refused because something is broken (the installer must act: status
+    ``last_error``), not merely because of the state."""
 
     reason: str
+    fault: bool = False
+
+
+@dataclass(frozen=True)
+class LockoutState:
+    """The door-code memory that must outlive a restart: the times of the wrong codes still
+    inside the window and when the lockout ends (None: not locked), on the monotonic clock."""
+
+    failures: tuple[float, ...] = ()
+    lockout_until: float | None = None
 
 
 Command = (Dial | Answer | Hangup | Reject | Led | PulseRelay | StartTimer | CancelTimer | Tone
@@ -279,7 +297,9 @@ def _rows(states: tuple[State, ...], event: EventKind, next_: State | None,
 
 
 TRANSITIONS: tuple[Row, ...] = tuple([
-    *_rows(_REST, E.USER_CALL, S.CALLING, "_dial"),  # offline: the PBX may still route it
+    # offline: the PBX may still route it; without audio no half-call (refused, error LED)
+    *_rows(_REST, E.USER_CALL, S.CALLING, "_dial", guard="audio ok"),
+    *_rows(_REST, E.USER_CALL, None, "_refuse_call_no_audio", guard="audio failed"),
     *_rows(_REST, E.INCOMING, S.RINGING, "_ring", guard="audio ok"),
     *_rows(_REST, E.INCOMING, None, "_refuse_no_audio", guard="audio failed"),
     *_rows(_CALL, E.INCOMING, None, "_busy"),
@@ -359,15 +379,39 @@ class Supervisor:
         self.digits = ""
         self.wrong_codes = 0
         self.audio_ok = True
+        self.audio_reason = ""
         self.failures: deque[float] = deque()  # times of wrong codes inside the window
         self.lockout_until: float | None = None
         self._recent: deque[list] = deque(maxlen=16)  # [time, source, digit, matched]
         self.now = 0.0
 
-    def start(self) -> list[Command]:
+    def start(self, now: float = 0.0, lockout: LockoutState | None = None) -> list[Command]:
+        """The LEDs of the first state; ``lockout``: the door-code memory kept by the previous
+        process (``lockout_state()``), taken back so a restart does not reset the count."""
+        self.now = now
         cmds: list[Command] = [Led(name, mode) for name, mode in STATE_LEDS[self.state].items()]
         cmds += [Led("registered", "on" if self.registered else "off"), Led("error", "off")]
+        if lockout is not None:
+            cmds += self._restore(lockout)
         return cmds
+
+    def lockout_state(self) -> LockoutState:
+        """What ``start`` needs to carry the door-code lockout over a restart."""
+        return LockoutState(tuple(self.failures),
+                            self.lockout_until if self.locked else None)
+
+    def _restore(self, kept: LockoutState) -> list[Command]:
+        p, now = self.policy, self.now
+        # times from the future or beyond the window are not believed: clamp, never extend
+        self.failures = deque(sorted(min(t, now) for t in kept.failures
+                                     if now - t <= p.door_code_window)[-p.door_code_max_failures:])
+        until = kept.lockout_until
+        if until is None or until <= now:
+            return []
+        self.lockout_until = min(until, now + p.door_code_lockout)
+        left = self.lockout_until - now
+        return [Led("error", "fast"), StartTimer("door_lockout", left),
+                Log("warning", f"door code still locked for {left:.0f} s (kept over a restart)")]
 
     def handle(self, event: Event, now: float = 0.0) -> list[Command]:
         """Feed one event at the caller's monotonic time ``now``; returns the commands."""
@@ -436,6 +480,10 @@ class Supervisor:
         if self.policy.auto_answer:
             cmds.append(StartTimer("auto_answer", self.policy.auto_answer_delay))
         return cmds
+
+    def _refuse_call_no_audio(self, ev: UserCall) -> list[Command]:
+        why = f"call refused: audio device unavailable ({self.audio_reason})"
+        return [Refused(why, fault=True), Led("error", "fast"), Log("warning", why)]
 
     def _refuse_no_audio(self, ev: Incoming) -> list[Command]:
         return [Reject(480), Log("error", "call refused: audio device unavailable")]
@@ -540,6 +588,7 @@ class Supervisor:
 
     def _audio_failed(self, ev: AudioFailed) -> list[Command]:
         self.audio_ok = False
+        self.audio_reason = ev.reason
         cmds: list[Command] = [Led("error", "fast"), Log("error", ev.reason)]
         if self.state in _CALL:
             cmds.append(Reject(480) if self.state is State.RINGING else Hangup())

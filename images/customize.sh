@@ -41,7 +41,9 @@ cat > "$ROOT/etc/udev/rules.d/60-gpio.rules" <<'RULES'
 SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"
 RULES
 in_root systemctl enable intercom.service intercom-boot.service intercom-selftest.service \
-  systemd-networkd systemd-resolved
+  intercom-firewall.service intercom-firewall.path systemd-networkd systemd-resolved
+# our own table only: Debian's nftables.service would flush it with /etc/nftables.conf
+in_root systemctl disable nftables.service 2>/dev/null || true
 in_root systemctl disable ssh.service ssh.socket 2>/dev/null || true
 in_root systemctl mask systemd-firstboot.service apt-daily.timer apt-daily-upgrade.timer \
   e2scrub_all.timer fstrim.timer man-db.timer 2>/dev/null || true
