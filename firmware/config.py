@@ -85,7 +85,7 @@ class CallSettings:
     auto_answer_delay: float = 0.0
     ring_timeout: float = 30.0
     default_target: str = "5001"
-    max_duration: float = 0.0
+    max_duration: float = 600.0  # a door call; 0 = unlimited
     door_code: str = field(default="", repr=False)
     ring_tone: bool = False
     ringback: bool = False

@@ -1,7 +1,8 @@
 """SIP dialogs (RFC 3261 §12): identity, CSeq spaces, route set, remote target.
 
 Owns the creation of a dialog from either side of an INVITE, building in-dialog requests
-(loose and strict routing), CSeq ordering of incoming requests and target refresh. Knows
+(loose and strict routing), CSeq ordering of incoming requests (a BYE is never refused for its
+CSeq) and target refresh. Knows
 nothing about transactions, media or sockets.
 """
 
@@ -12,6 +13,8 @@ from dataclasses import dataclass, field
 from .errors import RemoteProtocolError
 from .headers import NameAddr, parse_name_addr
 from .message import Request, Response, validate_reused
+
+CSEQ_JUMP = 1000  # a peer counts up by one per request; further ahead is counted as odd
 
 
 @dataclass
@@ -70,15 +73,27 @@ class Dialog:
         req.headers.add("CSeq", f"{number} {method}")
         return req
 
-    def receive_request(self, req: Request) -> None:
-        """Check CSeq order (500 when out of order) and apply target refresh (§12.2.2)."""
+    def receive_request(self, req: Request) -> str | None:
+        """Check CSeq order and apply target refresh (§12.2.2).
+
+        A higher CSeq is no error, however far ahead (RFC 3261 only asks for more than the
+        last); a lower or equal one is refused with 500 — except on a BYE, which is always
+        taken: one request far ahead must not leave the peer unable to end the call. Returns
+        what was odd, for counting: "jump" (more than ``CSEQ_JUMP`` ahead), "lower_bye"."""
         number = req.cseq.number
+        odd = None
         if req.method not in ("ACK", "CANCEL"):
-            if self.remote_cseq is not None and number <= self.remote_cseq:
-                raise RemoteProtocolError("CSeq lower than the last one in this dialog", 500)
+            last = self.remote_cseq
+            if last is not None and number <= last:
+                if req.method != "BYE":
+                    raise RemoteProtocolError("CSeq lower than the last one in this dialog", 500)
+                return "lower_bye"  # the space keeps its highest number
+            if last is not None and number - last > CSEQ_JUMP:
+                odd = "jump"
             self.remote_cseq = number
         if req.method == "INVITE":
             self.remote_target = _target(req, self.remote_target)
+        return odd
 
     def refresh_target(self, response: Response) -> None:
         self.remote_target = _target(response, self.remote_target)

@@ -58,6 +58,7 @@ class UAConfig:
     trusted_sources: tuple[str, ...] = ()  # addresses/CIDRs trusted besides the registrar
     untrusted_policy: str = "drop"  # drop | 403 (see firmware/sip/trust.py)
     max_transactions: int = 4096  # open server transactions; beyond: 503, counted
+    min_se: int = 90  # RFC 4028 Min-SE: shortest session interval we accept (the RFC's floor)
 
     @property
     def aor_domain(self) -> str:

@@ -418,7 +418,7 @@ class UserAgent:
             return
         if req.method == "ACK":
             call = self._call_of(req.call_id)
-            if call is None or call.outgoing:
+            if call is None:  # an outgoing call takes the ACKs of re-INVITEs it answered
                 self.counters["stray_acks"] += 1
             else:
                 call.receive_ack(req, now)
@@ -556,7 +556,7 @@ def _precheck(req: Request) -> tuple[int, list[tuple[str, str]]]:
         return 501, [("Allow", ALLOW)]
     if not isinstance(req.parsed_uri, SipUri):
         return 416, []
-    required = [r for r in req.headers.get_all("Require") if r]
+    required = [r for r in req.headers.get_all("Require") if r and r.lower() != "timer"]
     if required:
         return 420, [("Unsupported", ", ".join(required))]
     ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
