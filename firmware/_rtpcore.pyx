@@ -33,6 +33,7 @@ from firmware._jitter cimport MAX_FRAME
 from firmware._mediacore cimport MediaCore, PACKET_MAX
 from firmware._drift cimport DriftCompensator, RS_BUF
 from firmware._conceal cimport Concealer
+from firmware.address import ipv4
 
 # the stable public names (callers import them from here)
 from firmware._g711 import ALAW, ULAW, decode_alaw, decode_ulaw, encode_alaw, encode_ulaw
@@ -440,19 +441,42 @@ cdef class MediaStream:
 
     # ------------------------------------------------------------------ control (Python side)
     def set_remote(self, str host, int port, int rtcp_port=0):
+        """The negotiated peer. ``host`` is judged by ``firmware.address`` (the parser SIP and
+        SDP use): anything but a strict dotted quad raises ValueError and leaves the stream
+        with no peer. Port 0 or 0.0.0.0 (hold) is no peer either: a stream without one sends
+        nothing and accepts nothing (not even latching), every datagram a counted drop."""
         cdef sockaddr_in a
+        canonical = ipv4(host)
+        if canonical is None or not 0 <= port <= 65535 or not 0 <= rtcp_port <= 65535:
+            self.clear_remote()
+            raise ValueError(f"not an IPv4 address and port: {host!r}:{port}")
         memset(&a, 0, sizeof(a))
         a.sin_family = AF_INET
         a.sin_port = htons(port)
-        if inet_pton(AF_INET, host.encode(), &a.sin_addr) != 1:
+        if inet_pton(AF_INET, canonical.encode(), &a.sin_addr) != 1:  # never, once parsed
+            self.clear_remote()
             raise ValueError(f"not an IPv4 address: {host!r}")
         pthread_mutex_lock(&self.lock)
         self.remote = a
         self.remote_rtcp = a
-        self.remote_rtcp.sin_port = htons(rtcp_port or port + 1)
-        self.have_remote = port != 0
+        self.remote_rtcp.sin_port = htons(rtcp_port or (port + 1) & 0xFFFF)
+        self.have_remote = port != 0 and a.sin_addr.s_addr != 0
         self.latched = False
         pthread_mutex_unlock(&self.lock)
+
+    def clear_remote(self):
+        """No peer: nothing is sent, nothing is accepted (every datagram a wrong_source)."""
+        pthread_mutex_lock(&self.lock)
+        memset(&self.remote, 0, sizeof(self.remote))
+        memset(&self.remote_rtcp, 0, sizeof(self.remote_rtcp))
+        self.have_remote = False
+        self.latched = False
+        pthread_mutex_unlock(&self.lock)
+
+    @property
+    def has_remote(self) -> bool:
+        """Whether the stream has a peer address to send to and check sources against."""
+        return self.have_remote
 
     def set_direction(self, bint send, bint receive):
         self.core.set_direction(send, receive)
@@ -472,7 +496,7 @@ cdef class MediaStream:
         cdef IoStats s = self.io
         out = self.core.stats()
         out.update({
-            "wrong_source": s.wrong_source,
+            "wrong_source": s.wrong_source, "has_remote": bool(self.have_remote),
             "auth_failures": s.auth_failures, "replays": s.replays,
             "unprotect_errors": s.unprotect_errors, "protect_errors": s.protect_errors,
             "rtcp_refused": s.rtcp_refused, "send_errors": s.send_errors,
@@ -705,16 +729,25 @@ cdef class MediaStream:
             self.io.unprotect_errors += 1
 
     cdef bint _may_come_from(self, sockaddr_in *src) noexcept nogil:
-        """What _source_ok would accept, without latching (called with the lock held)."""
-        if self.have_remote and src.sin_addr.s_addr == self.remote.sin_addr.s_addr and \
+        """What _source_ok would accept, without latching (called with the lock held).
+        Fails closed: without a negotiated peer nothing may come from anywhere."""
+        if not self.have_remote:
+            return False
+        if src.sin_addr.s_addr == self.remote.sin_addr.s_addr and \
                 src.sin_port == self.remote.sin_port:
             return True
-        return (self.latch and not self.latched) or not self.have_remote
+        return self.latch and not self.latched
 
     cdef bint _source_ok(self, sockaddr_in *src) noexcept nogil:
-        """Symmetric RTP: accept the SDP address; with latching, move to the first sender."""
-        if self.have_remote and src.sin_addr.s_addr == self.remote.sin_addr.s_addr and \
+        """Symmetric RTP: accept the SDP address; with latching, move to the first sender,
+        and only when SDP gave a peer address (a stream without one accepts nothing). A
+        packet from the SDP address settles it too: the peer is where SDP said, and nobody
+        sending later can move the stream."""
+        if not self.have_remote:
+            return False
+        if src.sin_addr.s_addr == self.remote.sin_addr.s_addr and \
                 src.sin_port == self.remote.sin_port:
+            self.latched = True
             return True
         if self.latch and not self.latched:
             self.remote.sin_addr = src.sin_addr
@@ -722,7 +755,6 @@ cdef class MediaStream:
             self.remote.sin_family = AF_INET
             self.remote_rtcp.sin_addr = src.sin_addr
             self.remote_rtcp.sin_port = htons(ntohs(src.sin_port) + 1)
-            self.have_remote = True
             self.latched = True
             return True
-        return not self.have_remote
+        return False

@@ -144,6 +144,8 @@ class App:
         self.media_ip = self.local_ip
         self._unregistered = asyncio.Event()
         self._media_ticks = -1
+        self._media_watch: Handle | None = None  # the media-timeout poll while media runs
+        self._rx_mark: tuple[int, float] | None = None  # (RTP packets received, when seen)
         # the runtime directory (/run/intercom: kept over a service restart, not a reboot)
         self.runtime_dir = Path(cfg.control.socket).parent
         self._kept_lockout: sv.LockoutState | None = None
@@ -354,6 +356,7 @@ class App:
                 self.dispatch(sv.Connected())
             case MediaUpdated(media=media):
                 self._set_media(media)
+                self._rx_mark = None  # a re-INVITE (hold, resume, move) restarts the clock
                 if self.session is not None:
                     self.session.update(media)
                 elif self.sup.state == "in_call":
@@ -501,6 +504,7 @@ class App:
         self.session.start(media)
         self._set_media(media)
         self._media_ticks = -1
+        self._watch_media()
         # RFC 4733 keys wake the loop: the media thread writes to this fd when one arrives
         self._digit_fd = self.session.digit_fd
         if self._digit_fd >= 0:
@@ -512,6 +516,9 @@ class App:
                 self._digit(digit, "rtp")
 
     def _stop_media(self) -> None:
+        if self._media_watch is not None:
+            self._media_watch.cancel()
+            self._media_watch = None
         if self._digit_fd >= 0:
             self.clock.remove_reader(self._digit_fd)
             self._digit_fd = -1
@@ -536,6 +543,45 @@ class App:
         # fresh SRTP keys for every call (LocalMedia draws them when media.srtp is not off)
         return LocalMedia(self.media_ip, self.ports.port, m.codecs, m.dtmf_payload_type, m.ptime,
                           srtp=m.srtp)
+
+    # --------------------------------------------------------------- media timeout
+    def _media_poll(self) -> float:
+        """Seconds between two looks at the stream's counters (0: no timeout configured)."""
+        m = self.cfg.media
+        bounds = [b for b in (m.timeout, m.hold_timeout) if b > 0]
+        return max(0.2, min(2.0, min(bounds) / 4)) if bounds else 0.0
+
+    def _watch_media(self) -> None:
+        """Start polling the stream's received-packet count: a peer that vanished without a
+        BYE costs at most media.timeout (media.hold_timeout on hold). Polled from the event
+        loop every few seconds, never from the 20 ms loop."""
+        self._rx_mark = None
+        if self._media_watch is not None:
+            self._media_watch.cancel()
+            self._media_watch = None
+        if (poll := self._media_poll()) > 0:
+            self._media_watch = self.clock.call_later(poll, self._check_media)
+
+    def _check_media(self) -> None:
+        self._media_watch = None
+        if self.session is None:
+            return
+        now = self._now()
+        received = int(self.session.stats().get("received", 0))
+        if self._rx_mark is None or received != self._rx_mark[0]:
+            self._rx_mark = (received, now)  # only the negotiated peer's packets count
+        held = (self.media or {}).get("direction", "sendrecv") != "sendrecv"
+        key = "hold_timeout" if held else "timeout"
+        bound = getattr(self.cfg.media, key)
+        silent = now - self._rx_mark[1]
+        if bound > 0 and silent >= bound and self.sup.state == "in_call":
+            why = f"media timeout: no RTP for {silent:.0f} s{' on hold' if held else ''}"
+            log.warning("%s (media.%s is %g s): hanging up", why, key, bound)
+            self.dispatch(sv.UserHangup())
+            if self.sup.state != "in_call":
+                self.last_call_end = why  # not just "local hangup"
+                return
+        self._media_watch = self.clock.call_later(self._media_poll(), self._check_media)
 
     # --------------------------------------------------------------- health
     def healthy(self) -> bool:

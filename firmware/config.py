@@ -19,6 +19,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from .address import ip, looks_numeric
+
 DEFAULT_PATH = "/etc/intercom/intercom.yaml"
 
 
@@ -108,6 +110,8 @@ class MediaSettings:
     spin_us: int = 0
     latch: bool = False
     srtp: str = "off"  # off | optional | required; unset: required over TLS, else off
+    timeout: float = 30.0  # s without an RTP packet (not on hold) -> hang up; 0 = never
+    hold_timeout: float = 600.0  # the same while on hold (sendonly/recvonly/inactive); 0 = never
 
 
 @dataclass(frozen=True)
@@ -237,14 +241,53 @@ def _dtmf(v: Any) -> str | None:
         "may only contain DTMF digits 0-9 * # A-D"
 
 
+# the widest block a trust list may name: a wider one trusts strangers, /0 every address
+_WIDEST_TRUSTED = {4: 8, 6: 32}
+
+
 def _sources(v: Any) -> str | None:
     for item in v:
         if isinstance(item, bool) or not isinstance(item, str):
             return "must be a list of IP addresses or CIDR blocks (as strings)"
         try:
-            ipaddress.ip_network(item.strip(), strict=False)
+            net = ipaddress.ip_network(item.strip(), strict=False)
         except ValueError:
             return f"has {item!r}, which is not an IP address or CIDR block"
+        widest = _WIDEST_TRUSTED[net.version]
+        if net.prefixlen < widest:
+            what = "every address" if net.prefixlen == 0 else "far too many addresses"
+            return (f"has {item!r}, which trusts {what} (at most a /{widest}): "
+                    "list the PBX's and SBC's addresses")
+    return None
+
+
+def _host(v: Any) -> str | None:
+    """A host name or an IP address; digits and dots must be a strict dotted quad (the C
+    library reads 010.0.0.1 as octal, 8.0.0.1: another host than the installer meant)."""
+    text = str(v).strip()
+    if not text:
+        return "must not be empty"
+    if looks_numeric(text) or ":" in text:
+        return None if ip(text) is not None else \
+            "is not a valid IP address (four numbers 0-255 without leading zeros, or IPv6)"
+    return None
+
+
+def _address(v: Any) -> str | None:
+    return None if ip(str(v).strip()) is not None else \
+        "must be an IP address of this box (four numbers 0-255 without leading zeros, or IPv6)"
+
+
+def _tls_name(v: Any) -> str | None:
+    """What the PBX's certificate must name: a DNS name or an IP address, never empty, never
+    a pattern (an empty or odd name must not turn the check into something else)."""
+    text = str(v)
+    if ip(text) is not None:
+        return None
+    if looks_numeric(text) or not re.fullmatch(
+            r"(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+            r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", text):
+        return "must be the DNS name (or IP address) in the PBX's certificate, no wildcard"
     return None
 
 
@@ -257,7 +300,8 @@ def _codecs(v: Any) -> str | None:
 _NUM = (int, float)
 # the checks beyond the type; types, defaults and required keys come from the dataclasses
 _CHECKS: dict[str, Check] = {
-    "sip.server": _non_empty, "sip.username": _non_empty, "sip.port": _port(),
+    "sip.server": _host, "sip.username": _non_empty, "sip.port": _port(),
+    "sip.local_address": _address, "media.address": _address,
     "sip.transport": _one_of(*SIP_TRANSPORTS), "sip.local_port": _port(True),
     "sip.register_expires": lambda v: None if 30 <= v <= 86400 else
     "must be between 30 and 86400 seconds",
@@ -278,6 +322,7 @@ _CHECKS: dict[str, Check] = {
     "media.jitter_target_ms": _range(20, 200), "media.jitter_min_ms": _range(0, 200),
     "media.jitter_max_ms": _range(20, 1000), "media.realtime_priority": _range(0, 99),
     "media.spin_us": _range(0, 2000),
+    "media.timeout": _non_negative, "media.hold_timeout": _non_negative,
     # YAML reads a bare `off` as false: accept it, refuse true
     "media.srtp": lambda v: None if v is False or v in ("off", "optional", "required") else
     "must be one of off, optional, required",
@@ -468,6 +513,8 @@ def _tls(raw: dict[str, Any], lines: dict[str, int], path: str) -> TlsSettings:
             raise ConfigError(f"{path}: {where} must be {_TLS_KEYS[key].__name__}")
         if key.endswith("_file") and isinstance(value, str) and not Path(value).is_file():
             raise ConfigError(f"{path}: {where}: no such file {value!r}")
+        if key == "server_name" and isinstance(value, str) and (why := _tls_name(value)):
+            raise ConfigError(f"{path}: {where} {why}")
     values = {k: v for k, v in raw.items() if v is not None}
     if ("cert_file" in values) != ("key_file" in values):
         raise ConfigError(f"{path}: sip.tls.cert_file and sip.tls.key_file go together")

@@ -8,7 +8,9 @@ a sink that keeps nothing handed to the loop itself, so a tone into a null sink 
 thread alone; anything else moved between the FIFOs and the source/sink by a plain Python pump
 thread, so the real-time loop never needs the GIL), the eventfd the loop writes to when a DTMF
 key arrives (``digit_fd``: the application watches it instead of polling), and stopping
-everything cleanly. Knows nothing about SIP messages: it takes MediaParams.
+everything cleanly. The peer's address is judged by ``firmware.address`` (as SIP and SDP judge
+it) and never looked up as a name: one it refuses leaves the stream without a peer, which
+sends and accepts nothing. Knows nothing about SIP messages: it takes MediaParams.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .._aec import create as create_canceller
 from .._processor import CaptureProcessor
 from .._rtpcore import MediaStream
 from .._srtp import SrtpTransform
+from ..address import ipv4
 from ..events import MediaParams, SrtpParams
 from .audio import Sink, Source, cycle_of, discards
 
@@ -217,13 +220,19 @@ class RtpSession:
         log.info("SRTP re-keyed (%s)", new.suite)
 
     def _apply(self, media: MediaParams) -> None:
+        """The peer's address and the direction. An address the one parser
+        (``firmware.address``) refuses leaves the stream with no peer, which sends nothing
+        and accepts nothing: never a name looked up, never "any source will do"."""
         assert self.stream is not None
-        try:
-            self.stream.set_remote(_ipv4(media.remote_addr), media.remote_port)
-        except ValueError:
-            log.warning("cannot send RTP to %r: not an IPv4 address", media.remote_addr)
-            self.stream.set_remote("0.0.0.0", 0)
-        send, receive = DIRECTIONS.get(media.direction, (True, True))
+        addr = ipv4(media.remote_addr)
+        if addr is None or not 0 < media.remote_port <= 65535:
+            log.warning("no RTP peer: %r port %d is not an IPv4 address and port "
+                        "(nothing is sent or accepted)", media.remote_addr[:64],
+                        media.remote_port)
+            self.stream.clear_remote()
+        else:
+            self.stream.set_remote(addr, media.remote_port)
+        send, receive = DIRECTIONS.get(media.direction, (False, False))
         self.stream.set_direction(send, receive)
 
     def send_dtmf(self, digits: str) -> int:
@@ -315,11 +324,3 @@ def _held_lock() -> threading.Lock:
 def _q12(db: float) -> int:
     """A gain in dB as a Q12 fixed-point factor (4096 = unity)."""
     return max(0, min(int(round(4096 * 10 ** (db / 20))), 32767 * 8))
-
-
-def _ipv4(host: str) -> str:
-    try:
-        socket.inet_aton(host)
-        return host
-    except OSError:
-        return socket.gethostbyname(host)

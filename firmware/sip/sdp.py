@@ -8,9 +8,9 @@ answered with port 0. Knows nothing about RTP or sockets.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 
+from ..address import ipv4, is_unicast_ipv4
 from ..events import MediaParams
 from . import sdes
 from .errors import RemoteProtocolError
@@ -18,7 +18,6 @@ from .headers import is_ascii_digits
 
 _MAX_MEDIA = 16
 _MAX_ATTRIBUTES = 256
-_IPV4 = re.compile(r"^[0-9]{1,3}(?:\.[0-9]{1,3}){3}$")
 STATIC_CODECS = {0: ("PCMU", 8000), 8: ("PCMA", 8000)}
 CODEC_PT = {"PCMU": 0, "PCMA": 8}
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
@@ -127,12 +126,16 @@ def parse_sdp(body: bytes) -> SessionDescription:
 
 
 def _parse_connection(value: str) -> str:
-    """``IN IP4 addr``: only IPv4 dotted quads reach the media core (it speaks IPv4 only)."""
+    """``IN IP4 addr``: only a strict unicast dotted quad (or 0.0.0.0, RFC 2543 hold) reaches
+    the media core, which speaks IPv4 only and judges addresses with the same parser
+    (``firmware.address``). Anything else is a 488: a stream must never be left without a
+    peer address it can check packets against."""
     parts = value.split()
     if len(parts) != 3 or parts[0] != "IN":
         raise RemoteProtocolError(f"malformed SDP connection line {value[:80]!r}", 400)
-    addr = parts[2].split("/")[0]
-    if parts[1] != "IP4" or not _IPV4.match(addr) or any(int(p) > 255 for p in addr.split(".")):
+    addr = parts[2]
+    if parts[1] != "IP4" or ipv4(addr) is None or not (
+            addr == "0.0.0.0" or is_unicast_ipv4(addr)):
         raise RemoteProtocolError(f"unsupported SDP connection address {value[:80]!r}", 488)
     return addr
 

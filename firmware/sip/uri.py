@@ -7,17 +7,15 @@ fields are carried, not rejected. Knows nothing about messages or transports.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 
+from ..address import ip, ipv4, ipv6, looks_numeric
 from .errors import RemoteProtocolError
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*$")
 _HOSTNAME = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*"
                        r"[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?$")
-_IPV4 = re.compile(r"^[0-9]{1,3}(?:\.[0-9]{1,3}){3}$")
-_IPV6 = re.compile(r"^\[[0-9A-Fa-f:.]+\]$")
 # user part: unreserved / escaped / user-unreserved (RFC 3261 §25.1), plus ';' seen in §3.1.1.9
 _USER = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+$")
 _PASSWORD = re.compile(r"^(?:[A-Za-z0-9\-_.!~*'()&=+$,]|%[0-9A-Fa-f]{2})*$")
@@ -26,18 +24,19 @@ _URIC = re.compile(r"^[^\s<>\"]*$")
 
 
 def is_ip_literal(host: str) -> bool:
-    """An IPv4 or IPv6 address rather than a name (a name may resolve elsewhere later)."""
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
+    """An IPv4 or IPv6 address rather than a name (a name may resolve elsewhere later),
+    judged by ``firmware.address`` like SDP and the media core judge it."""
+    if host.startswith("[") and host.endswith("]"):
+        return ipv6(host[1:-1]) is not None
+    return ip(host) is not None
 
 
 def _valid_host(host: str) -> bool:
-    if _IPV4.match(host):
-        return all(int(p) <= 255 for p in host.split("."))
-    return bool(_IPV6.match(host) or _HOSTNAME.match(host))
+    if host.startswith("["):
+        return host.endswith("]") and ipv6(host[1:-1]) is not None
+    if looks_numeric(host):  # digits and dots: an address or nothing (010.0.0.1 is no name)
+        return ipv4(host) is not None
+    return bool(_HOSTNAME.match(host))
 
 
 @dataclass(frozen=True)

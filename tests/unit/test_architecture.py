@@ -32,7 +32,8 @@ def test_sip_core_is_sans_io() -> None:
         bad = {m for m in imported if m.split(".")[0] in IO_MODULES}
         assert not bad, f"{path.name} imports {bad}"
         inner = {m for m in imported if m.startswith("firmware.")}
-        allowed = {m for m in inner if m.startswith("firmware.sip") or m == "firmware.events"}
+        allowed = {m for m in inner if m.startswith("firmware.sip")
+                   or m in ("firmware.events", "firmware.address")}
         assert inner == allowed, f"{path.name} reaches outward: {inner - allowed}"
 
 
@@ -53,7 +54,19 @@ def test_supervisor_and_media_stay_in_their_lane() -> None:
 def test_events_and_config_are_innermost() -> None:
     for name in ("events.py", "config.py"):
         inner = {m for m in imports_of(PKG / name) if m.startswith("firmware")}
-        assert inner == set(), f"{name} imports {inner}"
+        assert inner <= {"firmware.address"}, f"{name} imports {inner}"
+
+
+def test_the_address_parser_is_the_innermost_module() -> None:
+    """SIP, SDP, the media core and the configuration share one address parser: it may
+    import nothing from the firmware and no I/O, so every layer can use it."""
+    imported = imports_of(PKG / "address.py")
+    assert not {m for m in imported if m.startswith("firmware")}, imported
+    assert not {m for m in imported if m.split(".")[0] in IO_MODULES}, imported
+    users = {p.relative_to(PKG).as_posix() for p in PKG.rglob("*.py")
+             if "firmware.address" in imports_of(p)}
+    assert {"sip/sdp.py", "sip/uri.py", "media/stream.py"} <= users, users
+    assert "from firmware.address import" in (PKG / "_rtpcore.pyx").read_text()
 
 
 def test_only_config_imports_yaml() -> None:
