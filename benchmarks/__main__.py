@@ -69,8 +69,9 @@ def main() -> None:
         print(latency_card.table(latency_card.run(15 if args.quick else 60)) if why is None
               else f"not measured: {why}", "\n", flush=True)
     if args.only in (None, "flood"):
-        print(f"## A stranger's SIP flood during a call ({seconds / 4:.0f} s windows), and the "
-              "cost of one message\n")
+        print(f"## A stranger's SIP flood during a call ({seconds / 4:.0f} s windows), the "
+              "cost of one message, a trusted source's worst flood (box RSS, PBX calls "
+              "answered) and a stranger's 47 KB request under the 403 policy\n")
         print(flood.table(flood.run(seconds / 4)), "\n", flush=True)
     if args.only in (None, "srtp"):
         print(f"## SRTP against plain RTP, {seconds / 2:.0f} s windows\n")

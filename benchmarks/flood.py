@@ -12,6 +12,15 @@ pile up.
    transactions, for a stranger's INVITE (dropped unparsed) and for a trusted OPTIONS (parsed,
    answered, a transaction opened). Reference in the same run: one linear pass over the 20,000
    transactions, which is what the user agent used to do for every message.
+3. A TRUSTED source's worst flood (devtools/sip_flood.py from two processes: an SBC listed in
+   ``sip.trusted_sources`` and a forger using the PBX's address): requests just under the size
+   cap with ~100 header fields, each opening a transaction, plus oversize and over-many-fields
+   ones. Reported: the box's RSS quiet, at its peak during the flood and after (target: <= 64
+   MB whatever it sends), and PBX calls (INVITE from the PBX's address, retransmitted like a
+   real UAC, auto-answered, ACK, BYE) answered during the flood, with their answer time against
+   the same calls made quietly.
+4. The cost of a stranger's 47 KB request under ``untrusted_policy: 403`` (a bounded scan of
+   the fields it echoes) against what a full ``parse_message`` of it costs, in the same run.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import uuid
 from pathlib import Path
 
 from devtools.components import Intercom, free_port, wait_for
+from devtools.sip_flood import flood as sip_flood
 
 from .cpu import _cpu_seconds
 from .loop import PTIME_NS, SO_TIMESTAMPNS
@@ -223,12 +233,162 @@ def cost_per_message(n: int = 2000) -> list[dict]:
     return rows
 
 
-def run(seconds: float) -> tuple[list[dict], list[dict]]:
-    return call_under_flood(seconds) + call_under_flood(seconds, rt=50), cost_per_message()
+RSS_TARGET_MB = 64.0
+TRUSTED_RATE = 2500  # requests per second from each of the two trusted flooders
 
 
-def table(result: tuple[list[dict], list[dict]]) -> str:
-    calls, costs = result
+def trusted_flood_main(src: str, port: int, seconds: float, rate: int) -> None:
+    """``python -m benchmarks.flood trusted SRC PORT SECONDS RATE``: one flooder process."""
+    print(sip_flood(src, port, seconds, rate))
+
+
+class _Pbx:
+    """The PBX's side of a call to the box, by hand on a UDP socket at 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.port = self.sock.getsockname()[1]
+
+    def _request(self, method: str, box: int, h: dict[str, str], cseq: int) -> bytes:
+        return (f"{method} sip:5002@127.0.0.1:{box} SIP/2.0\r\nVia: SIP/2.0/UDP "
+                f"127.0.0.1:{self.port};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+                f"Max-Forwards: 70\r\nFrom: {h['from']}\r\nTo: {h['to']}\r\n"
+                f"Call-ID: {h['call-id']}\r\nCSeq: {cseq} {method}\r\n"
+                f"Content-Length: 0\r\n\r\n").encode()
+
+    def _final(self, send: bytes, box: int, call_id: str, method: str,
+               limit: float) -> tuple[int, dict[str, str]] | None:
+        """Send (and resend, T1 doubling) until a final response to ``method`` arrives."""
+        end, interval, resend = time.monotonic() + limit, 0.5, 0.0
+        while (now := time.monotonic()) < end:
+            if now >= resend:
+                self.sock.sendto(send, ("127.0.0.1", box))
+                resend, interval = now + interval, min(interval * 2, 4.0)
+            self.sock.settimeout(max(0.01, min(resend, end) - time.monotonic()))
+            try:
+                data = self.sock.recv(65535)
+            except TimeoutError:
+                continue
+            head = data.split(b"\r\n\r\n")[0].decode(errors="replace").split("\r\n")
+            h = {line.split(":", 1)[0].strip().lower(): line.split(":", 1)[1].strip()
+                 for line in head[1:] if ":" in line}
+            status = int(head[0].split()[1]) if head[0].startswith("SIP/2.0 ") else 0
+            if h.get("call-id") == call_id and h.get("cseq", "").endswith(method) and \
+                    status >= 200:
+                return status, h
+        return None
+
+    def call(self, box: int, rtp_port: int, limit: float = 10.0) -> float | None:
+        """One call: seconds from the first INVITE to its 200 (None: not answered)."""
+        invite = _invite(box, "127.0.0.1", self.port, rtp_port)
+        call_id = next(line.split(b": ", 1)[1].decode() for line in invite.split(b"\r\n")
+                       if line.startswith(b"Call-ID: "))
+        t0 = time.monotonic()
+        got = self._final(invite, box, call_id, "INVITE", limit)
+        if got is None or got[0] != 200:
+            return None
+        answered = time.monotonic() - t0
+        _, h = got
+        self.sock.sendto(self._request("ACK", box, h, 1), ("127.0.0.1", box))
+        bye = self._final(self._request("BYE", box, h, 2), box, call_id, "BYE", limit)
+        return answered if bye is not None and bye[0] == 200 else None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def trusted_flood(seconds: float) -> list[dict]:
+    pbx, rx = _Pbx(), socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    tmp = Path(tempfile.mkdtemp(prefix="intercom-trusted-flood-"))
+    box = Intercom(tmp, pbx.port, register=False, keepalive="off", local_port=free_port(),
+                   trusted_sources=["127.0.0.3"], calls={"auto_answer": True},
+                   audio={"capture": "tone:700", "playback": "null"}, log_level="info")
+    box.start()
+    rows = []
+    try:
+        port, pid = box.sip_port, box.proc.pid
+        wait_for(lambda: box.status().get("state") == "idle", 10, 0.1, "the box")
+        quiet = [pbx.call(port, rx.getsockname()[1]) for _ in range(5)]
+        rss_quiet = _rss_mb(pid)
+        procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.flood", "trusted", src,
+                                   str(port), str(seconds), str(TRUSTED_RATE)],
+                                  stdout=subprocess.PIPE, text=True)
+                 for src in ("127.0.0.3", "127.0.0.1")]
+        peak, answers, t_end = rss_quiet, [], time.monotonic() + seconds
+        time.sleep(min(2.0, seconds / 4))
+        while time.monotonic() < t_end:
+            answers.append(pbx.call(port, rx.getsockname()[1]))
+            peak = max(peak, _rss_mb(pid))
+            time.sleep(0.2)
+        sent = sum(int(p.communicate(timeout=60)[0]) for p in procs)
+        peak = max(peak, _rss_mb(pid))
+        time.sleep(1.0)
+        after = [pbx.call(port, rx.getsockname()[1]) for _ in range(3)]
+        st = box.status()
+        c = st["counters"]
+
+        def ms(xs: list[float | None]) -> float:
+            ok = [x for x in xs if x is not None]
+            return statistics.median(ok) * 1000 if ok else float("nan")
+
+        rows.append({"sent": sent, "rss_quiet": rss_quiet, "rss_peak": peak,
+                     "rss_after": _rss_mb(pid), "calls": len(answers),
+                     "answered": sum(a is not None for a in answers),
+                     "answer_ms": ms(answers), "quiet_ms": ms(quiet),
+                     "after_ok": all(a is not None for a in after), "idle": st["state"],
+                     "dropped_budget": c.get("dropped_budget", 0),
+                     "evicted": c.get("transactions_evicted", 0),
+                     "too_large": c.get("rejected_too_large", 0),
+                     "overload": c.get("dropped_overload", 0)})
+    finally:
+        box.stop()
+        pbx.close()
+        rx.close()
+    return rows
+
+
+def stranger_cost(n: int = 300) -> list[dict]:
+    """µs per stranger's 47 KB request: the 403 policy's bounded scan vs a full parse."""
+    from firmware.sip.message import MalformedMessageError, parse_message
+    from firmware.sip.ua import UAConfig, UserAgent
+
+    ua = UserAgent(UAConfig(server="127.0.0.1", port=5060, username="5002", register=False,
+                            keepalive="off", untrusted_policy="403"), ("127.0.0.1", 5070))
+    base = _invite(5070, "127.0.0.2", 5060)
+    head, body = base.split(b"\r\n\r\n", 1)
+    pad = b"".join(b"\r\nX-Filler-%03d: %s" % (i, b"f" * 40) for i in range(820))
+    msg = head + pad + b"\r\n\r\n" + body
+    assert 46_000 < len(msg) < 49_000, len(msg)
+    stranger = ("127.0.0.2", 5060)
+    runs_scan, runs_parse = [], []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            ua.receive_datagram(msg, stranger, 1.0)
+            ua.datagrams_to_send()
+        runs_scan.append((time.perf_counter() - t0) / n * 1e6)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            try:
+                parse_message(msg)
+            except MalformedMessageError:
+                pass
+        runs_parse.append((time.perf_counter() - t0) / n * 1e6)
+    assert ua.counters["untrusted_refused"] == 3 * n
+    return [{"size": len(msg), "scan_us": statistics.median(runs_scan),
+             "parse_us": statistics.median(runs_parse)}]
+
+
+def run(seconds: float) -> tuple[list[dict], list[dict], list[dict], list[dict]]:
+    return (call_under_flood(seconds) + call_under_flood(seconds, rt=50), cost_per_message(),
+            trusted_flood(max(seconds, 10.0)), stranger_cost())
+
+
+def table(result: tuple[list[dict], list[dict], list[dict], list[dict]]) -> str:
+    calls, costs, trusted, stranger = result
     out = ["| condition | RTP packets | p50 µs | p99 µs | max µs | p99 vs quiet | box CPU % "
            "| box RSS MB | stranger msgs sent | counted as dropped |",
            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -243,11 +403,31 @@ def table(result: tuple[list[dict], list[dict]]) -> str:
         ratio = f"{r['us_open'] / r['us_0']:.2f}x" if r["us_0"] else "—"
         first = f"{r['us_0']:.1f}" if r["us_0"] else "—"
         out.append(f"| {r['message']} | {first} | {r['us_open']:.1f} | {ratio} |")
+    out += ["", f"| trusted flood ({TRUSTED_RATE}/s from an SBC and from the PBX's address) "
+            "| requests sent | box RSS MB quiet | peak | after | peak vs target "
+            f"{RSS_TARGET_MB:.0f} MB | PBX calls answered during it | answer ms (quiet) "
+            "| 503 beyond share | evicted | 513 too large | idle and answering after |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in trusted:
+        out.append(f"| 8 KB/100-field OPTIONS+INFO, 20 KB, 300-field | {r['sent']} | "
+                   f"{r['rss_quiet']:.1f} | {r['rss_peak']:.1f} | {r['rss_after']:.1f} | "
+                   f"{r['rss_peak'] / RSS_TARGET_MB:.2f}x | {r['answered']}/{r['calls']} | "
+                   f"{r['answer_ms']:.0f} ({r['quiet_ms']:.0f}) | {r['dropped_budget']} | "
+                   f"{r['evicted']} | {r['too_large']} | "
+                   f"{'yes' if r['after_ok'] and r['idle'] == 'idle' else 'NO'} |")
+    out += ["", "| stranger's request, 403 policy | bytes | µs/message (bounded scan, "
+            "answered) | full parse_message of it (reference) | ratio |",
+            "|---|---:|---:|---:|---:|"]
+    for r in stranger:
+        out.append(f"| INVITE with 820 filler fields | {r['size']} | {r['scan_us']:.1f} | "
+                   f"{r['parse_us']:.0f} | {r['scan_us'] / r['parse_us']:.3f}x |")
     return "\n".join(out)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 4:
+    if len(sys.argv) == 6 and sys.argv[1] == "trusted":
+        trusted_flood_main(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))
+    elif len(sys.argv) == 4:
         flood_main(int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]))
     else:
         print(table(run(float(sys.argv[1]) if len(sys.argv) > 1 else 10.0)))

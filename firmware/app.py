@@ -86,7 +86,7 @@ def ua_config(cfg: Config, server_ip: str) -> UAConfig:
         ring_timeout=cfg.calls.ring_timeout + 5,  # the supervisor's timer normally acts first
         codecs=cfg.media.codecs, dtmf_payload_type=cfg.media.dtmf_payload_type,
         srtp=cfg.media.srtp, trusted_sources=s.trusted_sources,
-        untrusted_policy=s.untrusted_policy)
+        untrusted_policy=s.untrusted_policy, max_message_size=s.max_message_size)
 
 
 def policy(cfg: Config) -> sv.Policy:

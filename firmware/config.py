@@ -78,6 +78,7 @@ class SipSettings:
     t4: float = 5.0
     trusted_sources: tuple[str, ...] = ()
     untrusted_policy: str = "drop"
+    max_message_size: int = 8192  # bytes; larger requests get 513 (strangers: nothing)
     tls: TlsSettings = TlsSettings()
 
 
@@ -308,7 +309,7 @@ _CHECKS: dict[str, Check] = {
     "sip.keepalive": _one_of("options", "crlf", "off"),
     "sip.keepalive_interval": _positive, "sip.retry_min": _positive,
     "sip.retry_max": _positive, "sip.t1": _positive, "sip.t2": _positive, "sip.t4": _positive,
-    "sip.trusted_sources": _sources,
+    "sip.trusted_sources": _sources, "sip.max_message_size": _range(2048, 65535),
     "sip.untrusted_policy": lambda v: None if str(v) in ("drop", "403") else
     "must be drop (send nothing back) or 403",
     "calls.auto_answer_delay": _non_negative, "calls.ring_timeout": _positive,

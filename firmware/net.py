@@ -10,6 +10,7 @@ control socket.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import re
 import socket
@@ -136,18 +137,53 @@ class UaDriver:
             self._timer.cancel()
 
 
+# Why one datagram could not be sent, as the user agent counts it (send_failed_<reason>).
+_SEND_FAILURES = {
+    errno.EMSGSIZE: "too_large",
+    errno.EAGAIN: "buffer_full", errno.ENOBUFS: "buffer_full", errno.ENOMEM: "buffer_full",
+    errno.EHOSTUNREACH: "unreachable", errno.ENETUNREACH: "unreachable",
+    errno.EHOSTDOWN: "unreachable", errno.ENETDOWN: "unreachable",
+    errno.ECONNREFUSED: "unreachable", errno.EADDRNOTAVAIL: "unreachable",
+    errno.EPERM: "forbidden", errno.EACCES: "forbidden",
+}
+STREAM_BUFFER_MAX = 256 * 1024  # bytes queued on a stream before further messages are dropped
+
+
+def send_failure(exc: BaseException) -> str:
+    """The reason counted for a datagram ``sendto`` refused."""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return _SEND_FAILURES.get(exc.errno, "other")
+    return "bad_address" if isinstance(exc, TypeError | ValueError | OverflowError) else "other"
+
+
 class UdpTransport(asyncio.DatagramProtocol):
+    """The bound SIP socket. asyncio reads it; sending is done here on the socket itself, so
+    that a datagram the kernel refuses (EMSGSIZE, a full buffer, no route, a firewall) costs
+    that datagram alone — counted by the user agent — and nothing is queued in user space."""
+
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
         self.driver: UaDriver | None = None
         self.server: Addr = ("127.0.0.1", 5060)
         self.send_errors = 0
+        self._sock: socket.socket | None = None
+        self._last_failure_log: dict[str, float] = {}
 
     @classmethod
     async def open(cls, bind: str, port: int) -> UdpTransport:
         loop = asyncio.get_running_loop()
-        transport, proto = await loop.create_datagram_endpoint(cls, local_addr=(bind, port))
+        family, kind, proto_num, _, sockaddr = (await loop.getaddrinfo(
+            bind, port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE))[0]
+        sock = socket.socket(family, kind, proto_num)
+        try:
+            sock.setblocking(False)
+            sock.bind(sockaddr)
+            transport, proto = await loop.create_datagram_endpoint(cls, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
         proto.transport = transport  # connection_made runs only on the next loop turn
+        proto._sock = sock
         return proto
 
     @property
@@ -166,17 +202,35 @@ class UdpTransport(asyncio.DatagramProtocol):
             self.driver.datagram(data, (addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable: the server is down; fail its transactions at once
-        log.info("SIP transport error: %s", exc)
-        if self.driver is not None:
-            self.driver.ua.transport_error(self.server, self.driver.now(), str(exc))
-            self.driver.flush()
+        """asyncio's report of a socket error. Without IP_RECVERR an unconnected UDP socket
+        learns nothing from ICMP, and we never send through asyncio, so this is at most a
+        receive error: it says nothing about the PBX, and fails nothing."""
+        self._failed("socket_error", exc, None)
 
     def send(self, data: bytes, addr: Addr) -> None:
-        if self.transport is None or self.transport.is_closing():
+        sock = self._sock
+        if sock is None or self.transport is None or self.transport.is_closing():
             self.send_errors += 1
             return
-        self.transport.sendto(data, addr)
+        try:
+            sock.sendto(data, addr)
+        except (OSError, TypeError, ValueError, OverflowError) as exc:
+            self.send_errors += 1
+            self._failed(send_failure(exc), exc, addr)
+
+    def _failed(self, reason: str, exc: BaseException, addr: Addr | None) -> None:
+        """Count it in the user agent (status) and log each reason at most once a minute."""
+        if self.driver is not None:
+            if addr is not None:
+                self.driver.ua.datagram_failed(addr, reason)
+            else:
+                self.driver.ua.counters[reason + "s"] += 1
+        now = time.monotonic()
+        if now - self._last_failure_log.get(reason, float("-inf")) >= 60:
+            self._last_failure_log[reason] = now
+            where = f" to {addr[0]}:{addr[1]}" if addr is not None else ""
+            log.warning("SIP datagram%s not sent (%s: %s); counted in status, next such "
+                        "message in a minute", where, reason, exc)
 
     def close(self) -> None:
         if self.transport is not None:
@@ -320,6 +374,13 @@ class TcpTransport(asyncio.Protocol):
             self.send_errors += 1
             if self._reconnect_task is None or self._reconnect_task.done():
                 self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+            return
+        if self.transport.get_write_buffer_size() + len(data) > STREAM_BUFFER_MAX:
+            # the PBX stopped reading: drop this message (SIP timers handle the loss) rather
+            # than let the queue grow without bound
+            self.send_errors += 1
+            if self.driver is not None:
+                self.driver.ua.datagram_failed(addr, "buffer_full")
             return
         self.transport.write(data)
 

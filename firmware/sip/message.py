@@ -2,8 +2,9 @@
 
 Owns Request/Response objects, datagram parsing (Content-Length may shorten the body; extra
 octets are ignored), stream framing for TCP (Content-Length mandatory, CRLF keep-alives
-skipped), the size cap, and the structural checks a UAS makes before it trusts a request.
-Knows nothing about transactions, dialogs or sockets.
+skipped), the size and header-count caps, the bounded scan of the few fields a stateless reply
+echoes (for strangers and for messages too large to parse), and the structural checks a UAS
+makes before it trusts a request. Knows nothing about transactions, dialogs or sockets.
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ from .headers import (
 )
 from .uri import SipUri, Uri, parse_uri
 
-MAX_MESSAGE_SIZE = 65535
+MAX_MESSAGE_SIZE = 65535  # the parser's ceiling (and a stream frame's); the UA sets its own
+DEFAULT_MAX_MESSAGE = 8192  # sip.max_message_size: a few KB is plenty for SIP to a door
+MAX_HEADER_FIELDS = 128  # header lines per message (each costs ~100 bytes once parsed)
+MAX_DATAGRAM = 65507  # the largest UDP payload over IPv4 (RFC 768 / RFC 791)
+# the bounded scan of echo_fields: how far into a message it looks, how long a field may be
+ECHO_SCAN = 4096
+ECHO_FIELD_MAX = 512
+ECHO_MAX_VIAS = 16
 REASONS = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
     183: "Session Progress", 200: "OK", 202: "Accepted", 400: "Bad Request",
@@ -176,10 +184,12 @@ class MalformedMessageError(RemoteProtocolError):
         self.is_request = is_request
 
 
-def _parse_header_lines(text: str) -> Headers:
+def _parse_header_lines(text: str, max_fields: int = MAX_HEADER_FIELDS) -> Headers:
     headers = Headers()
     name: str | None = None
     value_parts: list[str] = []
+    if text.count("\n") >= max_fields:  # folded lines count too: the cap is on work
+        raise RemoteProtocolError(f"more than {max_fields} header lines", 513)
     for raw in re.split(r"\r?\n", text):
         if raw[:1] in (" ", "\t"):
             if name is None:
@@ -331,3 +341,92 @@ def validate_reused(msg: Message) -> None:
         contacts = [c for c in msg.headers.get_all("Contact") if c.strip() != "*"]
         if contacts and not isinstance(parse_name_addr(contacts[0]).uri, SipUri):
             raise RemoteProtocolError(f"Contact is not a SIP URI: {contacts[0][:80]!r}", 416)
+
+
+class Serialized(Response):
+    """A final response kept only as the bytes it was sent as: what an answered server
+    transaction needs to repeat it to a retransmission, without its parsed header fields."""
+
+    def __init__(self, status: int, data: bytes) -> None:
+        super().__init__(status=status, reason="")
+        self.data = data
+
+    def to_bytes(self) -> bytes:
+        return self.data
+
+    def __repr__(self) -> str:
+        return f"<Serialized {self.status}, {len(self.data)} bytes>"
+
+
+@dataclass(frozen=True)
+class EchoFields:
+    """The fields a stateless reply copies from a request, as the raw bytes that came in."""
+
+    method: bytes
+    vias: tuple[bytes, ...]
+    from_: bytes
+    to: bytes
+    call_id: bytes
+    cseq: bytes
+
+
+_ECHO_NAMES = {b"via": "via", b"v": "via", b"from": "from", b"f": "from", b"to": "to",
+               b"t": "to", b"call-id": "call-id", b"i": "call-id", b"cseq": "cseq"}
+_REQUEST_LINE = re.compile(rb"^([A-Za-z]{1,16}) [^ \x00-\x1f]{1,512} SIP/2\.0\r\n")
+# an echo field's line: found by one C-level scan, the rest of the message is never looked at
+_ECHO_LINE = re.compile(rb"\r\n(via|v|from|f|to|t|call-id|i|cseq)[ \t]*:[ \t]*([^\r\n]*)",
+                        re.IGNORECASE)
+_ECHO_CSEQ = re.compile(rb"^[0-9]{1,10}[ \t]+([A-Za-z]{1,16})$")
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def echo_fields(data: bytes, scan: int = ECHO_SCAN) -> EchoFields | None:
+    """The request line's method and Via/From/To/Call-ID/CSeq of a request, read from at most
+    its first ``scan`` bytes without parsing anything else (strangers, and messages over the
+    size cap, cost this much and no more). None when one is missing, repeated where it may not
+    be, folded, longer than ``ECHO_FIELD_MAX``, holds control characters, or when the CSeq
+    method differs from the request's: then nothing is worth answering."""
+    start = _REQUEST_LINE.match(data)
+    if start is None:
+        return None
+    window = data[:scan]
+    end = window.find(b"\r\n\r\n")
+    # the header section, or what of it the window holds in whole lines (+ the line break
+    # that ends the last one, so that a folded continuation after it can be seen)
+    head = window[:end + 2] if end >= 0 else window[:window.rfind(b"\r\n") + 2]
+    found: dict[str, bytes] = {}
+    vias: list[bytes] = []
+    for m in _ECHO_LINE.finditer(head, start.end() - 2):
+        if data[m.end() + 2:m.end() + 3] in (b" ", b"\t"):
+            return None  # a folded echo field: not worth unfolding for a refusal
+        name, value = _ECHO_NAMES[m.group(1).lower()], m.group(2).rstrip(b" \t")
+        if not value or len(value) > ECHO_FIELD_MAX or _CONTROL.search(value):
+            return None
+        if name == "via":
+            vias.append(value)
+            if len(vias) > ECHO_MAX_VIAS:
+                return None
+        elif name in found:
+            return None
+        else:
+            found[name] = value
+    if not vias or len(found) != 4 or not vias[0].upper().startswith(b"SIP/2.0/"):
+        return None
+    cseq = _ECHO_CSEQ.match(found["cseq"])
+    if cseq is None or cseq.group(1) != start.group(1):
+        return None
+    return EchoFields(start.group(1), tuple(vias), found["from"], found["to"],
+                      found["call-id"], found["cseq"])
+
+
+def echo_reply(fields: EchoFields, status: int, to_tag: str | None = None) -> bytes:
+    """A stateless response built from ``echo_fields`` only (RFC 3261 §8.2.6.2 minus what we
+    did not read): the Vias, From, To (with ``to_tag`` added when it has none), Call-ID, CSeq."""
+    to = fields.to
+    if to_tag and b";tag=" not in to.replace(b" ", b"").lower():
+        to += b";tag=" + to_tag.encode("ascii")
+    lines = [f"SIP/2.0 {status} {REASONS.get(status, 'Unknown')}".encode("ascii")]
+    lines += [b"Via: " + via for via in fields.vias]
+    lines += [b"From: " + fields.from_, b"To: " + to, b"Call-ID: " + fields.call_id,
+              b"CSeq: " + fields.cseq, b"Content-Length: 0"]
+    return b"\r\n".join(lines) + b"\r\n\r\n"

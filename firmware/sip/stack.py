@@ -16,8 +16,9 @@ from typing import Protocol
 
 from ..events import SipEvent
 from .auth import Challenge, best_challenge
+from .budget import BudgetLimits
 from .errors import RemoteProtocolError
-from .message import MAX_MESSAGE_SIZE, Request, Response
+from .message import DEFAULT_MAX_MESSAGE, Request, Response
 from .transaction import Addr, ClientTransaction, TimerConfig
 from .transport import Transport
 
@@ -53,11 +54,12 @@ class UAConfig:
     dtmf_payload_type: int = 101
     srtp: str = "off"  # media.srtp: what an incoming offer must carry before the box rings
     user_agent: str = "intercom-firmware"  # no version: strangers learn nothing to target
-    max_message_size: int = MAX_MESSAGE_SIZE
+    max_message_size: int = DEFAULT_MAX_MESSAGE  # larger requests: 513 (strangers: nothing)
     rewrite_contact: bool = True  # follow received/rport (RFC 3581) into our Contact
     trusted_sources: tuple[str, ...] = ()  # addresses/CIDRs trusted besides the registrar
     untrusted_policy: str = "drop"  # drop | 403 (see firmware/sip/trust.py)
     max_transactions: int = 4096  # open server transactions; beyond: 503, counted
+    budget: BudgetLimits = field(default_factory=BudgetLimits)  # their bytes, per source
     min_se: int = 90  # RFC 4028 Min-SE: shortest session interval we accept (the RFC's floor)
 
     @property

@@ -83,6 +83,17 @@ class SourceTrust:
             return False
         return a in self._registrar or any(a in net for net in self._networks)
 
+    def is_registrar(self, addr: Addr) -> bool:
+        """One of the registrar's addresses (its reserved share of the transaction budget)."""
+        a = _address(addr[0])
+        return a is not None and a in self._registrar
+
+    @staticmethod
+    def source_key(addr: Addr) -> str:
+        """One name per source host (IPv4-mapped IPv6 folded), for per-source accounting."""
+        a = _address(addr[0])
+        return str(a) if a is not None else addr[0]
+
     def report(self, addr: Addr, now: float) -> int | None:
         """Count a refused message from ``addr``; return how many were refused from it since
         the last report when it is time to log again (at most once a minute per source)."""

@@ -5,9 +5,14 @@ routing of what arrives — responses by branch to the transaction that sent the
 by Call-ID/dialog to the ``Call`` (``call.py``), everything else answered statelessly here — and
 the aggregation of ``next_deadline()`` / ``handle_timer(now)`` over transactions, registrations
 (``registration.py``, one per account) and the call. It implements ``stack.Stack`` for its parts.
-Input: ``receive_datagram(data, addr, now)``, ``handle_timer(now)``, ``transport_error(addr, now)``;
-output: ``datagrams_to_send()``, ``next_event()``, ``get_timer()``. Knows nothing about sockets,
-asyncio, clocks, media or GPIO; what it knows of a transport comes from ``transport.py``'s table.
+It also owns what the box stores for others: requests over ``max_message_size`` are answered 513
+from a bounded scan (``message.echo_fields``) and never parsed or stored, open server
+transactions are admitted against a byte budget shared per source (``budget.py``; beyond it:
+503), and a reply too large for a UDP datagram is never queued.
+Input: ``receive_datagram(data, addr, now)``, ``handle_timer(now)``, ``transport_error(addr, now)``,
+``datagram_failed(addr, reason)``; output: ``datagrams_to_send()``, ``next_event()``,
+``get_timer()``. Knows nothing about sockets, asyncio, clocks, media or GPIO; what it knows of a
+transport comes from ``transport.py``'s table.
 """
 
 from __future__ import annotations
@@ -20,14 +25,19 @@ from collections import Counter, deque
 from collections.abc import Callable
 
 from ..events import SipEvent, SourceRefused
+from .budget import TX_COST, TransactionBudget, message_cost
 from .call import DTMF_DIGITS, Call, CallState
 from .errors import LocalProtocolError, RemoteProtocolError
-from .headers import Via, parse_via, quote
+from .headers import Headers, Via, parse_via, quote
 from .message import (
+    MAX_DATAGRAM,
     REASONS,
     MalformedMessageError,
     Request,
     Response,
+    Serialized,
+    echo_fields,
+    echo_reply,
     parse_message,
     validate_request,
 )
@@ -79,6 +89,9 @@ class UserAgent:
         self.trust = SourceTrust((config.server,), config.trusted_sources,
                                  config.untrusted_policy)
         self.counters: Counter[str] = Counter()
+        self.budget = TransactionBudget(config.budget)
+        self._last_wire: tuple[object, bytes] | None = None  # the last message serialised
+        self._stale = 0  # deadline entries of evicted transactions still in the index
         self.reg = Registration(self, config, self.server_addr)
         self.registrations: list[Registration] = [self.reg]
         self.call: Call | None = None
@@ -192,6 +205,15 @@ class UserAgent:
                 self._forget(tx)
         self.transport_reason = None
 
+    def datagram_failed(self, addr: Addr, reason: str) -> None:
+        """The transport could not send one datagram to ``addr`` (too large for the path, a
+        full socket buffer, no route, refused by a local firewall). That datagram is lost, as
+        if the network had dropped it: it is counted, and the transaction that sent it
+        retransmits or times out on its own timers. Nothing else is failed: one datagram that
+        cannot go out — e.g. the reply to a request a peer crafted for that — must not cost
+        the registration or anyone else's transactions."""
+        self.counters[f"send_failed_{reason}"] += 1
+
     def connection_lost(self, now: float, reason: str) -> None:
         """The stream to the registrar closed: it can no longer reach us (we listen on no
         port), so the registrations are gone until we reconnect and register again."""
@@ -243,7 +265,29 @@ class UserAgent:
         self._events.append(event)
 
     def send(self, msg: Request | Response, addr: Addr) -> None:
-        self._out.append((msg.to_bytes(), addr))
+        data = msg.to_bytes()
+        if len(data) > MAX_DATAGRAM and not self.reliable:
+            small = self._too_large_to_send(msg)
+            if small is None:
+                return
+            data = small
+        self._last_wire = (msg, data)
+        self._out.append((data, addr))
+
+    def _too_large_to_send(self, msg: Request | Response) -> bytes | None:
+        """A message that no UDP datagram can carry is never attempted (RFC 3261 §18.1.1: it
+        would need a congestion-controlled transport we do not have). A response becomes a
+        513 with only the fields routing needs; a request is dropped, its transaction times
+        out."""
+        self.counters["too_large_to_send"] += 1
+        if isinstance(msg, Request):
+            return None
+        resp = Response(status=513, reason=REASONS[513])
+        for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+            for value in msg.headers.raw_all(name):
+                resp.headers.add(name, value)
+        data = resp.to_bytes()
+        return data if len(data) <= MAX_DATAGRAM else None
 
     def send_raw(self, data: bytes, addr: Addr) -> None:
         self._out.append((data, addr))
@@ -312,12 +356,6 @@ class UserAgent:
         return tx
 
     # ------------------------------------------------------------------ transaction tables
-    def _new_server(self, req: Request, addr: Addr) -> ServerTransaction:
-        tx = ServerTransaction(req, addr, self.config.timers, self.reliable, self.send,
-                               self._on_server_timeout, scheduled=self._schedule)
-        self._server[tx.key] = tx
-        return tx
-
     def _schedule(self, tx: object, deadline: float) -> None:
         assert isinstance(tx, ClientTransaction | ServerTransaction)
         heapq.heappush(self._deadlines, (deadline, next(self._tie), tx))
@@ -326,8 +364,67 @@ class UserAgent:
         if isinstance(tx, ClientTransaction):
             if self._client.get(tx.key) is tx:
                 del self._client[tx.key]
-        elif self._server.get(tx.key) is tx:
-            del self._server[tx.key]
+        else:
+            self.budget.release(tx)
+            if self._server.get(tx.key) is tx:
+                del self._server[tx.key]
+
+    def _admit(self, tx: ServerTransaction, addr: Addr, cost: int) -> bool:
+        """Store ``tx`` if the byte budget and its source's share allow (503 otherwise, by the
+        caller). Room for the registrar may evict answered transactions, oldest first."""
+        evicted = self.budget.admit(tx, self.trust.source_key(addr),
+                                    self.trust.is_registrar(addr), cost)
+        if evicted is None:
+            return False
+        for old in evicted:
+            assert isinstance(old, ServerTransaction)
+            if self._server.get(old.key) is old:
+                del self._server[old.key]
+            old.deadlines.clear()  # its index entries go stale: dropped below, or when due
+            self._stale += 1
+            self.counters["transactions_evicted"] += 1
+        if self._stale > 64 and self._stale * 2 > len(self._deadlines):
+            self._reindex()
+        self._server[tx.key] = tx
+        return True
+
+    def _reindex(self) -> None:
+        """Drop the index entries no transaction holds any more (evicted ones' above all), so
+        that an evicted transaction's memory goes now, not when its old deadline comes up."""
+        keep = []
+        for entry in self._deadlines:
+            if _pending(entry):
+                keep.append(entry)
+            elif entry[2].terminated:
+                self._forget(entry[2])
+        heapq.heapify(keep)
+        self._deadlines = keep
+        self._stale = 0
+
+    def _settle(self, tx: ServerTransaction, request_cost: int) -> None:
+        """Charge ``tx`` what it really holds now that it has (or has not) answered. An answered
+        transaction that only absorbs retransmissions keeps its response as bytes and a stub of
+        its request, and may be evicted to make room for the registrar."""
+        if tx not in self.budget:
+            return
+        resp = tx.last_response
+        call = self.call
+        if resp is not None and tx.state in (TxState.COMPLETED, TxState.CONFIRMED) and \
+                (call is None or call.invite_tx is not tx):
+            wire = self._last_wire
+            data = wire[1] if wire is not None and wire[0] is resp else resp.to_bytes()
+            call_id = tx.request.headers.get("Call-ID") or ""
+            tx.last_response = Serialized(resp.status, data)
+            tx.request = Request(method=tx.request.method, uri="sip:answered",
+                                 headers=Headers([("Call-ID", call_id)]))
+            cost = len(data) + len(call_id) + sum(map(len, tx.key)) + TX_COST
+            self.budget.settle(tx, cost, evictable=True)
+            return
+        cost = request_cost + TX_COST
+        if resp is not None:
+            cost += message_cost(len(resp.to_bytes()) if not isinstance(resp, Serialized)
+                                 else len(resp.data), _fields(resp.headers))
+        self.budget.settle(tx, cost)
 
     def _on_server_timeout(self, tx: ServerTransaction, why: str, now: float) -> None:
         if (call := self._call_of(tx.request.call_id)) is not None:
@@ -351,14 +448,20 @@ class UserAgent:
                 self._out.append((b"\r\n", addr))  # RFC 5626 §4.4.1 pong
             self.counters["keepalives_received"] += 1
             return
+        if len(data) > self.config.max_message_size:
+            self._too_large(data, addr)
+            return
         try:
             msg = parse_message(data, max_size=self.config.max_message_size)
         except MalformedMessageError as exc:
-            self._reject_malformed(exc, addr)
+            if exc.status == 513:  # too many header fields: as costly as too many bytes
+                self._too_large(data, addr)
+            else:
+                self._reject_malformed(exc, addr)
             return
         try:
             if isinstance(msg, Request):
-                self._receive_request(msg, addr, now)
+                self._receive_request(msg, addr, now, len(data))
             else:
                 self._receive_response(msg, now)
         except RemoteProtocolError as exc:
@@ -385,24 +488,28 @@ class UserAgent:
             self._events.append(SourceRefused(addr[0], addr[1], what, count, self.trust.policy))
 
     def _refuse_403(self, data: bytes, addr: Addr) -> None:
-        try:
-            req = parse_message(data, max_size=self.config.max_message_size)
-            if not isinstance(req, Request):
-                return
-            validate_request(req)
-            resp = Response(status=403, reason="Forbidden")
-            for via in req.headers.get_all("Via"):
-                resp.headers.add("Via", via)
-            for name in ("From", "To", "Call-ID", "CSeq"):
-                resp.headers.add(name, req.headers.get(name) or "")
-            reply = resp.to_bytes()
-        except RemoteProtocolError:
+        """Built from a bounded scan of the fields it echoes, never from a full parse: a
+        stranger's message costs the same few microseconds whatever its size."""
+        fields = echo_fields(data)
+        if fields is None:
+            self.counters["untrusted_unanswerable"] += 1
             return
+        reply = echo_reply(fields, 403)
         if len(reply) <= len(data):  # never a reflection amplifier
             self._out.append((reply, addr))
 
+    def _too_large(self, data: bytes, addr: Addr) -> None:
+        """A trusted source's message over ``max_message_size`` (or with too many header
+        fields): never parsed or stored; a request other than ACK gets 513 Message Too Large
+        (RFC 3261 §21.5.14) built from the bounded scan, a response is dropped."""
+        self.counters["rejected_too_large"] += 1
+        fields = echo_fields(data)
+        if fields is None or fields.method.upper() == b"ACK":
+            return
+        self._out.append((echo_reply(fields, 513, self._token(6)), addr))
+
     # ------------------------------------------------------------------ requests in
-    def _receive_request(self, req: Request, addr: Addr, now: float) -> None:
+    def _receive_request(self, req: Request, addr: Addr, now: float, size: int = 0) -> None:
         try:
             validate_request(req)
         except RemoteProtocolError as exc:
@@ -427,10 +534,22 @@ class UserAgent:
             self.counters["dropped_overload"] += 1
             self._reply_stateless(req, addr, 503, "too many open transactions")
             return
-        if req.method == "CANCEL":
-            self._receive_cancel(req, addr, now)
+        request_cost = message_cost(size or len(req.to_bytes()), _fields(req.headers))
+        tx = ServerTransaction(req, addr, self.config.timers, self.reliable, self.send,
+                               self._on_server_timeout, scheduled=self._schedule)
+        if not self._admit(tx, addr, request_cost + TX_COST):
+            self.counters["dropped_budget"] += 1
+            self._reply_stateless(req, addr, 503, "transaction memory of this source in use")
             return
-        tx = self._new_server(req, addr)
+        try:
+            self._receive_new(req, tx, addr, now)
+        finally:
+            self._settle(tx, request_cost)
+
+    def _receive_new(self, req: Request, tx: ServerTransaction, addr: Addr, now: float) -> None:
+        if req.method == "CANCEL":
+            self._receive_cancel(req, tx, now)
+            return
         try:
             self._new_request_in(req, tx, now)
         except RemoteProtocolError as exc:
@@ -479,9 +598,8 @@ class UserAgent:
         self.call = Call.incoming(self, self.reg.auth, self.server_addr, req, tx)
         self.call.ring(now)
 
-    def _receive_cancel(self, req: Request, addr: Addr, now: float) -> None:
+    def _receive_cancel(self, req: Request, cancel_tx: ServerTransaction, now: float) -> None:
         invite_key = server_key(req)[:-1] + ("INVITE",)
-        cancel_tx = self._new_server(req, addr)
         invite_tx = self._server.get(invite_key)
         if invite_tx is None:
             cancel_tx.respond(self.response(req, 481), now)
@@ -567,6 +685,10 @@ def _precheck(req: Request) -> tuple[int, list[tuple[str, str]]]:
         if accept and "application/sdp" not in accept and "*/*" not in accept:
             return 406, [("Accept", "application/sdp")]
     return 0, []
+
+
+def _fields(headers: Headers) -> int:
+    return sum(1 for _ in headers)
 
 
 def _pending(entry: tuple[float, int, _Tx]) -> bool:
