@@ -183,7 +183,7 @@ cmd_fuzz() {
   INTERCOM_FUZZ_EXAMPLES=${INTERCOM_FUZZ_EXAMPLES:-20000} "$VENV/bin/python" -m pytest -q tests/fuzz
   local t
   mkdir -p "$ROOT/.cache"
-  for t in sip_message sip_uri sdp stream_framing ua_datagram ua_fresh rtp jitter; do
+  for t in sip_message sip_uri sdp stream_framing ua_datagram ua_fresh rtp jitter trusted_call; do
     log "atheris: $t"
     "$VENV/bin/python" -m tests.fuzz.run_atheris "$t" -max_total_time="${FUZZ_SECONDS:-120}" \
       -artifact_prefix="$ROOT/.cache/fuzz-$t-"

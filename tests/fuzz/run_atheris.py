@@ -20,7 +20,10 @@ def main(argv: list[str]) -> int:
     import atheris
 
     with atheris.instrument_imports():
-        from . import corpus, targets
+        from . import corpus, targets, trusted
+
+    def trusted_seeds() -> list[bytes]:  # answered (first byte even) and ringing (odd)
+        return [bytes([r]) + trusted.encode(s) for s in trusted.seed_sequences() for r in (0, 1)]
 
     if len(argv) < 2 or argv[1] not in targets.TARGETS:
         print("targets:", ", ".join(targets.TARGETS), file=sys.stderr)
@@ -28,7 +31,8 @@ def main(argv: list[str]) -> int:
     name = argv[1]
     target = targets.TARGETS[name]
     seeds = {"sdp": corpus.sdp_seeds, "sip_uri": corpus.uri_seeds, "rtp": corpus.rtp_seeds,
-             "jitter": corpus.rtp_seeds}.get(name, corpus.sip_seeds)()
+             "jitter": corpus.rtp_seeds, "trusted_call": trusted_seeds}.get(
+                 name, corpus.sip_seeds)()
     rest = argv[2:]
     if not any(not a.startswith("-") for a in rest):  # no corpus dir or crash file given
         folder = Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))

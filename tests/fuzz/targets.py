@@ -19,6 +19,7 @@ from firmware.sip.ua import UAConfig, UserAgent
 from firmware.sip.uri import parse_uri
 
 from .corpus import A_ADDR, B_ADDR, STRANGER, live_call
+from .trusted import decode, run_sequence
 
 LOCAL = LocalMedia("127.0.0.1", 4000)
 
@@ -141,7 +142,16 @@ def jitter(data: bytes) -> None:
             assert frame is None or 0 < len(frame) <= 320
 
 
+def trusted_call(data: bytes) -> None:
+    """A full call on the App with forged in-dialog steps from the PBX's address (templates of
+    tests/fuzz/trusted.py, decoded from the bytes), then the verdict: the PBX's hang-up ends
+    it, the box is registered, its transactions reaped, and it answers a new call with media.
+    The first byte picks whether the steps come while the box rings or once it answered."""
+    run_sequence(decode(data[1:]), ringing=bool(data[:1]) and data[0] & 1 == 1)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "sip_message": sip_message, "sip_uri": sip_uri, "sdp": sdp, "stream_framing": stream_framing,
     "ua_datagram": ua_datagram, "ua_fresh": ua_fresh, "rtp": rtp, "jitter": jitter,
+    "trusted_call": trusted_call,
 }

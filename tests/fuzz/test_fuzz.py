@@ -11,39 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from . import corpus, targets
+from .mutate import mutated
 
 EXAMPLES = int(os.environ.get("INTERCOM_FUZZ_EXAMPLES", "150"))
-# what breaks parsers: non-ASCII digits, huge numbers, separators, bad UTF-8, empty values
-TOKENS = [b"\xc2\xb2", "\u0668".encode(), b"9" * 5000, b"", b"\r\n", b";", b",", b"<", b">",
-          b":", b"\"", b"\xff\xfe", b"=", b"@", b"0", b"65536", b"-1", b" ", b"\t", b"sip:",
-          b"\r\n\r\n", b"Via: \r\n", b"Record-Route: <sip:x\r\n", b"%", b"[", b"]", b"#"]
-
-NUMBERS = [b"\xc2\xb2", "\u0668".encode(), "\uff11".encode(), b"9" * 5000, b"", b"-", b" "]
-
-
-@st.composite
-def mutated(draw: st.DrawFn, seeds: list[bytes]) -> bytes:
-    data = bytearray(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(1, 6))):
-        op = draw(st.sampled_from(["insert", "delete", "replace", "byte", "truncate", "number"]))
-        pos = draw(st.integers(0, len(data)))
-        token = draw(st.sampled_from(TOKENS) | st.binary(max_size=8))
-        if op == "insert":
-            data[pos:pos] = token
-        elif op == "delete":
-            del data[pos:pos + draw(st.integers(1, 40))]
-        elif op == "replace":
-            data[pos:pos + len(token)] = token
-        elif op == "number":  # a number on the wire becomes one int() or isdigit() trips on
-            digits = [i for i, c in enumerate(data) if 48 <= c <= 57]
-            if digits:
-                at = digits[pos % len(digits)]
-                data[at:at + 1] = draw(st.sampled_from(NUMBERS))
-        elif op == "byte" and data:
-            data[min(pos, len(data) - 1)] = draw(st.integers(0, 255))
-        else:
-            del data[pos:]
-    return bytes(data)
 
 
 def inputs(seeds: list[bytes]) -> st.SearchStrategy[bytes]:
