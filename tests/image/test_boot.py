@@ -184,6 +184,10 @@ def check_gpio_call_and_audio(vm: Qemu, pbx: Asterisk, wav: Path) -> None:
                       0.5, "the intercom's status on the console")
     gpio = status["gpio"]
     assert gpio["factory"] == "gpiod" and not gpio["simulated"], status
+    # the host firewall the guest's kernel holds: inbound dropped, SIP/RTP only from the PBX
+    fw = wait_for(lambda: vm.last("FIREWALL"), 120, 0.5, "the guest's firewall listing")
+    assert fw["loaded"] and "policy drop" in fw["rules"], fw
+    assert "10.0.2.2" in fw["rules"], fw["rules"]
     assert any("GPIO22" in e and "flat2" in e for e in gpio["errors"]), gpio
     assert len(gpio["errors"]) == 1, gpio  # every other line of the profile resolved by name
     # the call button: a real 100 ms edge on PL061 line 3
