@@ -500,6 +500,36 @@ def default_srtp(transport: str) -> str:
     return "required" if transport in SECURE_TRANSPORTS else "off"
 
 
+def read_yaml(text: str, path: str = "<string>") -> tuple[Any, dict[str, int]]:
+    """One YAML document for a tool beside the box (firmware.fleet's inventory and secrets):
+    the data and the 1-based line of every mapping key and list item by dotted path
+    (``boxes.2.mac``). This module stays the only one importing yaml; errors name the line."""
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: "
+                          f"{getattr(exc, 'problem', None) or exc}") from None
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        pairs: list[tuple[str, yaml.Node, yaml.Node]] = []
+        if isinstance(node, yaml.MappingNode):
+            pairs = [(str(k.value), k, v) for k, v in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            pairs = [(str(i), v, v) for i, v in enumerate(node.value)]
+        for name, mark_node, value in pairs:
+            sub = f"{prefix}.{name}" if prefix else name
+            lines[sub] = mark_node.start_mark.line + 1
+            walk(value, sub)
+
+    if root is not None:
+        walk(root, "")
+    return data, lines
+
+
 # ----------------------------------------------------------------------------- TLS
 _TLS_KEYS: dict[str, type] = {"ca_file": str, "verify": bool, "server_name": str,
                               "cert_file": str, "key_file": str}

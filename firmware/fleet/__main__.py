@@ -1,0 +1,5 @@
+"""``python -m firmware.fleet`` runs ``intercom-fleet``."""
+
+from .cli import main
+
+raise SystemExit(main())
