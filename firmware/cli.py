@@ -16,26 +16,31 @@ import signal
 import sys
 from typing import Any
 
-from .config import DEFAULT_PATH, ConfigError, ControlSettings, load_config
+from .config import DEFAULT_PATH, ConfigError, ControlSettings, load_boot, load_config
 
 
 def _socket_path(args: argparse.Namespace) -> str:
     if args.socket:
         return args.socket
     path = args.config or os.environ.get("INTERCOM_CONFIG") or DEFAULT_PATH
-    try:
-        return load_config(path).control.socket
+    try:  # a boot YAML may leave sip.* to the provisioning server
+        boot = load_boot(path)
     except ConfigError:
         return ControlSettings().socket
+    if boot.config is not None:
+        return boot.config.control.socket
+    return str((boot.base.get("control") or {}).get("socket") or ControlSettings().socket)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    try:
-        cfg = load_config(args.config or os.environ.get("INTERCOM_CONFIG") or DEFAULT_PATH)
+    try:  # the boot YAML; with provisioning.url it is the floor under the provisioned one
+        boot = load_boot(args.config or os.environ.get("INTERCOM_CONFIG") or DEFAULT_PATH)
     except ConfigError as exc:
         print(f"intercom: {exc}", file=sys.stderr)
         return 2
-    level = getattr(logging, (args.log_level or cfg.log.level).upper())
+    cfg = boot.config
+    configured = cfg.log.level if cfg else (boot.base.get("log") or {}).get("level", "info")
+    level = getattr(logging, (args.log_level or configured).upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .app import StartupError, run
 
@@ -44,7 +49,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await run(cfg, stop)
+        await run(boot, stop)
 
     try:
         asyncio.run(main())
@@ -117,6 +122,12 @@ def _print_status(st: dict[str, Any]) -> None:
               f"({aec['card_ms']:.0f} ms in the sound card), {aec['errors']} errors")
     if st.get("last_error"):
         print(f"last error: {st['last_error']}")
+    prov = st.get("provisioning") or {}
+    if prov.get("url"):
+        applied = prov.get("applied") or "none (the boot YAML)"
+        print(f"provisioning: {prov['url']} ({prov.get('source')}), applied {applied}, "
+              f"last fetch: {prov.get('last_result') or 'not yet'}"
+              + (f" - {prov['last_error']}" if prov.get("last_error") else ""))
 
 
 def build_parser() -> argparse.ArgumentParser:

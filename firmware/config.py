@@ -178,6 +178,21 @@ class SystemSettings:
 
 
 @dataclass(frozen=True)
+class ProvisioningSettings:
+    """``provisioning``: the box fetches its settings by MAC over HTTPS (firmware.provisioning).
+    Read from the boot partition's YAML only: a provisioned document cannot redirect the box."""
+
+    url: str | None = None  # https://server/path/{mac}.yaml; None: no provisioning
+    ca_file: str | None = None  # the pinned CA (PEM); "system": the system's trust store
+    interval: float = 3600.0  # seconds between two fetches after a good one
+    retry: float = 30.0  # first retry after a failed fetch (doubling up to interval)
+    timeout: float = 10.0  # seconds a fetch may take, all of it
+    max_size: int = 65536  # bytes; a larger document is refused
+    cache_dir: str | None = None  # None: <control socket's folder>/provisioning (RAM)
+    mac: str | None = None  # None: the MAC of the interface that routes to the server
+
+
+@dataclass(frozen=True)
 class Config:
     sip: SipSettings
     calls: CallSettings = CallSettings()
@@ -187,6 +202,7 @@ class Config:
     control: ControlSettings = ControlSettings()
     log: LogSettings = LogSettings()
     system: SystemSettings = SystemSettings()
+    provisioning: ProvisioningSettings = ProvisioningSettings()
     path: str = ""
 
 
@@ -292,6 +308,36 @@ def _tls_name(v: Any) -> str | None:
     return None
 
 
+def normalise_mac(text: str) -> str | None:
+    """A MAC written with ':' / '-' / '.' or none, any case -> 12 lowercase hex digits."""
+    digits = re.sub(r"[:.-]", "", str(text).strip()).lower()
+    return digits if re.fullmatch(r"[0-9a-f]{12}", digits) else None
+
+
+def _mac(v: Any) -> str | None:
+    return None if normalise_mac(v) else "must be a MAC address (12 hex digits, e.g. " \
+        "b8:27:eb:12:34:56)"
+
+
+def _https_url(v: Any) -> str | None:
+    """HTTPS only (never a fallback to clear text), no credentials in the URL (it is shown by
+    status), and {mac} the only placeholder."""
+    text = str(v)
+    m = re.fullmatch(r"https://([^/?#@\s]+)(/[^\s#]*)?", text)
+    if not m:
+        return "must be an https:// URL without user name or password, e.g. " \
+            "https://provisioning.example/intercom/{mac}.yaml"
+    if re.sub(r"\{mac\}", "", text).count("{") or re.sub(r"\{mac\}", "", text).count("}"):
+        return "may only contain the placeholder {mac}"
+    return None
+
+
+def _ca_file(v: Any) -> str | None:
+    return None if v == "system" or Path(str(v)).is_file() else \
+        f"must name the CA certificate file (PEM) the server's certificate is checked " \
+        f"against, or 'system': no such file {v!r}"
+
+
 def _codecs(v: Any) -> str | None:
     if not v or any(c not in ("PCMU", "PCMA") for c in v):
         return "must be a non-empty list of PCMU and/or PCMA"
@@ -337,6 +383,11 @@ _CHECKS: dict[str, Check] = {
     "gpio.profile": _non_empty, "control.socket": _non_empty,
     "log.level": _one_of("debug", "info", "warning", "error"),
     "system.hostname": _hostname,
+    "provisioning.url": _https_url, "provisioning.ca_file": _ca_file,
+    "provisioning.interval": lambda v: None if v >= 1 else "must be at least 1 second",
+    "provisioning.retry": lambda v: None if v >= 1 else "must be at least 1 second",
+    "provisioning.timeout": _positive, "provisioning.max_size": _range(1024, 1 << 20),
+    "provisioning.cache_dir": _non_empty, "provisioning.mac": _mac,
 }
 # what YAML may give where the dataclass type alone would be too strict: numbers where text
 # is meant (a username 5002), YAML's `off` = false, and nested mappings built separately
@@ -350,7 +401,7 @@ _YAML_TYPES: dict[str, tuple[type, ...]] = {
 _SECTION_TYPES: dict[str, type] = {
     "sip": SipSettings, "calls": CallSettings, "media": MediaSettings, "audio": AudioSettings,
     "gpio": GpioSettings, "control": ControlSettings, "log": LogSettings,
-    "system": SystemSettings}
+    "system": SystemSettings, "provisioning": ProvisioningSettings}
 _STRINGY = {"username", "password", "auth_username", "default_target", "door_code",
             "untrusted_policy"}
 
@@ -417,9 +468,7 @@ def _suggest(name: str, choices: list[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def parse_config(text: str, path: str = "<string>",
-                 defaults: dict[str, dict[str, Any]] | None = None) -> Config:
-    """``defaults``: per-section values (a system's defaults file) that the text overrides."""
+def _load_yaml(text: str, path: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -432,6 +481,26 @@ def parse_config(text: str, path: str = "<string>",
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections "
                           f"({', '.join(SCHEMA)})")
+    return data
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` on top of ``base``, key by key at every depth (a mapping merges into a mapping;
+    anything else, null included, replaces)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_config(text: str, path: str = "<string>",
+                 defaults: dict[str, dict[str, Any]] | None = None) -> Config:
+    """``defaults``: per-section values (a system's defaults file, or the boot YAML under a
+    provisioned document) that the text overrides key by key."""
+    data = _load_yaml(text, path)
     lines = _line_map(text)
     sections: dict[str, Any] = {}
     for section in data:
@@ -442,8 +511,8 @@ def parse_config(text: str, path: str = "<string>",
         raw = data.get(section) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: {_where(section, lines)} must be a mapping")
-        if defaults and section in defaults:
-            raw = {**defaults[section], **raw}
+        if defaults and isinstance(defaults.get(section), dict):
+            raw = merge(defaults[section], raw)
         values: dict[str, Any] = {}
         for key, value in raw.items():
             dotted = f"{section}.{key}"
@@ -472,7 +541,8 @@ def parse_config(text: str, path: str = "<string>",
                 value = tuple(value)
             values[key] = value
         if section == "gpio":
-            sections[section] = _gpio(values, data.get("calls") or {}, lines, path)
+            calls = merge((defaults or {}).get("calls") or {}, data.get("calls") or {})
+            sections[section] = _gpio(values, calls, lines, path)
             continue
         if section == "sip":
             values["tls"] = _tls(values.get("tls") or {}, lines, path)
@@ -484,7 +554,7 @@ def parse_config(text: str, path: str = "<string>",
         sections[section] = _SECTION_TYPES[section](**values)
     sip: SipSettings = sections["sip"]
     media: MediaSettings = sections["media"]
-    if (data.get("media") or {}).get("srtp") is None:
+    if merge((defaults or {}).get("media") or {}, data.get("media") or {}).get("srtp") is None:
         media = sections["media"] = replace(media, srtp=default_srtp(sip.transport))
     if not media.jitter_min_ms <= media.jitter_target_ms <= media.jitter_max_ms:
         raise ConfigError(f"{path}: {_where('media.jitter_target_ms', lines)} must lie between "
@@ -492,7 +562,54 @@ def parse_config(text: str, path: str = "<string>",
     if sip.retry_max < sip.retry_min:
         raise ConfigError(f"{path}: {_where('sip.retry_max', lines)} must not be smaller "
                           f"than sip.retry_min")
+    prov: ProvisioningSettings = sections["provisioning"]
+    if prov.url and not prov.ca_file:
+        raise ConfigError(f"{path}: {_where('provisioning.url', lines)} needs "
+                          "provisioning.ca_file: the CA that signed the server's certificate "
+                          "('system' for the system's trust store)")
+    if prov.mac:
+        sections["provisioning"] = replace(prov, mac=normalise_mac(prov.mac))
     return Config(**sections, path=path)
+
+
+# ----------------------------------------------------------------------------- provisioning
+@dataclass(frozen=True)
+class BootConfig:
+    """The boot partition's YAML as the floor of a provisioned box."""
+
+    config: Config | None  # None: incomplete alone (no sip.server/username): waits for a server
+    provisioning: ProvisioningSettings
+    base: dict[str, Any]  # system defaults + the boot YAML: what a provisioned file overrides
+    path: str
+
+
+_STANDIN = {"sip": {"server": "provisioning.invalid", "username": "provisioned"}}
+
+
+def parse_boot(text: str, path: str = "<string>",
+               defaults: dict[str, dict[str, Any]] | None = None) -> BootConfig:
+    """Validate the boot YAML like any configuration. With ``provisioning.url`` set it may leave
+    sip.server and sip.username to the provisioned file (every key it has is still checked)."""
+    data = _load_yaml(text, path)
+    base = merge(defaults or {}, {k: v or {} for k, v in data.items() if k != "provisioning"})
+    has_url = isinstance(data.get("provisioning"), dict) and data["provisioning"].get("url")
+    sip: dict[str, Any] = base["sip"] if isinstance(base.get("sip"), dict) else {}
+    if has_url and not (sip.get("server") and sip.get("username")):
+        checked = parse_config(text, path, merge(_STANDIN, defaults or {}))
+        return BootConfig(None, checked.provisioning, base, path)
+    cfg = parse_config(text, path, defaults)
+    return BootConfig(cfg, cfg.provisioning, base, path)
+
+
+def parse_provisioned(text: str, source: str, boot: BootConfig) -> Config:
+    """A provisioned document over the boot YAML, validated like it (errors name the source's
+    line). It may not carry ``provisioning``: only the card says where the box fetches from."""
+    data = _load_yaml(text, source)
+    if "provisioning" in data:
+        raise ConfigError(f"{source}: {_where('provisioning', _line_map(text))} may only be set "
+                          "in the boot partition's YAML")
+    cfg = parse_config(text, source, boot.base)
+    return replace(cfg, provisioning=boot.provisioning)
 
 
 def default_srtp(transport: str) -> str:
@@ -687,3 +804,16 @@ def load_config(path: str | Path) -> Config:
         why = getattr(exc, "strerror", None) or exc
         raise ConfigError(f"{p}: cannot read configuration: {why}") from None
     return parse_config(text, str(p), load_defaults())
+
+
+def load_boot(path: str | Path) -> BootConfig:
+    """The boot YAML (with the system's defaults) as the floor of a provisioned box."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: configuration file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = getattr(exc, "strerror", None) or exc
+        raise ConfigError(f"{p}: cannot read configuration: {why}") from None
+    return parse_boot(text, str(p), load_defaults())
