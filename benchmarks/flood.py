@@ -186,11 +186,17 @@ def _per_message(ua, messages: list[tuple[bytes, tuple[str, int]]], now: float) 
 
 
 def cost_per_message(n: int = 2000) -> list[dict]:
+    from firmware.sip.budget import BudgetLimits
     from firmware.sip.ua import UAConfig, UserAgent
+
+    # this table measures the transaction index, not the byte budget (which would cap the open
+    # transactions near 900 answered OPTIONS and evict the rest): a budget large enough for all
+    roomy = BudgetLimits(total=1 << 30, registrar_reserve=1 << 29, source_share=1 << 28)
 
     def fresh() -> UserAgent:
         return UserAgent(UAConfig(server="127.0.0.1", port=5060, username="5002",
-                                  register=False, keepalive="off", max_transactions=OPEN * 2),
+                                  register=False, keepalive="off", max_transactions=OPEN * 2,
+                                  budget=roomy),
                          ("127.0.0.1", 5070))
 
     def options(i: int) -> bytes:
