@@ -794,26 +794,23 @@ def load_defaults(path: str | Path | None = None) -> dict[str, dict[str, Any]]:
     return data
 
 
-def load_config(path: str | Path) -> Config:
-    p = Path(path)
+def _read_text(p: Path) -> str:
+    """The configuration file's text; a missing or unreadable file is one ConfigError line."""
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{p}: configuration file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         why = getattr(exc, "strerror", None) or exc
         raise ConfigError(f"{p}: cannot read configuration: {why}") from None
-    return parse_config(text, str(p), load_defaults())
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    return parse_config(_read_text(p), str(p), load_defaults())
 
 
 def load_boot(path: str | Path) -> BootConfig:
     """The boot YAML (with the system's defaults) as the floor of a provisioned box."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: configuration file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        why = getattr(exc, "strerror", None) or exc
-        raise ConfigError(f"{p}: cannot read configuration: {why}") from None
-    return parse_boot(text, str(p), load_defaults())
+    return parse_boot(_read_text(p), str(p), load_defaults())
