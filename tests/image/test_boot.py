@@ -193,7 +193,7 @@ def check_gpio_call_and_audio(vm: Qemu, pbx: Asterisk, wav: Path) -> None:
     # the call button: a real 100 ms edge on PL061 line 3
     reply = vm.qmp("system_powerdown")
     assert "return" in reply, reply
-    wait_for(lambda: re.search(r"Executing \[7000@intercom:1\] NoOp\(\"PJSIP/5002-",
+    wait_for(lambda: re.search(r"Executing \[7000@(?:door|intercom):1\] NoOp\(\"PJSIP/5002-",
                                pbx.log_text()), 30, 0.5,
              "Asterisk to receive the INVITE from 5002 for calls.default_target (7000)")
     wait_for(lambda: gpio_seen(vm, "GPIO19", "out hi"), 30, 0.5, "the in-call LED (GPIO19)")
