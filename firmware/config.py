@@ -309,14 +309,19 @@ def _tls_name(v: Any) -> str | None:
 
 
 def normalise_mac(text: str) -> str | None:
-    """A MAC written with ':' / '-' / '.' or none, any case -> 12 lowercase hex digits."""
+    """A MAC written with ':' / '-' / '.' or none, any case -> 12 lowercase hex digits; None
+    for anything that is not a unicast Ethernet address (multicast, broadcast, all zeros)."""
     digits = re.sub(r"[:.-]", "", str(text).strip()).lower()
-    return digits if re.fullmatch(r"[0-9a-f]{12}", digits) else None
+    if not re.fullmatch(r"[0-9a-f]{12}", digits):
+        return None
+    if int(digits[:2], 16) & 1 or digits == "0" * 12:
+        return None
+    return digits
 
 
 def _mac(v: Any) -> str | None:
-    return None if normalise_mac(v) else "must be a MAC address (12 hex digits, e.g. " \
-        "b8:27:eb:12:34:56)"
+    return None if normalise_mac(v) else "must be a unicast MAC address (12 hex digits, " \
+        "e.g. b8:27:eb:12:34:56)"
 
 
 def _https_url(v: Any) -> str | None:

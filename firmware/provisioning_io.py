@@ -116,10 +116,9 @@ def route_interface(address: str, routes: Path = ROUTES) -> str | None:
 def interface_mac(name: str, net: Path = NET) -> str | None:
     """``/sys/class/net/<name>/address`` as 12 hex digits; None for none or all zeros."""
     try:
-        mac = normalise_mac((net / name / "address").read_text())
+        return normalise_mac((net / name / "address").read_text())
     except OSError:
         return None
-    return mac if mac and mac != "0" * 12 else None
 
 
 def route_mac(host: str, port: int, routes: Path = ROUTES, net: Path = NET) -> str:

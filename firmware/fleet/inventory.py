@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import SIP_TRANSPORTS, Action, ConfigError, load_profile, read_yaml
+from ..config import (
+    SIP_TRANSPORTS,
+    Action,
+    ConfigError,
+    load_profile,
+    normalise_mac,
+    read_yaml,
+)
 
 COLUMNS = ("mac", "name", "extension", "buttons", "door_code", "profile", "transport", "extra")
 REQUIRED = ("mac", "name", "extension", "buttons")
@@ -74,17 +81,6 @@ class Box:
 class Inventory:
     boxes: list[Box]
     warnings: list[str]
-
-
-def normalise_mac(text: str) -> str | None:
-    """``B8:27:EB:12:34:56``, ``b8-27-eb-12-34-56``, ``b827.eb12.3456`` -> ``b827eb123456``;
-    None for anything that is not a unicast Ethernet address."""
-    digits = re.sub(r"[:.\-]", "", text.strip()).lower()
-    if not re.fullmatch(r"[0-9a-f]{12}", digits):
-        return None
-    if int(digits[:2], 16) & 1 or digits == "0" * 12:  # multicast/broadcast, or none at all
-        return None
-    return digits
 
 
 @dataclass(frozen=True)
