@@ -320,7 +320,7 @@ def normalise_mac(text: str) -> str | None:
 
 
 def _mac(v: Any) -> str | None:
-    return None if normalise_mac(v) else "must be a unicast MAC address (12 hex digits, " \
+    return None if normalise_mac(v) else "must be a MAC address (unicast, 12 hex digits, " \
         "e.g. b8:27:eb:12:34:56)"
 
 
