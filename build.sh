@@ -15,10 +15,12 @@ APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
 # shim, found by pkg-config); espeak-ng, which speaks the room and PESQ tests' speech at test time;
 # libasound2-plugins: alsa-lib's jack PCM, a paced 8 kHz ALSA device for the CPU benchmark.
 # nftables: the firewall test loads the image's ruleset inside a network namespace.
+# dnsmasq-base and systemd-networkd (in systemd): a real DHCP exchange hands the provisioning
+# tests option 43; openssl: the provisioned documents' signatures.
 DEB_PACKAGES=(mmdebstrap python3 python3-venv python3-dev gcc iproute2 baresip-core sip-tester
   jackd2 libasound2-dev alsa-utils libsrtp2-dev git
   libspeexdsp-dev libwebrtc-audio-processing-dev g++ pkg-config espeak-ng libasound2-plugins
-  nftables)
+  nftables dnsmasq-base systemd openssl)
 
 log() { printf '\n==> %s\n' "$*"; }
 

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from . import __version__, firewall, lockout_store, provisioning_io
 from . import supervisor as sv
 from ._aec import unavailable as aec_unavailable
-from .config import BootConfig, Config, RelaySpec
+from .config import BootConfig, Config, ProvisioningSettings, RelaySpec
 from .events import (
     CallAnswered,
     CallEnded,
@@ -62,7 +62,15 @@ from .parts import (
     TonePlayback,
     UnixControls,
 )
-from .provisioning import CACHE_NAME, Provisioner, cache_dir, url_for
+from .provisioning import (
+    CACHE_NAME,
+    Provisioner,
+    cache_dir,
+    dhcp_template,
+    shown_url,
+    signature_url,
+    url_for,
+)
 from .sip.errors import LocalProtocolError, RemoteProtocolError
 from .sip.sdp import LocalMedia
 from .sip.transaction import TimerConfig
@@ -710,13 +718,15 @@ async def run(cfg: Config | BootConfig, stop: asyncio.Event) -> None:
 SWAP_STATES = (sv.State.IDLE.value, sv.State.OFFLINE.value)  # no call, nothing ringing
 
 
-async def _provision(prov: Provisioner, folder: Path, wake: asyncio.Event,
+async def _provision(prov: Provisioner, wake: asyncio.Event,
                      fetch: Callable[[str], Awaitable[bytes]] | None = None) -> None:
     """Fetch at once and then every provisioning.interval (the retry delay after a failure);
-    the door keeps working meanwhile: the blocking fetch runs in a thread."""
+    the door keeps working meanwhile: the blocking fetch runs in a thread. ``url: dhcp``: the
+    URL of DHCP option 43, read again before every fetch. With ``signing_cert`` the document's
+    ``.sig`` is fetched too and must verify before the document is even parsed."""
     p = prov.boot.provisioning
     assert p.url is not None and p.ca_file is not None
-    url, ca_file = p.url, p.ca_file
+    ca_file = p.ca_file
 
     async def real_fetch(target: str) -> bytes:
         return await asyncio.to_thread(provisioning_io.fetch, target, ca_file, p.timeout,
@@ -725,26 +735,48 @@ async def _provision(prov: Provisioner, folder: Path, wake: asyncio.Event,
     get = fetch or real_fetch
     while True:
         try:
+            template = p.url
+            if template == "dhcp":
+                options = await asyncio.to_thread(provisioning_io.dhcp_options,
+                                                  Path(p.dhcp_leases))
+                try:
+                    template = dhcp_template(options)
+                except ValueError as exc:
+                    raise provisioning_io.FetchError(str(exc)) from None
             if prov.mac is None:
-                host, port = urlsplit(url).hostname or "", urlsplit(url).port or 443
+                host, port = urlsplit(template).hostname or "", urlsplit(template).port or 443
                 prov.mac = await asyncio.to_thread(provisioning_io.route_mac, host, port)
-            prov.url = url_for(url, prov.mac)
+            prov.url = url_for(template, prov.mac)
             body = await asyncio.wait_for(get(prov.url), p.timeout + 5)
+            sig = await _signature(p, prov.url, body, get) if p.signing_cert else None
         except provisioning_io.FetchError as exc:
             prov.fetch_failed(str(exc), time.time())
         except TimeoutError:
             prov.fetch_failed(f"the server took longer than provisioning.timeout "
                               f"({p.timeout:g} s)", time.time())
+        except provisioning_io.SignatureError as exc:
+            prov.refuse(f"{shown_url(prov.url or '')}: {exc}", time.time())
         else:
-            if prov.offer(body, "server", time.time()):
-                try:
-                    provisioning_io.save(folder, CACHE_NAME, body)
-                except OSError as exc:
-                    log.warning("cannot keep the provisioned configuration in %s: %s (a "
-                                "restart while the server is down falls back to the boot "
-                                "YAML)", folder, exc.strerror or exc)
+            if prov.offer(body, "server", time.time(), sig):
                 wake.set()
         await asyncio.sleep(prov.next_delay())
+
+
+async def _signature(p: ProvisioningSettings, url: str, body: bytes,
+                     get: Callable[[str], Awaitable[bytes]]) -> bytes:
+    """``<url>.sig``, checked against provisioning.signing_cert: a signature that cannot be
+    fetched or does not verify refuses the document (SignatureError)."""
+    assert p.signing_cert is not None
+    where = shown_url(signature_url(url))
+    try:
+        sig = await asyncio.wait_for(get(signature_url(url)), p.timeout + 5)
+    except provisioning_io.FetchError as exc:
+        raise provisioning_io.SignatureError(f"no signature: {where}: {exc}") from None
+    except TimeoutError:
+        raise provisioning_io.SignatureError(f"no signature: {where}: the server took longer "
+                                             f"than provisioning.timeout") from None
+    await asyncio.to_thread(provisioning_io.verify, body, sig, p.signing_cert)
+    return sig
 
 
 async def run_provisioned(boot: BootConfig, stop: asyncio.Event,
@@ -757,14 +789,24 @@ async def run_provisioned(boot: BootConfig, stop: asyncio.Event,
     the old App stops is replayed on the new one. Until any configuration is complete (a boot
     YAML that leaves sip.* to the server) the process waits and says so to systemd."""
     prov = Provisioner(boot)
-    folder = cache_dir(boot)
-    cached = provisioning_io.load(folder, CACHE_NAME, boot.provisioning.max_size)
+    p = boot.provisioning
+    data = provisioning_io.DATA if provisioning_io.data_usable() else None
+    prov.cache_dir, prov.cache_where = cache_dir(boot, data)
+    log.info("provisioning: the last good configuration is kept in %s (%s)", prov.cache_dir,
+             prov.cache_where)
+    try:
+        cached = await asyncio.to_thread(provisioning_io.read_cache, prov.cache_dir, CACHE_NAME,
+                                         p.max_size, p.signing_cert)
+    except provisioning_io.CacheError as exc:
+        log.warning("provisioning: the cached configuration %s is ignored: %s",
+                    prov.cache_dir / CACHE_NAME, exc)
+        cached = None
     if cached is not None:
-        prov.offer(cached, "cache", time.time())
+        prov.offer(cached[0], "cache", time.time(), cached[1])
     wake = asyncio.Event()
     notifier = Notifier()
     waiting_said = False
-    fetcher = asyncio.create_task(_provision(prov, folder, wake, fetch))
+    fetcher = asyncio.create_task(_provision(prov, wake, fetch))
     app: App | None = None
     try:
         while not stop.is_set():
@@ -822,7 +864,23 @@ async def _start(prov: Provisioner, cfg: Config, make_app: Callable[[Config], Ap
             cfg = nxt
             continue
         prov.applied(cfg)
+        await _keep(prov)
         return app
+
+
+async def _keep(prov: Provisioner) -> None:
+    """The document the intercom started with, to the cache file (never one that could not
+    start); the host firewall's .path unit re-reads the trust from it."""
+    if (keep := prov.to_keep()) is None or prov.cache_dir is None:
+        return
+    try:
+        await asyncio.to_thread(provisioning_io.save_cache, prov.cache_dir, CACHE_NAME, *keep)
+    except OSError as exc:
+        log.warning("cannot keep the provisioned configuration in %s: %s (a restart while "
+                    "the server is down falls back to the boot YAML)", prov.cache_dir,
+                    exc.strerror or exc)
+        return
+    prov.kept(keep[0])
 
 
 async def _swap(prov: Provisioner, old: App, new: Config,

@@ -182,14 +182,22 @@ class ProvisioningSettings:
     """``provisioning``: the box fetches its settings by MAC over HTTPS (firmware.provisioning).
     Read from the boot partition's YAML only: a provisioned document cannot redirect the box."""
 
-    url: str | None = None  # https://server/path/{mac}.yaml; None: no provisioning
+    # https://server/path/{mac}.yaml; "dhcp": the https:// URL of DHCP option 43 (vendor-
+    # specific); None: no provisioning
+    url: str | None = None
     ca_file: str | None = None  # the pinned CA (PEM); "system": the system's trust store
     interval: float = 3600.0  # seconds between two fetches after a good one
     retry: float = 30.0  # first retry after a failed fetch (doubling up to interval)
     timeout: float = 10.0  # seconds a fetch may take, all of it
     max_size: int = 65536  # bytes; a larger document is refused
-    cache_dir: str | None = None  # None: <control socket's folder>/provisioning (RAM)
+    # None: /data/intercom/provisioning when that folder is writable (the data partition),
+    # else <control socket's folder>/provisioning (RAM)
+    cache_dir: str | None = None
     mac: str | None = None  # None: the MAC of the interface that routes to the server
+    # PEM certificate (or public key) whose key signs every document: <url>.sig is fetched
+    # and must verify (openssl dgst -sha256); None: no signature asked for
+    signing_cert: str | None = None
+    dhcp_leases: str = "/run/systemd/netif/leases"  # systemd-networkd's lease files (url: dhcp)
 
 
 @dataclass(frozen=True)
@@ -337,6 +345,25 @@ def _https_url(v: Any) -> str | None:
     return None
 
 
+def https_url_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a provisioning URL (None: it can); also for a URL from DHCP."""
+    return _https_url(text)
+
+
+def _provisioning_url(v: Any) -> str | None:
+    return None if v == "dhcp" else _https_url(v)
+
+
+def _signing_cert(v: Any) -> str | None:
+    try:
+        head = Path(str(v)).read_text(encoding="ascii", errors="replace")[:65536]
+    except OSError as exc:
+        return f"must name the PEM certificate of the signing key: {exc.strerror or exc}"
+    if "-----BEGIN CERTIFICATE-----" not in head and "-----BEGIN PUBLIC KEY-----" not in head:
+        return "must be a PEM certificate (or public key) of the key that signs the documents"
+    return None
+
+
 def _ca_file(v: Any) -> str | None:
     return None if v == "system" or Path(str(v)).is_file() else \
         f"must name the CA certificate file (PEM) the server's certificate is checked " \
@@ -388,11 +415,12 @@ _CHECKS: dict[str, Check] = {
     "gpio.profile": _non_empty, "control.socket": _non_empty,
     "log.level": _one_of("debug", "info", "warning", "error"),
     "system.hostname": _hostname,
-    "provisioning.url": _https_url, "provisioning.ca_file": _ca_file,
+    "provisioning.url": _provisioning_url, "provisioning.ca_file": _ca_file,
     "provisioning.interval": lambda v: None if v >= 1 else "must be at least 1 second",
     "provisioning.retry": lambda v: None if v >= 1 else "must be at least 1 second",
     "provisioning.timeout": _positive, "provisioning.max_size": _range(1024, 1 << 20),
     "provisioning.cache_dir": _non_empty, "provisioning.mac": _mac,
+    "provisioning.signing_cert": _signing_cert, "provisioning.dhcp_leases": _non_empty,
 }
 # what YAML may give where the dataclass type alone would be too strict: numbers where text
 # is meant (a username 5002), YAML's `off` = false, and nested mappings built separately
@@ -572,6 +600,10 @@ def parse_config(text: str, path: str = "<string>",
         raise ConfigError(f"{path}: {_where('provisioning.url', lines)} needs "
                           "provisioning.ca_file: the CA that signed the server's certificate "
                           "('system' for the system's trust store)")
+    if prov.url == "dhcp" and prov.ca_file == "system":
+        raise ConfigError(f"{path}: {_where('provisioning.ca_file', lines)} must name a pinned "
+                          "CA with provisioning.url: dhcp, not 'system' (any DHCP server could "
+                          "send the box to a server with a public certificate)")
     if prov.mac:
         sections["provisioning"] = replace(prov, mac=normalise_mac(prov.mac))
     return Config(**sections, path=path)

@@ -3,9 +3,12 @@ sources, silence for everyone else.
 
 Owns the nftables ruleset (``ruleset``, a pure function of ``FirewallSpec``), the small file in
 the runtime directory through which the running intercom tells the firewall where the registrar
-is now (``write_registrar`` / ``read_registrar``: that file is an input and is checked), and the
-command ``python3 -m firmware.firewall`` that a root oneshot unit runs at boot and again when
-that file changes (``intercom-firewall.service`` / ``.path`` in images/overlay).
+is now (``write_registrar`` / ``read_registrar``: that file is an input and is checked), which
+configuration the trust comes from (``running_config``: the one the intercom runs — the last
+provisioned document it started with, from its cache file, checked exactly as the intercom
+checks it, over the card's YAML; else the card's YAML), and the command ``python3 -m
+firmware.firewall`` that a root oneshot unit runs at boot and again when the registrar file or
+the provisioned cache changes (``intercom-firewall.service`` / ``.path`` in images/overlay).
 
 Inbound policy: drop, so a closed port answers nothing (no ICMP port unreachable, no TCP
 reset) and a port scan learns nothing. Admitted: loopback, replies to what the box itself sent
@@ -26,7 +29,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config, ConfigError, load_config
+from . import provisioning_io
+from .config import BootConfig, Config, ConfigError, load_boot
+from .provisioning import CACHE_NAME, Provisioner, cache_dir, digest
 
 REGISTRAR_FILE = "registrar"
 MAX_REGISTRAR_BYTES = 4096
@@ -183,6 +188,32 @@ def read_registrar(folder: Path) -> tuple[list[str], str | None]:
         return [], str(exc)
 
 
+# --------------------------------------------------------------------- which configuration
+def running_config(boot: BootConfig, data: Path | None) -> tuple[Config | None, str]:
+    """(the configuration the intercom runs, where it came from): with ``provisioning.url`` the
+    document in the intercom's cache file (its checksum, signature and validation checked by the
+    intercom's own code; a bad one is one line on stderr) over the card's YAML, else the card's
+    YAML alone (None when it leaves sip.* to the server: nothing is admitted yet). ``data``: the
+    data partition's folder when it is usable; the cache is looked for there first, then in
+    the runtime directory (the intercom uses the latter when it cannot write the former)."""
+    if not boot.provisioning.url:
+        return boot.config, boot.path
+    p = boot.provisioning
+    folders = [cache_dir(boot, data)[0], cache_dir(boot, None)[0]]
+    prov = Provisioner(boot)
+    for folder in dict.fromkeys(folders):
+        try:
+            cached = provisioning_io.read_cache(folder, CACHE_NAME, p.max_size, p.signing_cert)
+        except provisioning_io.CacheError as exc:
+            print(f"intercom-firewall: {folder / CACHE_NAME} ignored: {exc}", file=sys.stderr)
+            continue
+        if cached is None:
+            continue
+        if prov.offer(cached[0], "cache", 0.0, cached[1]) and prov.good is not None:
+            return prov.good, f"the provisioned configuration {digest(cached[0])} in {folder}"
+    return boot.config, boot.path
+
+
 # --------------------------------------------------------------------- the root command
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python3 -m firmware.firewall",
@@ -193,14 +224,26 @@ def main(argv: list[str] | None = None) -> int:
                     help="the intercom's runtime directory (the registrar file)")
     ap.add_argument("--ssh", choices=["auto", "yes", "no"], default="auto",
                     help=f"admit SSH (auto: when {SSH_KEYS} exists)")
+    ap.add_argument("--data", default=str(provisioning_io.DATA),
+                    help="the data partition's folder of the intercom (the provisioned cache)")
     ap.add_argument("--apply", action="store_true", help="load the rules with nft")
     args = ap.parse_args(argv)
     status = 0
+    cfg: Config | None = None
     try:
-        cfg: Config | None = load_config(args.config)
+        boot = load_boot(args.config)
     except ConfigError as exc:
         print(f"intercom-firewall: {exc}: admitting no SIP or RTP source", file=sys.stderr)
-        cfg, status = None, 1
+        status = 1
+    else:
+        data = Path(args.data)  # root reads it; whether the intercom can write it, not asked
+        cfg, source = running_config(boot, data if data.is_dir() else None)
+        if cfg is None:
+            print("intercom-firewall: the card leaves sip.* to the provisioning server and no "
+                  "provisioned configuration is kept yet: admitting no SIP or RTP source",
+                  file=sys.stderr)
+        else:
+            print(f"intercom-firewall: trust from {source}", file=sys.stderr)
     registrar, problem = read_registrar(Path(args.runtime))
     if problem:
         print(f"intercom-firewall: {Path(args.runtime) / REGISTRAR_FILE} ignored: {problem}",

@@ -1,12 +1,15 @@
 """Provisioning by MAC: which configuration the box runs, from its boot YAML and the documents a
 provisioning server hands out.
 
-Owns the decisions, without I/O: this box's URL (``{mac}`` substituted), a fetched or cached
-document validated exactly like the boot YAML (``firmware.config.parse_provisioned``: the same
-one-line errors with the line), the last good document kept when a new one is refused (the boot
-YAML as the floor), whether a changed configuration waits to be applied, the retry delay, and
-the status report (the URL without its query, times, results, the applied document's hash;
-never a value from a document). Fetching, the MAC and the cache file are
+Owns the decisions, without I/O: this box's URL (``{mac}`` substituted; from the card, or from
+DHCP option 43 when the card says ``url: dhcp``), where the signature and the cache live, a
+fetched or cached document validated exactly like the boot YAML
+(``firmware.config.parse_provisioned``: the same one-line errors with the line), the last good
+document kept when a new one is refused (the boot YAML as the floor), whether a changed
+configuration waits to be applied and whether the applied one still has to be kept on disk, the
+retry delay, and the status report (the URL without its query, where it came from, the cache's
+place, times, results, the applied document's hash; never a value from a document). Fetching,
+checking signatures, reading DHCP leases, the MAC and the cache file are
 ``firmware.provisioning_io``; when to swap the running App is ``firmware.app.run``. Knows
 nothing about SIP, sockets or GPIO.
 """
@@ -19,11 +22,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import BootConfig, Config, ConfigError, ControlSettings, parse_provisioned
+from .config import (
+    BootConfig,
+    Config,
+    ConfigError,
+    ControlSettings,
+    https_url_problem,
+    parse_provisioned,
+)
 
 log = logging.getLogger("intercom.provisioning")
 
 CACHE_NAME = "provisioned.yaml"
+DATA_CACHE = "provisioning"  # under the data partition's folder (provisioning_io.DATA)
 
 
 def url_for(template: str, mac: str) -> str:
@@ -42,14 +53,84 @@ def digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()[:16]
 
 
-def cache_dir(boot: BootConfig) -> Path:
-    """``provisioning.cache_dir``, else ``provisioning/`` next to the control socket (the
-    runtime directory: RAM on the image, kept over a service restart, not over a reboot)."""
+def signature_url(url: str) -> str:
+    """Where the detached signature of ``url`` is: ``.sig`` appended to its path (a query
+    stays the query)."""
+    parts = urlsplit(url)
+    return parts._replace(path=parts.path + ".sig").geturl()
+
+
+def url_from_option43(value: bytes) -> str:
+    """The provisioning URL template in DHCP option 43: the whole option as text, or, when it is
+    encapsulated (code, length, data ...), its sub-option 1. Only an https:// URL is taken (the
+    pinned CA still decides whether its server is believed). Without ``{mac}`` a URL ending in
+    "/" (or with no path) is a folder: ``{mac}.yaml`` is appended; another URL is one file for
+    every box. ValueError (one line) otherwise."""
+    text = _option_text(value)
+    if text is None:
+        sub = _sub_options(value).get(1)
+        text = _option_text(sub) if sub is not None else None
+    if text is None:
+        raise ValueError("DHCP option 43 holds no https:// URL (as text or as sub-option 1)")
+    parts = urlsplit(text)
+    if "{mac}" not in text and (not parts.path or parts.path.endswith("/")):
+        text = parts._replace(path=(parts.path or "/") + "{mac}.yaml").geturl()
+    if problem := https_url_problem(text):
+        raise ValueError(f"the URL in DHCP option 43 {problem}")
+    return text
+
+
+def dhcp_template(options: list[tuple[str, bytes]]) -> str:
+    """The URL template of the first lease (lowest interface index) whose option 43 holds a
+    usable URL; ValueError (one line) when none does."""
+    if not options:
+        raise ValueError("provisioning.url is dhcp, but no DHCP lease carries option 43 (the "
+                         "DHCP server must send it; the box asks for it with RequestOptions=43)")
+    problems = []
+    for _, value in options:
+        try:
+            return url_from_option43(value)
+        except ValueError as exc:
+            problems.append(str(exc))
+    raise ValueError(f"provisioning.url is dhcp: {problems[0]}")
+
+
+def _option_text(value: bytes) -> str | None:
+    raw = value.rstrip(b"\0")  # some servers end a text option with a NUL
+    if raw.startswith(b"https://") and all(0x21 <= b < 0x7F for b in raw):
+        return raw.decode("ascii")
+    return None
+
+
+def _sub_options(value: bytes) -> dict[int, bytes]:
+    found: dict[int, bytes] = {}
+    i = 0
+    while i < len(value):
+        code = value[i]
+        if code == 0:  # pad
+            i += 1
+            continue
+        if code == 255 or i + 1 >= len(value):  # end
+            break
+        length = value[i + 1]
+        found.setdefault(code, value[i + 2:i + 2 + length])
+        i += 2 + length
+    return found
+
+
+def cache_dir(boot: BootConfig, data: Path | None = None) -> tuple[Path, str]:
+    """(folder, where) of the cache: ``provisioning.cache_dir``; else ``provisioning/`` in
+    ``data`` (the data partition's folder, when it is usable: kept over reboots and updates);
+    else ``provisioning/`` next to the control socket (the runtime directory: RAM on the image,
+    kept over a service restart, not over a reboot)."""
     if boot.provisioning.cache_dir:
-        return Path(boot.provisioning.cache_dir)
+        return Path(boot.provisioning.cache_dir), "provisioning.cache_dir"
+    if data is not None:
+        return data / DATA_CACHE, "data partition"
     control: dict[str, Any] = boot.base["control"] \
         if isinstance(boot.base.get("control"), dict) else {}
-    return Path(str(control.get("socket") or ControlSettings().socket)).parent / "provisioning"
+    return (Path(str(control.get("socket") or ControlSettings().socket)).parent
+            / "provisioning", "RAM")
 
 
 class Provisioner:
@@ -60,13 +141,18 @@ class Provisioner:
         self.good: Config | None = None  # the last good provisioned configuration
         self.good_body: bytes | None = None
         self.good_hash: str | None = None
+        self.good_sig: bytes | None = None  # its detached signature (provisioning.signing_cert)
         self.source = "boot"  # where the good configuration came from: boot | cache | server
         self.applied_hash: str | None = None  # what the running App uses (None: the boot YAML)
         self.failed_hash: str | None = None  # valid, but the intercom could not start with it
         # the good document before the one waiting to be applied: the way back if it fails
-        self._previous: tuple[Config | None, bytes | None, str | None, str] = \
-            (None, None, None, "boot")
+        self._previous: tuple[Config | None, bytes | None, str | None, bytes | None, str] = \
+            (None, None, None, None, "boot")
         self.url: str | None = None  # with {mac} substituted, once the MAC is known
+        self.url_from = "dhcp option 43" if boot.provisioning.url == "dhcp" else "card"
+        self.cache_dir: Path | None = None  # where the applied document is kept
+        self.cache_where: str | None = None  # data partition | RAM | provisioning.cache_dir
+        self.kept_hash: str | None = None  # the document the cache file holds
         self.mac: str | None = boot.provisioning.mac
         self.last_fetch: float | None = None  # UNIX time of the last attempt
         self.last_good_fetch: float | None = None
@@ -92,13 +178,27 @@ class Provisioner:
         """The App now runs ``cfg``."""
         self.applied_hash = self.good_hash if cfg is self.good else None
 
+    def to_keep(self) -> tuple[bytes, bytes | None] | None:
+        """(document, signature) the cache file should hold and does not yet: the applied one
+        (kept only once the intercom started with it, so the cache is never a document that
+        cannot run)."""
+        if self.applied_hash is None or self.applied_hash == self.kept_hash \
+                or self.good_body is None or self.good_hash != self.applied_hash:
+            return None
+        return self.good_body, self.good_sig
+
+    def kept(self, body: bytes) -> None:
+        """The cache file now holds ``body``."""
+        self.kept_hash = digest(body)
+
     def start_failed(self, cfg: Config, why: str) -> None:
         """The intercom could not start with ``cfg``: never try that document again (a changed
         one is tried), fall back to the boot YAML."""
         if cfg is self.good and self.good is not None:
             self.failed_hash = self.good_hash
-            self.good, self.good_body, self.good_hash, self.source = self._previous
-            self._previous = (None, None, None, "boot")
+            self.good, self.good_body, self.good_hash, self.good_sig, self.source = \
+                self._previous
+            self._previous = (None, None, None, None, "boot")
         self.last_result = "refused"
         self.last_error = f"cannot start with the provisioned configuration: {why}"
         log.error("%s: keeping the previous configuration", self.last_error)
@@ -107,9 +207,11 @@ class Provisioner:
     def label(self) -> str:
         return shown_url(self.url) if self.url else "provisioning.url"
 
-    def offer(self, body: bytes, source: str, when: float) -> bool:
-        """A document from the server (``source`` "server") or the cache ("cache"). True when
-        it is good and differs from what runs; a refused one changes nothing but the status."""
+    def offer(self, body: bytes, source: str, when: float,
+              signature: bytes | None = None) -> bool:
+        """A document from the server (``source`` "server") or the cache ("cache"), its
+        signature already checked by the caller when one is asked for. True when it is good and
+        differs from what runs; a refused one changes nothing but the status."""
         name = self.label() if source == "server" else f"cached {self.label()}"
         if source == "server":
             self.fetches += 1
@@ -130,6 +232,8 @@ class Provisioner:
             self.last_good_fetch = when
             self.last_error = None
             self.last_result = "unchanged" if h == self.good_hash else "ok"
+        if source == "cache":
+            self.kept_hash = h
         if h == self.good_hash:
             return False
         if h == self.failed_hash:
@@ -137,8 +241,10 @@ class Provisioner:
             self.last_error = "the same document the intercom could not start with"
             return False
         if self.good_hash == self.applied_hash:  # what runs stays the way back
-            self._previous = (self.good, self.good_body, self.good_hash, self.source)
-        self.good, self.good_body, self.good_hash, self.source = cfg, body, h, source
+            self._previous = (self.good, self.good_body, self.good_hash, self.good_sig,
+                              self.source)
+        self.good, self.good_body, self.good_hash, self.good_sig, self.source = \
+            cfg, body, h, signature, source
         log.info("provisioned configuration %s from %s%s", h,
                  "the server" if source == "server" else "the cache",
                  "" if h == self.applied_hash else ": applied at the next idle moment")
@@ -153,6 +259,12 @@ class Provisioner:
         self.last_error = why
         kept = "the provisioned configuration" if self.good else "the boot YAML"
         log.warning("provisioning: %s (keeping %s)", why, kept)
+
+    def refuse(self, why: str, when: float) -> None:
+        """The server answered, but what it sent is refused before parsing (its signature)."""
+        self.fetches += 1
+        self.last_fetch = when
+        self._refuse("server", why)
 
     def _refuse(self, source: str, why: str) -> bool:
         if source == "server":
@@ -177,6 +289,10 @@ class Provisioner:
         """For ``intercom status``: no document value ever appears here (they hold secrets)."""
         return {
             "url": self.label() if self.boot.provisioning.url else None,
+            "url_from": self.url_from,
+            "signed": bool(self.boot.provisioning.signing_cert),
+            "cache": self.cache_where,
+            "cache_dir": str(self.cache_dir) if self.cache_dir else None,
             "mac": self.mac,
             "source": self.source,
             "applied": self.applied_hash,

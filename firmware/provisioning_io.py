@@ -1,20 +1,31 @@
-"""Provisioning's I/O: the HTTPS fetch, this box's MAC, and the last good document on disk.
+"""Provisioning's I/O: the HTTPS fetch, the detached signature, this box's MAC, the URL that
+DHCP handed out, and the last good document on disk.
 
 Owns the one GET of ``provisioning.url`` (HTTPS only, the certificate checked against the pinned
 CA and the URL's host name, no redirect followed, a size cap and one deadline for the whole
-exchange, every failure one line), the MAC of the interface that routes to the server (from
-/proc/net/route and /sys/class/net), and the cache file (written atomically, mode 0600, in a
-folder of mode 0700). Blocking calls: the caller runs them in a thread. Knows nothing about
-what a document means (``firmware.provisioning``) or about the intercom.
+exchange, every failure one line), the signature check with the ``openssl`` command (``dgst
+-sha256`` with the public key of ``provisioning.signing_cert``; ``sign`` makes such a signature
+for ``intercom-fleet --sign``), the MAC of the interface that routes to the server (from
+/proc/net/route and /sys/class/net), DHCP option 43 as systemd-networkd saves it in its lease
+files, whether the data partition's folder can hold the cache, and the cache file (a checksum
+line and the signature ahead of the document; written atomically, mode 0600, in a folder of mode
+0700; a damaged one is refused whole). Blocking calls: the caller runs them in a thread. Knows
+nothing about what a document means (``firmware.provisioning``) or about the intercom.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 import ipaddress
 import os
+import re
+import shutil
 import socket
 import ssl
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -24,19 +35,35 @@ from .config import normalise_mac
 
 ROUTES = Path("/proc/net/route")
 NET = Path("/sys/class/net")
+DATA = Path("/data/intercom")  # the data partition's folder of the intercom user (images/)
+MAX_SIGNATURE = 8192  # bytes: an RSA-8192 signature is 1024
+MAX_LEASE = 65536  # bytes of one lease file read
+OPENSSL_TIMEOUT = 20.0  # s for one openssl run (a Zero 2 W under load: well below a second)
 
 
 class FetchError(Exception):
     """The document could not be fetched; the message says why in one line."""
 
 
-def _context(ca_file: str) -> ssl.SSLContext:
-    """Only the pinned CA (no system store unless it says "system"), host name checked."""
+class SignatureError(Exception):
+    """The signature is missing, malformed or made by another key; one line says which."""
+
+
+class CacheError(Exception):
+    """The cache file is damaged, partly written or unsigned; one line says why."""
+
+
+def _context(ca_file: str, key: str = "provisioning.ca_file") -> ssl.SSLContext:
+    """Only the pinned CA (no system store unless it says "system"), host name checked.
+    ``key`` names the setting in the error (the updater pins ``update.ca_file`` this way)."""
     try:
         return ssl.create_default_context(cafile=None if ca_file == "system" else ca_file)
     except (OSError, ssl.SSLError) as exc:
-        raise FetchError(f"cannot load provisioning.ca_file {ca_file!r}: "
+        raise FetchError(f"cannot load {key} {ca_file!r}: "
                          f"{getattr(exc, 'strerror', None) or exc}") from None
+
+
+tls_context = _context  # the one TLS client set-up: provisioning and firmware.update.download
 
 
 def fetch(url: str, ca_file: str, timeout: float, max_size: int) -> bytes:
@@ -139,7 +166,173 @@ def route_mac(host: str, port: int, routes: Path = ROUTES, net: Path = NET) -> s
     return mac
 
 
+# ----------------------------------------------------------------------------- signature
+def _openssl(args: list[str], what: str) -> subprocess.CompletedProcess[bytes]:
+    exe = shutil.which("openssl")
+    if exe is None:
+        raise SignatureError(f"cannot {what}: the openssl command is missing")
+    try:
+        return subprocess.run([exe, *args], capture_output=True, timeout=OPENSSL_TIMEOUT,
+                              stdin=subprocess.DEVNULL, check=False)
+    except subprocess.TimeoutExpired:
+        raise SignatureError(f"cannot {what}: openssl took longer than "
+                             f"{OPENSSL_TIMEOUT:g} s") from None
+    except OSError as exc:
+        raise SignatureError(f"cannot {what}: {exc.strerror or exc}") from None
+
+
+def _first_line(data: bytes) -> str:
+    lines = [x for x in data.decode("utf-8", "replace").splitlines() if x.strip()]
+    return lines[0].strip() if lines else "no reason given"
+
+
+def public_key(cert_file: str) -> bytes:
+    """The PEM public key of ``cert_file`` (a certificate, or already a public key)."""
+    try:
+        pem = Path(cert_file).read_bytes()
+    except OSError as exc:
+        raise SignatureError(f"cannot read provisioning.signing_cert {cert_file!r}: "
+                             f"{exc.strerror or exc}") from None
+    if b"-----BEGIN PUBLIC KEY-----" in pem:
+        return pem
+    done = _openssl(["x509", "-pubkey", "-noout", "-in", cert_file],
+                    "read provisioning.signing_cert")
+    if done.returncode != 0 or b"-----BEGIN PUBLIC KEY-----" not in done.stdout:
+        raise SignatureError(f"provisioning.signing_cert {cert_file!r} is not a PEM "
+                             f"certificate: {_first_line(done.stderr)}")
+    return done.stdout
+
+
+def verify(body: bytes, signature: bytes, cert_file: str) -> None:
+    """Nothing when ``signature`` is the signature over ``body`` (SHA-256, RSA or ECDSA) by the
+    key of ``cert_file``; SignatureError otherwise."""
+    if not signature:
+        raise SignatureError("the signature is empty")
+    if len(signature) > MAX_SIGNATURE:
+        raise SignatureError(f"the signature is larger than {MAX_SIGNATURE} bytes")
+    key = public_key(cert_file)
+    with tempfile.TemporaryDirectory(prefix="intercom-sig-") as tmp:
+        files = {"key.pem": key, "doc": body, "doc.sig": signature}
+        for name, data in files.items():
+            (Path(tmp) / name).write_bytes(data)
+        done = _openssl(["dgst", "-sha256", "-verify", f"{tmp}/key.pem", "-signature",
+                         f"{tmp}/doc.sig", f"{tmp}/doc"], "check the signature")
+    if done.returncode != 0 or b"Verified OK" not in done.stdout:
+        raise SignatureError("the signature does not verify with provisioning.signing_cert "
+                             "(another key, or the document was changed)")
+
+
+def sign(body: bytes, key_file: str) -> bytes:
+    """The signature ``verify`` accepts: ``openssl dgst -sha256 -sign KEY`` (RSA or ECDSA)."""
+    with tempfile.TemporaryDirectory(prefix="intercom-sign-") as tmp:
+        (Path(tmp) / "doc").write_bytes(body)
+        done = _openssl(["dgst", "-sha256", "-sign", key_file, "-out", f"{tmp}/doc.sig",
+                         f"{tmp}/doc"], f"sign with {key_file}")
+        if done.returncode != 0:
+            raise SignatureError(f"cannot sign with {key_file}: {_first_line(done.stderr)} "
+                                 "(an RSA or ECDSA private key in PEM is needed)")
+        return (Path(tmp) / "doc.sig").read_bytes()
+
+
+# ----------------------------------------------------------------------------- DHCP
+def lease_option43(text: str) -> bytes | None:
+    """DHCP option 43 (vendor-specific) in a systemd-networkd lease file: its
+    ``VENDOR_SPECIFIC=<hex>`` line (networkd keeps 43 and the private options 224-254 there;
+    option 66 it drops while parsing the answer). None when the lease has none."""
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "VENDOR_SPECIFIC":
+            try:
+                return bytes.fromhex(value.strip())
+            except ValueError:
+                return None
+    return None
+
+
+def dhcp_options(leases: Path) -> list[tuple[str, bytes]]:
+    """(interface index, option 43) of every lease that has one, by interface index."""
+    try:
+        names = sorted((p for p in leases.iterdir() if p.name.isdigit()),
+                       key=lambda p: int(p.name))
+    except OSError:
+        return []
+    found = []
+    for path in names:
+        try:
+            with path.open("rb") as f:
+                text = f.read(MAX_LEASE).decode("ascii", "replace")
+        except OSError:
+            continue
+        if (value := lease_option43(text)) is not None:
+            found.append((path.name, value))
+    return found
+
+
 # ----------------------------------------------------------------------------- the cache
+def data_usable(folder: Path | None = None) -> bool:
+    """True when ``folder`` (default ``DATA``, on the data partition) exists and this process
+    may write there: the partition is mounted, not fallen back to read-only, and the service
+    may use it."""
+    folder = DATA if folder is None else folder
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+
+
+_HEADER = re.compile(rb"# intercom provisioning cache sha256=([0-9a-f]{64})"
+                     rb"(?: sig=([A-Za-z0-9+/=]{1,12000}))?\n")
+
+
+def pack(body: bytes, signature: bytes | None) -> bytes:
+    """The cache file: one YAML comment line with the document's SHA-256 (and its signature,
+    base64), then the document as it came."""
+    sig = f" sig={base64.b64encode(signature).decode()}" if signature else ""
+    return (f"# intercom provisioning cache sha256={hashlib.sha256(body).hexdigest()}{sig}\n"
+            .encode() + body)
+
+
+def unpack(data: bytes) -> tuple[bytes, bytes | None]:
+    """(document, signature) of a cache file; CacheError when it is not exactly what ``pack``
+    wrote (a damaged or partly written file, or one from an older release)."""
+    m = _HEADER.match(data)
+    if not m:
+        raise CacheError("no checksum line (damaged, or written by an older release)")
+    body = data[m.end():]
+    if hashlib.sha256(body).hexdigest().encode() != m[1]:
+        raise CacheError("the checksum does not match (damaged or partly written)")
+    return body, base64.b64decode(m[2]) if m[2] else None
+
+
+def read_cache(folder: Path, name: str, max_size: int,
+               signing_cert: str | None) -> tuple[bytes, bytes | None] | None:
+    """The cached (document, signature), checked: None when there is none; CacheError (one
+    line) when it is damaged, or ``signing_cert`` is set and its signature is missing or does
+    not verify (a key changed on the card refuses what the old key signed)."""
+    limit = max_size + 16384  # the checksum line and a signature
+    try:
+        fd = os.open(folder / name, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # a symlink (ELOOP) is refused like any unreadable file
+        raise CacheError(f"cannot read it: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise CacheError(f"it is larger than provisioning.max_size ({max_size} bytes)")
+    body, sig = unpack(data)
+    if signing_cert:
+        if sig is None:
+            raise CacheError("it has no signature and provisioning.signing_cert is set")
+        try:
+            verify(body, sig, signing_cert)
+        except SignatureError as exc:
+            raise CacheError(str(exc)) from None
+    return body, sig
+
+
+def save_cache(folder: Path, name: str, body: bytes, signature: bytes | None) -> None:
+    """Keep the document (and its signature) as ``read_cache`` reads it back."""
+    save(folder, name, pack(body, signature))
+
+
 def save(folder: Path, name: str, body: bytes) -> None:
     """Write ``folder/name`` atomically (a temporary file renamed over it), mode 0600: a power
     cut leaves the old document or the new one, never half of one."""
@@ -161,14 +354,3 @@ def save(folder: Path, name: str, body: bytes) -> None:
     finally:
         os.close(dfd)
 
-
-def load(folder: Path, name: str, max_size: int) -> bytes | None:
-    """The cached document, or None (missing, unreadable or larger than the cap: the caller
-    validates what it gets like a fetched one)."""
-    try:
-        fd = os.open(folder / name, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(max_size + 1)
-    return data if len(data) <= max_size else None

@@ -1,4 +1,4 @@
-"""Command line: ``intercom-fleet build INVENTORY --out DIR --pbx-host HOST``.
+"""Command line: ``intercom-fleet build INVENTORY --out DIR --pbx-host HOST [--sign KEY]``.
 
 Owns the arguments, the order of the run (check everything, then write everything: nothing is
 written when any row is bad), the files' places and modes, and what is said: a summary on
@@ -12,6 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .. import provisioning_io
 from ..config import ConfigError, parse_config
 from . import render, secret_store
 from .inventory import InventoryError, pbx_numbers, read_inventory
@@ -27,6 +28,8 @@ files written under --out:
                                pjsip.conf (it uses the templates there)
   pbx/extensions_fleet.conf    the boxes' dial plan: #include it as the LAST line of
                                extensions.conf
+  www/<mac>.yaml.sig           with --sign KEY: its detached signature (openssl dgst -sha256),
+                               for boxes with provisioning.signing_cert (the KEY's certificate)
   secrets.yaml                 the generated SIP passwords (and door codes), by MAC: keep it
                                and back it up; a re-run keeps every password in it
 
@@ -82,7 +85,7 @@ def build(args: argparse.Namespace) -> int:
         print(f"intercom-fleet: {exc}", file=sys.stderr)
         return 2
     site = render.Site(args.pbx_host, args.pbx_port, inventory_path.name)
-    files: dict[Path, tuple[str, int]] = {}
+    files: dict[Path, tuple[str | bytes, int]] = {}
     errors: list[str] = []
     codes: dict[str, str] = {}
     for box in inventory.boxes:
@@ -101,6 +104,18 @@ def build(args: argparse.Namespace) -> int:
             print(f"intercom-fleet: {line}", file=sys.stderr)
         print(f"intercom-fleet: {len(errors)} error(s): nothing written", file=sys.stderr)
         return 2
+    if args.sign:
+        try:
+            for path, (text, _) in list(files.items()):
+                sig = provisioning_io.sign(text.encode("utf-8"), args.sign)
+                files[path.with_name(path.name + ".sig")] = (sig, 0o644)
+        except provisioning_io.SignatureError as exc:
+            print(f"intercom-fleet: --sign: {exc}: nothing written", file=sys.stderr)
+            return 2
+    elif any((out / "www").glob("*.yaml.sig")):
+        print(f"intercom-fleet: warning: {out}/www holds .sig files of an earlier --sign run: "
+              "without --sign they are not renewed (boxes with provisioning.signing_cert "
+              "refuse a changed file until it is signed again)", file=sys.stderr)
     passwords = {b.mac: store.entries[b.mac].sip_password for b in inventory.boxes}
     files[out / "pbx" / "pjsip_fleet.conf"] = (
         render.pjsip_conf(inventory.boxes, passwords, site), 0o600)
@@ -143,6 +158,7 @@ def _delete_stale(www: Path, removed: list[str]) -> list[str]:
         f = www / f"{mac}.yaml"
         if f.is_file() and MARK in f.read_text(errors="replace")[:400]:
             f.unlink()
+            f.with_name(f.name + ".sig").unlink(missing_ok=True)
             deleted.append(mac)
     return deleted
 
@@ -183,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
                    "not take (default: this checkout's pbx/)")
     b.add_argument("--provisioning-base", help="https:// URL the www/ folder is served at "
                    "(shown in the summary)")
+    b.add_argument("--sign", metavar="KEY", help="also write www/<mac>.yaml.sig, each file's "
+                   "signature with this private key (PEM, RSA or ECDSA), for boxes whose "
+                   "provisioning.signing_cert is its certificate")
     b.add_argument("--show-secrets", action="store_true",
                    help="also print every box's SIP password and door code")
     args = parser.parse_args(argv)

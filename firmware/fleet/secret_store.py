@@ -111,15 +111,15 @@ def load(path: Path) -> SecretStore:
     return store
 
 
-def write_private(path: Path, text: str, mode: int = 0o600) -> None:
+def write_private(path: Path, text: str | bytes, mode: int = 0o600) -> None:
     """Write atomically (a temporary file in the same folder, fsync, rename) with ``mode`` from
     the first byte: the secret is never readable by others, even for a moment."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8") if isinstance(text, str) else text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

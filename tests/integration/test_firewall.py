@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 from devtools.components import REPO
+from firmware import provisioning_io as pio
+from firmware.provisioning import CACHE_NAME
 
 pytestmark = pytest.mark.integration
 BOX, TRUSTED, STRANGER = "10.201.0.1", "10.201.0.2", "10.201.0.3"
@@ -171,3 +173,47 @@ def test_a_tampered_registrar_file_or_config_admits_nobody(namespaces, tmp_path:
     assert done.returncode == 1 and "admitting no SIP or RTP source" in done.stderr
     found = probe(box, peer)
     assert found[TRUSTED]["sip"] == "dropped" and found[STRANGER]["udp"] == "silent", found
+
+
+def test_the_trust_follows_the_provisioned_configuration_with_the_units_capabilities(
+        namespaces, tmp_path: Path) -> None:
+    """The card names the PBX by name and trusts nobody; the document the intercom runs
+    (kept on the data partition by the intercom user, 0700) trusts TRUSTED. The command runs
+    with the capabilities intercom-firewall.service leaves root: CAP_NET_ADMIN alone cannot
+    read the intercom's folder (the card's trust, with one line saying why); with
+    CAP_DAC_READ_SEARCH the provisioned trust is loaded."""
+    box, peer = namespaces
+    runtime = tmp_path / "run"
+    runtime.mkdir()
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    config = tmp_path / "intercom.yaml"
+    config.write_text("sip: {server: pbx.invalid, username: '5002'}\n"
+                      f"control: {{socket: {runtime}/intercom.sock}}\n"
+                      "provisioning: {url: 'https://prov.invalid/{mac}.yaml', "
+                      f"ca_file: {tmp_path}/ca.crt, mac: b8-27-eb-12-34-56}}\n")
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    pio.save_cache(data / "provisioning", CACHE_NAME,
+                   f"sip: {{trusted_sources: [{TRUSTED}/32]}}\n".encode(), None)
+    sh("chown", "-R", "65534:65534", str(data))  # the intercom user's, not root's
+
+    def as_unit(caps: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["ip", "netns", "exec", box, "setpriv",
+                               f"--bounding-set=-all,{caps}", "--inh-caps=-all",
+                               sys.executable, "-m", "firmware.firewall", "--apply",
+                               "--config", str(config), "--runtime", str(runtime),
+                               "--ssh", "no", "--data", str(data)],
+                              cwd=REPO, capture_output=True, text=True, timeout=30)
+
+    done = as_unit("+net_admin")
+    assert done.returncode == 0, done.stderr
+    assert "ignored: cannot read it: Permission denied" in done.stderr
+    found = probe(box, peer)
+    assert found[TRUSTED]["sip"] == "dropped" and found[STRANGER]["sip"] == "dropped", found
+
+    done = as_unit("+net_admin,+dac_read_search")
+    assert done.returncode == 0, done.stderr
+    assert "trust from the provisioned configuration" in done.stderr
+    found = probe(box, peer)
+    assert found[TRUSTED]["sip"] == "reached", found
+    assert found[STRANGER] == {"udp": "silent", "tcp": "silent", "sip": "dropped"}, found

@@ -4,12 +4,14 @@ registers with the provisioned one; an invalid document is refused and the last 
 (still registered); a changed document (another extension) waits for the end of a call and is
 then applied in the same process (un-REGISTER, REGISTER); with the server down at a restart
 the cached last good document is used; a server whose certificate the pinned CA does not sign
-is refused in one line and nothing is fetched in clear."""
+is refused in one line and nothing is fetched in clear; the URL from DHCP option 43 (a real
+networkd lease) and a detached signature checked with the pinned signing certificate."""
 
 from __future__ import annotations
 
 import json
 import ssl
+import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +21,9 @@ from typing import Any
 import pytest
 
 from devtools.components import PASSWORDS, Asterisk, Intercom, wait_for
+from firmware import provisioning_io as pio
 
+from . import networkd_dhcp
 from .test_tls import make_ca, make_server_cert
 
 pytestmark = pytest.mark.integration
@@ -169,5 +173,54 @@ def test_a_server_the_pinned_ca_did_not_sign_is_refused(
         assert not server.gets, "nothing was fetched past the failed handshake"
         assert box.log().count("certificate does not verify") >= 1
         assert not asterisk.registered("5002"), "the boot YAML has no password"
+    finally:
+        box.stop()
+
+
+def test_dhcp_option_43_names_the_server_and_only_a_signed_document_is_applied(
+        asterisk: Asterisk, server: Server, pki: dict[str, Path], tmp_path: Path) -> None:
+    """A real DHCP exchange (dnsmasq -> systemd-networkd in network namespaces, the image's
+    .network settings) hands out the loopback server's URL in option 43 (vendor sub-option 1);
+    networkd's lease file is what the box reads. Option 66, asked for and sent, never reaches
+    the lease. The box's card pins the CA and a signing certificate: the signed document is
+    applied (registers with Asterisk), a changed one without a new signature is refused."""
+    url = f"https://127.0.0.1:{server.port}/{{mac}}.yaml"
+    try:
+        lease, said = networkd_dhcp.lease(
+            tmp_path / "dhcp", [f"vendor:intercom-rpi,1,{url}", "66,https://127.0.0.9/tftp/"],
+            networkd_dhcp.NETWORK.replace("RequestOptions=43", "RequestOptions=43 66"))
+    except networkd_dhcp.UnavailableError as exc:
+        pytest.fail(str(exc))
+    assert "option: 66 tftp-server  https://127.0.0.9/tftp/" in said, "the server sent 66"
+    assert "VENDOR_SPECIFIC=" in lease and b"127.0.0.9".hex() not in lease
+    leases = tmp_path / "leases"
+    leases.mkdir()
+    (leases / "2").write_text(lease)
+
+    key, cert = tmp_path / "sign.key", tmp_path / "sign.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-subj", "/CN=provisioning signer",
+                    "-days", "30"], check=True, capture_output=True, timeout=60)
+    good = doc("5002", display_name="Signed door")
+    server.docs[FILE] = good
+    server.docs[FILE + ".sig"] = pio.sign(good, str(key))
+    box = provisioned_box(tmp_path / "box", asterisk, server, pki["ca"], url="dhcp",
+                          dhcp_leases=str(leases), signing_cert=str(cert)).start()
+    try:
+        wait_for(lambda: box.status().get("registered") and prov_status(box).get("applied"),
+                 20, 0.2, "registered with the signed document")
+        st = prov_status(box)
+        assert st["url"] == f"https://127.0.0.1:{server.port}/{FILE}"
+        assert st["url_from"] == "dhcp option 43" and st["signed"] is True
+        assert server.gets[:2] == [f"/{FILE}", f"/{FILE}.sig"]
+        assert asterisk.registered("5002")
+
+        server.docs[FILE] = doc("5003")  # the old signature stays
+        wait_for(lambda: prov_status(box).get("last_result") == "refused", 15, 0.2, "refused")
+        st = box.status()
+        assert "does not verify with provisioning.signing_cert" in \
+            st["provisioning"]["last_error"]
+        assert st["username"] == "5002" and st["registered"]
+        assert PASSWORDS["5003"] not in box.log()
     finally:
         box.stop()

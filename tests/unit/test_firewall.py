@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from firmware import firewall as fw
-from firmware.config import parse_config
+from firmware import provisioning_io as pio
+from firmware.config import load_boot, parse_config
+from firmware.provisioning import CACHE_NAME, digest
 
 BASE = "sip: {server: 192.0.2.10, username: '5002', trusted_sources: [198.51.100.0/24, fd00::5]}\n"
 
@@ -98,3 +100,80 @@ def test_the_command_prints_a_closed_ruleset_for_a_bad_config(tmp_path: Path,
 def test_sources_are_networks() -> None:
     assert all(isinstance(n, ipaddress.IPv4Network | ipaddress.IPv6Network)
                for n in fw.spec_from_config(parse_config(BASE)).sources)
+
+
+# --------------------------------------------------------------------- the provisioned trust
+CARD = ("sip: {server: pbx.example, username: '5002', trusted_sources: [198.51.100.0/24]}\n"
+        "control: {socket: RUNTIME/intercom.sock}\n"
+        "provisioning: {url: 'https://prov.example/{mac}.yaml', ca_file: CA, "
+        "mac: b8-27-eb-12-34-56}\n")
+DOC = b"sip: {trusted_sources: [203.0.113.0/28, fd00::9]}\n"
+
+
+def _card(tmp_path: Path, text: str = CARD) -> Path:
+    (tmp_path / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "run").mkdir(exist_ok=True)
+    f = tmp_path / "intercom.yaml"
+    f.write_text(text.replace("RUNTIME", str(tmp_path / "run"))
+                 .replace("CA", str(tmp_path / "ca.crt")))
+    return f
+
+
+def test_the_trust_follows_the_provisioned_configuration(tmp_path: Path) -> None:
+    boot = load_boot(_card(tmp_path))
+    data = tmp_path / "data"
+    data.mkdir()
+    cfg, source = fw.running_config(boot, data)
+    assert cfg is boot.config and source == str(tmp_path / "intercom.yaml"), "nothing kept yet"
+    pio.save_cache(data / "provisioning", CACHE_NAME, DOC, None)
+    cfg, source = fw.running_config(boot, data)
+    assert cfg is not None and cfg.sip.trusted_sources == ("203.0.113.0/28", "fd00::9")
+    assert source == f"the provisioned configuration {digest(DOC)} in {data / 'provisioning'}"
+    rules = fw.ruleset(fw.spec_from_config(cfg, ["192.0.2.7"]))
+    assert "elements = { 192.0.2.7/32, 203.0.113.0/28 }" in rules, "the card's list replaced"
+    assert "198.51.100.0" not in rules
+
+
+def test_the_cache_in_ram_when_the_data_partition_has_none(tmp_path: Path) -> None:
+    boot = load_boot(_card(tmp_path))
+    pio.save_cache(tmp_path / "run" / "provisioning", CACHE_NAME, DOC, None)
+    cfg, _ = fw.running_config(boot, tmp_path / "data-without-cache")
+    assert cfg is not None and "203.0.113.0/28" in cfg.sip.trusted_sources
+    cfg, _ = fw.running_config(boot, None)
+    assert cfg is not None and "203.0.113.0/28" in cfg.sip.trusted_sources
+
+
+def test_a_bad_cache_falls_back_to_the_card_in_one_line(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    boot = load_boot(_card(tmp_path))
+    folder = tmp_path / "data" / "provisioning"
+    pio.save_cache(folder, CACHE_NAME, DOC, None)
+    f = folder / CACHE_NAME
+    f.write_bytes(f.read_bytes().replace(b"203.0.113.0/28", b"0.0.0.0/0\x20\x20\x20\x20\x20"))
+    cfg, _ = fw.running_config(boot, tmp_path / "data")
+    assert cfg is boot.config
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"intercom-firewall: {f} ignored: the checksum does not match (damaged or "
+                   "partly written)"]
+    # valid as a file, invalid as a configuration: refused like the intercom refuses it
+    pio.save_cache(folder, CACHE_NAME, b"sip: {trusted_sources: [not-a-network]}\n", None)
+    cfg, _ = fw.running_config(boot, tmp_path / "data")
+    assert cfg is boot.config
+
+
+def test_a_card_that_leaves_sip_to_the_server_admits_nobody_until_a_document_is_kept(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    lean = CARD.replace("server: pbx.example, username: '5002', ", "")
+    config = _card(tmp_path, lean)
+    args = ["--config", str(config), "--runtime", str(tmp_path / "run"), "--ssh", "no",
+            "--data", str(tmp_path / "data")]
+    assert fw.main(args) == 0
+    out = capsys.readouterr()
+    assert "no provisioned configuration is kept yet: admitting no SIP" in out.err
+    assert "elements" not in out.out
+    pio.save_cache(tmp_path / "data" / "provisioning", CACHE_NAME,
+                   b"sip: {server: 192.0.2.10, username: '5002'}\n", None)
+    assert fw.main(args) == 0
+    out = capsys.readouterr()
+    assert "elements = { 198.51.100.0/24, 192.0.2.10/32 }" in out.out
+    assert "trust from the provisioned configuration" in out.err

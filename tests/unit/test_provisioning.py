@@ -8,7 +8,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -27,6 +30,7 @@ from firmware.provisioning import (
     digest,
     shown_url,
     url_for,
+    url_from_option43,
 )
 from firmware.systemd import Notifier
 
@@ -200,19 +204,26 @@ def test_retry_backs_off_up_to_the_interval(ca: Path) -> None:
     assert prov.next_delay() == 300
 
 
-def test_the_default_cache_sits_next_to_the_control_socket(ca: Path, tmp_path: Path) -> None:
-    assert cache_dir(parse_boot(boot_text(ca))) == Path("/nonexistent/provisioning")
+def test_the_cache_is_on_the_data_partition_when_it_is_usable(ca: Path, tmp_path: Path) -> None:
+    boot = parse_boot(boot_text(ca))
+    assert cache_dir(boot, tmp_path) == (tmp_path / "provisioning", "data partition")
+    assert cache_dir(boot, None) == (Path("/nonexistent/provisioning"), "RAM")
     own = parse_boot(boot_text(ca, extra=f"  cache_dir: {tmp_path}\n"))
-    assert cache_dir(own) == tmp_path
+    assert cache_dir(own, tmp_path / "data") == (tmp_path, "provisioning.cache_dir")
+    # usable: a folder this process may write (the partition mounted, not read-only)
+    assert pio.data_usable(tmp_path)
+    assert not pio.data_usable(tmp_path / "missing"), "/data not mounted: no intercom/ there"
+    (tmp_path / "file").write_text("")
+    assert not pio.data_usable(tmp_path / "file")
 
 
 # ----------------------------------------------------------------------------- cache file
 def test_the_cache_is_written_atomically_and_privately(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "prov"
-    pio.save(folder, CACHE_NAME, GOOD)
+    pio.save_cache(folder, CACHE_NAME, GOOD, None)
     f = folder / CACHE_NAME
-    assert f.read_bytes() == GOOD
+    assert f.read_bytes().endswith(GOOD) and f.read_bytes().startswith(b"# intercom")
     assert stat.S_IMODE(f.stat().st_mode) == 0o600
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
     # a write that dies half-way (a full disk, a power cut before the rename) leaves the old one
@@ -224,16 +235,34 @@ def test_the_cache_is_written_atomically_and_privately(tmp_path: Path,
 
     monkeypatch.setattr(pio.os, "write", dies)
     with pytest.raises(OSError):
-        pio.save(folder, CACHE_NAME, GOOD2)
+        pio.save_cache(folder, CACHE_NAME, GOOD2, None)
     monkeypatch.undo()
-    assert pio.load(folder, CACHE_NAME, 65536) == GOOD
-    pio.save(folder, CACHE_NAME, GOOD2)
-    assert pio.load(folder, CACHE_NAME, 65536) == GOOD2
-    assert pio.load(folder, CACHE_NAME, 10) is None, "larger than the cap: not read"
-    assert pio.load(tmp_path / "none", CACHE_NAME, 65536) is None
+    assert pio.read_cache(folder, CACHE_NAME, 65536, None) == (GOOD, None)
+    pio.save_cache(folder, CACHE_NAME, GOOD2, b"\x01sig")
+    assert pio.read_cache(folder, CACHE_NAME, 65536, None) == (GOOD2, b"\x01sig")
+    assert pio.read_cache(tmp_path / "none", CACHE_NAME, 65536, None) is None
+    f.write_bytes(f.read_bytes() + b"x" * 20000)
+    with pytest.raises(pio.CacheError, match="larger than provisioning.max_size"):
+        pio.read_cache(folder, CACHE_NAME, 1024, None)
     (tmp_path / "link").mkdir()
     (tmp_path / "link" / CACHE_NAME).symlink_to(f)
-    assert pio.load(tmp_path / "link", CACHE_NAME, 65536) is None, "a symlink is not followed"
+    with pytest.raises(pio.CacheError, match="cannot read it"):
+        pio.read_cache(tmp_path / "link", CACHE_NAME, 65536, None)  # a symlink is not followed
+
+
+@pytest.mark.parametrize("damage, why", [
+    (lambda d: d[: len(d) - 7], "checksum does not match"),  # written only in part
+    (lambda d: d[:-3] + b"X" + d[-2:], "checksum does not match"),  # one byte changed
+    (lambda d: d.split(b"\n", 1)[1], "no checksum line"),  # an older release's bare document
+    (lambda d: b"", "no checksum line"),  # an empty file
+])
+def test_a_damaged_cache_is_refused_whole(tmp_path: Path, damage: Callable[[bytes], bytes],
+                                          why: str) -> None:
+    pio.save_cache(tmp_path, CACHE_NAME, GOOD, None)
+    f = tmp_path / CACHE_NAME
+    f.write_bytes(damage(f.read_bytes()))
+    with pytest.raises(pio.CacheError, match=why):
+        pio.read_cache(tmp_path, CACHE_NAME, 65536, None)
 
 
 # ----------------------------------------------------------------------------- MAC
@@ -307,7 +336,8 @@ def test_a_changed_configuration_is_applied_only_while_idle(ca: Path, tmp_path: 
         await _until(lambda: len(fleet.apps) == 2 and fleet.apps[1].ua is not None)
         first = fleet.apps[1]
         assert first.cfg.sip.password == "door-s3cret" and fleet.apps[0].ua is not None
-        assert (tmp_path / CACHE_NAME).read_bytes() == GOOD
+        # kept once the intercom started with it
+        await _until(lambda: pio.read_cache(tmp_path, CACHE_NAME, 65536, None) == (GOOD, None))
         # a call is going on: the next document waits for its end
         fleet.boards[1].board.press("call")  # type: ignore[union-attr]
         fleet.clock.run()
@@ -339,7 +369,8 @@ def test_the_cached_document_is_used_when_the_server_is_down(ca: Path, tmp_path:
                                 extra=f"  cache_dir: {tmp_path}\n"))
     assert boot.config is None
     fleet = Fleet()
-    pio.save(tmp_path, CACHE_NAME, b"sip: {server: 127.0.0.2, username: '5002', password: c}\n")
+    pio.save_cache(tmp_path, CACHE_NAME,
+                   b"sip: {server: 127.0.0.2, username: '5002', password: c}\n", None)
 
     async def down(url: str) -> bytes:
         raise pio.FetchError("cannot reach the server: Connection refused")
@@ -357,3 +388,158 @@ def test_the_cached_document_is_used_when_the_server_is_down(ca: Path, tmp_path:
         await task
 
     _run(scenario)
+
+
+# ----------------------------------------------------------------------------- data partition
+def test_the_last_good_document_survives_a_reboot_on_the_data_partition(
+        ca: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Three boots of one box: the server answers (kept on /data), the server is down (the
+    kept one runs), the kept file was damaged (one line, the card's YAML runs)."""
+    data = tmp_path / "data-intercom"
+    data.mkdir(mode=0o700)
+    monkeypatch.setattr(pio, "DATA", data)
+    boot = parse_boot(boot_text(ca, extra="  interval: 1\n"))
+    kept = data / "provisioning" / CACHE_NAME
+
+    async def up(url: str) -> bytes:
+        return GOOD
+
+    async def down(url: str) -> bytes:
+        raise pio.FetchError("cannot reach the server: Connection refused")
+
+    def boot_once(fetch: Callable[[str], Any], until: Callable[[Fleet], bool]) -> Fleet:
+        fleet = Fleet()
+
+        async def scenario() -> None:
+            stop = asyncio.Event()
+            task = asyncio.create_task(run_provisioned(boot, stop, fetch=fetch,
+                                                       make_app=fleet.make))
+            await _until(lambda: fleet.apps and fleet.apps[-1].ua is not None
+                         and until(fleet))
+            stop.set()
+            await task
+
+        _run(scenario)
+        return fleet
+
+    first = boot_once(up, lambda f: kept.exists())
+    st = first.apps[-1].status()["provisioning"]
+    assert st["cache"] == "data partition" and st["cache_dir"] == str(data / "provisioning")
+    assert st["applied"] == digest(GOOD) and first.apps[-1].cfg.sip.password == "door-s3cret"
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+
+    second = boot_once(down, lambda f: f.apps[-1].status()["provisioning"]["last_result"])
+    st = second.apps[-1].status()["provisioning"]
+    assert len(second.apps) == 1, "the kept document runs from the start, no swap"
+    assert st["source"] == "cache" and st["applied"] == digest(GOOD)
+    assert second.apps[0].cfg.sip.password == "door-s3cret"
+
+    kept.write_bytes(kept.read_bytes()[:-4])  # a partial write (or a flipped bit)
+    caplog.clear()
+    caplog.set_level(logging.INFO)
+    third = boot_once(down, lambda f: f.apps[-1].status()["provisioning"]["last_result"])
+    assert third.apps[0].cfg is boot.config, "never left with nothing: the card's YAML runs"
+    said = [r.getMessage() for r in caplog.records if "is ignored" in r.getMessage()]
+    assert said == [f"provisioning: the cached configuration {kept} is ignored: the checksum "
+                    "does not match (damaged or partly written)"]
+    assert "door-s3cret" not in caplog.text
+
+
+def test_a_read_only_data_partition_is_not_used(tmp_path: Path) -> None:
+    """/data fell back to read-only (ext4 errors=remount-ro): the RAM folder is used instead.
+    A real read-only mount in a mount namespace of its own (root sees through 0500 modes)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    probe = ("import sys; from pathlib import Path; from firmware.provisioning_io import "
+             "data_usable; print(data_usable(Path(sys.argv[1])))")
+    done = subprocess.run(["unshare", "--mount", "sh", "-c",
+                           f'mount -t tmpfs -o ro tmpfs "$1" && exec "$2" -c \'{probe}\' "$1"',
+                           "sh", str(folder), sys.executable],
+                          capture_output=True, text=True, timeout=30,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+    assert pio.data_usable(folder), "outside that namespace the same folder is writable"
+
+
+# ----------------------------------------------------------------------------- DHCP
+LEASES = Path(__file__).resolve().parents[1] / "data" / "provisioning"
+
+
+def test_option_43_from_real_networkd_leases() -> None:
+    """Lease files written by systemd-networkd (Debian 12's 252, in a network namespace, from
+    dnsmasq: tests/integration/networkd_dhcp.py made them): option 43 as plain text and as
+    vendor sub-option 1 (dnsmasq's vendor:intercom-rpi,1,...)."""
+    text = pio.lease_option43((LEASES / "networkd-252-option43-text.lease").read_text())
+    assert text == b"https://prov.example/intercom/"
+    assert url_from_option43(text) == "https://prov.example/intercom/{mac}.yaml"
+    vendor = pio.lease_option43((LEASES / "networkd-252-option43-vendor.lease").read_text())
+    assert vendor is not None and vendor[:2] == b"\x01\x24"
+    assert url_from_option43(vendor) == "https://prov.example/door/{mac}.yaml"
+    assert pio.lease_option43("ADDRESS=10.0.0.2\nVENDOR_SPECIFIC=zz\n") is None
+    assert pio.lease_option43("ADDRESS=10.0.0.2\n") is None
+
+
+@pytest.mark.parametrize("value, url", [
+    (b"https://p.example/i/{mac}.yaml", "https://p.example/i/{mac}.yaml"),
+    (b"https://p.example", "https://p.example/{mac}.yaml"),
+    (b"https://p.example:8443/cfg/?t=1", "https://p.example:8443/cfg/{mac}.yaml?t=1"),
+    (b"https://p.example/all.yaml\0", "https://p.example/all.yaml"),  # one file for every box
+    (b"\x02\x03abc\x01\x14https://p.example/x/\xff", "https://p.example/x/{mac}.yaml"),
+])
+def test_the_url_in_option_43(value: bytes, url: str) -> None:
+    assert url_from_option43(value) == url
+
+
+@pytest.mark.parametrize("value, why", [
+    (b"http://p.example/i/{mac}.yaml", "holds no https:// URL"),  # never clear text
+    (b"p.example", "holds no https:// URL"),  # a TFTP-style server name
+    (b"\x01\x0ehttp://p.ex/a/", "holds no https:// URL"),
+    (b"https://u:pw@p.example/{mac}", "without user name or password"),
+    (b"https://p.example/{serial}.yaml", "may only contain the placeholder {mac}"),
+    (b"https://p.example/\xc3\xa9", "holds no https:// URL"),
+    (b"", "holds no https:// URL"),
+])
+def test_option_43_without_a_usable_url_is_refused(value: bytes, why: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(why)):
+        url_from_option43(value)
+
+
+def test_the_box_fetches_the_url_dhcp_handed_out(ca: Path, tmp_path: Path) -> None:
+    leases = tmp_path / "leases"
+    leases.mkdir()
+    boot = parse_boot(boot_text(ca, url="dhcp", extra=f"  dhcp_leases: {leases}\n"
+                                f"  cache_dir: {tmp_path / 'cache'}\n  retry: 1\n"))
+    fleet = Fleet()
+    asked: list[str] = []
+
+    async def fetch(url: str) -> bytes:
+        asked.append(url)
+        return GOOD
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_provisioned(boot, stop, fetch=fetch, make_app=fleet.make))
+        await _until(lambda: fleet.apps and fleet.apps[0].status()["provisioning"]["last_error"])
+        st = fleet.apps[0].status()["provisioning"]
+        assert st["last_result"] == "failed" and "no DHCP lease carries option 43" in \
+            st["last_error"] and st["url_from"] == "dhcp option 43" and not asked
+        # the lease arrives (networkd writes it with the interface index as its name)
+        lease = (LEASES / "networkd-252-option43-vendor.lease").read_text()
+        (leases / "2").write_text(lease)
+        await _until(lambda: len(fleet.apps) == 2 and fleet.apps[1].ua is not None)
+        assert asked[0] == "https://prov.example/door/b827eb123456.yaml"
+        assert fleet.apps[1].status()["provisioning"]["url"] == asked[0]
+        stop.set()
+        await task
+
+    _run(scenario)
+
+
+def test_dhcp_needs_a_pinned_ca(ca: Path) -> None:
+    text = boot_text(ca, url="dhcp").replace(f"ca_file: {ca}", "ca_file: system")
+    with pytest.raises(ConfigError, match=r"provisioning.ca_file \(line 15\) must name a pinned "
+                                          r"CA with provisioning.url: dhcp"):
+        parse_boot(text, "boot.yaml")
+    assert parse_boot(boot_text(ca, url="dhcp")).provisioning.url == "dhcp"
