@@ -78,6 +78,7 @@ from .sip.transport import transport as sip_transport
 from .sip.ua import CallState, RegState, UAConfig, UserAgent
 from .sip.uri import is_ip_literal
 from .systemd import Notifier
+from .update.slots import report as update_report
 
 log = logging.getLogger("intercom")
 
@@ -695,6 +696,7 @@ class App:
             "dtmf_keys_received": self.dtmf_keys,
             "counters": dict(ua.counters) if ua else {},
             "provisioning": self.provisioning_status() if self.provisioning_status else None,
+            "update": update_report(self.cfg.update.state_dir),
         }
 
 

@@ -14,9 +14,17 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
-from .config import DEFAULT_PATH, ConfigError, ControlSettings, load_boot, load_config
+from .config import (
+    DEFAULT_PATH,
+    ConfigError,
+    ControlSettings,
+    UpdateSettings,
+    load_boot,
+    load_config,
+)
 
 
 def _socket_path(args: argparse.Namespace) -> str:
@@ -56,6 +64,60 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except StartupError as exc:
         print(f"intercom: cannot start: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _update_settings(args: argparse.Namespace) -> UpdateSettings:
+    """The boot YAML's ``update`` section (ConfigError when the file is not valid)."""
+    return load_boot(args.config or os.environ.get("INTERCOM_CONFIG") or DEFAULT_PATH).update
+
+
+def _cmd_update(args: argparse.Namespace) -> int:
+    """``intercom update FILE|URL``: check, wait until idle, install, reboot when idle."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    if not args.source:
+        print("intercom: update needs a bundle FILE or an https:// URL", file=sys.stderr)
+        return 2
+    try:
+        settings = _update_settings(args)
+    except ConfigError as exc:
+        print(f"intercom: {exc}", file=sys.stderr)
+        return 2
+    if os.geteuid() != 0:
+        print("intercom: update must run as root (it writes a root slot)", file=sys.stderr)
+        return 1
+    from .update.installer import Updater
+
+    updater = Updater(settings, _socket_path(args))
+    return updater.update(args.source, force=args.force, reboot=not args.no_reboot,
+                          ca_file=args.ca_file)
+
+
+def _cmd_updater(args: argparse.Namespace) -> int:
+    """``intercom updater`` (intercom-updater.service, root): pull ``update.url`` every
+    ``update.interval`` and reboot into what was installed at the right moment. The boot YAML
+    is read again every round; while it is not valid, only a pending reboot is handled."""
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .update.installer import Updater
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    last_problem: list[str] = []
+
+    def settings() -> UpdateSettings:
+        try:
+            found = _update_settings(args)
+        except ConfigError as exc:
+            if last_problem != [str(exc)]:
+                logging.getLogger("intercom.update").error("%s: pulling paused", exc)
+                last_problem[:] = [str(exc)]
+            return UpdateSettings()
+        last_problem.clear()
+        return found
+
+    Updater(settings(), _socket_path(args), stop=stop).run(settings)
     return 0
 
 
@@ -123,11 +185,27 @@ def _print_status(st: dict[str, Any]) -> None:
     if st.get("last_error"):
         print(f"last error: {st['last_error']}")
     prov = st.get("provisioning") or {}
+    _print_update(st.get("update") or {})
     if prov.get("url"):
         applied = prov.get("applied") or "none (the boot YAML)"
         print(f"provisioning: {prov['url']} ({prov.get('source')}), applied {applied}, "
               f"last fetch: {prov.get('last_result') or 'not yet'}"
               + (f" - {prov['last_error']}" if prov.get("last_error") else ""))
+
+
+def _print_update(up: dict[str, Any]) -> None:
+    if up.get("booted_slot"):
+        slots = up.get("slots") or {}
+        print(f"slots: A {slots.get('A', 'unknown')}, B {slots.get('B', 'unknown')}; "
+              f"booted {up['booted_slot']}")
+    last = up.get("last") or {}
+    if last.get("result") not in (None, "none"):
+        print(f"last update: {last['result']}"
+              + (f" ({last['reason']})" if last.get("reason") else "")
+              + (f": {last['message']}" if last.get("message") else ""))
+    pending = up.get("pending_reboot")
+    if pending:
+        print(f"update: reboot into slot {pending['slot']} ({pending['version']}) pending")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,6 +218,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("file")
+    upd = sub.add_parser("update", help="install a signed bundle (FILE or https:// URL) into "
+                         "the other slot when idle, then reboot into it (root)")
+    upd.add_argument("--config", "-c", dest="config", default=argparse.SUPPRESS)
+    upd.add_argument("--socket", dest="socket", default=argparse.SUPPRESS)
+    upd.add_argument("source", nargs="?", help="a .raucb file or an https:// URL")
+    upd.add_argument("--force", action="store_true",
+                     help="install even an older, the same or a refused version")
+    upd.add_argument("--no-reboot", action="store_true",
+                     help="install only; the new slot starts at the next reboot")
+    upd.add_argument("--ca-file", help="the CA of the URL's server (default: update.ca_file)")
+    updater = sub.add_parser("updater", help="pull update.url every update.interval "
+                             "(intercom-updater.service, root)")
+    updater.add_argument("--config", "-c", dest="config", default=argparse.SUPPRESS)
+    updater.add_argument("--socket", dest="socket", default=argparse.SUPPRESS)
     for name in ("status", "call", "answer", "hangup", "dtmf", "press"):
         sp = sub.add_parser(name, help=f"{name} (through the control socket)")
         sp.add_argument("--config", "-c", dest="config", default=argparse.SUPPRESS)
@@ -163,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_run(args)
     if args.command == "check-config":
         return _cmd_check(args)
+    if args.command == "update":
+        return _cmd_update(args)
+    if args.command == "updater":
+        return _cmd_updater(args)
     extra: dict[str, Any] = {}
     if args.command == "call" and args.target:
         extra["target"] = args.target

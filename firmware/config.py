@@ -201,6 +201,22 @@ class ProvisioningSettings:
 
 
 @dataclass(frozen=True)
+class UpdateSettings:
+    """``update``: signed RAUC bundles pulled over HTTPS by the root updater (firmware.update).
+    Read from the boot partition's YAML only: what the network provisions cannot steer root."""
+
+    url: str | None = None  # https://server/path/intercom.raucb; None: no pull, only the CLI
+    ca_file: str | None = None  # the pinned CA (PEM); "system": the system's trust store
+    interval: float = 21600.0  # seconds between two checks of the URL
+    window: str | None = None  # "HH:MM-HH:MM" local time: reboot only inside it; None: any idle
+    max_size: int = 384 * 1024 * 1024  # bytes; a larger bundle is refused before it is stored
+    state_dir: str = "/data/update"
+    keyring: str = "/etc/rauc/keyring.pem"  # the certificate bundles must be signed with
+    trial_register_timeout: float = 180.0  # s after a new slot's start to register (health)
+    trial_pbx_silence: float = 600.0  # s of a silent PBX before a trial boot is retried
+
+
+@dataclass(frozen=True)
 class Config:
     sip: SipSettings
     calls: CallSettings = CallSettings()
@@ -211,6 +227,7 @@ class Config:
     log: LogSettings = LogSettings()
     system: SystemSettings = SystemSettings()
     provisioning: ProvisioningSettings = ProvisioningSettings()
+    update: UpdateSettings = UpdateSettings()
     path: str = ""
 
 
@@ -345,6 +362,33 @@ def _https_url(v: Any) -> str | None:
     return None
 
 
+def _update_url(v: Any) -> str | None:
+    """HTTPS only, no credentials in the URL (status shows it), no placeholder."""
+    if not re.fullmatch(r"https://[^/?#@\s{}]+(/[^\s#{}]*)?", str(v)):
+        return "must be an https:// URL without user name or password, e.g. " \
+            "https://updates.example/intercom/intercom.raucb"
+    return None
+
+
+def window_minutes(text: str) -> tuple[int, int] | None:
+    """"HH:MM-HH:MM" -> (start, end) in minutes after midnight; None if it is not one.
+    A window may cross midnight (22:00-02:00); start and end must differ."""
+    m = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)-([01]?\d|2[0-3]):([0-5]\d)", str(text).strip())
+    if not m:
+        return None
+    start, end = int(m[1]) * 60 + int(m[2]), int(m[3]) * 60 + int(m[4])
+    return (start, end) if start != end else None
+
+
+def _window(v: Any) -> str | None:
+    return None if window_minutes(v) else \
+        "must be a local time window HH:MM-HH:MM with two different times, e.g. 02:00-04:00"
+
+
+def _absolute(v: Any) -> str | None:
+    return None if str(v).startswith("/") else "must be an absolute path"
+
+
 def https_url_problem(text: str) -> str | None:
     """Why ``text`` cannot be a provisioning URL (None: it can); also for a URL from DHCP."""
     return _https_url(text)
@@ -421,6 +465,13 @@ _CHECKS: dict[str, Check] = {
     "provisioning.timeout": _positive, "provisioning.max_size": _range(1024, 1 << 20),
     "provisioning.cache_dir": _non_empty, "provisioning.mac": _mac,
     "provisioning.signing_cert": _signing_cert, "provisioning.dhcp_leases": _non_empty,
+    "update.url": _update_url, "update.ca_file": _ca_file,
+    "update.interval": lambda v: None if v >= 60 else "must be at least 60 seconds",
+    "update.window": _window, "update.max_size": _range(1 << 20, 1 << 32),
+    "update.state_dir": _absolute, "update.keyring": _absolute,
+    "update.trial_register_timeout": lambda v: None if v >= 30 else
+    "must be at least 30 seconds",
+    "update.trial_pbx_silence": lambda v: None if v >= 60 else "must be at least 60 seconds",
 }
 # what YAML may give where the dataclass type alone would be too strict: numbers where text
 # is meant (a username 5002), YAML's `off` = false, and nested mappings built separately
@@ -434,7 +485,7 @@ _YAML_TYPES: dict[str, tuple[type, ...]] = {
 _SECTION_TYPES: dict[str, type] = {
     "sip": SipSettings, "calls": CallSettings, "media": MediaSettings, "audio": AudioSettings,
     "gpio": GpioSettings, "control": ControlSettings, "log": LogSettings,
-    "system": SystemSettings, "provisioning": ProvisioningSettings}
+    "system": SystemSettings, "provisioning": ProvisioningSettings, "update": UpdateSettings}
 _STRINGY = {"username", "password", "auth_username", "default_target", "door_code",
             "untrusted_policy"}
 
@@ -606,6 +657,11 @@ def parse_config(text: str, path: str = "<string>",
                           "send the box to a server with a public certificate)")
     if prov.mac:
         sections["provisioning"] = replace(prov, mac=normalise_mac(prov.mac))
+    upd: UpdateSettings = sections["update"]
+    if upd.url and not upd.ca_file:
+        raise ConfigError(f"{path}: {_where('update.url', lines)} needs update.ca_file: the CA "
+                          "that signed the update server's certificate ('system' for the "
+                          "system's trust store)")
     return Config(**sections, path=path)
 
 
@@ -618,6 +674,7 @@ class BootConfig:
     provisioning: ProvisioningSettings
     base: dict[str, Any]  # system defaults + the boot YAML: what a provisioned file overrides
     path: str
+    update: UpdateSettings = UpdateSettings()  # like provisioning: the card's alone
 
 
 _STANDIN = {"sip": {"server": "provisioning.invalid", "username": "provisioned"}}
@@ -633,20 +690,21 @@ def parse_boot(text: str, path: str = "<string>",
     sip: dict[str, Any] = base["sip"] if isinstance(base.get("sip"), dict) else {}
     if has_url and not (sip.get("server") and sip.get("username")):
         checked = parse_config(text, path, merge(_STANDIN, defaults or {}))
-        return BootConfig(None, checked.provisioning, base, path)
+        return BootConfig(None, checked.provisioning, base, path, checked.update)
     cfg = parse_config(text, path, defaults)
-    return BootConfig(cfg, cfg.provisioning, base, path)
+    return BootConfig(cfg, cfg.provisioning, base, path, cfg.update)
 
 
 def parse_provisioned(text: str, source: str, boot: BootConfig) -> Config:
     """A provisioned document over the boot YAML, validated like it (errors name the source's
     line). It may not carry ``provisioning``: only the card says where the box fetches from."""
     data = _load_yaml(text, source)
-    if "provisioning" in data:
-        raise ConfigError(f"{source}: {_where('provisioning', _line_map(text))} may only be set "
-                          "in the boot partition's YAML")
+    for section in ("provisioning", "update"):
+        if section in data:
+            raise ConfigError(f"{source}: {_where(section, _line_map(text))} may only be set "
+                              "in the boot partition's YAML")
     cfg = parse_config(text, source, boot.base)
-    return replace(cfg, provisioning=boot.provisioning)
+    return replace(cfg, provisioning=boot.provisioning, update=boot.update)
 
 
 def default_srtp(transport: str) -> str:

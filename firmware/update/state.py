@@ -7,10 +7,15 @@ raise: a missing file reads as "nothing yet" (``none``), a corrupt one as ``unkn
 ``state.json`` (mode 0644: the intercom service, user ``intercom``, reads it for ``status``)::
 
     {"last": {"result": "ok|installed|refused|failed|rolled_back|none", "reason": "<code>",
-              "version": "...", "at": <unix time>, "message": "<one line>"},
-     "pending_reboot": {"slot": "B", "version": "...", "auto": true} | null,
+              "version": "...", "at": <unix time>, "message": "<one line>",
+              "acknowledged": false},
+     "pending_reboot": {"slot": "B", "version": "...", "auto": true, "boot_id": "..."} | null,
      "refused_versions": ["..."], "checked_at": <unix time> | null,
-     "source": {"etag": "...", "last_modified": "...", "version": "..."} | null}
+     "source": {"url": "<sha256 of update.url>", "etag": "...", "last_modified": "...",
+                "version": "..."} | null}
+
+(``source``: what the pull URL served last, so an unchanged bundle is not fetched again;
+clearing it makes the next check download and judge the bundle anew.)
 
 ``trial.json`` (written after a successful install, read and cleared by the health check)::
 
@@ -40,20 +45,34 @@ MAX_REFUSED = 32  # the oldest refused versions are forgotten beyond this
 _TRIAL_KEYS = ("slot", "version", "from_slot", "from_version", "installed_at", "inconclusive")
 
 
-def _line(text: object, limit: int = 300) -> str:
+def one_line(text: object, limit: int = 300) -> str:
     """One printable line: what a status field or a log line may carry."""
     flat = " ".join(str(text).split())
     flat = "".join(c if c.isprintable() else "?" for c in flat)
     return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 
+class UpdateError(Exception):
+    """An update step that did not happen: ``result`` "refused" (the bundle's fault) or
+    "failed" (this box could not do it), ``reason`` a short code for ``status``, ``version``
+    when known; ``str()`` is one line."""
+
+    def __init__(self, reason: str, message: str, result: str = "refused",
+                 version: str = "") -> None:
+        super().__init__(one_line(message))
+        self.reason = reason
+        self.result = result
+        self.version = version
+
+
 def empty_state() -> dict[str, Any]:
-    return {"last": {"result": "none", "reason": "", "version": "", "at": None, "message": ""},
+    return {"last": {"result": "none", "reason": "", "version": "", "at": None, "message": "",
+                     "acknowledged": False},
             "pending_reboot": None, "refused_versions": [], "checked_at": None, "source": None}
 
 
 def _text(value: object) -> str:
-    return _line(value) if isinstance(value, str | int | float) and \
+    return one_line(value) if isinstance(value, str | int | float) and \
         not isinstance(value, bool) else ""
 
 
@@ -75,19 +94,23 @@ def normalise(raw: object) -> dict[str, Any]:
         result = last.get("result")
         out["last"] = {"result": result if result in RESULTS else "unknown",
                        "reason": _text(last.get("reason")), "version": _text(last.get("version")),
-                       "at": _time(last.get("at")), "message": _text(last.get("message"))}
+                       "at": _time(last.get("at")), "message": _text(last.get("message")),
+                       # a rollback seen by someone (intercom update --ack): the LED stops
+                       "acknowledged": last.get("acknowledged") is True}
     pending = raw.get("pending_reboot")
     if isinstance(pending, dict) and pending.get("slot") in ("A", "B"):
         out["pending_reboot"] = {"slot": pending["slot"],
                                  "version": _text(pending.get("version")),
-                                 "auto": pending.get("auto") is not False}
+                                 "auto": pending.get("auto") is not False,
+                                 "boot_id": _text(pending.get("boot_id"))}
     refused = raw.get("refused_versions")
     if isinstance(refused, list):
         out["refused_versions"] = [_text(v) for v in refused if _text(v)][-MAX_REFUSED:]
     out["checked_at"] = _time(raw.get("checked_at"))
     source = raw.get("source")
     if isinstance(source, dict):
-        out["source"] = {k: _text(source.get(k)) for k in ("etag", "last_modified", "version")}
+        out["source"] = {k: _text(source.get(k))
+                         for k in ("url", "etag", "last_modified", "version")}
     return out
 
 
@@ -99,14 +122,18 @@ def _read(path: Path) -> tuple[object | None, str | None]:
         return None, None
     except OSError as exc:
         return None, f"cannot read {path.name}: {exc.strerror or exc}"
-    with os.fdopen(fd, "rb") as f:
-        data = f.read(MAX_FILE + 1)
+    try:  # a directory opens, and fails only here
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_FILE + 1)
+    except OSError as exc:
+        return None, f"cannot read {path.name}: {exc.strerror or exc}"
     if len(data) > MAX_FILE:
         return None, f"{path.name} is larger than {MAX_FILE} bytes"
     try:
-        return json.loads(data), None
+        decoded = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         return None, f"{path.name} is not valid JSON"
+    return (decoded, None) if decoded is not None else (None, f"{path.name} holds null")
 
 
 def write_atomic(path: Path, body: bytes, mode: int) -> None:
@@ -192,8 +219,9 @@ class Store:
         """Set ``last``; returns the entry written."""
         if result not in RESULTS:
             raise ValueError(f"unknown update result {result!r}")
-        entry = {"result": result, "reason": _line(reason), "version": _line(version),
-                 "at": time.time() if now is None else now, "message": _line(message)}
+        entry = {"result": result, "reason": one_line(reason), "version": one_line(version),
+                 "at": time.time() if now is None else now, "message": one_line(message),
+                 "acknowledged": False}
         with self.modify() as state:
             state["last"] = entry
         return entry
@@ -202,7 +230,7 @@ class Store:
         """Never install ``version`` again (a failed trial): ``refused before``."""
         with self.modify() as state:
             if version and version not in state["refused_versions"]:
-                state["refused_versions"].append(_line(version))
+                state["refused_versions"].append(one_line(version))
 
     def write_trial(self, trial: dict[str, Any]) -> None:
         missing = [k for k in _TRIAL_KEYS if k not in trial]
