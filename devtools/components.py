@@ -436,13 +436,14 @@ class Intercom:
         gpio = sip.pop("gpio", {"pin_factory": "mock"})
         self.env = sip.pop("env", {})
         log_level = sip.pop("log_level", "debug")
+        sections = {k: sip.pop(k) for k in ("update",) if k in sip}  # e.g. update.state_dir
         settings = {"server": "127.0.0.1", "port": server_port, "username": "5002",
                     "password": PASSWORDS["5002"], "display_name": "Door",
                     "local_port": self.sip_port, "register_expires": 60,
                     "retry_min": 1, "retry_max": 4, **sip}
         doc = {"sip": settings, "calls": calls, "control": {"socket": str(self.sock)},
                "media": {"rtp_port": 0, **media}, "audio": audio, "gpio": gpio,
-               "log": {"level": log_level}}
+               "log": {"level": log_level}, **sections}
         self.config.write_text(json.dumps(doc))  # JSON is YAML
         self.proc: subprocess.Popen | None = None
 

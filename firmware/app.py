@@ -78,7 +78,10 @@ from .sip.transport import transport as sip_transport
 from .sip.ua import CallState, RegState, UAConfig, UserAgent
 from .sip.uri import is_ip_literal
 from .systemd import Notifier
+from .update.health import alert as update_alert
 from .update.slots import report as update_report
+from .update.state import STATE as UPDATE_STATE
+from .update.state import Store as UpdateStore
 
 log = logging.getLogger("intercom")
 
@@ -164,6 +167,10 @@ class App:
         self._error_from = ""  # what set last_error: "sip" (registration) or "audio"
         # firmware.provisioning's report when the configuration is provisioned (run_provisioned)
         self.provisioning_status: Callable[[], dict[str, Any]] | None = None
+        # the SIP status of the registrar's last final answer to a REGISTER (None: none yet,
+        # or the last one went unanswered): the health check tells a silent PBX from a refusal
+        self.registrar_answer: int | None = None
+        self._update_seen: tuple[int, int, int] | None = None  # state.json's (ino, size, mtime)
 
     @property
     def state(self) -> str:
@@ -229,6 +236,7 @@ class App:
                         "network in clear SIP, so whoever can read SIP can decrypt the audio",
                         self.cfg.media.srtp, s.transport)
         self._execute(self.sup.start(self._now(), self._load_lockout()))
+        self._check_update()
         self._keep_lockout()
         self._check_audio()
         self.ua.start(self.driver.now())
@@ -340,6 +348,7 @@ class App:
         log.debug("sip event %s", ev)
         match ev:
             case Registered(expires=expires):
+                self.registrar_answer = 200
                 if not self.sup.registered:
                     log.info("registered with %s for %d s", self.cfg.sip.server, expires)
                 if self._error_from != "audio":
@@ -348,7 +357,8 @@ class App:
                     self._tasks = [t for t in self._tasks if not t.done()]
                     self._tasks.append(asyncio.create_task(self._refresh_registrar()))
                 self.dispatch(sv.RegistrationUp())
-            case RegistrationFailed(reason=reason, retry_in=retry):
+            case RegistrationFailed(reason=reason, status=answer, retry_in=retry):
+                self.registrar_answer = answer
                 if self.last_error != reason:
                     log.error("%s (retrying in %.0f s)", reason, retry)
                 self.last_error, self._error_from = reason, "sip"
@@ -472,6 +482,23 @@ class App:
             old.cancel()  # probed early (a press): one probe timer, not a growing chain
         if problems:
             self._timers["audio_probe"] = self.clock.call_later(10, self._check_audio)
+
+    def _check_update(self) -> None:
+        """The updater's state file (root's, read-only here) now and every 10 s: a rolled-back
+        update nobody acknowledged blinks the error LED slowly. A stat() per look; the file is
+        read only when it changed."""
+        path = Path(self.cfg.update.state_dir) / UPDATE_STATE
+        try:
+            st = path.stat()
+            seen: tuple[int, int, int] | None = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            seen = None
+        if seen != self._update_seen:
+            self._update_seen = seen
+            reason = update_alert(UpdateStore(path.parent).read()) if seen else None
+            if reason != self.sup.update_alert:
+                self.dispatch(sv.UpdateAlert(reason))
+        self._timers["update_state"] = self.clock.call_later(10, self._check_update)
 
     def _audio_available(self) -> bool:
         if self.audio_error is not None:
@@ -678,6 +705,7 @@ class App:
             "remote": self.remote,
             "call_duration": duration,
             "last_error": self.last_error,
+            "registrar_answer": self.registrar_answer,
             "last_call_end": self.last_call_end,
             "server": f"{self.cfg.sip.server}:{self.cfg.sip.port}",
             "username": self.cfg.sip.username,

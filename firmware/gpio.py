@@ -1,9 +1,9 @@
 """Buttons, LEDs and the door relay through gpiozero, with the pin factory injected.
 
 Owns turning the configured board (pins, polarity, pull-up, debounce, hold time) into gpiozero
-devices, LED modes (on, off, 2 Hz blink, fast blink), relay pulses, and reporting what each
-output shows. Button presses are handed to a callback (called on gpiozero's thread). Knows
-nothing about SIP, calls or the event loop.
+devices, LED modes (on, off, 2 Hz blink, fast blink, slow blink), relay pulses, and reporting
+what each output shows. Button presses are handed to a callback (called on gpiozero's
+thread). Knows nothing about SIP, calls or the event loop.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from gpiozero.exc import BadPinFactory, GPIOZeroError
 from .config import GpioSettings
 
 log = logging.getLogger("intercom.gpio")
-BLINK = {"blink": (0.25, 0.25), "fast": (0.1, 0.1)}  # 2 Hz, 5 Hz
+BLINK = {"blink": (0.25, 0.25), "fast": (0.1, 0.1), "slow": (1.0, 1.0)}  # 2 Hz, 5 Hz, 0.5 Hz
 
 
 FACTORIES = ("auto", "gpiod", "mock", "rpigpio", "lgpio", "native")

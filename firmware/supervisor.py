@@ -63,6 +63,7 @@ class EventKind(StrEnum):
     USER_CALL = "UserCall"
     USER_ANSWER = "UserAnswer"
     USER_HANGUP = "UserHangup"
+    UPDATE_ALERT = "UpdateAlert"
 
 
 # ------------------------------------------------------------------------------- events in
@@ -136,6 +137,15 @@ class AudioRecovered:
 
 
 @dataclass(frozen=True)
+class UpdateAlert:
+    """The last update was rolled back and nobody acknowledged it yet (``reason`` says why);
+    None: no such alert (any more). The error LED blinks slowly while nothing worse is wrong."""
+
+    kind: ClassVar[EventKind] = EventKind.UPDATE_ALERT
+    reason: str | None
+
+
+@dataclass(frozen=True)
 class UserCall:
     """A call button or ``intercom call [TARGET]``."""
 
@@ -154,7 +164,8 @@ class UserHangup:
 
 
 Event = (Press | RegistrationUp | RegistrationDown | Incoming | RemoteRinging | Connected | Ended
-         | Digit | Timeout | AudioFailed | AudioRecovered | UserCall | UserAnswer | UserHangup)
+         | Digit | Timeout | AudioFailed | AudioRecovered | UserCall | UserAnswer | UserHangup
+         | UpdateAlert)
 
 # ------------------------------------------------------------------------------- commands out
 
@@ -183,6 +194,7 @@ class Reject:
 class Led:
     name: str
     mode: str  # "on" | "off" | "blink" (ringing/calling, 2 Hz) | "fast" (error)
+    # | "slow" (error LED, 0.5 Hz: an update was rolled back)
 
 
 @dataclass(frozen=True)
@@ -320,6 +332,7 @@ TRANSITIONS: tuple[Row, ...] = tuple([
     *_rows((S.OFFLINE, *_CALL), E.REGISTRATION_DOWN, None, "_registration_down"),
     *_rows(_ALL, E.AUDIO_FAILED, None, "_audio_failed"),
     *_rows(_ALL, E.AUDIO_RECOVERED, None, "_audio_recovered"),
+    *_rows(_ALL, E.UPDATE_ALERT, None, "_update_alert"),
 ])
 
 # (state, button action) -> the user request the press stands for; no row: the press does nothing
@@ -380,6 +393,7 @@ class Supervisor:
         self.wrong_codes = 0
         self.audio_ok = True
         self.audio_reason = ""
+        self.update_alert: str | None = None  # a rolled-back update nobody acknowledged
         self.failures: deque[float] = deque()  # times of wrong codes inside the window
         self.lockout_until: float | None = None
         self._recent: deque[list] = deque(maxlen=16)  # [time, source, digit, matched]
@@ -521,7 +535,18 @@ class Supervisor:
         return self.lockout_until is not None and self.now < self.lockout_until
 
     def _error_led(self) -> str:
-        return "off" if self.registered and self.audio_ok and not self.locked else "fast"
+        if not (self.registered and self.audio_ok and not self.locked):
+            return "fast"
+        return "slow" if self.update_alert else "off"
+
+    def _update_alert(self, ev: UpdateAlert) -> list[Command]:
+        self.update_alert = ev.reason
+        cmds: list[Command] = [Log("warning", f"update rolled back: {ev.reason} (the error LED "
+                                              "blinks slowly until `intercom update --ack`)")
+                               if ev.reason else Log("info", "update alert cleared")]
+        if self._error_led() != "fast":  # a fault's fast blink wins; its end shows the alert
+            cmds.append(Led("error", self._error_led()))
+        return cmds
 
     def _duplicate(self, ev: Digit) -> bool:
         """The same key already arrived the other way (INFO vs RFC 4733) within a second."""
