@@ -351,3 +351,10 @@ def acknowledge(state_dir: str) -> int:
         return 1
     print(f"intercom: acknowledged: {last['message']}")
     return 0
+
+
+def install_hold(store: Store, version: str) -> str | None:
+    """For the updater: why ``version`` must wait (its last trial was inconclusive and the
+    intercom has not been registered long enough since), or None."""
+    raw, _ = _read(store.folder / health.RECORD)
+    return health.install_hold(raw, version)

@@ -23,6 +23,7 @@ from firmware.update.health_runner import (
     Runner,
     acknowledge,
     global_address,
+    install_hold,
     parse_show,
     service_from,
 )
@@ -195,8 +196,8 @@ def test_a_version_is_held_while_its_inconclusive_verdict_waits(store: Store) ->
     for _ in range(int(LIM.register_timeout / POLL) + 2):
         runner.step()
         world.sleep(POLL)
-    record = json.loads((store.folder / health.RECORD).read_text())
-    assert "1.2.0 is held" in (health.install_hold(record, "1.2.0") or "")
+    assert "1.2.0 is held" in (install_hold(store, "1.2.0") or ""), "the updater waits"
+    assert install_hold(store, "1.3.0") is None
     assert store.read_trial() is not None, "the trial stays until the verdict"
 
 
