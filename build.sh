@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one entry point: ./build.sh run | test | bench | image | setup. Orchestration only: every apt and pip step
+# The one entry point: ./build.sh run | test | bench | image | bundle | setup. Orchestration only: every apt and pip step
 # of the project lives here, so a fresh Debian machine (as root) needs nothing else.
 set -euo pipefail
 
@@ -110,6 +110,7 @@ cmd_run() {
 
 cmd_test() {
   setup
+  bundle_deps  # the bundle tests sign and check real RAUC bundles
   cd "$ROOT"
   # the SD-card image, booted in QEMU by tests/image (base root cached; ~10 min when cached)
   if [ "${INTERCOM_SKIP_IMAGE:-0}" != 1 ]; then
@@ -170,6 +171,112 @@ cmd_image() {
   log "image built in $(( SECONDS - started )) s"
 }
 
+# The key that signs update bundles. INTERCOM_SIGNING_KEY and INTERCOM_SIGNING_CERT (both or
+# neither; the key may be a PKCS#11 URL) name a real one; else a development pair is made on
+# first use in $CACHE/keys (key 0600), never inside the repository. Sets SIGNING_KEY and
+# SIGNING_CERT; an image carries only the certificate (RAUC's keyring).
+signing_key() {
+  local root_real key_real dir
+  root_real=$(realpath -m "$ROOT")
+  if [ -n "${INTERCOM_SIGNING_KEY:-}" ] || [ -n "${INTERCOM_SIGNING_CERT:-}" ]; then
+    if [ -z "${INTERCOM_SIGNING_KEY:-}" ] || [ -z "${INTERCOM_SIGNING_CERT:-}" ]; then
+      echo "build.sh: set both INTERCOM_SIGNING_KEY and INTERCOM_SIGNING_CERT, or neither (a development key in $CACHE/keys is then used)" >&2
+      exit 1
+    fi
+    SIGNING_KEY=$INTERCOM_SIGNING_KEY
+    SIGNING_CERT=$INTERCOM_SIGNING_CERT
+  else
+    dir=$CACHE/keys
+    SIGNING_KEY=$dir/dev.key.pem
+    SIGNING_CERT=$dir/dev.cert.pem
+  fi
+  if [[ $SIGNING_KEY != pkcs11:* ]]; then
+    key_real=$(realpath -m "$SIGNING_KEY")
+    if [[ $key_real == "$root_real"/* ]]; then
+      echo "build.sh: the signing key must live outside the repository, not in $key_real (move INTERCOM_CACHE or INTERCOM_SIGNING_KEY)" >&2
+      exit 1
+    fi
+  fi
+  if [ -z "${dir:-}" ]; then
+    if [[ $SIGNING_KEY != pkcs11:* ]] && [ ! -f "$SIGNING_KEY" ]; then
+      echo "build.sh: INTERCOM_SIGNING_KEY: no such file: $SIGNING_KEY" >&2
+      exit 1
+    fi
+    if [ ! -f "$SIGNING_CERT" ]; then
+      echo "build.sh: INTERCOM_SIGNING_CERT: no such file: $SIGNING_CERT" >&2
+      exit 1
+    fi
+    return 0
+  fi
+  if [ -f "$SIGNING_KEY" ] && [ -f "$SIGNING_CERT" ]; then
+    return 0
+  fi
+  if [ -e "$SIGNING_KEY" ] || [ -e "$SIGNING_CERT" ]; then
+    echo "build.sh: $dir holds only one of dev.key.pem and dev.cert.pem: remove it to make a new pair (images with the old certificate then refuse the new bundles)" >&2
+    exit 1
+  fi
+  log "creating a development signing key in $dir (INTERCOM_SIGNING_KEY/_CERT name a real one)"
+  mkdir -p "$dir"
+  chmod 700 "$dir"
+  local tmp
+  tmp=$(mktemp -d "$dir/.new.XXXXXX")
+  (umask 077 && openssl req -x509 -newkey rsa:3072 -nodes -sha256 -days 3650 \
+    -subj "/CN=intercom development signing key" -keyout "$tmp/key" -out "$tmp/cert" 2>/dev/null)
+  chmod 600 "$tmp/key"
+  chmod 644 "$tmp/cert"
+  mv "$tmp/cert" "$SIGNING_CERT"
+  mv "$tmp/key" "$SIGNING_KEY"
+  rmdir "$tmp"
+}
+
+# rauc (bundle), squashfs-tools (rauc's mksquashfs), openssl (keys), e2fsprogs (debugfs writes
+# /etc/intercom-version into the bundle's copy of the root), python3 (devtools/bundles.py)
+BUNDLE_PACKAGES=(rauc squashfs-tools openssl e2fsprogs python3)
+
+bundle_deps() {
+  install_debs "${BUNDLE_PACKAGES[@]}"
+}
+
+# ./build.sh bundle [--version V] [--root ROOT.ext4] [--out DIR]: the image's root, the very
+# ext4 that assemble.sh writes into slot A (images/out/rootfs-<version>.ext4; the image is built
+# first when it is missing), signed as a RAUC bundle (verity) DIR/intercom-V.raucb. V defaults
+# to pyproject.toml's version and is written into the bundle's copy of /etc/intercom-version.
+cmd_bundle() {
+  local version="" root="" out=$ROOT/images/out image_version
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --version|--root|--out)
+        if [ $# -lt 2 ] || [ -z "$2" ]; then
+          echo "build.sh bundle: $1 needs a value" >&2
+          exit 2
+        fi
+        case $1 in --version) version=$2 ;; --root) root=$2 ;; --out) out=$2 ;; esac
+        shift 2 ;;
+      *)
+        echo "build.sh bundle: unknown argument $1 (usage: ./build.sh bundle [--version V] [--root ROOT.ext4] [--out DIR])" >&2
+        exit 2 ;;
+    esac
+  done
+  signing_key
+  bundle_deps
+  image_version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml")
+  version=${version:-$image_version}
+  if [ -z "$root" ]; then
+    root=$ROOT/images/out/rootfs-$image_version.ext4
+    if [ ! -f "$root" ]; then
+      log "no $root yet: building the image first"
+      setup
+      cmd_image
+    fi
+  fi
+  local bundle=$out/intercom-$version.raucb started=$SECONDS
+  log "signing $root as $bundle (version $version, certificate $SIGNING_CERT)"
+  PYTHONPATH=$ROOT python3 -m devtools.bundles make "$root" "$bundle" --version "$version" \
+    --key "$SIGNING_KEY" --cert "$SIGNING_CERT"
+  (cd "$out" && sha256sum "intercom-$version.raucb" > "intercom-$version.raucb.sha256")
+  log "bundle built in $(( SECONDS - started )) s"
+}
+
 cmd_bench() {
   setup
   cd "$ROOT"
@@ -198,8 +305,9 @@ case "${1:-help}" in
   bench) shift; cmd_bench "$@" ;;
   fuzz) shift; cmd_fuzz "$@" ;;
   image) shift; setup; cmd_image "$@" ;;
+  bundle) shift; cmd_bundle "$@" ;;
   setup) setup ;;
   *)
-    echo "usage: ./build.sh run | test [pytest args] | bench [--quick] | fuzz | image | setup"
+    echo "usage: ./build.sh run | test [pytest args] | bench [--quick] | fuzz | image | bundle [--version V] | setup"
     exit 2 ;;
 esac

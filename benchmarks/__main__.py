@@ -9,6 +9,7 @@ import sys
 
 from . import (
     aec,
+    bundle,
     button,
     codec,
     cpu,
@@ -40,7 +41,7 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="benchmarks")
     p.add_argument("--quick", action="store_true", help="short runs (10 s loops)")
     p.add_argument("--only", choices=["codec", "loop", "cpu", "button", "flood", "srtp",
-                                      "webrtc", "aec", "drift", "speech", "latency"])
+                                      "webrtc", "aec", "drift", "speech", "latency", "bundle"])
     args = p.parse_args()
     seconds = 10.0 if args.quick else 60.0
     print(f"machine: {machine()}\n")
@@ -88,6 +89,11 @@ def main() -> None:
         print("## Echo cancellers: the simulated room (devtools/room.py, fixed seed) and CPU, "
               f"call windows {seconds / 4:.0f} s interleaved\n")
         print(aec.table(aec.run(seconds / 4, args.quick)), "\n", flush=True)
+    if args.only in (None, "bundle"):
+        print("## Update bundle of the image's root: size and build time per compression\n")
+        why = bundle.available()
+        print(bundle.table(bundle.run(args.quick)) if why is None else f"not measured: {why}",
+              "\n", flush=True)
 
 
 if __name__ == "__main__":
