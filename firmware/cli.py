@@ -96,14 +96,21 @@ def _cmd_update(args: argparse.Namespace) -> int:
 def _cmd_updater(args: argparse.Namespace) -> int:
     """``intercom updater`` (intercom-updater.service, root): pull ``update.url`` every
     ``update.interval`` and reboot into what was installed at the right moment. The boot YAML
-    is read again every round; while it is not valid, only a pending reboot is handled."""
+    is read again every round (at once on SIGHUP); while it is not valid, only a pending reboot
+    is handled."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .update.installer import Updater
 
-    stop = threading.Event()
+    stop, wake = threading.Event(), threading.Event()
+
+    def end(*_: object) -> None:
+        stop.set()
+        wake.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, end)
+    signal.signal(signal.SIGHUP, lambda *_: wake.set())  # systemctl reload: read the card now
     last_problem: list[str] = []
 
     def settings() -> UpdateSettings:
@@ -117,7 +124,7 @@ def _cmd_updater(args: argparse.Namespace) -> int:
         last_problem.clear()
         return found
 
-    Updater(settings(), _socket_path(args), stop=stop).run(settings)
+    Updater(settings(), _socket_path(args), stop=stop, wake=wake).run(settings)
     return 0
 
 

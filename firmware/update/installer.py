@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import subprocess
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,8 @@ from ..lockout_store import boot_id
 from ..provisioning import shown_url
 from . import bundle as bundles
 from . import download
-from .slots import SlotPaths, booted_slot, installed_version, other
+from .health_runner import install_hold
+from .slots import SlotPaths, booted_slot, bootnames, installed_version, other, rauc_versions
 from .state import Store, UpdateError
 
 log = logging.getLogger("intercom.update")
@@ -120,6 +122,19 @@ def rauc_install(path: Path, force: bool, rauc: str = "rauc") -> subprocess.Comp
                                                           f"{INSTALL_TIMEOUT:g} s")
 
 
+def rauc_primary(rauc: str = "rauc", paths: SlotPaths | None = None) -> str | None:
+    """The slot RAUC will boot next ("A"/"B", from ``rauc status``), None when not known."""
+    try:
+        done = subprocess.run([rauc, "status", "--output-format=json"], capture_output=True,
+                              text=True, errors="replace", timeout=60,
+                              stdin=subprocess.DEVNULL)
+        doc = json.loads(done.stdout) if done.returncode == 0 else {}
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
+    name = doc.get("boot_primary") if isinstance(doc, dict) else None
+    return bootnames(paths or SlotPaths()).get(name) if isinstance(name, str) else None
+
+
 def system_reboot() -> None:
     """Restart the box (into the slot RAUC made primary)."""
     subprocess.run(["systemctl", "reboot"], check=False, timeout=60)
@@ -140,8 +155,10 @@ class Updater:
     poll: float = POLL
     now: Callable[[], float] = time.time
     stop: threading.Event | None = None
+    wake: threading.Event = field(default_factory=threading.Event)  # set: the next round now
     say: Callable[[str], None] | None = None  # the CLI prints progress; the service logs it
     boot: Callable[[], str] = boot_id  # this boot's id: a pending reboot names the boot
+    primary: Callable[[], str | None] | None = None  # the slot RAUC boots next (rauc status)
 
     def __post_init__(self) -> None:
         self.store = Store(self.settings.state_dir)
@@ -236,6 +253,8 @@ class Updater:
         if pending and pending["version"] == found.version and not force:
             raise UpdateError(bundles.SAME, f"already installed: {found.version} is in slot "
                               f"{pending['slot']}, waiting for a reboot", version=found.version)
+        if not force and (held := install_hold(self.store, found.version)) is not None:
+            raise UpdateError("held", held, "refused", found.version)
         if not self.wait_idle(f"{found.version} verified"):
             raise UpdateError("stopped", "stopped before the install", "failed", found.version)
         self._tell(f"installing {found.version} into slot {other(booted)}")
@@ -280,6 +299,30 @@ class Updater:
         self.reboot()
         return True
 
+    def reconcile(self) -> None:
+        """RAUC finished an install whose end the updater did not see (it was stopped or
+        crashed while ``rauc install`` ran): record the trial and the pending reboot now, or
+        the new slot would start without being on trial."""
+        booted = booted_slot(self.paths)
+        if booted is None or self.store.read_trial() is not None \
+                or self.store.read()["pending_reboot"]:
+            return
+        primary = self.primary() if self.primary else rauc_primary(self.rauc, self.paths)
+        if primary is None or primary == booted:
+            return
+        version = rauc_versions(self.paths).get(primary, "unknown")
+        now = self.now()
+        self.store.write_trial({"slot": primary, "version": version, "from_slot": booted,
+                                "from_version": installed_version(self.paths),
+                                "installed_at": now, "inconclusive": 0})
+        with self.store.modify() as st:
+            st["last"] = {"result": "installed", "reason": "", "version": version, "at": now,
+                          "message": f"{version} found installed in slot {primary} (the "
+                          "updater had stopped before recording it)", "acknowledged": False}
+            st["pending_reboot"] = {"slot": primary, "version": version, "auto": True,
+                                    "boot_id": self.boot()}
+        self._tell(f"{version} found installed in slot {primary}: on trial after the reboot")
+
     def forget_stale_reboot(self) -> None:
         """A pending reboot from an earlier boot has happened (into the new slot, or back)."""
         state = self.store.read()
@@ -293,6 +336,12 @@ class Updater:
                   conditional: bool = True) -> dict[str, Any] | None:
         """Fetch ``url`` (only when changed, with ``conditional``) and install what came.
         Returns the ``last`` entry, or None when there was nothing new."""
+        if booted_slot(self.paths) is None:  # nothing to install into: do not download
+            err = UpdateError("not A/B", "this system was not started by the A/B boot script "
+                              "(no rauc.slot= on the kernel command line): nothing to update",
+                              "failed")
+            self._record(err)
+            raise err
         digest = download.url_digest(url)
         state = self.store.read()
         known = state["source"] if conditional and state["source"] \
@@ -317,9 +366,11 @@ class Updater:
 
     def run(self, settings_source: Callable[[], UpdateSettings] | None = None) -> None:
         """``intercom updater``: check ``update.url`` every ``update.interval`` and reboot into
-        an installed slot at the right moment, until ``stop`` is set."""
+        an installed slot at the right moment, until ``stop`` is set (set ``wake`` too, and
+        ``wake`` alone for a round now: the settings read again)."""
         assert self.stop is not None
         self.forget_stale_reboot()
+        self.reconcile()
         while not self.stop.is_set():
             if settings_source is not None:
                 self.settings = settings_source()
@@ -343,7 +394,8 @@ class Updater:
                 self._next_check, self._retry = self.now() + s.interval, RETRY
                 continue
             pause = self.poll * 3 if state["pending_reboot"] else 60.0
-            self.stop.wait(max(0.05, min(pause, self._next_check - now) if s.url else pause))
+            self.wake.wait(max(0.05, min(pause, self._next_check - now) if s.url else pause))
+            self.wake.clear()
 
     def update(self, source: str, force: bool = False, reboot: bool = True,
                ca_file: str | None = None) -> int:

@@ -86,7 +86,7 @@ def _status_file(paths: SlotPaths) -> Path:
     return Path(folder) / "central.raucs"
 
 
-def _bootnames(paths: SlotPaths) -> dict[str, str]:
+def bootnames(paths: SlotPaths = SlotPaths()) -> dict[str, str]:
     """RAUC slot name (``rootfs.1``) -> boot name (``B``), from system.conf."""
     names = {"rootfs.0": "A", "rootfs.1": "B"}
     conf = _keyfile(_small(paths.system_conf))
@@ -103,7 +103,7 @@ def rauc_versions(paths: SlotPaths = SlotPaths()) -> dict[str, str]:
     found: dict[str, str] = {}
     if status is None:
         return found
-    names = _bootnames(paths)
+    names = bootnames(paths)
     for section in status.sections():
         name = names.get(section[len("slot."):]) if section.startswith("slot.") else None
         version = status.get(section, "bundle.version", fallback="").strip()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -272,3 +273,69 @@ def test_intercom_update_on_a_host_without_slots_says_so_in_one_line(
     done = update("http://127.0.0.1:1/x.raucb")
     assert done.returncode == 1 and "over HTTPS only" in done.stdout
     assert update().returncode == 2
+
+
+def test_an_install_the_updater_did_not_see_finish_is_put_on_trial(
+        made: dict[str, Path], tmp_path: Path) -> None:
+    """The updater stopped (or crashed) while RAUC installed: RAUC made slot B primary but
+    no trial was written. The next start of the updater records it, so B boots on trial."""
+    paths = slot_files(tmp_path / "box")
+    (tmp_path / "box" / "central.raucs").write_text(
+        "[slot.rootfs.1]\nbundle.version=0.3.0\nstatus=ok\n")
+    (tmp_path / "box" / "system.conf").write_text(
+        f"[system]\ndata-directory={tmp_path / 'box'}\n\n[slot.rootfs.0]\nbootname=A\n\n"
+        "[slot.rootfs.1]\nbootname=B\n")
+    store = Store(tmp_path / "update")
+    up, _ = updater(tmp_path, str(tmp_path / "no-such.sock"), made["keyring"], paths=paths,
+                    primary=lambda: "A")
+    up.reconcile()
+    assert store.read_trial() is None and store.read()["pending_reboot"] is None
+    up.primary = lambda: "B"
+    up.reconcile()
+    trial = store.read_trial()
+    assert trial is not None and (trial["slot"], trial["version"], trial["from_slot"],
+                                  trial["from_version"]) == ("B", "0.3.0", "A", "0.2.0")
+    state = store.read()
+    assert state["pending_reboot"]["slot"] == "B" and state["last"]["result"] == "installed"
+    assert "found installed in slot B" in state["last"]["message"]
+    store.clear_trial()  # e.g. the health check has judged it: nothing is written twice
+    with store.modify() as st:
+        st["pending_reboot"] = None
+    up.primary = lambda: None  # rauc status not answering: nothing is guessed
+    up.reconcile()
+    assert store.read_trial() is None
+
+
+def test_intercom_updater_reads_the_card_stops_on_sigterm_and_survives_a_bad_yaml(
+        made: dict[str, Path], tmp_path: Path, server: BundleServer,
+        pki: dict[str, Path]) -> None:  # noqa: F811
+    """The service's command: the boot YAML's update section, read again every round and at
+    once on SIGHUP (systemctl reload); on a host not started by the A/B script it downloads
+    nothing; a YAML broken meanwhile pauses pulling in one line; SIGTERM ends it cleanly."""
+    server.put("/intercom.raucb", made["v3"].read_bytes())
+    config = tmp_path / "intercom.yaml"
+    doc = {"sip": {"server": "127.0.0.1", "username": "5002"},
+           "control": {"socket": str(tmp_path / "control.sock")},
+           "update": {"url": server.url("/intercom.raucb"), "ca_file": str(pki["ca"]),
+                      "state_dir": str(tmp_path / "update"), "keyring": str(made["keyring"]),
+                      "interval": 60}}
+    config.write_text(json.dumps(doc))
+    log = tmp_path / "updater.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "firmware", "--config", str(config),
+                                 "updater"], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: Store(tmp_path / "update").read()["last"]["reason"] == "not A/B", 20,
+                 0.1, "the first check")
+        assert server.log == [], "nothing is downloaded where nothing can be installed"
+        config.write_text("update: [\n")
+        proc.send_signal(signal.SIGHUP)  # systemctl reload
+        wait_for(lambda: "pulling paused" in log.read_text(), 20, 0.2, "the bad YAML noticed")
+        proc.terminate()
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "Traceback" not in text and text.count("pulling paused") == 1
