@@ -51,6 +51,7 @@ BUSY = ".busy"
 # (a damaged download, or a certificate the clock may yet reach, is tried again)
 FINAL = (bundles.UNSIGNED, bundles.OTHER_KEY, bundles.OTHER_DEVICE, bundles.OLDER,
          bundles.SAME, bundles.REFUSED_BEFORE, "too big")
+HELD = "held"  # a version whose last trial was inconclusive, waiting (firmware.update.health)
 RETRY = 300.0  # s before the first new try after a failed check (doubling up to the interval)
 
 
@@ -231,9 +232,10 @@ class Updater:
         try:
             return self._install(path, force, reboot, source)
         except UpdateError as exc:
-            if exc.reason in FINAL and source is not None:
+            if source is not None and (exc.reason in FINAL or exc.reason == HELD):
                 with self.store.modify() as st:  # judged: not fetched again while unchanged
-                    st["source"] = {**source, "version": exc.version}
+                    st["source"] = {**source, "version": exc.version,
+                                    "refused": exc.reason if exc.reason in FINAL else ""}
             self._record(exc)
             raise
 
@@ -254,7 +256,7 @@ class Updater:
             raise UpdateError(bundles.SAME, f"already installed: {found.version} is in slot "
                               f"{pending['slot']}, waiting for a reboot", version=found.version)
         if not force and (held := install_hold(self.store, found.version)) is not None:
-            raise UpdateError("held", held, "refused", found.version)
+            raise UpdateError(HELD, held, "refused", found.version)
         if not self.wait_idle(f"{found.version} verified"):
             raise UpdateError("stopped", "stopped before the install", "failed", found.version)
         self._tell(f"installing {found.version} into slot {other(booted)}")
@@ -344,8 +346,14 @@ class Updater:
             raise err
         digest = download.url_digest(url)
         state = self.store.read()
-        known = state["source"] if conditional and state["source"] \
-            and state["source"].get("url") == digest else None
+        source = state["source"] if state["source"] and state["source"].get("url") == digest \
+            else None
+        known = source if conditional and source and self._settled(source, state) else None
+        if known is None and source and conditional and source["version"]:
+            held = install_hold(self.store, source["version"])
+            if held is not None:  # the same bundle again, and it has to wait: not even fetched
+                log.info("%s", held)
+                return None
         with self.store.modify() as st:
             st["checked_at"] = self.now()
         try:
@@ -363,6 +371,14 @@ class Updater:
             return self.install_file(fetched.path, force, reboot, source)
         finally:
             download.discard(Path(self.settings.state_dir))
+
+    def _settled(self, source: dict[str, str], state: dict[str, Any]) -> bool:
+        """Whether what the URL served last needs no second look while it is unchanged: it
+        runs here, or it was refused for good. Otherwise (its trial was inconclusive, or its
+        install failed) the same file is fetched again."""
+        version = source.get("version") or ""
+        return bool(source.get("refused")) or version in state["refused_versions"] or \
+            (bool(version) and version == installed_version(self.paths))
 
     def run(self, settings_source: Callable[[], UpdateSettings] | None = None) -> None:
         """``intercom updater``: check ``update.url`` every ``update.interval`` and reboot into

@@ -12,10 +12,11 @@ raise: a missing file reads as "nothing yet" (``none``), a corrupt one as ``unkn
      "pending_reboot": {"slot": "B", "version": "...", "auto": true, "boot_id": "..."} | null,
      "refused_versions": ["..."], "checked_at": <unix time> | null,
      "source": {"url": "<sha256 of update.url>", "etag": "...", "last_modified": "...",
-                "version": "..."} | null}
+                "version": "...", "refused": "<reason code>|"} | null}
 
-(``source``: what the pull URL served last, so an unchanged bundle is not fetched again;
-clearing it makes the next check download and judge the bundle anew.)
+(``source``: what the pull URL served last and what became of it, so an unchanged bundle is
+not fetched again once it runs here or was refused for good; clearing it makes the next check
+download and judge the bundle anew.)
 
 ``trial.json`` (written after a successful install, read and cleared by the health check)::
 
@@ -110,7 +111,7 @@ def normalise(raw: object) -> dict[str, Any]:
     source = raw.get("source")
     if isinstance(source, dict):
         out["source"] = {k: _text(source.get(k))
-                         for k in ("url", "etag", "last_modified", "version")}
+                         for k in ("url", "etag", "last_modified", "version", "refused")}
     return out
 
 

@@ -339,3 +339,34 @@ def test_intercom_updater_reads_the_card_stops_on_sigterm_and_survives_a_bad_yam
             proc.wait()
     text = log.read_text()
     assert "Traceback" not in text and text.count("pulling paused") == 1
+
+
+def test_a_version_whose_trial_was_inconclusive_waits_then_is_fetched_again(
+        made: dict[str, Path], tmp_path: Path, server: BundleServer,
+        pki: dict[str, Path]) -> None:  # noqa: F811
+    """The PBX was down during v3's trial, the box went back to v2 (notes §6): v3 is neither
+    good nor bad. While the health check holds it, the updater does not even fetch it; once
+    the health check says "retry", the unchanged bundle is fetched and installed again (a
+    conditional GET would have answered 304 for ever)."""
+    url, ca = server.url("/intercom.raucb"), str(pki["ca"])
+    server.put("/intercom.raucb", made["v3"].read_bytes())
+    up, rec = updater(tmp_path, str(tmp_path / "no-such.sock"), made["keyring"])
+    assert up.check_url(url, ca)["result"] == "installed"
+    store = Store(tmp_path / "update")
+    trial = store.read_trial()
+    assert trial is not None
+    # back on v2 after the trial; the health check's record of it
+    with store.modify() as st:
+        st["pending_reboot"] = None
+    record = tmp_path / "update" / "trial-result.json"
+    record.write_text(json.dumps({"version": "0.3.0", "trial": trial["installed_at"],
+                                  "inconclusive": 1, "verdict": "inconclusive"}))
+    assert up.check_url(url, ca) is None
+    assert [e["status"] for e in server.log] == [200], "a held version is not fetched"
+    with pytest.raises(UpdateError, match="0.3.0 is held"):  # nor installed by hand
+        up.install_file(made["v3"])
+    record.write_text(json.dumps({"version": "0.3.0", "trial": trial["installed_at"],
+                                  "inconclusive": 1, "verdict": "retry"}))
+    store.clear_trial()
+    assert up.check_url(url, ca)["result"] == "installed"
+    assert [e["status"] for e in server.log] == [200, 200] and len(rec.installs) == 2
