@@ -20,6 +20,7 @@ from . import (
     loop,
     speech,
     srtp,
+    update,
     webrtc,
 )
 
@@ -41,7 +42,8 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="benchmarks")
     p.add_argument("--quick", action="store_true", help="short runs (10 s loops)")
     p.add_argument("--only", choices=["codec", "loop", "cpu", "button", "flood", "srtp",
-                                      "webrtc", "aec", "drift", "speech", "latency", "bundle"])
+                                      "webrtc", "aec", "drift", "speech", "latency", "bundle",
+                                      "install_load", "update"])
     args = p.parse_args()
     seconds = 10.0 if args.quick else 60.0
     print(f"machine: {machine()}\n")
@@ -94,6 +96,17 @@ def main() -> None:
         why = bundle.available()
         print(bundle.table(bundle.run(args.quick)) if why is None else f"not measured: {why}",
               "\n", flush=True)
+    if args.only in (None, "install_load"):
+        print(f"## The 20 ms loop during an update's install, {seconds:.0f} s per row\n")
+        why = update.load_available()
+        print(update.install_load_table(update.run_install_load(seconds)) if why is None
+              else f"not measured: {why}", "\n", flush=True)
+    if args.only in (None, "update"):
+        print("## An update in QEMU: download + install, and the reboot to registered against "
+              "a cold boot (about 10 min)\n")
+        why = update.update_available()
+        print(update.update_table(update.run_update()) if why is None
+              else f"not measured: {why}", "\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ def _busy_loops(n: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
-def measure(kind: str, seconds: float, load: bool, rt: int = 0, spin_us: int = 0) -> dict:
+def measure(kind: str, seconds: float, load: bool, rt: int = 0, spin_us: int = 0,
+            aec: str = "off") -> dict:
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
     rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
@@ -34,7 +35,8 @@ def measure(kind: str, seconds: float, load: bool, rt: int = 0, spin_us: int = 0
     sender = subprocess.Popen([sys.executable, "-m", "benchmarks.senders", kind,
                                str(rx.getsockname()[1]), str(seconds + 1.0), str(rt)],
                               stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "BENCH_SPIN_US": str(spin_us)})
+                              env={**os.environ, "BENCH_SPIN_US": str(spin_us),
+                                   "BENCH_AEC": aec})
     arrivals: list[int] = []
     stamps: list[int] = []
     try:
@@ -69,7 +71,8 @@ def measure(kind: str, seconds: float, load: bool, rt: int = 0, spin_us: int = 0
     drift_ms = (span - (len(arrivals) - 1) * PTIME_NS) / 1e6
     steps = sorted({(b - a) % 2**32 for a, b in zip(stamps, stamps[1:], strict=False)})
     return {
-        "sender": kind + (" +RT" if rt else "") + (f" +spin {spin_us} µs" if spin_us else ""),
+        "sender": kind + (" +RT" if rt else "") + (f" +spin {spin_us} µs" if spin_us else "")
+        + (f" +{aec}" if aec != "off" else ""),
         "load": "2 busy cores" if load else "idle",
         "packets": len(arrivals),
         "p50_us": statistics.median(errors), "p99_us": errors[int(0.99 * (len(errors) - 1))],

@@ -33,11 +33,14 @@ def run_core(port: int, seconds: float, rt: int) -> None:
     ports = RtpPorts("127.0.0.1")
     spin = int(os.environ.get("BENCH_SPIN_US", "0"))
     session = RtpSession(ports, ToneSource(440), NullSink(),
-                         StreamSettings(realtime_priority=rt, spin_us=spin))
+                         StreamSettings(realtime_priority=rt, spin_us=spin,
+                                        echo_canceller=os.environ.get("BENCH_AEC", "off")))
     session.start(MediaParams("127.0.0.1", port, 0, "PCMU", 101, 20, "sendonly"))
     time.sleep(seconds)
+    aec = session.canceller_stats()  # the echo canceller that really ran, if any
     session.stop()
-    print("realtime" if session.final_stats and session.final_stats["realtime"] else "normal")
+    print(("realtime" if session.final_stats and session.final_stats["realtime"] else "normal")
+          + (f", {aec['kind']} {aec['frames']} frames" if aec else ""))
 
 
 def run_asyncio(port: int, seconds: float, rt: int) -> None:
