@@ -75,7 +75,7 @@ def _update_settings(args: argparse.Namespace) -> UpdateSettings:
 def _cmd_update(args: argparse.Namespace) -> int:
     """``intercom update FILE|URL``: check, wait until idle, install, reboot when idle."""
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    if not args.source:
+    if not args.source and not args.ack:
         print("intercom: update needs a bundle FILE or an https:// URL", file=sys.stderr)
         return 2
     try:
@@ -86,6 +86,10 @@ def _cmd_update(args: argparse.Namespace) -> int:
     if os.geteuid() != 0:
         print("intercom: update must run as root (it writes a root slot)", file=sys.stderr)
         return 1
+    if args.ack:
+        from .update.health_runner import acknowledge
+
+        return acknowledge(settings.state_dir)
     from .update.installer import Updater
 
     updater = Updater(settings, _socket_path(args))
@@ -143,6 +147,23 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(f"{args.file}: OK ({cfg.sip.username}@{cfg.sip.server}:{cfg.sip.port} "
           f"over {cfg.sip.transport.upper()})")
     return 0
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    from .config import UpdateSettings
+    from .update.health import Limits
+    from .update.health_runner import command
+
+    update = UpdateSettings()
+    try:  # without a readable YAML the ordinary boot's rule still runs, with the defaults
+        update = load_boot(args.config or os.environ.get("INTERCOM_CONFIG") or DEFAULT_PATH).update
+    except ConfigError as exc:
+        print(f"intercom health: {exc} (using the update defaults)", file=sys.stderr)
+    limits = Limits(register_timeout=args.register_timeout or update.trial_register_timeout,
+                    pbx_silence=args.pbx_silence or update.trial_pbx_silence,
+                    settle=args.settle or Limits.settle)
+    return command(args.state_dir or update.state_dir, _socket_path(args), limits, args.poll,
+                   args.cmdline)
 
 
 def _client(args: argparse.Namespace, cmd: str, **extra: Any) -> int:
@@ -235,10 +256,23 @@ def build_parser() -> argparse.ArgumentParser:
     upd.add_argument("--no-reboot", action="store_true",
                      help="install only; the new slot starts at the next reboot")
     upd.add_argument("--ca-file", help="the CA of the URL's server (default: update.ca_file)")
+    upd.add_argument("--ack", action="store_true", help="a rollback was seen: stop the error "
+                     "LED's slow blink (status keeps the record)")
     updater = sub.add_parser("updater", help="pull update.url every update.interval "
                              "(intercom-updater.service, root)")
     updater.add_argument("--config", "-c", dest="config", default=argparse.SUPPRESS)
     updater.add_argument("--socket", dest="socket", default=argparse.SUPPRESS)
+    health = sub.add_parser("health", help="after a boot: mark the booted slot good, give a "
+                            "new one up, notice a rollback (root; intercom-health.service)")
+    health.add_argument("--config", "-c", dest="config", default=argparse.SUPPRESS)
+    health.add_argument("--socket", dest="socket", default=argparse.SUPPRESS)
+    health.add_argument("--state-dir", help="default: update.state_dir")
+    health.add_argument("--cmdline", default="/proc/cmdline", help=argparse.SUPPRESS)
+    health.add_argument("--poll", type=float, default=5.0, help="seconds between two looks")
+    for flag, key in (("--register-timeout", "update.trial_register_timeout"),
+                      ("--pbx-silence", "update.trial_pbx_silence"),
+                      ("--settle", "60 s active before an ordinary boot is good")):
+        health.add_argument(flag, type=float, help=f"override {key} (a bench test)")
     for name in ("status", "call", "answer", "hangup", "dtmf", "press"):
         sp = sub.add_parser(name, help=f"{name} (through the control socket)")
         sp.add_argument("--config", "-c", dest="config", default=argparse.SUPPRESS)
@@ -262,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
         return _cmd_run(args)
     if args.command == "check-config":
         return _cmd_check(args)
+    if args.command == "health":
+        return _cmd_health(args)
     if args.command == "update":
         return _cmd_update(args)
     if args.command == "updater":
