@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Turns a fresh arm64 Debian root (from mmdebstrap) into the intercom appliance root:
 # the firmware compiled inside the root (qemu-user), the service, the read-only layout.
-# Usage: images/customize.sh ROOT REPO
+# Usage: INTERCOM_SIGNING_CERT=cert.pem images/customize.sh ROOT REPO
+# (the certificate whose key signs update bundles: the image's RAUC keyring; never the key)
 set -euo pipefail
 ROOT=$1
 REPO=$2
+CERT=${INTERCOM_SIGNING_CERT:?customize.sh: INTERCOM_SIGNING_CERT names the bundle signing certificate}
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/pyproject.toml")
 HERE=$(cd "$(dirname "$0")" && pwd)
 in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
   DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 "$@"; }
@@ -12,19 +15,77 @@ in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HO
 mount -t proc proc "$ROOT/proc"
 trap 'umount "$ROOT/proc" 2>/dev/null || true' EXIT
 
-# 1. the firmware, built by the root's own python3 and Cython, installed as a system package
-rm -rf "$ROOT/usr/src/intercom"
-mkdir -p "$ROOT/usr/src/intercom"
+# 1. the firmware, a wheel built for the root's python3 and installed as a system package. The C
+# comes from the .pyx on the host, by the root's Cython version in a venv of its own in
+# $INTERCOM_CACHE/img (the root's setup.py regenerates C that another version wrote; Cython's C
+# builds against every Python 3 that version supports), so only gcc runs under qemu-user, one
+# extension per core. The compiled extensions are cached in $INTERCOM_CACHE/img/firmware-<key>,
+# the key hashing what they are built from (.pyx/.pxd/C++ sources, setup.py, the root's
+# packages, this section): a firmware change that leaves them alone is not recompiled.
+fw_src=$ROOT/usr/src/intercom
+fw_dist=$ROOT/usr/src/intercom-dist
+rm -rf "$fw_src" "$fw_dist"
+mkdir -p "$fw_src" "$fw_dist"
 cp -r "$REPO/firmware" "$REPO/hw" "$REPO/pyproject.toml" "$REPO/setup.py" "$REPO/README.md" \
-  "$ROOT/usr/src/intercom/"
-find "$ROOT/usr/src/intercom" \( -name '*.so' -o -name '*.c' -o -name __pycache__ \) \
+  "$fw_src/"
+find "$fw_src" \( -name '*.so' -o -name '*.c' -o -name __pycache__ \) \
   -exec rm -rf {} + 2>/dev/null || true
 in_root apt-get install -y -q --no-install-recommends $(grep -v '^#' "$HERE/build-packages.txt")
-in_root sh -c 'cd /usr/src/intercom && pip3 install --no-deps --no-build-isolation \
-  --break-system-packages --root-user-action=ignore --prefix=/usr .'
+fw_img_cache=${INTERCOM_CACHE:-/var/cache/intercom}/img
+fw_cy_version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' \
+  "$ROOT/usr/lib/python3/dist-packages/Cython/Shadow.py")
+fw_cython=$fw_img_cache/cython-$fw_cy_version
+if [ -n "$fw_cy_version" ] && [ ! -x "$fw_cython/bin/python" ]; then
+  rm -rf "$fw_cython.tmp"
+  if python3 -m venv "$fw_cython.tmp" \
+      && "$fw_cython.tmp/bin/pip" install -q --disable-pip-version-check "Cython==$fw_cy_version"
+  then
+    mv "$fw_cython.tmp" "$fw_cython"
+  else  # offline: the root's Cython writes the C, under qemu-user (~10 minutes more)
+    echo "customize.sh: no Cython $fw_cy_version for the host; the root's generates the C" >&2
+    rm -rf "$fw_cython.tmp"
+  fi
+fi
+fw_key=$( { (cd "$fw_src" && find setup.py firmware -maxdepth 1 -type f \( -name setup.py \
+    -o -name '*.pyx' -o -name '*.pxd' -o -name '*.cpp' -o -name '*.h' \) -print0 \
+    | LC_ALL=C sort -z | xargs -0 sha256sum)
+  cat "$ROOT/var/lib/dpkg/status"
+  sed -n '/^# 1\. /,/^# 2\. /p' "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-16)
+fw_cache=$fw_img_cache/firmware-$fw_key
+[ ! -x "$fw_cython/bin/python" ] || (cd "$fw_src" && "$fw_cython/bin/python" -m \
+  Cython.Build.Cythonize -3 -q -j "$(nproc)" firmware/*.pyx)
+# a fixed build folder (the cached extensions go there, newer than their C: build_ext skips
+# them) and one compiler per core
+printf '[build]\nbuild_lib = build/lib\n[build_ext]\nparallel = %s\n' "$(nproc)" \
+  > "$fw_src/setup.cfg"
+if [ -n "$(find "$fw_cache" -maxdepth 1 -name '*.so' 2>/dev/null)" ]; then
+  echo "customize.sh: the compiled extensions from $fw_cache"
+  mkdir -p "$fw_src/build/lib/firmware"
+  cp "$fw_cache"/*.so "$fw_src/build/lib/firmware/"
+fi
+# the PEP 517 hook, once: pip runs setup.py three times, each checking the WebRTC shim with
+# c++ (~25 s of CPU under qemu-user)
+in_root sh -c 'cd /usr/src/intercom && python3 -c "from setuptools import build_meta
+build_meta.build_wheel(\"/usr/src/intercom-dist\")"'
+if [ ! -d "$fw_cache" ]; then
+  rm -rf "$fw_cache.tmp"
+  mkdir -p "$fw_cache.tmp"
+  cp "$fw_src"/build/lib/firmware/*.so "$fw_cache.tmp/"
+  mv "$fw_cache.tmp" "$fw_cache"
+  # the three newest stay
+  ls -dt "$(dirname "$fw_cache")"/firmware-* | tail -n +4 | while read -r old; do
+    rm -rf "$old"; done
+fi
+in_root sh -c 'pip3 install --no-deps --no-index --break-system-packages \
+  --root-user-action=ignore --prefix=/usr /usr/src/intercom-dist/*.whl'
+rm -rf "$fw_dist"
 in_root python3 -c "import firmware._rtpcore, firmware._srtp, firmware.gpiocdev, firmware.app; print(\"firmware OK\")"
 # Debian's pip puts a --prefix=/usr install under /usr/local: the unit runs /usr/bin/intercom
 [ -e "$ROOT/usr/bin/intercom" ] || ln -s ../local/bin/intercom "$ROOT/usr/bin/intercom"
+# U-Boot (from build-packages.txt, purged below): rpi_arm64 onto the boot partition; qemu_arm64
+# beside the root, for assemble.sh to hand to the QEMU tests
+install -m 0644 "$ROOT/usr/lib/u-boot/rpi_arm64/u-boot.bin" "$ROOT/boot/firmware/u-boot.bin"
+install -m 0644 "$ROOT/usr/lib/u-boot/qemu_arm64/u-boot.bin" "$ROOT.u-boot-qemu.bin"
 in_root apt-get purge -y -q --auto-remove $(grep -v '^#' "$HERE/build-packages.txt")
 rm -rf "$ROOT/usr/src/intercom"
 install -d "$ROOT/usr/share/intercom/hw"
@@ -34,6 +95,12 @@ install -m 0644 "$REPO/systemd/intercom.service" "$ROOT/etc/systemd/system/inter
 
 # 2. overlay files, the user, services
 cp -r "$HERE/overlay/." "$ROOT/"
+# the release this root is (what `status` and RAUC's version limit compare) and the only
+# certificate whose bundles it installs
+echo "$VERSION" > "$ROOT/etc/intercom-version"
+sed -i "s/@VERSION@/$VERSION/" "$ROOT/etc/rauc/system.conf"
+install -m 0644 "$CERT" "$ROOT/etc/rauc/keyring.pem"
+install -d "$ROOT/data"
 in_root sh -c 'getent group gpio >/dev/null || groupadd --system gpio'
 in_root sh -c 'id intercom >/dev/null 2>&1 || useradd --system --no-create-home \
   --home-dir /nonexistent --shell /usr/sbin/nologin --groups gpio,audio intercom'
@@ -41,7 +108,8 @@ cat > "$ROOT/etc/udev/rules.d/60-gpio.rules" <<'RULES'
 SUBSYSTEM=="gpio", KERNEL=="gpiochip*", GROUP="gpio", MODE="0660"
 RULES
 in_root systemctl enable intercom.service intercom-boot.service intercom-selftest.service \
-  intercom-firewall.service intercom-firewall.path systemd-networkd systemd-resolved
+  intercom-firewall.service intercom-firewall.path intercom-updater.service \
+  intercom-health.service systemd-networkd systemd-resolved
 # our own table only: Debian's nftables.service would flush it with /etc/nftables.conf
 in_root systemctl disable nftables.service 2>/dev/null || true
 in_root systemctl disable ssh.service ssh.socket 2>/dev/null || true
@@ -56,11 +124,14 @@ systemd-machine-id-setup --root="$ROOT" >/dev/null 2>&1 || true
 
 # 3. the read-only root: fstab from images/writable-paths
 {
-  echo "# generated from images/writable-paths: the root is read-only"
-  echo "LABEL=rootfs  /              ext4   ro,noatime,errors=remount-ro  0 1"
+  echo "# generated by images/customize.sh from images/writable-paths. The root (slot A or B,"
+  echo "# PARTUUID 1c0ffee0-02/-03, chosen by boot.scr) is mounted read-only by the kernel and"
+  echo "# has no line here; /data survives updates and is optional (nofail): without it the box"
+  echo "# runs from the boot partition's intercom.yaml"
   # intercom.yaml holds the SIP password: readable by root and the intercom group only
   gid=$(awk -F: '$1 == "intercom" {print $3}' "$ROOT/etc/group")
-  echo "LABEL=BOOT    /boot/firmware vfat   rw,noatime,gid=$gid,fmask=0137,dmask=0027,flush  0 2"
+  echo "PARTUUID=1c0ffee0-01  /boot/firmware vfat  rw,noatime,gid=$gid,fmask=0137,dmask=0027,flush  0 2"
+  echo "PARTUUID=1c0ffee0-04  /data  ext4  rw,noatime,nosuid,nodev,nofail,x-systemd.device-timeout=90s  0 2"
   grep -v '^#' "$HERE/writable-paths" | while read -r path size; do
     [ -n "$path" ] && echo "tmpfs  $path  tmpfs  rw,nosuid,nodev,size=$size,mode=1777  0 0"
   done
@@ -87,6 +158,9 @@ for m in bcm2835 sdhci-iproc; do
   grep -q "/$m\.ko" <<<"$initrd_files" || {
     echo "customize.sh: $m.ko is not in the initramfs" >&2; exit 1; }
 done
+# boot.scr loads the slot's own kernel and initrd by these names
+ln -f "$ROOT/boot/vmlinuz-$kver" "$ROOT/boot/vmlinuz"
+ln -f "$ROOT/boot/initrd.img-$kver" "$ROOT/boot/initrd.img"
 in_root apt-get clean
 rm -rf "$ROOT/var/lib/apt/lists/"* "$ROOT/usr/share/doc/"* "$ROOT/usr/share/man/"* \
   "$ROOT/var/log/"* "$ROOT/tmp/"*

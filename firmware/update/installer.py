@@ -47,6 +47,7 @@ POLL = 5.0  # s between two questions to the intercom while waiting for an idle 
 DOWN_GRACE = 600.0  # s the intercom may be silent before a pending reboot stops waiting
 INSTALL_TIMEOUT = 4 * 3600.0  # s for rauc install at idle I/O priority on a slow card
 BUSY = ".busy"
+BUSY_RETRIES = 5  # installs refused by RAUC's pre-install handler (a call began) before giving up
 # refusals that stay true of the same file: it is not downloaded again while it is unchanged
 # (a damaged download, or a certificate the clock may yet reach, is tried again)
 FINAL = (bundles.UNSIGNED, bundles.OTHER_KEY, bundles.OTHER_DEVICE, bundles.OLDER,
@@ -257,13 +258,21 @@ class Updater:
                               f"{pending['slot']}, waiting for a reboot", version=found.version)
         if not force and (held := install_hold(self.store, found.version)) is not None:
             raise UpdateError(HELD, held, "refused", found.version)
-        if not self.wait_idle(f"{found.version} verified"):
-            raise UpdateError("stopped", "stopped before the install", "failed", found.version)
-        self._tell(f"installing {found.version} into slot {other(booted)}")
-        done = self._run_install(path, force)
-        if done.returncode != 0:
+        for attempt in range(BUSY_RETRIES + 1):
+            if not self.wait_idle(f"{found.version} verified"):
+                raise UpdateError("stopped", "stopped before the install", "failed",
+                                  found.version)
+            self._tell(f"installing {found.version} into slot {other(booted)}")
+            done = self._run_install(path, force)
+            if done.returncode == 0:
+                break
             result, reason, message = bundles.classify(done.stderr, done.stdout)
-            raise UpdateError(reason, f"rauc install failed: {message}", result, found.version)
+            if reason != "busy" or attempt == BUSY_RETRIES:
+                raise UpdateError(reason, f"rauc install failed: {message}", result,
+                                  found.version)
+            # a call began between the idle check and RAUC's pre-install handler, which
+            # refused: the checked bundle is kept, and installed once the call is over
+            self._tell(f"a call began as {found.version} was to be installed: waiting for it")
         target, now = other(booted), self.now()
         self.store.write_trial({"slot": target, "version": found.version, "from_slot": booted,
                                 "from_version": installed, "installed_at": now,

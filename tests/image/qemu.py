@@ -1,8 +1,10 @@
 """Booting the built SD-card image in qemu-system-aarch64 for the image tests.
 
-Owns: finding the image, putting an intercom.yaml (and the self-test marker) on a copy's FAT
-boot partition with mtools, taking the kernel, initrd and device tree from that partition, the
-virt device tree with named GPIO lines, a network namespace holding only loopback (so nothing
+Owns: finding the image and what ``./build.sh image`` left beside it (U-Boot for QEMU virt, the
+root slot's ext4), putting an intercom.yaml (and the self-test marker) on a sparse copy's FAT
+boot partition with mtools, taking files from that partition or from the root slot (debugfs),
+the virt device tree with named GPIO lines, the QEMU virt command line that boots the card
+through U-Boot and its A/B boot script, a network namespace holding only loopback (so nothing
 the guest or Asterisk sends can leave this machine), QMP, and reading what the guest reports on
 its serial console (INTERCOM-GPIO / INTERCOM-STATUS / INTERCOM-CHAIN lines, written by
 images/overlay/usr/lib/intercom/selftest-report).
@@ -37,6 +39,44 @@ def built_image() -> Path | None:
     return images[-1] if images else None
 
 
+def image_version(img: Path) -> str:
+    return img.name.removeprefix("intercom-").removesuffix("-arm64.img")
+
+
+def root_ext4(img: Path) -> Path:
+    """The root written into slot A of ``img`` (assemble.sh keeps it: bundles are made of it)."""
+    return img.with_name(f"rootfs-{image_version(img)}.ext4")
+
+
+def uboot_qemu() -> Path:
+    """Debian's u-boot-qemu (qemu_arm64) that the image build left in images/out."""
+    return OUT / "u-boot-qemu.bin"
+
+
+def root_file(img: Path, path: str, tmp: Path) -> Path:
+    """A file of the image's root slot A (the kernel, initrd), read with debugfs."""
+    dest = tmp / Path(path).name
+    subprocess.run(["debugfs", "-R", f"dump {path} {dest}", str(root_ext4(img))], check=True,
+                   capture_output=True)
+    assert dest.stat().st_size > 0, f"{path} is not in the image's root"
+    return dest
+
+
+def virt_args(img: Path, console: Path, dtb: Path | None = None, mac: str | None = None,
+              machine: list[str] | None = None) -> list[str]:
+    """QEMU virt booting the card the way a Pi does: U-Boot runs the card's boot.scr, which
+    picks a root slot and boots that slot's kernel and initrd. ``dtb`` replaces QEMU's own tree
+    (U-Boot hands it to the kernel); no -no-reboot: a reboot goes through U-Boot again."""
+    args = ["-M", "virt,acpi=off", *(machine or []), "-nographic", "-bios", str(uboot_qemu()),
+            "-drive", f"file={img},format=raw,if=virtio",
+            "-netdev", "user,id=n0",
+            "-device", "virtio-net-pci,netdev=n0,romfile=" + (f",mac={mac}" if mac else ""),
+            "-serial", f"file:{console}", "-monitor", "none"]
+    if dtb is not None:
+        args += ["-dtb", str(dtb)]
+    return args
+
+
 def mtools(img: Path, *args: str) -> None:
     subprocess.run([args[0], "-i", f"{img}@@{BOOT_START * SECTOR}", *args[1:]], check=True,
                    capture_output=True)
@@ -48,7 +88,8 @@ def prepare_card(src: Path, tmp: Path, config: dict[str, Any], size: int | None 
     partition; ``size`` grows it (QEMU's raspi SD card must be a power of two); ``extra`` is
     a folder copied onto the boot partition under its own name."""
     img = tmp / "sd.img"
-    shutil.copy(src, img)
+    # the card is 2.8 GiB with empty slot B and data: a sparse copy writes only what is there
+    subprocess.run(["cp", "--sparse=always", str(src), str(img)], check=True)
     if size:
         with open(img, "r+b") as f:
             f.truncate(size)

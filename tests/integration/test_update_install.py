@@ -145,6 +145,40 @@ def test_a_call_holds_the_install_and_the_reboot_back(box: Intercom, made: dict[
     assert up.reboot_if_due() is True and rec.reboots == 1
 
 
+def test_a_call_that_begins_as_rauc_starts_is_waited_for_not_a_failure(
+        box: Intercom, made: dict[str, Path], tmp_path: Path) -> None:
+    """The button pressed between the updater's idle check and RAUC's pre-install handler: the
+    handler refuses, the updater waits for the call's end and installs the same file then."""
+    rec = Recorder(str(box.sock))
+
+    def install(path: Path, force: bool) -> subprocess.CompletedProcess[str]:
+        if not rec.installs:  # the first try: a call begins, the handler refuses
+            assert box.cmd("call", "600")["ok"]
+            box.wait_state("in_call")
+            rec.installs.append((path, force, "refused"))
+            return subprocess.CompletedProcess(
+                ["rauc"], 1, "", "Pre-install handler error: Child process exited with code 1\n")
+        return rec.install(path, force)
+
+    up, _ = updater(tmp_path, str(box.sock), made["keyring"], install=install,
+                    say=(lines := []).append)
+    done: list[Any] = []
+    worker = threading.Thread(target=lambda: done.append(up.install_file(made["v3"])))
+    worker.start()
+    try:
+        wait_for(lambda: any("a call began" in line for line in lines), 20, 0.05,
+                 "the updater to wait for the call")
+        wait_for(lambda: up.waited >= 3, 20, 0.05, "the updater asking the busy intercom")
+        assert len(rec.installs) == 1 and box.status()["state"] == "in_call"
+        assert box.cmd("hangup")["ok"]
+        worker.join(30)
+    finally:
+        box.cmd("hangup")
+        worker.join(30)
+    assert [s for _, _, s in rec.installs] == ["refused", "idle"]
+    assert done and done[0]["result"] == "installed"
+
+
 def test_an_intercom_that_does_not_answer_is_in_no_call(made: dict[str, Path],
                                                         tmp_path: Path) -> None:
     clock = itertools.count(1_000_000.0, 100.0)

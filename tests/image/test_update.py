@@ -1,0 +1,283 @@
+"""A box's life after it is screwed to the wall, in one QEMU virt machine booting the built card
+through its real boot path (Debian's U-Boot, the card's boot.scr and A/B state files, RAUC 1.13
+with its ``uboot`` backend), with Asterisk and an HTTPS server (provisioning and updates) in a
+network namespace that holds only loopback (the guest reaches both as 10.0.2.2).
+
+One machine, in this order (each step needs the one before it):
+1. v1 boots from slot A, is provisioned by its MAC over HTTPS with the pinned CA (the SIP password
+   lives only on the server) and registers.
+2. Bundles the box must refuse, pulled from ``update.url`` one after the other: signed by another
+   key, older than v1, one payload byte flipped. Each refusal is in ``status``.
+3. A signed v2 is pulled and installed while idle; a button press during the install still calls,
+   the reboot waits for that call's end; v2 boots from slot B, is marked good, registers from the
+   provisioned configuration kept on /data (the provisioning server is gone by then) and reports v2.
+4. v3, whose intercom cannot start, is pulled; the power is cut while RAUC writes it (QEMU killed):
+   the box boots v2 again and registers.
+5. The box pulls v3 again and installs it; v3 fails its trial, marks itself bad, and the box is
+   back on v2 by itself, registered, reporting the rollback.
+
+What this does not prove: a Pi's own firmware starting U-Boot (rpi_arm64) from the FAT partition,
+and SD-card writes under a real power cut (hw/BOARDS.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from devtools import bundles
+from devtools.components import CACHE, PASSWORDS, REPO, Asterisk, wait_for, web_certificate
+
+from .conftest import BOOT_TIMINGS
+from .qemu import (
+    Qemu,
+    built_image,
+    image_version,
+    loopback_namespace,
+    mtools,
+    prepare_card,
+    root_ext4,
+    uboot_qemu,
+    virt_args,
+    virt_dtb,
+)
+
+pytestmark = [pytest.mark.image,
+              pytest.mark.skipif(built_image() is None or not uboot_qemu().exists(),
+                                 reason="no A/B image in images/out: ./build.sh image")]
+VIRT = ["-cpu", "cortex-a72", "-smp", "2", "-m", "1024"]
+MAC = "52:54:00:c0:ff:ee"
+PORT = 8443
+# 7100: answers and stays in the call for 60 s, then hangs up itself
+DIALPLAN = """
+[intercom](+)
+exten => 7100,1,NoOp(door box calling during an update)
+ same => n,Answer()
+ same => n,Wait(60)
+ same => n,Hangup()
+"""
+
+
+def bump(version: str, patch: int) -> str:
+    """``version`` with ``patch`` added to its last number; below x.y.0: x.(y-1).99, or
+    0.0.0-old for 0.0.x."""
+    major, minor, micro = (int(x) for x in version.split("-")[0].split("."))
+    if micro + patch >= 0:
+        return f"{major}.{minor}.{micro + patch}"
+    return f"{major}.{minor - 1}.99" if minor else f"{major}.0.0-old"
+
+
+@contextmanager
+def https_server(ns: str, folder: Path, tmp: Path) -> Iterator[Path]:
+    """devtools.https_files in the namespace; yields its request log."""
+    cert = web_certificate(["10.0.2.2"], folder=tmp / "pki")
+    log = tmp / "https.log"
+    log.touch()
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m",
+                             "devtools.https_files", str(folder), "--cert", str(cert.cert),
+                             "--key", str(cert.key), "--port", str(PORT), "--log", str(log)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        yield log
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def served(log: Path, name: str) -> list[dict]:
+    return [r for r in (json.loads(x) for x in log.read_text().splitlines())
+            if r["path"].split("?")[0].endswith(name)]
+
+
+def serve(folder: Path, name: str, src: Path | None) -> None:
+    """Puts ``src`` at ``folder/name`` atomically (a hard link, then a rename); None removes."""
+    dest = folder / name
+    if src is None:
+        dest.unlink(missing_ok=True)
+        return
+    tmp = dest.with_suffix(".new")
+    tmp.unlink(missing_ok=True)
+    tmp.hardlink_to(src)
+    tmp.replace(dest)
+
+
+def update_last(vm: Qemu) -> dict:
+    return ((vm.last("STATUS") or {}).get("update") or {}).get("last") or {}
+
+
+def boots(vm: Qemu) -> list[dict]:
+    return [b for _, b in vm.reports("BOOT")]
+
+
+def test_provisioned_box_refuses_bad_bundles_updates_survives_a_power_cut_and_rolls_back(
+        tmp_path: Path) -> None:
+    src = built_image()
+    assert src is not None
+    v1 = image_version(src)
+    v2, v3 = bump(v1, 1), bump(v1, 2)
+    keys = tmp_path / "keys"
+    # the build's own signing pair (build.sh signing_key): the image carries its certificate
+    key = Path(os.environ.get("INTERCOM_SIGNING_KEY") or CACHE / "keys" / "dev.key.pem")
+    cert = Path(os.environ.get("INTERCOM_SIGNING_CERT") or CACHE / "keys" / "dev.cert.pem")
+    assert key.exists() and cert.exists(), "./build.sh image made no signing key"
+    other_key, other_cert = bundles.make_key_pair(keys, "someone else")
+    root = root_ext4(src)
+    www = tmp_path / "www"
+    (www / "prov").mkdir(parents=True)
+    (www / "update").mkdir()
+    made = tmp_path / "bundles"
+    # small bundles for the refusals (each is refused before a byte is written)
+    tiny = made / "tiny.ext4"
+    made.mkdir()
+    (made / "tiny").mkdir()
+    (made / "tiny" / "noise").write_bytes(os.urandom(256 * 1024))  # squashfs needs > 4 KiB
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(made / "tiny"), str(tiny), "4M"],
+                   check=True)
+    refusals = {
+        "signed by another key": bundles.make_bundle(tiny, made / "other.raucb", bump(v1, 10),
+                                                     other_key, other_cert),
+        "older than installed": bundles.make_bundle(tiny, made / "old.raucb", bump(v1, -1),
+                                                    key, cert),
+        "tampered": bundles.tamper(bundles.make_bundle(tiny, made / "t.raucb", bump(v1, 11),
+                                                       key, cert), made / "tampered.raucb"),
+    }
+    good = bundles.make_bundle(root, made / "v2.raucb", v2, key, cert)
+    broken = bundles.make_bundle(root, made / "v3.raucb", v3, key, cert, files={
+        "/usr/local/bin/intercom": "#!/bin/sh\necho 'v3 cannot start (on purpose)' >&2\nexit 1\n"})
+
+    with loopback_namespace() as ns, https_server(ns, www, tmp_path) as log:
+        pbx = Asterisk(netns=ns, media_address="10.0.2.2")
+        with open(pbx.dir / "etc" / "extensions.conf", "a") as f:
+            f.write(DIALPLAN)
+        pbx.start()
+        try:
+            ca = web_certificate(["10.0.2.2"], folder=tmp_path / "pki").ca
+            mac = MAC.replace(":", "")
+            # the server's document: everything SIP, the password only here
+            (www / "prov" / f"{mac}.yaml").write_text(json.dumps({"sip": {
+                "server": "10.0.2.2", "port": pbx.port, "username": "5002",
+                "password": PASSWORDS["5002"], "register_expires": 60, "retry_min": 2,
+                "retry_max": 10}}))
+            config = {
+                "provisioning": {"url": f"https://10.0.2.2:{PORT}/prov/{{mac}}.yaml",
+                                 "ca_file": "/boot/firmware/site-ca.pem", "interval": 60,
+                                 "retry": 5},
+                "update": {"url": f"https://10.0.2.2:{PORT}/update/intercom.raucb",
+                           "ca_file": "/boot/firmware/site-ca.pem", "interval": 60},
+                "calls": {"default_target": "7100"},
+                "audio": {"capture": "silence", "playback": "null"},
+                "gpio": {"buttons": {"call": {"pin": 17, "active_high": True,
+                                              "pull_up": False, "bounce_ms": 10},
+                                     "hangup": None, "talk": None, "answer": None}},
+            }
+            img = prepare_card(src, tmp_path, config)
+            mtools(img, "mcopy", "-o", str(ca), "::site-ca.pem")
+            dtb = virt_dtb(tmp_path, VIRT)
+            console = tmp_path / "console.log"
+            args = virt_args(img, console, dtb=dtb, mac=MAC, machine=VIRT)
+            vm = Qemu(args, console, ns, qmp=tmp_path / "qmp.sock").start()
+            try:
+                # 1. v1 from slot A, provisioned, registered
+                wait_for(lambda: pbx.registered("5002") or not vm.alive(), 900, 2,
+                         "v1 to be provisioned and register")
+                started = vm.started
+                BOOT_TIMINGS.append(f"update test: v1 registered {time.monotonic() - started:.0f}"
+                                    " s after QEMU start (provisioned by MAC)")
+                assert boots(vm)[-1]["slot"] == "A" and boots(vm)[-1]["version"] == v1
+                st = wait_for(lambda: (vm.last("STATUS") or {}).get("provisioning"), 60, 1,
+                              "the provisioning status")
+                assert st.get("source") == "server", st
+                assert served(log, f"{mac}.yaml"), "the box did not ask for its MAC's file"
+                # from here on the provisioning server has nothing: the box lives on its cache
+                serve(www / "prov", f"{mac}.yaml", None)
+
+                # 2. refusals, one per pull
+                for reason, bundle in refusals.items():
+                    serve(www / "update", "intercom.raucb", bundle)
+                    last = wait_for(lambda r=reason: update_last(vm).get("reason") == r
+                                    and update_last(vm), 180, 1, f"the box to refuse: {reason}")
+                    assert last["result"] in ("refused", "failed"), last
+                    assert boots(vm)[-1]["slot"] == "A"
+
+                # 3. v2: installed while idle, a call during the install, reboot after it
+                t0 = time.monotonic()
+                serve(www / "update", "intercom.raucb", good)
+                wait_for(lambda: f"installing {v2} into slot B" in vm.console(), 600, 1,
+                         "the install of v2 to start")
+                time.sleep(20)  # RAUC has passed its pre-install handler and is writing slot B
+                reply = vm.qmp("system_powerdown")  # the call button: a real edge on GPIO17
+                assert "return" in reply, reply
+                wait_for(lambda: re.search(r"Executing \[7100@(?:door|intercom):1\]",
+                                           pbx.log_text()), 60, 0.5,
+                         "the button pressed during the install to call 7100")
+                call_started = time.monotonic()
+                during = f"{v2} installed in slot B" not in vm.console()
+                wait_for(lambda: update_last(vm).get("result") == "installed", 600, 2,
+                         "v2 to be installed")
+                installed_after = time.monotonic() - t0
+                # the call goes on: the reboot waits for the dial plan's own hang-up (60 s)
+                wait_for(lambda: len(boots(vm)) >= 2, 900, 2, "the reboot into v2")
+                assert time.monotonic() - call_started >= 55, "rebooted during the call"
+                # the dial plan reached its own Hangup(): the box never cut the call short
+                assert re.search(r"Executing \[7100@(?:door|intercom):4\] Hangup",
+                                 pbx.log_text()), "the call did not last its 60 s"
+                when = "during" if during else "before"
+                BOOT_TIMINGS.append(f"update test: the button pressed {when} the install "
+                                    "called; the reboot waited for that call")
+                t_reboot = time.monotonic()
+                wait_for(lambda: boots(vm)[-1]["slot"] == "B" and (vm.last("STATUS") or {})
+                         .get("registered"), 900, 2, "v2 to register from slot B")
+                BOOT_TIMINGS.append(
+                    f"update test: v2 download+install {installed_after:.0f} s; reboot -> "
+                    f"registered {time.monotonic() - t_reboot:.0f} s")
+                assert boots(vm)[-1]["version"] == v2
+                prov = (vm.last("STATUS") or {}).get("provisioning") or {}
+                assert prov.get("source") == "cache", prov  # /data kept it over the update
+                wait_for(lambda: update_last(vm).get("result") == "ok"
+                         and update_last(vm).get("version") == v2, 600, 2,
+                         "v2 to be marked good")
+
+                # 4. v3 pulled; the power is cut while RAUC writes it
+                serve(www / "update", "intercom.raucb", broken)
+                wait_for(lambda: f"installing {v3} into slot A" in vm.console(), 600, 1,
+                         "the install of v3 to start")
+                time.sleep(10)  # RAUC is writing slot A (it marked it bad before the first byte)
+                assert f"{v3} installed in slot" not in vm.console(), "the install was too quick"
+                vm.power_off()
+            finally:
+                vm.power_off()
+
+            console2 = tmp_path / "console2.log"
+            vm = Qemu(virt_args(img, console2, dtb=dtb, mac=MAC, machine=VIRT), console2, ns,
+                      qmp=tmp_path / "qmp2.sock").start()
+            try:
+                wait_for(lambda: vm.last("BOOT") and (vm.last("STATUS") or {})
+                         .get("registered"), 900, 2, "the box to come back after the power cut")
+                after_cut = vm.last("BOOT")
+                assert after_cut["slot"] == "B" and after_cut["version"] == v2, after_cut
+                # 5. v3 again, to the end: its trial fails and the box returns to v2 by itself
+                wait_for(lambda: any(b["version"] == v3 for b in boots(vm)), 1200, 2,
+                         "the box to boot v3")
+                wait_for(lambda: boots(vm)[-1]["version"] == v2
+                         and (vm.last("STATUS") or {}).get("registered"), 900, 2,
+                         "the rollback to v2")
+                last = wait_for(lambda: update_last(vm).get("result") == "rolled_back"
+                                and update_last(vm), 300, 2, "the rollback in status")
+                assert last["version"] == v3, last
+                assert boots(vm)[-1]["slot"] == "B"
+                prov = (vm.last("STATUS") or {}).get("provisioning") or {}
+                assert prov.get("source") == "cache", prov
+                assert "5002" in json.dumps(vm.last("STATUS") or {}) or pbx.registered("5002")
+            finally:
+                vm.power_off()
+        finally:
+            pbx.cleanup()
