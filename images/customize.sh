@@ -15,13 +15,17 @@ in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HO
 mount -t proc proc "$ROOT/proc"
 trap 'umount "$ROOT/proc" 2>/dev/null || true' EXIT
 
-# 1. the firmware, a wheel built for the root's python3 and installed as a system package. The C
-# comes from the .pyx on the host, by the root's Cython version in a venv of its own in
-# $INTERCOM_CACHE/img (the root's setup.py regenerates C that another version wrote; Cython's C
-# builds against every Python 3 that version supports), so only gcc runs under qemu-user, one
-# extension per core. The compiled extensions are cached in $INTERCOM_CACHE/img/firmware-<key>,
-# the key hashing what they are built from (.pyx/.pxd/C++ sources, setup.py, the root's
-# packages, this section): a firmware change that leaves them alone is not recompiled.
+# 1. the firmware, a wheel built for the root's python3 and installed as a system package.
+# Nothing of it is compiled under qemu-user when the host can help: the C comes from the .pyx
+# by the root's Cython version in a venv of its own in $INTERCOM_CACHE/img (the root's setup.py
+# regenerates C that another version wrote), and the host's cross compiler builds it against
+# the root (--sysroot), driven by the root's own python3 and setup.py, run under qemu-user
+# outside the chroot (QEMU_LD_PREFIX: the root's sysconfig, Cython, setuptools, headers and
+# libraries): about 2 minutes of CPU where gcc under qemu-user took 20. Without a cross compiler
+# or the host's Cython, the root builds it all itself. The compiled extensions are cached in
+# $INTERCOM_CACHE/img/firmware-<key>, the key hashing what they are built from (.pyx/.pxd/C++
+# sources, setup.py, the root's packages, this section): a firmware change that leaves them
+# alone is not recompiled.
 fw_src=$ROOT/usr/src/intercom
 fw_dist=$ROOT/usr/src/intercom-dist
 rm -rf "$fw_src" "$fw_dist"
@@ -41,8 +45,8 @@ if [ -n "$fw_cy_version" ] && [ ! -x "$fw_cython/bin/python" ]; then
       && "$fw_cython.tmp/bin/pip" install -q --disable-pip-version-check "Cython==$fw_cy_version"
   then
     mv "$fw_cython.tmp" "$fw_cython"
-  else  # offline: the root's Cython writes the C, under qemu-user (~10 minutes more)
-    echo "customize.sh: no Cython $fw_cy_version for the host; the root's generates the C" >&2
+  else
+    echo "customize.sh: no Cython $fw_cy_version for the host: the root builds the firmware" >&2
     rm -rf "$fw_cython.tmp"
   fi
 fi
@@ -54,8 +58,8 @@ fw_key=$( { (cd "$fw_src" && find setup.py firmware -maxdepth 1 -type f \( -name
 fw_cache=$fw_img_cache/firmware-$fw_key
 [ ! -x "$fw_cython/bin/python" ] || (cd "$fw_src" && "$fw_cython/bin/python" -m \
   Cython.Build.Cythonize -3 -q -j "$(nproc)" firmware/*.pyx)
-# a fixed build folder (the cached extensions go there, newer than their C: build_ext skips
-# them) and one compiler per core
+# a fixed build folder (cached extensions go there, newer than their C: build_ext skips them)
+# and one compiler per core
 printf '[build]\nbuild_lib = build/lib\n[build_ext]\nparallel = %s\n' "$(nproc)" \
   > "$fw_src/setup.cfg"
 if [ -n "$(find "$fw_cache" -maxdepth 1 -name '*.so' 2>/dev/null)" ]; then
@@ -63,23 +67,45 @@ if [ -n "$(find "$fw_cache" -maxdepth 1 -name '*.so' 2>/dev/null)" ]; then
   mkdir -p "$fw_src/build/lib/firmware"
   cp "$fw_cache"/*.so "$fw_src/build/lib/firmware/"
 fi
-# the PEP 517 hook, once: pip runs setup.py three times, each checking the WebRTC shim with
-# c++ (~25 s of CPU under qemu-user)
-in_root sh -c 'cd /usr/src/intercom && python3 -c "from setuptools import build_meta
-build_meta.build_wheel(\"/usr/src/intercom-dist\")"'
+# the PEP 517 hook, called once (pip runs setup.py three times, each checking the WebRTC shim
+# with c++)
+fw_build='from setuptools import build_meta; build_meta.build_wheel("../intercom-dist")'
+if [ -x "$fw_cython/bin/python" ] && command -v aarch64-linux-gnu-gcc >/dev/null \
+    && command -v aarch64-linux-gnu-g++ >/dev/null; then
+  fw_bin=$(mktemp -d)
+  # setup.py checks the WebRTC shim with `c++`: the cross compiler, against the root's headers
+  printf '#!/bin/sh\nexec aarch64-linux-gnu-g++ --sysroot="%s" "$@"\n' "$ROOT" > "$fw_bin/c++"
+  chmod 0755 "$fw_bin/c++"
+  fw_inc=$(QEMU_LD_PREFIX=$ROOT "$ROOT/usr/bin/python3" -c \
+    'import sysconfig; print(sysconfig.get_paths()["include"])')
+  (cd "$fw_src" && env QEMU_LD_PREFIX="$ROOT" PATH="$fw_bin:$PATH" \
+    CC="aarch64-linux-gnu-gcc --sysroot=$ROOT" CXX="aarch64-linux-gnu-g++ --sysroot=$ROOT" \
+    CPPFLAGS="-I$fw_inc" PKG_CONFIG_SYSROOT_DIR="$ROOT" \
+    PKG_CONFIG_LIBDIR="$ROOT/usr/lib/aarch64-linux-gnu/pkgconfig:$ROOT/usr/share/pkgconfig" \
+    "$ROOT/usr/bin/python3" -c "$fw_build")
+  rm -rf "$fw_bin"
+else
+  echo "customize.sh: no aarch64-linux-gnu-gcc/g++ (or Cython) on the host: compiling under" \
+    "qemu-user" >&2
+  in_root sh -c "cd /usr/src/intercom && python3 -c '$fw_build'"
+fi
+in_root sh -c 'pip3 install --no-deps --no-index --break-system-packages \
+  --root-user-action=ignore --prefix=/usr /usr/src/intercom-dist/*.whl'
+rm -rf "$fw_dist"
+# the image's echo cancellers are speexdsp and WebRTC: a build that lost WebRTC fails here
+in_root python3 -c "import firmware._rtpcore, firmware._srtp, firmware.gpiocdev, firmware.app
+import firmware._aec as aec
+assert aec.unavailable('webrtc') is None, aec.unavailable('webrtc')
+print('firmware OK, WebRTC', aec.webrtc_version())"
+# kept only once the root has imported them
 if [ ! -d "$fw_cache" ]; then
   rm -rf "$fw_cache.tmp"
   mkdir -p "$fw_cache.tmp"
   cp "$fw_src"/build/lib/firmware/*.so "$fw_cache.tmp/"
   mv "$fw_cache.tmp" "$fw_cache"
   # the three newest stay
-  ls -dt "$(dirname "$fw_cache")"/firmware-* | tail -n +4 | while read -r old; do
-    rm -rf "$old"; done
+  ls -dt "$fw_img_cache"/firmware-* | tail -n +4 | while read -r old; do rm -rf "$old"; done
 fi
-in_root sh -c 'pip3 install --no-deps --no-index --break-system-packages \
-  --root-user-action=ignore --prefix=/usr /usr/src/intercom-dist/*.whl'
-rm -rf "$fw_dist"
-in_root python3 -c "import firmware._rtpcore, firmware._srtp, firmware.gpiocdev, firmware.app; print(\"firmware OK\")"
 # Debian's pip puts a --prefix=/usr install under /usr/local: the unit runs /usr/bin/intercom
 [ -e "$ROOT/usr/bin/intercom" ] || ln -s ../local/bin/intercom "$ROOT/usr/bin/intercom"
 # U-Boot (from build-packages.txt, purged below): rpi_arm64 onto the boot partition; qemu_arm64

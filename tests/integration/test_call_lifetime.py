@@ -71,9 +71,11 @@ def test_cseq_far_ahead_then_bye_ends_the_call_and_the_box_takes_the_next(
     assert box.wait_state("idle")["counters"].get("busy_rejections", 0) == 0
 
 
+@pytest.mark.slow  # ./build.sh slow: RFC 4028's 90 s floor puts the refresh 45 s into the call
 def test_box_refreshes_the_session_and_a_failed_refresh_ends_it(
         tmp_path: Path, box_for: Callable[..., Intercom]) -> None:
-    """The only long test here: the refresh comes at half of the RFC's smallest interval."""
+    """The only long test here: the refresh comes at half of the RFC's smallest interval (the
+    timing itself is tests/unit/test_call_lifetime.py's, on a virtual clock)."""
     box_port = free_port()
     peer = sipp("session_refresh.xml", tmp_path, box_port, timeout_s=120, rtp_echo=True)
     box = box_for(peer, box_port)

@@ -7,6 +7,7 @@ user's install does)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -30,8 +31,12 @@ def test_pip_install_gives_a_working_intercom(tmp_path: Path) -> None:
             (src / name).write_bytes((REPO / name).read_bytes())
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # one compiler per core, as the image build does (setuptools reads DIST_EXTRA_CONFIG)
+    build_cfg = tmp_path / "build.cfg"
+    build_cfg.write_text(f"[build_ext]\nparallel = {os.cpu_count() or 1}\n")
     pip = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(src)],
-                         capture_output=True, text=True, timeout=900)
+                         capture_output=True, text=True, timeout=900,
+                         env={**os.environ, "DIST_EXTRA_CONFIG": str(build_cfg)})
     assert pip.returncode == 0, pip.stderr[-3000:]
     intercom = venv / "bin" / "intercom"
     elsewhere = tmp_path / "run"

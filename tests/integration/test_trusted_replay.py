@@ -113,7 +113,9 @@ def test_trusted_forger_replay_then_a_call_with_audio(asterisk, box, baresip, fo
     rec = tmp_path / "rec"
     rec.mkdir()
     phone = baresip("5001", tone_hz=1000, record_dir=rec)
-    b = box(calls={"door_code": "12345678*"})  # the forged INFO keys: no three wrong codes
+    # the forged INFO keys: no three wrong codes; T1 0.1 s: what the forger left open is reaped
+    # after 64 x T1 = 6.4 s rather than 32
+    b = box(calls={"door_code": "12345678*"}, sip={"t1": 0.1})
     b.wait_state("idle")
     b.answer_call_from(phone, asterisk.port)
     _replay(b, forger, WORST)
