@@ -268,7 +268,8 @@ def _load_text(load: dict | None) -> str:
     if load is None:
         return "nothing"
     rate = load["bytes"] / MIB / load["seconds"] if load["seconds"] else 0.0
-    return (f"{load['installs']} installs ended, {load['bytes'] / MIB:.0f} MiB written "
+    ended = f"{load['installs']} install{'' if load['installs'] == 1 else 's'} ended"
+    return (f"{ended}, {load['bytes'] / MIB:.0f} MiB written "
             f"({rate:.0f} MiB/s)")
 
 
