@@ -106,8 +106,9 @@ def build(args: argparse.Namespace) -> int:
         return 2
     if args.sign:
         try:
-            for path, (text, _) in list(files.items()):
-                sig = provisioning_io.sign(text.encode("utf-8"), args.sign)
+            for path, (doc, _) in list(files.items()):
+                raw = doc.encode("utf-8") if isinstance(doc, str) else doc
+                sig = provisioning_io.sign(raw, args.sign)
                 files[path.with_name(path.name + ".sig")] = (sig, 0o644)
         except provisioning_io.SignatureError as exc:
             print(f"intercom-fleet: --sign: {exc}: nothing written", file=sys.stderr)
@@ -134,8 +135,8 @@ def build(args: argparse.Namespace) -> int:
     removed = sorted(set(store.entries) - inventory_macs)
     try:
         store.save()  # first: a password handed out below is never lost
-        for path, (text, mode) in files.items():
-            secret_store.write_private(path, text, mode)
+        for path, (body, mode) in files.items():
+            secret_store.write_private(path, body, mode)
         deleted = _delete_stale(out / "www", removed)
     except OSError as exc:
         print(f"intercom-fleet: cannot write {exc.filename or out}: {exc.strerror or exc}",
