@@ -7,7 +7,8 @@
 #   3  root B       1024 MiB  empty until the first update (RAUC writes a whole root into it)
 #   4  data   ext4   512 MiB  /data: what survives an update (RAUC's and the updater's state,
 #                             the provisioned configuration, SSH host keys); never the logs
-# Writes OUTDIR/intercom-VERSION-arm64.img (sparse) + .img.xz + .sha256, rootfs-VERSION.ext4
+# Writes OUTDIR/intercom-VERSION-arm64.img (sparse) + .img.xz + .sha256 (not with
+# INTERCOM_IMAGE_XZ=0, as ./build.sh test runs it), rootfs-VERSION.ext4
 # (the very root written into slot A: what ./build.sh bundle signs), and u-boot-qemu.bin when
 # the root's customize step left one (the QEMU tests boot the same boot.scr with it).
 # Usage: images/assemble.sh ROOT OUTDIR VERSION
@@ -109,6 +110,11 @@ rm -f "$OUT"/intercom-*-arm64.img "$OUT"/intercom-*-arm64.img.xz* "$OUT"/rootfs-
 cp --sparse=always "$IMG" "$OUT/intercom-$VERSION-arm64.img"
 cp --sparse=always "$WORK/root.ext4" "$OUT/rootfs-$VERSION.ext4"
 if [ -s "$ROOT.u-boot-qemu.bin" ]; then cp "$ROOT.u-boot-qemu.bin" "$OUT/u-boot-qemu.bin"; fi
+if [ "${INTERCOM_IMAGE_XZ:-1}" = 0 ]; then
+  # ./build.sh test boots the .img and never flashes it: the 4 minutes of xz are skipped
+  echo "$OUT/intercom-$VERSION-arm64.img"
+  exit 0
+fi
 xz -T0 -3 -c "$IMG" > "$OUT/intercom-$VERSION-arm64.img.xz"
 (cd "$OUT" && sha256sum "intercom-$VERSION-arm64.img.xz" > "intercom-$VERSION-arm64.img.xz.sha256")
 echo "$OUT/intercom-$VERSION-arm64.img.xz"

@@ -232,7 +232,9 @@ def test_raspi3b_boots_from_its_sd_card_and_registers(tmp_path: Path) -> None:
             kernel = root_file(src, "/boot/vmlinuz", tmp_path)
             initrd = root_file(src, "/boot/initrd.img", tmp_path)
             dtb = boot_file(img, "bcm2837-rpi-3-b.dtb", tmp_path)
-            script = boot_file(img, "boot.scr", tmp_path).read_bytes()[64:].decode()
+            # mkimage's script image: a 64-byte header, then the length list (one length and a
+            # terminating zero, 4 bytes each), then the script's text
+            script = boot_file(img, "boot.scr", tmp_path).read_bytes()[72:].decode()
             # what boot.scr gives a Pi's kernel: the mini UART (the header's serial console) is
             # the last console=, so it is /dev/console: where the services' messages go
             pi = re.search(r'setenv abconsole "(console=tty1 console=ttyS1,115200)', script)
