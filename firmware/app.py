@@ -457,7 +457,7 @@ class App:
 
     def _timer_fired(self, name: str) -> None:
         self._timers.pop(name, None)
-        self.dispatch(sv.Timeout(name))
+        self.dispatch(sv.timer_event(name))
 
     # --------------------------------------------------------------- audio
     def _check_audio(self) -> None:

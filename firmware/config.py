@@ -13,25 +13,15 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
 from .address import ip, looks_numeric
+from .supervisor import Action  # the button actions a configuration may name
 
 DEFAULT_PATH = "/etc/intercom/intercom.yaml"
-
-
-class Action(StrEnum):
-    """What a button does (``gpio.buttons.NAME.action``); the supervisor's button table maps
-    (state, action) to what a press means."""
-
-    CALL = "call"
-    ANSWER = "answer"
-    HANGUP = "hangup"
-    TALK = "talk"  # one button for everything: call, answer or hang up as the state needs
 
 
 class ConfigError(Exception):

@@ -19,12 +19,12 @@ from typing import Any
 
 from ..config import (
     SIP_TRANSPORTS,
-    Action,
     ConfigError,
     load_profile,
     normalise_mac,
     read_yaml,
 )
+from ..supervisor import Action
 
 COLUMNS = ("mac", "name", "extension", "buttons", "door_code", "profile", "transport", "extra")
 REQUIRED = ("mac", "name", "extension", "buttons")
