@@ -55,11 +55,11 @@ def test_supervisor_and_media_stay_in_their_lane() -> None:
 
 def test_events_and_config_are_innermost() -> None:
     """events.py imports nothing of ours; config.py only the pure tables it validates against
-    (addresses, the supervisor's button actions), and nothing compiled."""
+    (addresses, the transport table, the supervisor's button actions), and nothing compiled."""
     inner = {m for m in imports_of(PKG / "events.py") if m.startswith("firmware")}
     assert inner <= {"firmware.address"}, f"events.py imports {inner}"
     inner = {m for m in imports_of(PKG / "config.py") if m.startswith("firmware")}
-    assert inner <= {"firmware.address", "firmware.supervisor"}, \
+    assert inner <= {"firmware.address", "firmware.sip.transport", "firmware.supervisor"}, \
         f"config.py imports {inner}"
     loaded = subprocess.run(
         [sys.executable, "-c", "import sys, firmware.config; print(*sorted(m for m, mod in "
