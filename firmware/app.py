@@ -42,7 +42,7 @@ from .events import (
 )
 from .media.audio import AudioError, Sink, Source
 from .media.stream import StreamSettings
-from .net import UaDriver
+from .net import TransportUnusableError, UaDriver
 from .parts import (
     Audio,
     BoardLike,
@@ -201,13 +201,8 @@ class App:
         bind = s.local_address or "0.0.0.0"
         try:
             transport = await self.network.open(s, server, bind)
-        except OSError as exc:  # ssl.SSLError is an OSError too
-            if not kind.reliable:
-                raise StartupError(f"cannot use SIP port {bind}:{s.local_port}/udp "
-                                   f"(sip.local_port): {exc.strerror or exc}") from None
-            raise StartupError(f"cannot set up SIP over {s.transport.upper()}: {exc}") from None
-        except ValueError as exc:
-            raise StartupError(f"cannot set up SIP over {s.transport.upper()}: {exc}") from None
+        except TransportUnusableError as exc:  # worded by the adapter
+            raise StartupError(str(exc)) from None
         self.transport = transport
         self.ua = UserAgent(ua_config(self.cfg, server[0]), (self.local_ip, transport.local_port))
         await self._refresh_registrar()
@@ -457,7 +452,7 @@ class App:
 
     def _timer_fired(self, name: str) -> None:
         self._timers.pop(name, None)
-        self.dispatch(sv.Timeout(name))
+        self.dispatch(sv.timer_event(name))
 
     # --------------------------------------------------------------- audio
     def _check_audio(self) -> None:

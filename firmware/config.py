@@ -2,7 +2,9 @@
 
 Owns the schema (every key, its type, default and limits), error messages that name the key and
 its line, and the rule that secrets never appear in repr() or logs. The only module that imports
-yaml. Knows nothing about SIP, sockets or GPIO beyond the values it checks.
+yaml. Knows nothing about SIP, sockets or GPIO beyond the values it checks: the transport
+names and default ports come from ``firmware.sip.transport``'s table and the button actions from
+the supervisor (both pure, nothing compiled).
 """
 
 from __future__ import annotations
@@ -13,36 +15,22 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
 from .address import ip, looks_numeric
+from .sip.transport import TRANSPORTS  # sip.transport's names, default ports, which are secure
+from .supervisor import Action  # the button actions a configuration may name
 
 DEFAULT_PATH = "/etc/intercom/intercom.yaml"
-
-
-class Action(StrEnum):
-    """What a button does (``gpio.buttons.NAME.action``); the supervisor's button table maps
-    (state, action) to what a press means."""
-
-    CALL = "call"
-    ANSWER = "answer"
-    HANGUP = "hangup"
-    TALK = "talk"  # one button for everything: call, answer or hang up as the state needs
 
 
 class ConfigError(Exception):
     """A configuration problem; the message names the key (and line) and what is wrong."""
 
 
-
-# The names of firmware/sip/transport.py's table (config is innermost and may not import it;
-# tests/unit/test_config.py keeps the two equal) and what differs per transport here.
-SIP_TRANSPORTS = ("udp", "tcp", "tls")
-SECURE_TRANSPORTS = ("tls",)
 
 @dataclass(frozen=True)
 class TlsSettings:
@@ -425,7 +413,7 @@ _NUM = (int, float)
 _CHECKS: dict[str, Check] = {
     "sip.server": _host, "sip.username": _non_empty, "sip.port": _port(),
     "sip.local_address": _address, "media.address": _address,
-    "sip.transport": _one_of(*SIP_TRANSPORTS), "sip.local_port": _port(True),
+    "sip.transport": lambda v: _one_of(*TRANSPORTS)(v), "sip.local_port": _port(True),
     "sip.register_expires": lambda v: None if 30 <= v <= 86400 else
     "must be between 30 and 86400 seconds",
     "sip.keepalive": _one_of("options", "crlf", "off"),
@@ -630,8 +618,9 @@ def parse_config(text: str, path: str = "<string>",
             continue
         if section == "sip":
             values["tls"] = _tls(values.get("tls") or {}, lines, path)
-            if values.get("transport") in SECURE_TRANSPORTS and "port" not in values:
-                values["port"] = 5061  # the SIP-over-TLS port (RFC 3261 §19.1.2)
+            if "port" not in values:  # e.g. 5061 for TLS (RFC 3261 §19.1.2)
+                name = values.get("transport", SipSettings.transport)
+                values["port"] = TRANSPORTS[name].default_port
         for key, (_, _, required) in keys.items():
             if required and key not in values:
                 raise ConfigError(f"{path}: missing required key {section}.{key}")
@@ -709,7 +698,7 @@ def parse_provisioned(text: str, source: str, boot: BootConfig) -> Config:
 
 def default_srtp(transport: str) -> str:
     """SRTP keys travel in SIP: demand SRTP where SIP is encrypted, leave it off elsewhere."""
-    return "required" if transport in SECURE_TRANSPORTS else "off"
+    return "required" if TRANSPORTS[transport].secure else "off"
 
 
 def read_yaml(text: str, path: str = "<string>") -> tuple[Any, dict[str, int]]:

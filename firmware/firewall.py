@@ -32,6 +32,7 @@ from pathlib import Path
 from . import provisioning_io
 from .config import BootConfig, Config, ConfigError, load_boot
 from .provisioning import CACHE_NAME, Provisioner, cache_dir, digest
+from .sip.transport import TRANSPORTS
 
 REGISTRAR_FILE = "registrar"
 MAX_REGISTRAR_BYTES = 4096
@@ -69,7 +70,7 @@ def spec_from_config(cfg: Config | None, registrar: Iterable[str] = (),
         net = ipaddress.ip_network(text.strip(), strict=False)
         if net not in found:
             found.append(net)
-    sip_port = cfg.sip.local_port if cfg.sip.transport == "udp" else None
+    sip_port = cfg.sip.local_port if TRANSPORTS[cfg.sip.transport].listens else None
     rtp = cfg.media.rtp_port
     return FirewallSpec(tuple(found), sip_port, (rtp, rtp + 1) if rtp else RANDOM_RTP, ssh)
 

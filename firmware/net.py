@@ -2,7 +2,9 @@
 
 Owns sockets, name resolution, stream connect/reconnect and framing, the TLS context (TLS is
 "TCP with an SSL context": certificate checked against ``sip.tls``, never a fallback to clear
-text), the loop clock and the one timer handle that drives ``UserAgent.handle_timer``. Thin on
+text), the loop clock and the one timer handle that drives ``UserAgent.handle_timer``. One
+adapter class per name of ``firmware/sip/transport.py``'s table (``ADAPTERS``); each opens
+itself from the SIP settings and words its own set-up errors (``TransportUnusableError``). Thin on
 purpose: every SIP decision lives in ``firmware.sip``. Knows nothing about GPIO, audio or the
 control socket.
 """
@@ -17,9 +19,9 @@ import socket
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
-from .config import TlsSettings
+from .config import SipSettings, TlsSettings
 from .sip.errors import RemoteProtocolError
 from .sip.message import StreamParser
 from .sip.sdes import redact as redact_keys
@@ -32,6 +34,12 @@ _SECRET_HEADERS = re.compile(rb"(?im)^((?:proxy-)?authorization:).*$")
 _DTMF_TYPE = re.compile(rb"(?im)^(?:content-type|c)[ \t]*:[^\r\n]*dtmf")
 _SIGNAL_LINE = re.compile(rb"(?im)^([ \t]*signal[ \t]*=).*$")
 _BODY_START = re.compile(rb"\r?\n\r?\n")
+STREAM_MAX_MESSAGE = 65535  # bytes: a stream's framing limit (the UA applies sip.max_message_size)
+
+
+class TransportUnusableError(Exception):
+    """The transport cannot be set up at all (port taken, certificate files unreadable): one
+    line for the installer, worded by the adapter that knows what went wrong."""
 
 
 def _without_keys(data: bytes) -> bytes:
@@ -186,6 +194,17 @@ class UdpTransport(asyncio.DatagramProtocol):
         proto._sock = sock
         return proto
 
+    @classmethod
+    async def create(cls, sip: SipSettings, server: Addr, bind: str) -> UdpTransport:
+        """The socket bound to ``bind``:``sip.local_port``, sending to ``server``."""
+        try:
+            udp = await cls.open(bind, sip.local_port)
+        except OSError as exc:
+            raise TransportUnusableError(f"cannot use SIP port {bind}:{sip.local_port}/udp "
+                                    f"(sip.local_port): {exc.strerror or exc}") from None
+        udp.server = server
+        return udp
+
     @property
     def local_port(self) -> int:
         assert self.transport is not None
@@ -266,14 +285,13 @@ def describe_connect_error(exc: BaseException, server: Addr, name: str) -> str:
 
 
 class TcpTransport(asyncio.Protocol):
-    """One stream connection (TCP, or TLS when given an SSL context) to the server, re-opened
-    with backoff when it drops or cannot be made. A failed TLS handshake is reported and
-    retried over TLS only: clear text is never tried instead."""
+    """One stream connection to the server, re-opened with backoff when it drops or cannot
+    be made (``TlsTransport`` adds the SSL context)."""
 
-    def __init__(self, server: Addr, max_size: int, ssl_context: ssl.SSLContext | None = None,
-                 server_name: str | None = None) -> None:
+    name: ClassVar[str] = "TCP"
+
+    def __init__(self, server: Addr, max_size: int, server_name: str | None = None) -> None:
         self.server = server
-        self.ssl = ssl_context
         self.server_name = server_name or server[0]
         self.last_error: str | None = None
         self._connected_once = False
@@ -286,9 +304,10 @@ class TcpTransport(asyncio.Protocol):
         self.send_errors = 0
         self.local: Addr | None = None
 
-    @property
-    def name(self) -> str:
-        return "TLS" if self.ssl is not None else "TCP"
+    @classmethod
+    async def create(cls, sip: SipSettings, server: Addr, bind: str) -> TcpTransport:
+        """Not connected yet (``connect``); the local side is the kernel's choice."""
+        return cls(server, STREAM_MAX_MESSAGE)
 
     @property
     def local_port(self) -> int:
@@ -298,16 +317,14 @@ class TcpTransport(asyncio.Protocol):
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            if self.ssl is not None:
-                await asyncio.wait_for(loop.create_connection(
-                    lambda: self, self.server[0], self.server[1], ssl=self.ssl,
-                    server_hostname=self.server_name, ssl_handshake_timeout=10), 15)
-            else:
-                await asyncio.wait_for(loop.create_connection(
-                    lambda: self, self.server[0], self.server[1]), 15)
+            await asyncio.wait_for(loop.create_connection(
+                lambda: self, self.server[0], self.server[1], **self._connect_options()), 15)
         except (TimeoutError, OSError) as exc:
             self._failed(exc)
             raise OSError(self.last_error) from exc
+
+    def _connect_options(self) -> dict[str, Any]:
+        return {}
 
     def _failed(self, exc: BaseException) -> None:
         text = describe_connect_error(exc, self.server, self.server_name)
@@ -392,16 +409,37 @@ class TcpTransport(asyncio.Protocol):
             self._reconnect_task.cancel()
 
 
-async def open_transport(name: str, server: Addr, bind: str, port: int,
-                         tls: TlsSettings, server_name: str,
-                         max_size: int = 65535) -> UdpTransport | TcpTransport:
-    """The adapter for ``sip.transport`` (the transport table's names): UDP is a bound socket;
-    TCP and TLS are one outgoing stream to the server (TLS with ``tls_context``)."""
-    kind = sip_transport(name)
-    if not kind.reliable:
-        udp = await UdpTransport.open(bind, port)
-        udp.server = server
-        return udp
-    context = tls_context(tls) if kind.secure else None
-    return TcpTransport(server, max_size, context, tls.server_name or server_name)
+class TlsTransport(TcpTransport):
+    """TCP with the SSL context of ``sip.tls``: the certificate is checked on every connect;
+    a failed handshake is reported and retried over TLS only, never in clear text."""
+
+    name: ClassVar[str] = "TLS"
+
+    def __init__(self, server: Addr, max_size: int, context: ssl.SSLContext,
+                 server_name: str | None = None) -> None:
+        super().__init__(server, max_size, server_name)
+        self.ssl = context
+
+    def _connect_options(self) -> dict[str, Any]:
+        return {"ssl": self.ssl, "server_hostname": self.server_name,
+                "ssl_handshake_timeout": 10}
+
+    @classmethod
+    async def create(cls, sip: SipSettings, server: Addr, bind: str) -> TlsTransport:
+        try:
+            context = tls_context(sip.tls)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError too
+            raise TransportUnusableError(f"cannot set up SIP over TLS: {exc}") from None
+        return cls(server, STREAM_MAX_MESSAGE, context, sip.tls.server_name or sip.server)
+
+
+Adapter = UdpTransport | TcpTransport
+# one adapter per name of the transport table (tests/unit/test_transport.py keeps them equal)
+ADAPTERS: dict[str, type[UdpTransport] | type[TcpTransport]] = {
+    "udp": UdpTransport, "tcp": TcpTransport, "tls": TlsTransport}
+
+
+async def open_transport(sip: SipSettings, server: Addr, bind: str) -> Adapter:
+    """The adapter for ``sip.transport``, set up; raises TransportUnusableError saying why not."""
+    return await ADAPTERS[sip_transport(sip.transport).name].create(sip, server, bind)
 

@@ -59,7 +59,8 @@ class Network(Protocol):
     async def resolve(self, host: str, port: int) -> Addr: ...
     async def resolve_all(self, host: str, port: int) -> list[str]: ...
     def source_address(self, host: str, port: int) -> str: ...
-    async def open(self, sip: SipSettings, server: Addr, bind: str) -> SipTransport: ...
+    async def open(self, sip: SipSettings, server: Addr,
+                   bind: str) -> SipTransport: ...  # raises net.TransportUnusableError
 
 
 class MediaSession(Protocol):
@@ -147,8 +148,7 @@ class RealNetwork:
         return source_address_for(host, port)
 
     async def open(self, sip: SipSettings, server: Addr, bind: str) -> SipTransport:
-        return await open_transport(sip.transport, server, bind, sip.local_port, sip.tls,
-                                    sip.server)
+        return await open_transport(sip, server, bind)
 
 
 class RtpMedia:

@@ -1,15 +1,20 @@
 """The box's behaviour as one pure state machine whose transitions are a table of data.
 
 Owns the states a user sees (offline, idle, calling, ringing, in_call), the transition table
-``TRANSITIONS`` (state, event, guard) -> (next state, action), the button table ``BUTTONS``
-(state, button action) -> what the press means, the LEDs and the door relay, ring timeout,
-maximum call duration, auto-answer, and the door code with its lockout across calls.
+``TRANSITIONS`` (state, event, guard) -> (next state, effects), the button table ``BUTTONS``
+(state, button action) -> what the press means, the button actions a configuration may name
+(``Action``), the LEDs and the door relay, its timers (ring timeout, auto-answer, maximum call
+duration, code entry, door-code lockout: one event kind each), and the door code with its
+lockout across calls. Imports nothing from the firmware: the configuration imports from here.
 
 ``Supervisor.handle(event, now) -> [commands]``: no I/O, no clock of its own (``now`` is the
 caller's monotonic clock, used by the door-code window and lockout), no SIP, no GPIO; the
-application executes the commands and feeds back the events. Only ``handle`` changes the state,
-and only to the table's next state: an action computes commands, never the state. The state
-diagram in README.md is drawn from these tables (``python -m firmware.supervisor --diagram``).
+application executes the commands and feeds back the events (a ``StartTimer``'s name comes back
+as ``timer_event(name)`` when it fires). Only ``handle`` changes the state, and only to the
+table's next state: an effect computes commands, never the state, and never asks which state it
+is in: what differs per state is a row. Effects and guards are the functions and ``Guard``
+objects themselves, so a misspelt one fails at import. The state diagram and the full table in
+README.md are drawn from these tables (``python -m firmware.supervisor --readme``).
 
 A press whose (state, action) has no ``BUTTONS`` entry does nothing. A user's request
 (``intercom call|answer|hangup``) that the current state has no row for yields a ``Refused``
@@ -35,9 +40,17 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from .config import Action  # the button actions a configuration may name
+
+class Action(StrEnum):
+    """What a button does (``gpio.buttons.NAME.action``); ``BUTTONS`` maps (state, action) to
+    what a press means."""
+
+    CALL = "call"
+    ANSWER = "answer"
+    HANGUP = "hangup"
+    TALK = "talk"  # one button for everything: call, answer or hang up as the state needs
 
 
 class State(StrEnum):
@@ -46,6 +59,17 @@ class State(StrEnum):
     CALLING = "calling"
     RINGING = "ringing"
     IN_CALL = "in_call"
+
+
+class Timer(StrEnum):
+    """The supervisor's timers (``StartTimer``/``CancelTimer`` names); each fires its own
+    event kind (``TIMER_EVENTS``)."""
+
+    RING = "ring"
+    AUTO_ANSWER = "auto_answer"
+    MAX_DURATION = "max_duration"
+    CODE = "code"
+    DOOR_LOCKOUT = "door_lockout"
 
 
 class EventKind(StrEnum):
@@ -57,7 +81,11 @@ class EventKind(StrEnum):
     CONNECTED = "Connected"
     ENDED = "Ended"
     DIGIT = "Digit"
-    TIMEOUT = "Timeout"
+    RING_TIMEOUT = "RingTimeout"
+    AUTO_ANSWER_DUE = "AutoAnswerDue"
+    MAX_DURATION_REACHED = "MaxDurationReached"
+    CODE_TIMEOUT = "CodeTimeout"
+    LOCKOUT_OVER = "LockoutOver"
     AUDIO_FAILED = "AudioFailed"
     AUDIO_RECOVERED = "AudioRecovered"
     USER_CALL = "UserCall"
@@ -120,9 +148,43 @@ class Digit:
 
 
 @dataclass(frozen=True)
-class Timeout:
-    kind: ClassVar[EventKind] = EventKind.TIMEOUT
-    name: str
+class RingTimeout:
+    """``calls.ring_timeout`` passed and nobody answered (either way)."""
+
+    kind: ClassVar[EventKind] = EventKind.RING_TIMEOUT
+    timer: ClassVar[Timer] = Timer.RING
+
+
+@dataclass(frozen=True)
+class AutoAnswerDue:
+    """``calls.auto_answer_delay`` passed while ringing."""
+
+    kind: ClassVar[EventKind] = EventKind.AUTO_ANSWER_DUE
+    timer: ClassVar[Timer] = Timer.AUTO_ANSWER
+
+
+@dataclass(frozen=True)
+class MaxDurationReached:
+    """``calls.max_duration`` passed in a call."""
+
+    kind: ClassVar[EventKind] = EventKind.MAX_DURATION_REACHED
+    timer: ClassVar[Timer] = Timer.MAX_DURATION
+
+
+@dataclass(frozen=True)
+class CodeTimeout:
+    """No further key within ``code_timeout``: the partial door code is forgotten."""
+
+    kind: ClassVar[EventKind] = EventKind.CODE_TIMEOUT
+    timer: ClassVar[Timer] = Timer.CODE
+
+
+@dataclass(frozen=True)
+class LockoutOver:
+    """``calls.door_code_lockout`` passed: the door code works again."""
+
+    kind: ClassVar[EventKind] = EventKind.LOCKOUT_OVER
+    timer: ClassVar[Timer] = Timer.DOOR_LOCKOUT
 
 
 @dataclass(frozen=True)
@@ -163,9 +225,22 @@ class UserHangup:
     kind: ClassVar[EventKind] = EventKind.USER_HANGUP
 
 
+TimerEvent = RingTimeout | AutoAnswerDue | MaxDurationReached | CodeTimeout | LockoutOver
 Event = (Press | RegistrationUp | RegistrationDown | Incoming | RemoteRinging | Connected | Ended
-         | Digit | Timeout | AudioFailed | AudioRecovered | UserCall | UserAnswer | UserHangup
+         | Digit | TimerEvent | AudioFailed | AudioRecovered | UserCall | UserAnswer | UserHangup
          | UpdateAlert)
+
+# what each timer fires; every Timer has exactly one (checked at import)
+TIMER_EVENTS: dict[Timer, type[TimerEvent]] = {
+    cls.timer: cls for cls in (RingTimeout, AutoAnswerDue, MaxDurationReached, CodeTimeout,
+                               LockoutOver)}
+if set(TIMER_EVENTS) != set(Timer):
+    raise ImportError(f"timers without an event: {set(Timer) - set(TIMER_EVENTS)}")
+
+
+def timer_event(name: str) -> TimerEvent:
+    """The event a ``StartTimer(name)`` fires when it runs out."""
+    return TIMER_EVENTS[Timer(name)]()
 
 # ------------------------------------------------------------------------------- commands out
 
@@ -204,13 +279,15 @@ class PulseRelay:
 
 @dataclass(frozen=True)
 class StartTimer:
-    name: str
+    """(Re)start ``name``; when it runs out the application feeds ``timer_event(name)``."""
+
+    name: Timer
     seconds: float
 
 
 @dataclass(frozen=True)
 class CancelTimer:
-    name: str
+    name: Timer
 
 
 @dataclass(frozen=True)
@@ -282,102 +359,69 @@ class Policy:
     ringback: bool = False
 
 
-# ------------------------------------------------------------------------------- the tables
+# ------------------------------------------------------------------------------- the machine
+
+# an effect: a Supervisor method run on the event, returning commands (never the state)
+Effect = Callable[["Supervisor", Any], list[Command]]
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A condition on the supervisor's memory (never on its state: that is the row's) that
+    picks one of the rows of a (state, event)."""
+
+    label: str
+    holds: Callable[[Supervisor], bool] = field(compare=False)
 
 
 @dataclass(frozen=True)
 class Row:
-    """One transition: in ``state``, on ``event`` (when ``guard`` holds), run ``action`` (a
-    Supervisor method returning commands) and go to ``next`` (None = stay)."""
+    """One transition: in ``state``, on ``event`` (when ``guard`` holds), run ``effects`` in
+    order and go to ``next`` (None = stay)."""
 
     state: State
     event: EventKind
     next: State | None
-    action: str | None = None
-    guard: str | None = None
-
-
-S, E = State, EventKind
-_ALL = tuple(State)
-_CALL = (S.CALLING, S.RINGING, S.IN_CALL)
-_REST = (S.OFFLINE, S.IDLE)
-
-
-def _rows(states: tuple[State, ...], event: EventKind, next_: State | None,
-          action: str | None = None, guard: str | None = None) -> list[Row]:
-    return [Row(s, event, next_, action, guard) for s in states]
-
-
-TRANSITIONS: tuple[Row, ...] = tuple([
-    # offline: the PBX may still route it; without audio no half-call (refused, error LED)
-    *_rows(_REST, E.USER_CALL, S.CALLING, "_dial", guard="audio ok"),
-    *_rows(_REST, E.USER_CALL, None, "_refuse_call_no_audio", guard="audio failed"),
-    *_rows(_REST, E.INCOMING, S.RINGING, "_ring", guard="audio ok"),
-    *_rows(_REST, E.INCOMING, None, "_refuse_no_audio", guard="audio failed"),
-    *_rows(_CALL, E.INCOMING, None, "_busy"),
-    Row(S.CALLING, E.REMOTE_RINGING, None),
-    Row(S.CALLING, E.CONNECTED, S.IN_CALL, "_connected"),
-    Row(S.RINGING, E.CONNECTED, S.IN_CALL, "_connected"),
-    *_rows(_CALL, E.ENDED, S.IDLE, "_ended", guard="registered"),
-    *_rows(_CALL, E.ENDED, S.OFFLINE, "_ended", guard="not registered"),
-    Row(S.IN_CALL, E.DIGIT, None, "_digit"),
-    Row(S.RINGING, E.USER_ANSWER, None, "_answer"),
-    Row(S.CALLING, E.USER_HANGUP, None, "_hangup"),
-    Row(S.RINGING, E.USER_HANGUP, None, "_reject"),
-    Row(S.IN_CALL, E.USER_HANGUP, None, "_hangup"),
-    *_rows(_ALL, E.TIMEOUT, None, "_timeout"),
-    Row(S.OFFLINE, E.REGISTRATION_UP, S.IDLE, "_registration_up"),
-    *_rows((S.IDLE, *_CALL), E.REGISTRATION_UP, None, "_registration_up"),
-    Row(S.IDLE, E.REGISTRATION_DOWN, S.OFFLINE, "_registration_down"),
-    *_rows((S.OFFLINE, *_CALL), E.REGISTRATION_DOWN, None, "_registration_down"),
-    *_rows(_ALL, E.AUDIO_FAILED, None, "_audio_failed"),
-    *_rows(_ALL, E.AUDIO_RECOVERED, None, "_audio_recovered"),
-    *_rows(_ALL, E.UPDATE_ALERT, None, "_update_alert"),
-])
-
-# (state, button action) -> the user request the press stands for; no row: the press does nothing
-BUTTONS: dict[tuple[State, Action], EventKind] = {
-    (S.OFFLINE, Action.CALL): E.USER_CALL, (S.OFFLINE, Action.TALK): E.USER_CALL,
-    (S.IDLE, Action.CALL): E.USER_CALL, (S.IDLE, Action.TALK): E.USER_CALL,
-    (S.CALLING, Action.HANGUP): E.USER_HANGUP, (S.CALLING, Action.TALK): E.USER_HANGUP,
-    (S.RINGING, Action.ANSWER): E.USER_ANSWER, (S.RINGING, Action.TALK): E.USER_ANSWER,
-    (S.RINGING, Action.HANGUP): E.USER_HANGUP,
-    (S.IN_CALL, Action.HANGUP): E.USER_HANGUP, (S.IN_CALL, Action.TALK): E.USER_HANGUP,
-}
-
-# why a user's request is refused when the state has no row for it
-_REFUSALS = {E.USER_CALL: "cannot call while {state}",
-             E.USER_ANSWER: "nothing to answer (state {state})",
-             E.USER_HANGUP: "no call to hang up (state {state})"}
+    effects: tuple[Effect, ...] = ()
+    guard: Guard | None = None
 
 
 # commands run when leaving a state (its timers and tones end with it)
 ON_EXIT: dict[State, tuple[Command, ...]] = {
-    S.RINGING: (CancelTimer("ring"), CancelTimer("auto_answer"), Tone("off")),
-    S.CALLING: (CancelTimer("ring"), Tone("off")),
-    S.IN_CALL: (CancelTimer("max_duration"), CancelTimer("code")),
+    State.RINGING: (CancelTimer(Timer.RING), CancelTimer(Timer.AUTO_ANSWER), Tone("off")),
+    State.CALLING: (CancelTimer(Timer.RING), Tone("off")),
+    State.IN_CALL: (CancelTimer(Timer.MAX_DURATION), CancelTimer(Timer.CODE)),
 }
 
 # steady LED pattern per state (the error and registered LEDs follow registration and faults)
 STATE_LEDS: dict[State, dict[str, str]] = {
-    S.OFFLINE: {"ringing": "off", "calling": "off", "in_call": "off"},
-    S.IDLE: {"ringing": "off", "calling": "off", "in_call": "off"},
-    S.CALLING: {"ringing": "off", "calling": "blink", "in_call": "off"},
-    S.RINGING: {"ringing": "blink", "calling": "off", "in_call": "off"},
-    S.IN_CALL: {"ringing": "off", "calling": "off", "in_call": "on"},
+    State.OFFLINE: {"ringing": "off", "calling": "off", "in_call": "off"},
+    State.IDLE: {"ringing": "off", "calling": "off", "in_call": "off"},
+    State.CALLING: {"ringing": "off", "calling": "blink", "in_call": "off"},
+    State.RINGING: {"ringing": "blink", "calling": "off", "in_call": "off"},
+    State.IN_CALL: {"ringing": "off", "calling": "off", "in_call": "on"},
 }
 STATES = tuple(s.value for s in State)
 DUPLICATE_WINDOW = 1.0  # seconds within which INFO and RFC 4733 copies of a key are one key
 
+# (state, button action) -> the user request the press stands for; no row: the press does nothing
+BUTTONS: dict[tuple[State, Action], EventKind] = {
+    (State.OFFLINE, Action.CALL): EventKind.USER_CALL,
+    (State.OFFLINE, Action.TALK): EventKind.USER_CALL,
+    (State.IDLE, Action.CALL): EventKind.USER_CALL, (State.IDLE, Action.TALK): EventKind.USER_CALL,
+    (State.CALLING, Action.HANGUP): EventKind.USER_HANGUP,
+    (State.CALLING, Action.TALK): EventKind.USER_HANGUP,
+    (State.RINGING, Action.ANSWER): EventKind.USER_ANSWER,
+    (State.RINGING, Action.TALK): EventKind.USER_ANSWER,
+    (State.RINGING, Action.HANGUP): EventKind.USER_HANGUP,
+    (State.IN_CALL, Action.HANGUP): EventKind.USER_HANGUP,
+    (State.IN_CALL, Action.TALK): EventKind.USER_HANGUP,
+}
 
-def _index(rows: tuple[Row, ...]) -> dict[tuple[State, EventKind], tuple[Row, ...]]:
-    index: dict[tuple[State, EventKind], tuple[Row, ...]] = {}
-    for row in rows:
-        index[(row.state, row.event)] = (*index.get((row.state, row.event), ()), row)
-    return index
-
-
-_INDEX = _index(TRANSITIONS)
+# why a user's request is refused when the state has no row for it
+_REFUSALS = {EventKind.USER_CALL: "cannot call while {state}",
+             EventKind.USER_ANSWER: "nothing to answer (state {state})",
+             EventKind.USER_HANGUP: "no call to hang up (state {state})"}
 
 
 class Supervisor:
@@ -424,8 +468,14 @@ class Supervisor:
             return []
         self.lockout_until = min(until, now + p.door_code_lockout)
         left = self.lockout_until - now
-        return [Led("error", "fast"), StartTimer("door_lockout", left),
+        return [Led("error", "fast"), StartTimer(Timer.DOOR_LOCKOUT, left),
                 Log("warning", f"door code still locked for {left:.0f} s (kept over a restart)")]
+
+    def row_for(self, kind: EventKind) -> Row | None:
+        """The row that applies to ``kind`` now: the first of this state's rows whose guard
+        holds (guards of one state and event exclude each other, so there is at most one)."""
+        return next((r for r in _INDEX.get((self.state, kind), ())
+                     if r.guard is None or r.guard.holds(self)), None)
 
     def handle(self, event: Event, now: float = 0.0) -> list[Command]:
         """Feed one event at the caller's monotonic time ``now``; returns the commands."""
@@ -435,12 +485,11 @@ class Supervisor:
             if isinstance(request, list):
                 return request
             event = request
-        row = next((r for r in _INDEX.get((self.state, event.kind), ())
-                    if r.guard is None or _GUARDS[r.guard](self)), None)
+        row = self.row_for(event.kind)
         if row is None:
             refusal = _REFUSALS.get(event.kind)
             return [Refused(refusal.format(state=self.state))] if refusal else []
-        cmds: list[Command] = getattr(self, row.action)(event) if row.action else []
+        cmds: list[Command] = [c for effect in row.effects for c in effect(self, event)]
         if row.next is not None and row.next != self.state:
             before, self.state = self.state, row.next
             cmds = self._leave(before) + cmds + [
@@ -463,36 +512,48 @@ class Supervisor:
             return UserHangup()
         return []
 
-    # -- actions: commands only; the table sets the state ------------------------------
     def _leave(self, state: State) -> list[Command]:
-        if state is State.IN_CALL:
-            self.digits, self.wrong_codes = "", 0
-            self._recent.clear()
+        """Any change of state ends what a call kept (the door-code entry of this call)."""
+        self.digits, self.wrong_codes = "", 0
+        self._recent.clear()
         return list(ON_EXIT.get(state, ()))
 
+    @property
+    def locked(self) -> bool:
+        return self.lockout_until is not None and self.now < self.lockout_until
+
+    def _error_led(self) -> str:
+        if not (self.registered and self.audio_ok and not self.locked):
+            return "fast"
+        return "slow" if self.update_alert else "off"
+
+    # -- effects: commands only; the table sets the state and says which run where ----------
     def _dial(self, ev: UserCall) -> list[Command]:
         self.remote = ev.target
-        cmds: list[Command] = [Dial(ev.target), StartTimer("ring", self.policy.ring_timeout)]
+        cmds: list[Command] = [Dial(ev.target), StartTimer(Timer.RING, self.policy.ring_timeout)]
         if self.policy.ringback:
             cmds.append(Tone("ringback"))
         return cmds
 
-    def _answer(self, ev: UserAnswer) -> list[Command]:
+    def _answer(self, ev: Event) -> list[Command]:
         return [Answer()]
 
-    def _hangup(self, ev: UserHangup) -> list[Command]:
+    def _hangup(self, ev: Event) -> list[Command]:
         return [Hangup()]  # the call ends when SIP says so (Ended)
 
-    def _reject(self, ev: UserHangup) -> list[Command]:
+    def _decline(self, ev: Event) -> list[Command]:
         return [Reject(603)]
+
+    def _reject_unavailable(self, ev: Event) -> list[Command]:
+        return [Reject(480)]
 
     def _ring(self, ev: Incoming) -> list[Command]:
         self.remote = ev.remote
-        cmds: list[Command] = [StartTimer("ring", self.policy.ring_timeout)]
+        cmds: list[Command] = [StartTimer(Timer.RING, self.policy.ring_timeout)]
         if self.policy.ring_tone:
             cmds.append(Tone("ring"))
         if self.policy.auto_answer:
-            cmds.append(StartTimer("auto_answer", self.policy.auto_answer_delay))
+            cmds.append(StartTimer(Timer.AUTO_ANSWER, self.policy.auto_answer_delay))
         return cmds
 
     def _refuse_call_no_audio(self, ev: UserCall) -> list[Command]:
@@ -507,37 +568,24 @@ class Supervisor:
 
     def _connected(self, ev: Connected) -> list[Command]:
         if self.policy.max_duration > 0:
-            return [StartTimer("max_duration", self.policy.max_duration)]
+            return [StartTimer(Timer.MAX_DURATION, self.policy.max_duration)]
         return []
 
     def _ended(self, ev: Ended) -> list[Command]:
         self.remote = None
         return [Log("info", f"call ended: {ev.reason}")]
 
-    def _timeout(self, ev: Timeout) -> list[Command]:
-        name = ev.name
-        if name == "ring" and self.state in (State.RINGING, State.CALLING):
-            return [Reject(480)] if self.state is State.RINGING else [Hangup()]
-        if name == "auto_answer" and self.state is State.RINGING:
-            return [Answer()]
-        if name == "max_duration" and self.state is State.IN_CALL:
-            return [Log("info", "maximum call duration reached"), Hangup()]
-        if name == "code":
-            self.digits = ""
-        if name == "door_lockout":
-            self.lockout_until = None
-            return [Led("error", self._error_led()),
-                    Log("info", "door code lockout over: the door code works again")]
+    def _log_max_duration(self, ev: MaxDurationReached) -> list[Command]:
+        return [Log("info", "maximum call duration reached")]
+
+    def _forget_digits(self, ev: CodeTimeout) -> list[Command]:
+        self.digits = ""
         return []
 
-    @property
-    def locked(self) -> bool:
-        return self.lockout_until is not None and self.now < self.lockout_until
-
-    def _error_led(self) -> str:
-        if not (self.registered and self.audio_ok and not self.locked):
-            return "fast"
-        return "slow" if self.update_alert else "off"
+    def _lockout_over(self, ev: LockoutOver) -> list[Command]:
+        self.lockout_until = None
+        return [Led("error", self._error_led()),
+                Log("info", "door code lockout over: the door code works again")]
 
     def _update_alert(self, ev: UpdateAlert) -> list[Command]:
         self.update_alert = ev.reason
@@ -569,10 +617,10 @@ class Supervisor:
         if not terminator:
             self.digits += ev.digit
         if not (len(self.digits) >= len(code) or (terminator and self.digits)):
-            return [StartTimer("code", self.policy.code_timeout)] if self.digits else []
+            return [StartTimer(Timer.CODE, self.policy.code_timeout)] if self.digits else []
         entered, self.digits = self.digits, ""
         right = hmac.compare_digest(entered.encode(), code.encode())
-        cmds: list[Command] = [CancelTimer("code")]
+        cmds: list[Command] = [CancelTimer(Timer.CODE)]
         if self.locked:
             return cmds + [Log("warning", "door code entered during the lockout: ignored")]
         if right:
@@ -594,7 +642,7 @@ class Supervisor:
             self.lockout_until = self.now + p.door_code_lockout
             cmds += [Log("warning", f"door code locked for {p.door_code_lockout:.0f} s after "
                                     f"{p.door_code_max_failures} wrong codes"),
-                     Led("error", "fast"), StartTimer("door_lockout", p.door_code_lockout)]
+                     Led("error", "fast"), StartTimer(Timer.DOOR_LOCKOUT, p.door_code_lockout)]
         if self.wrong_codes >= p.max_wrong_codes:
             cmds += [Log("warning", "too many wrong door codes: ending the call"), Hangup()]
         return cmds
@@ -614,16 +662,72 @@ class Supervisor:
     def _audio_failed(self, ev: AudioFailed) -> list[Command]:
         self.audio_ok = False
         self.audio_reason = ev.reason
-        cmds: list[Command] = [Led("error", "fast"), Log("error", ev.reason)]
-        if self.state in _CALL:
-            cmds.append(Reject(480) if self.state is State.RINGING else Hangup())
-        return cmds
+        return [Led("error", "fast"), Log("error", ev.reason)]
 
 
-_GUARDS: dict[str, Callable[[Supervisor], bool]] = {
-    "audio ok": lambda s: s.audio_ok, "audio failed": lambda s: not s.audio_ok,
-    "registered": lambda s: s.registered, "not registered": lambda s: not s.registered,
-}
+# ------------------------------------------------------------------------------- the tables
+AUDIO_OK = Guard("audio ok", lambda s: s.audio_ok)
+AUDIO_FAILED = Guard("audio failed", lambda s: not s.audio_ok)
+REGISTERED = Guard("registered", lambda s: s.registered)
+NOT_REGISTERED = Guard("not registered", lambda s: not s.registered)
+GUARDS = (AUDIO_OK, AUDIO_FAILED, REGISTERED, NOT_REGISTERED)
+
+S, E, X = State, EventKind, Supervisor
+_ALL = tuple(State)
+_CALL = (S.CALLING, S.RINGING, S.IN_CALL)
+_REST = (S.OFFLINE, S.IDLE)
+
+
+def _rows(states: tuple[State, ...], event: EventKind, next_: State | None,
+          *effects: Effect, guard: Guard | None = None) -> list[Row]:
+    return [Row(s, event, next_, effects, guard) for s in states]
+
+
+TRANSITIONS: tuple[Row, ...] = tuple([
+    # offline: the PBX may still route it; without audio no half-call (refused, error LED)
+    *_rows(_REST, E.USER_CALL, S.CALLING, X._dial, guard=AUDIO_OK),
+    *_rows(_REST, E.USER_CALL, None, X._refuse_call_no_audio, guard=AUDIO_FAILED),
+    *_rows(_REST, E.INCOMING, S.RINGING, X._ring, guard=AUDIO_OK),
+    *_rows(_REST, E.INCOMING, None, X._refuse_no_audio, guard=AUDIO_FAILED),
+    *_rows(_CALL, E.INCOMING, None, X._busy),
+    Row(S.CALLING, E.REMOTE_RINGING, None),
+    Row(S.CALLING, E.CONNECTED, S.IN_CALL, (X._connected,)),
+    Row(S.RINGING, E.CONNECTED, S.IN_CALL, (X._connected,)),
+    *_rows(_CALL, E.ENDED, S.IDLE, X._ended, guard=REGISTERED),
+    *_rows(_CALL, E.ENDED, S.OFFLINE, X._ended, guard=NOT_REGISTERED),
+    Row(S.IN_CALL, E.DIGIT, None, (X._digit,)),
+    Row(S.RINGING, E.USER_ANSWER, None, (X._answer,)),
+    Row(S.CALLING, E.USER_HANGUP, None, (X._hangup,)),
+    Row(S.RINGING, E.USER_HANGUP, None, (X._decline,)),
+    Row(S.IN_CALL, E.USER_HANGUP, None, (X._hangup,)),
+    # timers: a timer firing in a state without a row is stale and does nothing
+    Row(S.RINGING, E.RING_TIMEOUT, None, (X._reject_unavailable,)),
+    Row(S.CALLING, E.RING_TIMEOUT, None, (X._hangup,)),
+    Row(S.RINGING, E.AUTO_ANSWER_DUE, None, (X._answer,)),
+    Row(S.IN_CALL, E.MAX_DURATION_REACHED, None, (X._log_max_duration, X._hangup)),
+    Row(S.IN_CALL, E.CODE_TIMEOUT, None, (X._forget_digits,)),
+    *_rows(_ALL, E.LOCKOUT_OVER, None, X._lockout_over),
+    Row(S.OFFLINE, E.REGISTRATION_UP, S.IDLE, (X._registration_up,)),
+    *_rows((S.IDLE, *_CALL), E.REGISTRATION_UP, None, X._registration_up),
+    Row(S.IDLE, E.REGISTRATION_DOWN, S.OFFLINE, (X._registration_down,)),
+    *_rows((S.OFFLINE, *_CALL), E.REGISTRATION_DOWN, None, X._registration_down),
+    # a card that fails ends the call it would carry
+    *_rows(_REST, E.AUDIO_FAILED, None, X._audio_failed),
+    *_rows((S.CALLING, S.IN_CALL), E.AUDIO_FAILED, None, X._audio_failed, X._hangup),
+    Row(S.RINGING, E.AUDIO_FAILED, None, (X._audio_failed, X._reject_unavailable)),
+    *_rows(_ALL, E.AUDIO_RECOVERED, None, X._audio_recovered),
+    *_rows(_ALL, E.UPDATE_ALERT, None, X._update_alert),
+])
+
+
+def _index(rows: tuple[Row, ...]) -> dict[tuple[State, EventKind], tuple[Row, ...]]:
+    index: dict[tuple[State, EventKind], tuple[Row, ...]] = {}
+    for row in rows:
+        index[(row.state, row.event)] = (*index.get((row.state, row.event), ()), row)
+    return index
+
+
+_INDEX = _index(TRANSITIONS)
 
 
 # ------------------------------------------------------------------------------- the diagram
@@ -637,7 +741,25 @@ def _label(row: Row) -> str:
         actions = [a.value for a in Action if BUTTONS.get((row.state, a)) is row.event]
         if actions:
             text += f" (button {', '.join(actions)})"
-    return text + (f" [{row.guard}]" if row.guard else "")
+    return text + (f" [{row.guard.label}]" if row.guard else "")
+
+
+def _effects(row: Row) -> str:
+    return ", ".join(f.__name__.lstrip("_") for f in row.effects) or "-"
+
+
+def table() -> str:
+    """Every row of TRANSITIONS as a Markdown table in the table's order, the states that
+    share an event, guard, next state and effects on one line."""
+    merged: dict[tuple[EventKind, Guard | None, State | None, str], list[str]] = {}
+    for row in TRANSITIONS:
+        merged.setdefault((row.event, row.guard, row.next, _effects(row)), []).append(row.state)
+    lines = ["| state | event | guard | next | effects |", "|---|---|---|---|---|"]
+    for (event, guard, next_, effects), states in merged.items():
+        lines.append(f"| {', '.join(states)} | {event.value} | "
+                     f"{guard.label if guard else '-'} | "
+                     f"{next_.value if next_ else '(stays)'} | {effects} |")
+    return "\n".join(lines) + "\n"
 
 
 def diagram() -> str:
@@ -660,7 +782,8 @@ def diagram() -> str:
 
 
 def readme_section() -> str:
-    """The README section (between its marker comments) with the diagram and button table."""
+    """The README section (between its marker comments): the diagram, the button table and
+    the full transition table."""
     buttons = ["| state | " + " | ".join(a.value for a in Action) + " |",
                "|---|" + "---|" * len(Action)]
     for state in State:
@@ -672,17 +795,23 @@ def readme_section() -> str:
         "`tests/unit/test_supervisor_table.py` fails when this copy differs from the table.",
         "", "```mermaid", diagram().rstrip("\n"), "```", "",
         "What a button press means in each state (a dash: the press does nothing):", "",
-        *buttons, "", README_END]) + "\n"
+        *buttons, "",
+        "<details><summary>Every transition: (state, event, guard) -> (next state, effects); "
+        "an event a state has no row for does nothing (a user's request is refused)</summary>",
+        "", table().rstrip("\n"), "", "</details>", "", README_END]) + "\n"
 
 
 def main(argv: list[str]) -> int:
     if argv == ["--diagram"]:
         sys.stdout.write(diagram())
         return 0
+    if argv == ["--table"]:
+        sys.stdout.write(table())
+        return 0
     if argv == ["--readme"]:
         sys.stdout.write(readme_section())
         return 0
-    sys.stderr.write("usage: python -m firmware.supervisor --diagram | --readme\n")
+    sys.stderr.write("usage: python -m firmware.supervisor --diagram | --table | --readme\n")
     return 2
 
 

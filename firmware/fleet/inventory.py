@@ -17,14 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import (
-    SIP_TRANSPORTS,
-    Action,
-    ConfigError,
-    load_profile,
-    normalise_mac,
-    read_yaml,
-)
+from ..config import ConfigError, load_profile, normalise_mac, read_yaml
+from ..sip.transport import TRANSPORTS
+from ..supervisor import Action
 
 COLUMNS = ("mac", "name", "extension", "buttons", "door_code", "profile", "transport", "extra")
 REQUIRED = ("mac", "name", "extension", "buttons")
@@ -307,9 +302,9 @@ def _check(row: Row, reserved: set[str], warnings: list[str]) -> Box | None:
                               "echo test)")
     profile = _text(row, "profile", c.get("profile", "plain"), numbers=False) or "plain"
     transport = _text(row, "transport", c.get("transport", "udp"), numbers=False) or "udp"
-    if transport not in SIP_TRANSPORTS:
+    if transport not in TRANSPORTS:
         row.errors.append(f"{row.at('transport')}: transport: {transport!r} must be one of "
-                          f"{', '.join(SIP_TRANSPORTS)}")
+                          f"{', '.join(TRANSPORTS)}")
     buttons = _buttons(row, c["buttons"], profile)
     door_code = _door_code(row, c.get("door_code"), warnings)
     extra = _extra(row, c.get("extra", {}))

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Config, ConfigError, parse_config
+from ..config import Config, ConfigError, default_srtp, parse_config
 from .inventory import Box, PbxNumbers
 
 RING_SECONDS = 25  # pbx/extensions.conf: Dial(PJSIP/<ext>,25)
@@ -124,7 +124,7 @@ def pjsip_conf(boxes: list[Box], passwords: Mapping[str, str], site: Site) -> st
         out.append(f"[{ext}](phone-endpoint)\n"
                    f"context={BOX_CONTEXT}          ; extensions_fleet.conf\n"
                    f"auth={ext}\naors={ext}\ncallerid=\"{box.name}\" <{ext}>\n")
-        if box.transport == "tls":  # the box demands SRTP when its SIP is encrypted
+        if default_srtp(box.transport) == "required":  # the box demands SRTP over TLS
             out.append("media_encryption=sdes\n")
         out.append(f"\n[{ext}](phone-auth)\nusername={ext}\n"
                    f"password={passwords[box.mac]}\n\n[{ext}](phone-aor)\n")

@@ -1,15 +1,17 @@
 """SIP transactions (RFC 3261 §17, with the RFC 6026 Accepted state).
 
 Owns the four transaction state machines, their timers A B D E F G H I J K L M (T1/T2/T4
-configurable), retransmission on unreliable transports only, and the matching keys. Time is
-passed in as ``now``; sending is a callback. Knows nothing about dialogs, calls or sockets.
+configurable; each class maps the timers it runs to its handler once, in ``ON_TIMER``),
+retransmission on unreliable transports only, and the matching keys. Time is passed in as
+``now``; sending is a callback. Knows nothing about dialogs, calls or sockets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any, ClassVar
 
 from .message import Request, Response
 
@@ -24,6 +26,23 @@ class TimerConfig:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
+
+
+class Timer(Enum):
+    """RFC 3261 §17's transaction timers, by their letters."""
+
+    A = "A"  # INVITE request retransmission (client, unreliable)
+    B = "B"  # INVITE transaction timeout (client)
+    D = "D"  # wait for response retransmissions (client INVITE, completed)
+    E = "E"  # non-INVITE request retransmission (client, unreliable)
+    F = "F"  # non-INVITE transaction timeout (client)
+    G = "G"  # INVITE final response retransmission (server, unreliable)
+    H = "H"  # wait for the ACK (server INVITE, completed)
+    I = "I"  # noqa: E741 - wait for ACK retransmissions (server INVITE, confirmed)
+    J = "J"  # wait for request retransmissions (server non-INVITE, completed)
+    K = "K"  # wait for response retransmissions (client non-INVITE, completed)
+    L = "L"  # wait for 2xx retransmissions' ACKs (server INVITE, accepted; RFC 6026)
+    M = "M"  # wait for 2xx retransmissions (client INVITE, accepted; RFC 6026)
 
 
 class State(Enum):
@@ -54,6 +73,8 @@ def server_key(req: Request) -> tuple[str, ...]:
 
 
 class _Transaction:
+    ON_TIMER: ClassVar[Mapping[Timer, Callable[[Any, float], None]]] = {}
+
     def __init__(self, request: Request, dest: Addr, timers: TimerConfig, reliable: bool,
                  send: Send, scheduled: Schedule | None = None) -> None:
         self.request = request
@@ -63,8 +84,8 @@ class _Transaction:
         self.reliable = reliable
         self._send = send
         self.state = State.TRYING
-        self.deadlines: dict[str, float] = {}
-        self._intervals: dict[str, float] = {}
+        self.deadlines: dict[Timer, float] = {}
+        self._intervals: dict[Timer, float] = {}
 
     @property
     def terminated(self) -> bool:
@@ -73,13 +94,13 @@ class _Transaction:
     def next_deadline(self) -> float | None:
         return min(self.deadlines.values(), default=None)
 
-    def _start(self, name: str, now: float, delay: float) -> None:
+    def _start(self, name: Timer, now: float, delay: float) -> None:
         self._intervals[name] = delay
         self.deadlines[name] = now + delay
         if self._scheduled is not None:
             self._scheduled(self, now + delay)
 
-    def _stop(self, *names: str) -> None:
+    def _stop(self, *names: Timer) -> None:
         for name in names:
             self.deadlines.pop(name, None)
 
@@ -91,7 +112,7 @@ class _Transaction:
         for name, deadline in sorted(self.deadlines.items(), key=lambda kv: kv[1]):
             if deadline <= now and name in self.deadlines and not self.terminated:
                 del self.deadlines[name]
-                getattr(self, f"_timer_{name}")(now)
+                self.ON_TIMER[name](self, now)
 
 
 class ClientTransaction(_Transaction):
@@ -110,8 +131,8 @@ class ClientTransaction(_Transaction):
         self.state = State.CALLING if self.invite else State.TRYING
         self._send(request, dest)
         if not reliable:
-            self._start("A" if self.invite else "E", now, timers.t1)
-        self._start("B" if self.invite else "F", now, 64 * timers.t1)
+            self._start(Timer.A if self.invite else Timer.E, now, timers.t1)
+        self._start(Timer.B if self.invite else Timer.F, now, 64 * timers.t1)
 
     def receive(self, resp: Response, now: float) -> None:
         if self.terminated:
@@ -125,21 +146,21 @@ class ClientTransaction(_Transaction):
         if resp.status < 200:
             if self.state in (State.CALLING, State.PROCEEDING):
                 self.state = State.PROCEEDING
-                self._stop("A", "B")
+                self._stop(Timer.A, Timer.B)
                 self._deliver(resp, now)
         elif resp.status < 300:
             if self.state in (State.CALLING, State.PROCEEDING, State.ACCEPTED):
                 if self.state is not State.ACCEPTED:
                     self.state = State.ACCEPTED
                     self.deadlines.clear()
-                    self._start("M", now, 64 * self.cfg.t1)
+                    self._start(Timer.M, now, 64 * self.cfg.t1)
                 self._deliver(resp, now)  # retransmitted 2xx too: the UA re-sends its ACK
         else:
             if self.state in (State.CALLING, State.PROCEEDING):
                 self.state = State.COMPLETED
                 self.deadlines.clear()
                 self._send(self._ack_for(resp), self.dest)
-                self._start("D", now, 0 if self.reliable else 32.0)
+                self._start(Timer.D, now, 0 if self.reliable else 32.0)
                 self._deliver(resp, now)
             elif self.state is State.COMPLETED:
                 self._send(self._ack_for(resp), self.dest)
@@ -153,7 +174,7 @@ class ClientTransaction(_Transaction):
             return
         self.state = State.COMPLETED
         self.deadlines.clear()
-        self._start("K", now, 0 if self.reliable else self.cfg.t4)
+        self._start(Timer.K, now, 0 if self.reliable else self.cfg.t4)
         self._deliver(resp, now)
 
     def _deliver(self, resp: Response, now: float) -> None:
@@ -183,29 +204,21 @@ class ClientTransaction(_Transaction):
         return ack
 
     # timers
-    def _timer_A(self, now: float) -> None:  # noqa: N802 - RFC timer names
+    def _resend_invite(self, now: float) -> None:
         self._send(self.request, self.dest)
-        self._start("A", now, self._intervals["A"] * 2)
+        self._start(Timer.A, now, self._intervals[Timer.A] * 2)
 
-    def _timer_B(self, now: float) -> None:  # noqa: N802
-        self.abort(now)
-
-    def _timer_D(self, now: float) -> None:  # noqa: N802
-        self._terminate()
-
-    def _timer_M(self, now: float) -> None:  # noqa: N802
-        self._terminate()
-
-    def _timer_E(self, now: float) -> None:  # noqa: N802
+    def _resend_request(self, now: float) -> None:
         self._send(self.request, self.dest)
         nxt = self.cfg.t2 if self.state is State.PROCEEDING else \
-            min(self._intervals["E"] * 2, self.cfg.t2)
-        self._start("E", now, nxt)
+            min(self._intervals[Timer.E] * 2, self.cfg.t2)
+        self._start(Timer.E, now, nxt)
 
-    _timer_F = _timer_B  # noqa: N815
-
-    def _timer_K(self, now: float) -> None:  # noqa: N802
+    def _end(self, now: float) -> None:
         self._terminate()
+
+    ON_TIMER = {Timer.A: _resend_invite, Timer.B: abort, Timer.D: _end, Timer.M: _end,
+                Timer.E: _resend_request, Timer.F: abort, Timer.K: _end}
 
 
 class ServerTransaction(_Transaction):
@@ -233,16 +246,16 @@ class ServerTransaction(_Transaction):
         elif self.invite and resp.status < 300:
             self.state = State.ACCEPTED
             if not self.reliable:
-                self._start("G", now, self.cfg.t1)
-            self._start("L", now, 64 * self.cfg.t1)
+                self._start(Timer.G, now, self.cfg.t1)
+            self._start(Timer.L, now, 64 * self.cfg.t1)
         elif self.invite:
             self.state = State.COMPLETED
             if not self.reliable:
-                self._start("G", now, self.cfg.t1)
-            self._start("H", now, 64 * self.cfg.t1)
+                self._start(Timer.G, now, self.cfg.t1)
+            self._start(Timer.H, now, 64 * self.cfg.t1)
         else:
             self.state = State.COMPLETED
-            self._start("J", now, 0 if self.reliable else 64 * self.cfg.t1)
+            self._start(Timer.J, now, 0 if self.reliable else 64 * self.cfg.t1)
 
     def receive_retransmission(self, req: Request, now: float) -> None:
         """A retransmitted request (or the ACK of a non-2xx final) reached this transaction."""
@@ -250,7 +263,7 @@ class ServerTransaction(_Transaction):
             if self.state is State.COMPLETED:
                 self.state = State.CONFIRMED
                 self.deadlines.clear()
-                self._start("I", now, 0 if self.reliable else self.cfg.t4)
+                self._start(Timer.I, now, 0 if self.reliable else self.cfg.t4)
             return
         if self.last_response is not None and self.state in (
                 State.PROCEEDING, State.COMPLETED, State.TRYING):
@@ -260,24 +273,26 @@ class ServerTransaction(_Transaction):
         """The dialog saw the ACK for our 2xx: stop retransmitting it."""
         if self.state is State.ACCEPTED:
             self.acked = True
-            self._stop("G")
+            self._stop(Timer.G)
 
-    def _timer_G(self, now: float) -> None:  # noqa: N802
+    # timers
+    def _resend_response(self, now: float) -> None:
         if self.last_response is not None:
             self._send(self.last_response, self.dest)
-        self._start("G", now, min(self._intervals["G"] * 2, self.cfg.t2))
+        self._start(Timer.G, now, min(self._intervals[Timer.G] * 2, self.cfg.t2))
 
-    def _timer_H(self, now: float) -> None:  # noqa: N802
+    def _no_ack(self, now: float) -> None:
         self._terminate()
         self._on_timeout(self, "no ACK for final response", now)
 
-    def _timer_L(self, now: float) -> None:  # noqa: N802
+    def _accepted_over(self, now: float) -> None:
         acked = self.acked
         self._terminate()
         if not acked:
             self._on_timeout(self, "no ACK for 2xx", now)
 
-    def _timer_I(self, now: float) -> None:  # noqa: N802
+    def _end(self, now: float) -> None:
         self._terminate()
 
-    _timer_J = _timer_I  # noqa: N815
+    ON_TIMER = {Timer.G: _resend_response, Timer.H: _no_ack, Timer.L: _accepted_over,
+                Timer.I: _end, Timer.J: _end}

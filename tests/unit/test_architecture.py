@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "firmware"
@@ -40,7 +42,7 @@ def test_sip_core_is_sans_io() -> None:
 def test_supervisor_and_media_stay_in_their_lane() -> None:
     sup = imports_of(PKG / "supervisor.py")
     inner = {m for m in sup if m.startswith("firmware")}
-    assert inner <= {"firmware.config"}, f"the supervisor is pure: {inner}"  # DESIGN.md
+    assert not inner, f"the supervisor is pure and imports nothing of ours: {inner}"
     assert not {m for m in sup if m.split(".")[0] in IO_MODULES}
     for path in (PKG / "media").glob("*.py"):
         imported = imports_of(path)
@@ -52,9 +54,19 @@ def test_supervisor_and_media_stay_in_their_lane() -> None:
 
 
 def test_events_and_config_are_innermost() -> None:
-    for name in ("events.py", "config.py"):
-        inner = {m for m in imports_of(PKG / name) if m.startswith("firmware")}
-        assert inner <= {"firmware.address"}, f"{name} imports {inner}"
+    """events.py imports nothing of ours; config.py only the pure tables it validates against
+    (addresses, the transport table, the supervisor's button actions), and nothing compiled."""
+    inner = {m for m in imports_of(PKG / "events.py") if m.startswith("firmware")}
+    assert inner <= {"firmware.address"}, f"events.py imports {inner}"
+    inner = {m for m in imports_of(PKG / "config.py") if m.startswith("firmware")}
+    assert inner <= {"firmware.address", "firmware.sip.transport", "firmware.supervisor"}, \
+        f"config.py imports {inner}"
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, firmware.config; print(*sorted(m for m, mod in "
+         "sys.modules.items() if m.startswith('firmware') and "
+         "not str(getattr(mod, '__file__', '')).endswith('.py')))"],
+        cwd=PKG.parent, capture_output=True, text=True, check=True).stdout.split()
+    assert not loaded, f"importing firmware.config loads compiled modules: {loaded}"
 
 
 def test_the_address_parser_is_the_innermost_module() -> None:

@@ -132,10 +132,19 @@ calls:
             parse_config(MINIMAL + text)
 
 
-def test_config_knows_the_transport_tables_names_and_which_are_secure():
-    from firmware.config import SECURE_TRANSPORTS, SIP_TRANSPORTS
-    from firmware.sip.transport import TRANSPORTS
+def test_config_takes_transport_names_ports_and_srtp_from_the_transport_table(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table in firmware/sip/transport.py is the one list: an entry added there is a valid
+    sip.transport with its default port and SRTP default, and nothing else names them."""
+    from firmware.sip.transport import TRANSPORTS, Transport
 
-    assert set(SIP_TRANSPORTS) == set(TRANSPORTS)
-    assert set(SECURE_TRANSPORTS) == {n for n, t in TRANSPORTS.items() if t.secure}
-    assert all(TRANSPORTS[n].default_port == 5061 for n in SECURE_TRANSPORTS)
+    for name, t in TRANSPORTS.items():
+        cfg = parse_config(f"sip: {{server: a, username: b, transport: {name}}}\n")
+        assert cfg.sip.port == t.default_port
+        assert cfg.media.srtp == ("required" if t.secure else "off")
+    with pytest.raises(ConfigError, match="sip.transport .*must be one of udp, tcp, tls$"):
+        parse_config("sip: {server: a, username: b, transport: sctp}\n")
+    monkeypatch.setitem(TRANSPORTS, "wss", Transport("wss", True, "WSS", "ws", 8089, True,
+                                                     False))
+    cfg = parse_config("sip: {server: a, username: b, transport: wss}\n")
+    assert (cfg.sip.transport, cfg.sip.port, cfg.media.srtp) == ("wss", 8089, "required")

@@ -39,7 +39,7 @@ def test_a_wrong_first_digit_tells_nothing() -> None:
     answers = []
     for first in "0123456789":
         answers.append(s.handle(sv.Digit(first, "rtp"), 0.0))
-        s.handle(sv.Timeout("code"), 0.0)
+        s.handle(sv.CodeTimeout(), 0.0)
     assert all(a == [sv.StartTimer("code", 5.0)] for a in answers), answers
     assert s.wrong_codes == 0
     assert not opened(key(s, "1235", 1.0)) and s.wrong_codes == 1
@@ -71,7 +71,7 @@ def test_lockout_holds_across_calls_and_the_right_code_does_nothing() -> None:
     assert any("lockout" in c.message for c in cmds if isinstance(c, sv.Log))
     call(s, 200.0)
     assert not opened(key(s, "1234", 200.0)), "still locked in a later call"
-    cmds = s.handle(sv.Timeout("door_lockout"), 341.0)
+    cmds = s.handle(sv.LockoutOver(), 341.0)
     assert sv.Led("error", "off") in cmds
     call(s, 341.0)
     assert opened(key(s, "1234", 341.0))

@@ -48,7 +48,7 @@ def test_a_new_supervisor_takes_the_lockout_over() -> None:
     in_call(second, 1011.0)
     assert not opened([c for d in "1234" for c in second.handle(sv.Digit(d, "rtp"), 1012.0)])
     assert second.locked
-    second.handle(sv.Timeout("door_lockout"), 1122.0)
+    second.handle(sv.LockoutOver(), 1122.0)
     assert opened([c for d in "1234" for c in second.handle(sv.Digit(d, "rtp"), 1123.0)])
 
 

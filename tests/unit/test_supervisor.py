@@ -83,17 +83,17 @@ def test_timers_ring_auto_answer_max_duration() -> None:
     s = make(auto_answer=True, auto_answer_delay=2.0, max_duration=60.0)
     cmds = s.handle(sv.Incoming("x"))
     assert sv.StartTimer("auto_answer", 2.0) in cmds
-    assert s.handle(sv.Timeout("auto_answer")) == [sv.Answer()]
+    assert s.handle(sv.AutoAnswerDue()) == [sv.Answer()]
     cmds = s.handle(sv.Connected())
     assert sv.StartTimer("max_duration", 60.0) in cmds
-    assert sv.Hangup() in s.handle(sv.Timeout("max_duration"))
+    assert sv.Hangup() in s.handle(sv.MaxDurationReached())
     t = make()
     t.handle(sv.Incoming("x"))
-    assert t.handle(sv.Timeout("ring")) == [sv.Reject(480)]
+    assert t.handle(sv.RingTimeout()) == [sv.Reject(480)]
     u = make()
     u.handle(sv.Press("call"))
-    assert u.handle(sv.Timeout("ring")) == [sv.Hangup()]
-    assert make().handle(sv.Timeout("ring")) == [], "a stale timer does nothing"
+    assert u.handle(sv.RingTimeout()) == [sv.Hangup()]
+    assert make().handle(sv.RingTimeout()) == [], "a stale timer does nothing"
 
 
 def test_door_code_and_wrong_codes() -> None:
@@ -119,7 +119,7 @@ def test_partial_code_times_out() -> None:
     s.handle(sv.Incoming("x"))
     s.handle(sv.Connected())
     s.handle(sv.Digit("*"))
-    s.handle(sv.Timeout("code"))
+    s.handle(sv.CodeTimeout())
     assert s.handle(sv.Digit("1")) == [sv.StartTimer("code", 5.0)] and s.wrong_codes == 0
     s.handle(sv.Digit("1"))
     assert s.wrong_codes == 1, "'11' is a wrong code"

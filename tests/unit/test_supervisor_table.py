@@ -48,9 +48,106 @@ def test_button_table_only_names_requests_the_state_accepts() -> None:
             (state, action, request)
 
 
-def test_guards_of_one_state_and_event_exclude_each_other() -> None:
+# the memory the guards read, each combination of it: every guard must be true in some and
+# false in others (checked below), so these contexts really exercise each guard both ways
+CONTEXTS = [{"registered": registered, "audio_ok": audio_ok}
+            for registered in (True, False) for audio_ok in (True, False)]
+
+# (state, event) -> the rows' outcomes the tests expect, per context: (next state or None,
+# effect names); a pair not listed has no row (the event does nothing, or is refused)
+_, OFF, IDL, CAL, RNG, INC = None, "offline", "idle", "calling", "ringing", "in_call"
+REST, CALLS, ALL = (OFF, IDL), (CAL, RNG, INC), (OFF, IDL, CAL, RNG, INC)
+
+
+def expect(states: tuple[str, ...], event: str, outcome: object) -> dict:
+    return {(state, event): outcome for state in states}
+
+
+def by_audio(ok: tuple, failed: tuple):  # noqa: ANN201
+    return lambda ctx: ok if ctx["audio_ok"] else failed
+
+
+def by_registration(yes: tuple, no: tuple):  # noqa: ANN201
+    return lambda ctx: yes if ctx["registered"] else no
+
+
+EXPECTED = {
+    **expect(REST, "UserCall", by_audio((CAL, ("dial",)), (_, ("refuse_call_no_audio",)))),
+    **expect(REST, "Incoming", by_audio((RNG, ("ring",)), (_, ("refuse_no_audio",)))),
+    **expect(CALLS, "Incoming", (_, ("busy",))),
+    (CAL, "RemoteRinging"): (_, ()),
+    **expect((CAL, RNG), "Connected", (INC, ("connected",))),
+    **expect(CALLS, "Ended", by_registration((IDL, ("ended",)), (OFF, ("ended",)))),
+    (INC, "Digit"): (_, ("digit",)),
+    (RNG, "UserAnswer"): (_, ("answer",)),
+    **expect((CAL, INC), "UserHangup", (_, ("hangup",))),
+    (RNG, "UserHangup"): (_, ("decline",)),
+    (RNG, "RingTimeout"): (_, ("reject_unavailable",)),
+    (CAL, "RingTimeout"): (_, ("hangup",)),
+    (RNG, "AutoAnswerDue"): (_, ("answer",)),
+    (INC, "MaxDurationReached"): (_, ("log_max_duration", "hangup")),
+    (INC, "CodeTimeout"): (_, ("forget_digits",)),
+    **expect(ALL, "LockoutOver", (_, ("lockout_over",))),
+    **expect(ALL, "RegistrationUp", (_, ("registration_up",))),
+    (OFF, "RegistrationUp"): (IDL, ("registration_up",)),
+    **expect(ALL, "RegistrationDown", (_, ("registration_down",))),
+    (IDL, "RegistrationDown"): (OFF, ("registration_down",)),
+    **expect(REST, "AudioFailed", (_, ("audio_failed",))),
+    **expect((CAL, INC), "AudioFailed", (_, ("audio_failed", "hangup"))),
+    (RNG, "AudioFailed"): (_, ("audio_failed", "reject_unavailable")),
+    **expect(ALL, "AudioRecovered", (_, ("audio_recovered",))),
+    **expect(ALL, "UpdateAlert", (_, ("update_alert",))),
+}
+
+
+def supervisor_in(state: sv.State, context: dict[str, bool]) -> sv.Supervisor:
+    s = sv.Supervisor(sv.Policy(register=False))
+    s.state = state
+    for name, value in context.items():
+        setattr(s, name, value)
+    return s
+
+
+def test_the_contexts_make_every_guard_true_and_false() -> None:
+    used = {r.guard for r in sv.TRANSITIONS if r.guard is not None}
+    assert used == set(sv.GUARDS), "every guard is used, and listed in GUARDS"
+    for guard in sv.GUARDS:
+        seen = {guard.holds(supervisor_in(sv.State.IDLE, ctx)) for ctx in CONTEXTS}
+        assert seen == {True, False}, guard.label
+
+
+def test_guards_exclude_each_other_and_the_table_is_what_the_tests_expect() -> None:
+    """Every (state, event, context): the guards of the rows evaluated, at most one row
+    applies, and it is the expected one (next state and effects); no row where none is
+    expected. A guarded pair has a row in every context (its guards cover all cases)."""
     for state in sv.State:
         for kind in sv.EventKind:
             rows = [r for r in sv.TRANSITIONS if r.state is state and r.event is kind]
-            if len(rows) > 1:
-                assert all(r.guard for r in rows), rows
+            for ctx in CONTEXTS:
+                s = supervisor_in(state, ctx)
+                applying = [r for r in rows if r.guard is None or r.guard.holds(s)]
+                assert len(applying) <= 1, (state, kind, ctx, applying)
+                assert s.row_for(kind) == (applying[0] if applying else None)
+                want = EXPECTED.get((state.value, kind.value))
+                if callable(want):
+                    want = want(ctx)
+                got = None if not applying else (
+                    applying[0].next.value if applying[0].next else None,
+                    tuple(f.__name__.lstrip("_") for f in applying[0].effects))
+                assert got == want, (state, kind, ctx)
+
+
+def test_every_timer_fires_its_own_event_and_has_rows() -> None:
+    assert set(sv.TIMER_EVENTS) == set(sv.Timer)
+    for timer in sv.Timer:
+        event = sv.timer_event(timer.value)
+        assert event.timer is timer and event.kind in {r.event for r in sv.TRANSITIONS}
+    assert len({cls.kind for cls in sv.TIMER_EVENTS.values()}) == len(sv.Timer)
+
+
+def test_effects_and_guards_are_objects_not_names() -> None:
+    """A misspelt effect or guard fails at import: the rows hold the functions themselves."""
+    for row in sv.TRANSITIONS:
+        assert all(callable(f) and getattr(sv.Supervisor, f.__name__) is f
+                   for f in row.effects), row
+        assert row.guard is None or row.guard in sv.GUARDS, row

@@ -7,6 +7,7 @@ from firmware.sip.transaction import (
     ClientTransaction,
     ServerTransaction,
     State,
+    Timer,
     TimerConfig,
     server_key,
 )
@@ -195,3 +196,14 @@ def test_rfc2543_matching_without_magic_cookie() -> None:
     b = request("INVITE", branch="old")
     assert server_key(a) == server_key(b) and server_key(a)[0] == "2543"
     assert server_key(request("INVITE", "z9hG4bK")) [0] == "2543"
+
+
+def test_each_timer_is_handled_by_the_transactions_that_run_it() -> None:
+    """The timer tables: client A B D E F K M, server G H I J L (RFC 3261 §17, RFC 6026),
+    together every timer once; a handler is a method of its own class."""
+    client, server = ClientTransaction.ON_TIMER, ServerTransaction.ON_TIMER
+    assert {t.value for t in client} == set("ABDEFKM")
+    assert {t.value for t in server} == set("GHIJL")
+    assert set(client) | set(server) == set(Timer)
+    for cls, table in ((ClientTransaction, client), (ServerTransaction, server)):
+        assert all(getattr(cls, f.__name__) is f for f in table.values()), cls

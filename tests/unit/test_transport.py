@@ -1,23 +1,77 @@
-"""The transport table and what the user agent and the configuration take from it."""
+"""The transport table, what the user agent and the configuration take from it, and the one
+adapter per transport (firmware/net.py) with its own set-up errors."""
 
 from __future__ import annotations
 
+import asyncio
+import re
+import socket
+from pathlib import Path
+
 import pytest
 
-from firmware.config import ConfigError, parse_config
+from firmware import net
+from firmware.config import ConfigError, SipSettings, TlsSettings, parse_config
 from firmware.sip.message import Request, parse_message
 from firmware.sip.transport import TRANSPORTS, transport
 from firmware.sip.ua import RegState, UAConfig, UserAgent
 
 
 def test_table() -> None:
-    assert [(t.name, t.reliable, t.via, t.uri_param, t.default_port, t.secure)
+    assert [(t.name, t.reliable, t.via, t.uri_param, t.default_port, t.secure, t.listens)
             for t in TRANSPORTS.values()] == [
-        ("udp", False, "UDP", None, 5060, False), ("tcp", True, "TCP", "tcp", 5060, False),
-        ("tls", True, "TLS", "tls", 5061, True)]
+        ("udp", False, "UDP", None, 5060, False, True),
+        ("tcp", True, "TCP", "tcp", 5060, False, False),
+        ("tls", True, "TLS", "tls", 5061, True, False)]
     assert transport("TLS") is TRANSPORTS["tls"]
     with pytest.raises(ValueError, match="sctp"):
         transport("sctp")
+
+
+def test_one_adapter_per_transport_and_nothing_else_names_them() -> None:
+    """A transport is its table entry and its adapter: no other module lists the names."""
+    assert list(net.ADAPTERS) == list(TRANSPORTS)
+    assert [a.name for a in net.ADAPTERS.values() if hasattr(a, "name")] == ["TCP", "TLS"]
+    firmware = Path(net.__file__).parent
+    for path in firmware.rglob("*.py"):
+        if path.name == "transport.py" and path.parent.name == "sip":
+            continue
+        text = path.read_text()
+        for names in (('"udp", "tcp"', '"tcp", "tls"', '"udp", "tls"')):
+            assert names not in text, f"{path} lists transport names: {names}"
+        assert "TRANSPORTS = " not in text, path
+        assert not re.search(r'transport\s*(==|!=|in)\s*\(?"', text), \
+            f"{path} compares a transport with a name: ask the table (secure, listens, ...)"
+
+
+def _sip(transport: str, **kw: object) -> SipSettings:
+    return SipSettings(server="127.0.0.1", username="5002", transport=transport, **kw)
+
+
+def test_adapters_word_their_own_set_up_errors(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        with pytest.raises(net.TransportUnusableError) as udp:
+            asyncio.run(net.open_transport(_sip("udp", local_port=port), ("127.0.0.1", 5060),
+                                           "127.0.0.1"))
+    assert str(udp.value).startswith(f"cannot use SIP port 127.0.0.1:{port}/udp "
+                                     "(sip.local_port): "), udp.value
+    assert "in use" in str(udp.value)
+    missing = str(tmp_path / "box.pem")
+    tls = TlsSettings(cert_file=missing, key_file=missing)
+    with pytest.raises(net.TransportUnusableError,
+                       match="^cannot set up SIP over TLS: .*No such file"):
+        asyncio.run(net.open_transport(_sip("tls", tls=tls), ("127.0.0.1", 5061), "127.0.0.1"))
+
+
+def test_stream_adapters_open_without_connecting() -> None:
+    async def opened(name: str) -> net.Adapter:
+        return await net.open_transport(_sip(name), ("127.0.0.1", 5061), "127.0.0.1")
+
+    tcp, tls = asyncio.run(opened("tcp")), asyncio.run(opened("tls"))
+    assert type(tcp) is net.TcpTransport and type(tls) is net.TlsTransport
+    assert tcp.transport is None and tls.transport is None and tls.ssl.check_hostname
 
 
 def test_user_agent_over_tls_before_and_after_connecting() -> None:
