@@ -79,6 +79,8 @@ from .sip.ua import CallState, RegState, UAConfig, UserAgent
 from .sip.uri import is_ip_literal
 from .systemd import Notifier
 from .update.health import alert as update_alert
+from .update.slots import UNKNOWN as UNKNOWN_VERSION
+from .update.slots import installed_version
 from .update.slots import report as update_report
 from .update.state import STATE as UPDATE_STATE
 from .update.state import Store as UpdateStore
@@ -693,8 +695,9 @@ class App:
         if self.call_started is not None and self.driver is not None:
             duration = round(self.driver.now() - self.call_started, 1)
         a = self.cfg.audio
+        release = installed_version()  # the booted root's; a checkout has none
         return {
-            "version": __version__,
+            "version": __version__ if release == UNKNOWN_VERSION else release,
             "registered": bool(ua and ua.registered),
             "state": self.sup.state,
             "remote": self.remote,

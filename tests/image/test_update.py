@@ -13,8 +13,10 @@ One machine, in this order (each step needs the one before it):
    provisioned configuration kept on /data (the provisioning server is gone by then) and reports v2.
 4. v3, whose intercom cannot start, is pulled; the power is cut while RAUC writes it (QEMU killed):
    the box boots v2 again and registers.
-5. The box pulls v3 again and installs it; v3 fails its trial, marks itself bad, and the box is
-   back on v2 by itself, registered, reporting the rollback.
+5. The box pulls v3 again and installs it. v3's ``intercom`` command cannot start, and with it
+   neither can its health check (one program): intercom-health.service gives up after 5 tries,
+   and intercom-health-failed.service (shell and rauc only) marks the trial slot bad and
+   reboots; the box is back on v2 by itself, registered, and v2's check reports the rollback.
 
 What this does not prove: a Pi's own firmware starting U-Boot (rpi_arm64) from the FAT partition,
 and SD-card writes under a real power cut (hw/BOARDS.md).
@@ -246,6 +248,7 @@ def test_provisioned_box_refuses_bad_bundles_updates_survives_a_power_cut_and_ro
                     f"update test: v2 download+install {installed_after:.0f} s; reboot -> "
                     f"registered {time.monotonic() - t_reboot:.0f} s")
                 assert boots(vm)[-1]["version"] == v2
+                assert (vm.last("STATUS") or {}).get("version") == v2, "status names the release"
                 prov = (vm.last("STATUS") or {}).get("provisioning") or {}
                 # /data kept the provisioned document over the update (the server answers 404)
                 assert prov.get("cache") == "data partition" and prov.get("applied") == applied, \
@@ -285,7 +288,9 @@ def test_provisioned_box_refuses_bad_bundles_updates_survives_a_power_cut_and_ro
                 prov = (vm.last("STATUS") or {}).get("provisioning") or {}
                 assert prov.get("cache") == "data partition" and prov.get("applied") == applied, \
                     prov
-                assert "5002" in json.dumps(vm.last("STATUS") or {}) or pbx.registered("5002")
+                assert "INTERCOM-HEALTH: the health check cannot run on slot A (a trial)" in \
+                    vm.console(), "the trial slot was not given up by intercom-health-failed"
+                assert pbx.registered("5002")
             finally:
                 vm.power_off()
         finally:
