@@ -12,6 +12,7 @@ import pytest
 from devtools.components import PASSWORDS, Asterisk, Chromium, ConsolePage, free_port
 
 from ..integration import alsa_env  # noqa: F401 - sets ALSA_CONFIG_PATH before alsa-lib loads
+from ..integration.conftest import baresip, box  # noqa: F401 - the same fixtures, this asterisk
 
 CONSOLE_TONE_HZ = 1000  # what Chromium's fake microphone plays
 

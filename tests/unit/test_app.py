@@ -18,7 +18,9 @@ import select
 from collections.abc import Callable
 from typing import Any
 
-from firmware.app import App
+import pytest
+
+from firmware.app import App, StartupError
 from firmware.config import GpioSettings, SipSettings, parse_config
 from firmware.events import CallAnswered, CallEnded, IncomingCall, MediaParams
 from firmware.media.audio import NullSink, SilenceSource
@@ -193,8 +195,9 @@ class FakeSession:
 
 
 class FakeMedia:
-    def __init__(self) -> None:
+    def __init__(self, missing_canceller: str | None = None) -> None:
         self.sessions: list[FakeSession] = []
+        self.missing_canceller = missing_canceller  # why "this build" lacks the canceller
 
     def ports(self, address: str, port: int) -> FakePorts:
         return FakePorts()
@@ -203,6 +206,9 @@ class FakeMedia:
                 cname: str) -> FakeSession:
         self.sessions.append(FakeSession(source, sink))
         return self.sessions[-1]
+
+    def canceller_unavailable(self, kind: str) -> str | None:
+        return self.missing_canceller
 
 
 class FakeTone:
@@ -494,5 +500,18 @@ def test_registration_takes_the_box_from_offline_to_idle_and_is_refreshed() -> N
         assert len(box.registrar.registers()) > refreshed >= 2, "re-registered before expiry"
         assert box.app.state == "idle"
         # not stopped here: stop() waits (on the real loop) for the un-REGISTER's answer
+
+    run(scenario())
+
+
+def test_an_echo_canceller_the_build_lacks_stops_the_start_naming_the_key() -> None:
+    box = Box()
+    box.media.missing_canceller = "built without it"
+
+    async def scenario() -> None:
+        with pytest.raises(StartupError) as refused:
+            await box.app.start()
+        assert str(refused.value) == "audio.echo_canceller: speex: built without it"
+        assert box.boards.board is None, "nothing after the media check was opened"
 
     run(scenario())

@@ -11,14 +11,22 @@ import math
 import random
 import struct
 
-import numpy as np
 import pytest
+
+from tests import compiled
+
+pytest.importorskip("firmware._mediacore", reason=compiled.REASON)
+pytest.importorskip("numpy", reason=compiled.EXTRAS_REASON)
+pytest.importorskip("hypothesis", reason=compiled.EXTRAS_REASON)
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from firmware import _jitter, _mediacore, _rtcp
 from firmware.media import _reference as ref
 from tests.audio import pcm_array, peak_hz, tone_snr_db
+
+pytestmark = pytest.mark.compiled
 
 FS = 160
 PERIOD_NS = 20_000_000

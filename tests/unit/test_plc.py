@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
 import pytest
+
+from tests import compiled
+
+pytest.importorskip("firmware._plc", reason=compiled.REASON)
+pytest.importorskip("numpy", reason=compiled.EXTRAS_REASON)
+import numpy as np
 
 from devtools.speech import have_espeak, pesq_nb, speech, to_pcm
 from firmware._plc import PitchConcealer as Concealer
+
+pytestmark = pytest.mark.compiled
 
 FRAME = 160
 
