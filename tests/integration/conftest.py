@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 
-from devtools.components import Asterisk, Baresip, Intercom
+from devtools.asterisk import Asterisk
+from devtools.baresip import Baresip
+from devtools.box.in_process import Box
+from devtools.box.process import Intercom
 
-from ..appliance_box import Box
 from . import alsa_env  # noqa: F401 - sets ALSA_CONFIG_PATH before alsa-lib loads
 
 

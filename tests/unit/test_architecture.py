@@ -109,7 +109,7 @@ PURE = ["firmware.address", "firmware.events", "firmware.config", "firmware.supe
         "firmware.parts", "firmware.app", "firmware.cli", "firmware.net", "firmware.gpio",
         "firmware.control", "firmware.media.audio", "firmware.media.settings",
         "firmware.media._reference", "firmware.provisioning", "firmware.update.health",
-        "tests.unit.test_app"]
+        "devtools.box.fakes", "devtools.box.config"]
 REFUSE_BUILD = """
 import importlib.abc, sys
 REFUSED = set(sys.argv[1].split(","))

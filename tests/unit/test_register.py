@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from devtools.registrar import UA_ADDR, Registrar, auth_params
 from firmware.events import Registered, RegistrationFailed, Unregistered
 from firmware.sip.transaction import TimerConfig
 from firmware.sip.ua import UAConfig, UserAgent
-
-from .registrar import UA_ADDR, Registrar, auth_params
 
 
 def make(password: str = "secret", **cfg) -> tuple[UserAgent, Registrar]:

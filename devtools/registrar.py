@@ -1,4 +1,5 @@
-"""A scripted registrar/proxy peer for unit tests of registration and authentication.
+"""A scripted registrar/proxy peer, sans-I/O, for the unit tests of registration and
+authentication and the box on fakes (devtools.box.fakes).
 
 It answers what the user agent sends, building responses as plain text, and checks digest
 responses with hashlib on its own, so the UA's digest code is verified, not trusted.
