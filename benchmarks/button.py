@@ -84,7 +84,7 @@ def intercom_latencies(n: int) -> list[float]:
 
 
 def baresip_latencies(n: int) -> list[float]:
-    from devtools.components import Baresip
+    from devtools.baresip import Baresip
 
     pbx = FakePbx()
 

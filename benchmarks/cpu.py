@@ -20,7 +20,11 @@ import time
 from pathlib import Path
 
 from devtools import jack_card
-from devtools.components import Asterisk, Baresip, Intercom, tone_wav, wait_for
+from devtools.asterisk import Asterisk
+from devtools.baresip import Baresip
+from devtools.box.process import Intercom
+from devtools.tones import tone_wav
+from devtools.waiting import wait_for
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

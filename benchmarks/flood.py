@@ -36,8 +36,10 @@ import time
 import uuid
 from pathlib import Path
 
-from devtools.components import Intercom, free_port, wait_for
+from devtools.box.process import Intercom
+from devtools.loopback import free_port
 from devtools.sip_flood import flood as sip_flood
+from devtools.waiting import wait_for
 
 from .cpu import _cpu_seconds
 from .loop import PTIME_NS, SO_TIMESTAMPNS

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from devtools.components import Asterisk, Intercom, wait_for
+from devtools.asterisk import Asterisk
+from devtools.box.process import Intercom
+from devtools.waiting import wait_for
 from firmware.media.stream import StreamSettings
 
 PERIOD = 5600  # samples between clicks (700 ms: longer than any plausible round trip)

@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 
 from devtools import jack_card
-from devtools.components import Asterisk, Intercom, wait_for
+from devtools.asterisk import Asterisk
+from devtools.box.process import Intercom
+from devtools.waiting import wait_for
 
 from . import latency
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from devtools.components import Asterisk
+from devtools.asterisk import Asterisk
 from devtools.speech import speech
 from devtools.speech_call import CONDITIONS, SpeechResult, run_call
 

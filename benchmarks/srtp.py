@@ -19,7 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from devtools.components import Asterisk, Intercom, wait_for
+from devtools.asterisk import Asterisk
+from devtools.box.process import Intercom
+from devtools.waiting import wait_for
 from firmware import _rtpcore as core
 from firmware._srtp import SrtpTransform
 from firmware._transform import PacketTransform

@@ -37,7 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from devtools import bundles
-from devtools.components import ASTERISK_ROOT, CACHE, Asterisk, wait_for, web_certificate
+from devtools.asterisk import ASTERISK_ROOT, Asterisk
+from devtools.certificate import web_certificate
+from devtools.paths import CACHE
+from devtools.waiting import wait_for
 from firmware.config import AudioSettings, MediaSettings
 
 from . import loop

@@ -24,15 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devtools.components import (
-    PASSWORDS,
-    Asterisk,
-    Baresip,
-    Chromium,
-    ConsolePage,
-    free_port,
-    wait_for,
-)
+from devtools.asterisk import PASSWORDS, Asterisk
+from devtools.baresip import Baresip
+from devtools.chromium import Chromium
+from devtools.console_page import ConsolePage
+from devtools.loopback import free_port
+from devtools.waiting import wait_for
 
 RELAY_PIN = 26  # the "plain" profile's relay
 CALL_PIN = 17

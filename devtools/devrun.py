@@ -28,7 +28,11 @@ import tty
 from pathlib import Path
 from urllib.parse import urlencode
 
-from .components import PASSWORDS, REPO, Asterisk, free_port, wait_for, web_certificate
+from .asterisk import PASSWORDS, Asterisk
+from .certificate import web_certificate
+from .loopback import free_port
+from .paths import REPO
+from .waiting import wait_for
 
 
 def _lan_address() -> str:

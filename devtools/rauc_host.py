@@ -24,9 +24,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from .waiting import wait_for
 
 ATTEMPTS = 3
 COMPATIBLE = "intercom-rpi-arm64"
@@ -194,11 +195,10 @@ class RaucHost:
             return False
 
     def _wait(self, ready, what: str, timeout: float = 15.0) -> None:  # type: ignore[no-untyped-def]
-        end = time.monotonic() + timeout
-        while not ready():
-            if time.monotonic() > end:
-                raise RuntimeError(f"{what} did not start: {self.service_log()[-2000:]}")
-            time.sleep(0.05)
+        try:
+            wait_for(ready, timeout, 0.05, what)
+        except AssertionError:
+            raise RuntimeError(f"{what} did not start: {self.service_log()[-2000:]}") from None
 
     def stop(self) -> None:
         for proc in (self._service, self._bus):

@@ -8,7 +8,7 @@ end calls it as extension 5003; its SDP names the relay, so every RTP packet fro
 to Asterisk crosses the relay's loss and jitter. The result is the clean speech as sent and
 what the client played, lined up, with PESQ (P.862 narrow band) and the relay's counts.
 
-Knows the components' command lines (devtools.components), not the firmware's internals.
+Knows the peers' command lines (devtools.asterisk, .baresip, .box), not the firmware's internals.
 """
 
 from __future__ import annotations
@@ -22,9 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from devtools.components import PASSWORDS, Asterisk, Baresip, Intercom, free_port, wait_for
+from devtools.asterisk import PASSWORDS, Asterisk
+from devtools.baresip import Baresip
+from devtools.box.process import Intercom
 from devtools.impair import ImpairedLink
+from devtools.loopback import free_port
 from devtools.speech import align, pesq_nb, speech
+from devtools.waiting import wait_for
 from firmware import _rtpcore as core
 
 SCENARIO = Path(__file__).parent / "sipp" / "far_end.xml"

@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 
 from . import __version__, firewall, lockout_store, provisioning_io
 from . import supervisor as sv
-from ._aec import unavailable as aec_unavailable
 from .config import BootConfig, Config, ProvisioningSettings, RelaySpec
 from .events import (
     CallAnswered,
@@ -41,7 +40,7 @@ from .events import (
     Unregistered,
 )
 from .media.audio import AudioError, Sink, Source
-from .media.stream import StreamSettings
+from .media.settings import StreamSettings
 from .net import TransportUnusableError, UaDriver
 from .parts import (
     Audio,
@@ -217,7 +216,8 @@ class App:
             self.ports = self.media_parts.ports(self.media_ip, self.cfg.media.rtp_port)
         except OSError as exc:
             raise StartupError(f"{exc} (media.rtp_port)") from None
-        if (why := aec_unavailable(self.cfg.audio.echo_canceller)) is not None:
+        why = self.media_parts.canceller_unavailable(self.cfg.audio.echo_canceller)
+        if why is not None:
             raise StartupError(f"audio.echo_canceller: {self.cfg.audio.echo_canceller}: {why}")
         self.board = self.boards.open(self.cfg.gpio, self._press_from_thread)
         self.control = self.controls.server(self.cfg.control.socket, self.handle_command)

@@ -5,6 +5,11 @@ the SIP transport), a media factory (RTP ports and sessions), an audio factory (
 tones), a board factory (buttons, LEDs, relay), a control-socket factory and a systemd
 notifier; each defaults to the real one built here, and a test passes fakes instead. Owns only
 these seams and their defaults: no call logic, no SIP decisions, no supervisor rules.
+
+The compiled media core is loaded the way gpiozero loads a pin factory named by an entry
+point: only when a real part that needs it is built or used (``RtpMedia``'s methods,
+``RealAudio.tone``). Importing this module, ``firmware.app`` or the fakes therefore needs no
+C build, and the pure layers test on a machine without a compiler.
 """
 
 from __future__ import annotations
@@ -19,8 +24,7 @@ from .config import GpioSettings, SipSettings
 from .control import ControlServer
 from .gpio import Board, GpioUnavailableError, make_pin_factory
 from .media.audio import AudioError, Sink, Source, open_sink, open_source
-from .media.stream import RtpPorts, RtpSession, StreamSettings
-from .media.tones import TonePlayer
+from .media.settings import StreamSettings
 from .net import UaDriver, open_transport, resolve, resolve_all, source_address_for
 
 Addr = tuple[str, int]
@@ -93,6 +97,7 @@ class Media(Protocol):
     def ports(self, address: str, port: int) -> Ports: ...
     def session(self, ports: Any, source: Source, sink: Sink, settings: StreamSettings,
                 cname: str) -> MediaSession: ...
+    def canceller_unavailable(self, kind: str) -> str | None: ...  # why this build lacks it
 
 
 class TonePlayback(Protocol):
@@ -152,12 +157,23 @@ class RealNetwork:
 
 
 class RtpMedia:
-    def ports(self, address: str, port: int) -> RtpPorts:
+    """RTP sessions on the compiled media core (``media.stream``), imported on first use."""
+
+    def ports(self, address: str, port: int) -> Ports:
+        from .media.stream import RtpPorts
+
         return RtpPorts(address, port)
 
     def session(self, ports: Any, source: Source, sink: Sink, settings: StreamSettings,
-                cname: str) -> RtpSession:
+                cname: str) -> MediaSession:
+        from .media.stream import RtpSession
+
         return RtpSession(ports, source, sink, settings, cname=cname)
+
+    def canceller_unavailable(self, kind: str) -> str | None:
+        from ._aec import unavailable  # what this build was compiled with
+
+        return unavailable(kind)
 
 
 _FILE_LIKE = ("wav:", "tone:")
@@ -184,7 +200,9 @@ class RealAudio:
             return AlsaSource(spec) if capture else AlsaSink(spec)
         return open_source(spec) if capture else open_sink(spec)
 
-    def tone(self, sink: Sink, kind: str) -> TonePlayer:
+    def tone(self, sink: Sink, kind: str) -> TonePlayback:
+        from .media.tones import TonePlayer  # on the core's PCM FIFO: loaded on first use
+
         return TonePlayer(sink, kind)
 
 

@@ -1,43 +1,35 @@
-"""Fixtures shared by the integration and browser tests: the in-process box and baresip
-phones, each started against the ``asterisk`` fixture of the calling test's folder and stopped
-after the test."""
+"""Rules for the whole test run; imports nothing compiled and starts no peer.
+
+Owns the ``compiled`` marker (see ``tests/compiled.py``): without the C build such tests are
+skipped with the reason; with ``INTERCOM_REQUIRE_BUILD=1`` a missing extension ends the run
+before the first test, naming it. Fixtures that start Asterisk, baresip, Chromium or the box
+live in the conftests of the folders that use them (``tests/integration``, ``tests/browser``),
+so that ``pytest tests/unit`` needs none of them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
-
 import pytest
 
-from devtools.components import Asterisk, Baresip
-
-from .appliance_box import Box
+from . import compiled
 
 
-@pytest.fixture
-def box(tmp_path: Path, asterisk: Asterisk) -> Iterator[Callable[..., Box]]:
-    boxes: list[Box] = []
-
-    def make(**extra: Any) -> Box:
-        b = Box(tmp_path / f"box{len(boxes)}", asterisk.port, **extra)
-        boxes.append(b)
-        return b
-
-    yield make
-    for b in boxes:
-        b.stop()
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "compiled: needs the compiled media core (skipped without the build; "
+        f"a failure with {compiled.REQUIRE}=1)")
+    if compiled.required() and (gone := {**compiled.missing(), **compiled.missing_extras()}):
+        lines = "\n".join(f"  {name}: {why}" for name, why in gone.items())
+        raise pytest.UsageError(
+            f"{compiled.REQUIRE} is set but {len(gone)} module(s) the full run needs do not "
+            f"import (the compiled core: python setup.py build_ext --inplace; the test "
+            f"extras: pip install -e .[test]):\n{lines}")
 
 
-@pytest.fixture
-def baresip(tmp_path: Path, asterisk: Asterisk) -> Iterator[Callable[..., Baresip]]:
-    started: list[Baresip] = []
-
-    def make(ext: str = "5001", **kw: Any) -> Baresip:
-        phone = Baresip(asterisk, ext, tmp=tmp_path / f"baresip-{ext}-{len(started)}", **kw)
-        started.append(phone)
-        return phone.start()
-
-    yield make
-    for phone in started:
-        phone.stop()
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    marked = [item for item in items if item.get_closest_marker("compiled")]
+    if not marked or not (gone := compiled.missing()):
+        return
+    skip = pytest.mark.skip(reason=f"{compiled.REASON} ({', '.join(sorted(gone))} missing)")
+    for item in marked:
+        item.add_marker(skip)

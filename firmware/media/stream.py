@@ -21,7 +21,6 @@ import os
 import random
 import socket
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from .._aec import AecError, EchoCanceller
@@ -32,27 +31,11 @@ from .._srtp import SrtpTransform
 from ..address import ipv4
 from ..events import MediaParams, SrtpParams
 from .audio import Sink, Source, cycle_of, discards
+from .settings import StreamSettings
 
 log = logging.getLogger("intercom.media")
 DIRECTIONS = {"sendrecv": (True, True), "sendonly": (True, False),
               "recvonly": (False, True), "inactive": (False, False)}
-
-
-@dataclass(frozen=True)
-class StreamSettings:
-    jitter_target_ms: int = 40
-    jitter_min_ms: int = 0
-    jitter_max_ms: int = 200
-    realtime_priority: int = 0  # SCHED_FIFO priority, 0 = normal scheduling
-    latch: bool = False  # follow the source address of the first packet (NAT)
-    prefill_ms: int = 80  # how much PCM the pump keeps queued ahead of the loop
-    spin_us: int = 0  # wake this early and spin to the deadline (CPU for timing accuracy)
-    capture_gain_db: float = 0.0
-    playback_gain_db: float = 0.0
-    echo_canceller: str = "off"  # off | speex | webrtc (firmware._aec)
-    echo_tail_ms: int = 128
-    noise_suppression: bool = False
-    agc: bool = False
 
 
 class RtpPorts:

@@ -9,9 +9,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from devtools.components import PASSWORDS, Asterisk, Chromium, ConsolePage, free_port
+from devtools.asterisk import PASSWORDS, Asterisk
+from devtools.chromium import Chromium
+from devtools.console_page import ConsolePage
+from devtools.loopback import free_port
 
 from ..integration import alsa_env  # noqa: F401 - sets ALSA_CONFIG_PATH before alsa-lib loads
+from ..integration.conftest import baresip, box  # noqa: F401 - the same fixtures, this asterisk
 
 CONSOLE_TONE_HZ = 1000  # what Chromium's fake microphone plays
 

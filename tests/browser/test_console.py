@@ -9,9 +9,10 @@ import time
 
 import pytest
 
-from devtools.components import REPO, wait_for
+from devtools.box.in_process import toggles
+from devtools.paths import REPO
+from devtools.waiting import wait_for
 
-from ..appliance_box import toggles
 from ..audio import pcm_array, peak_hz
 from ..integration.alsa_env import reset_speaker, speaker_pcm, write_mic_tone
 from .conftest import CONSOLE_TONE_HZ

@@ -11,15 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from devtools.components import (
-    PASSWORDS,
-    Asterisk,
-    Chromium,
-    ConsolePage,
-    free_port,
-    wait_for,
-    web_certificate,
-)
+from devtools.asterisk import PASSWORDS, Asterisk
+from devtools.certificate import web_certificate
+from devtools.chromium import Chromium
+from devtools.console_page import ConsolePage
+from devtools.loopback import free_port
+from devtools.waiting import wait_for
 
 from ..integration.alsa_env import write_mic_tone
 

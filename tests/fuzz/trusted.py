@@ -1,5 +1,5 @@
 """Full calls fuzzed from a trusted source: the whole App (supervisor, SIP user agent) on the
-fakes of tests/unit/test_app.py, a sans-I/O user agent as the PBX, and in-dialog requests
+fakes of devtools/box/fakes.py, a sans-I/O user agent as the PBX, and in-dialog requests
 forged from the PBX's own address, the way an SBC or a LAN host spoofing the PBX would send
 them.
 
@@ -24,15 +24,12 @@ from dataclasses import dataclass
 from itertools import count
 from typing import Any
 
+from devtools.box.fakes import PBX_ADDR, FakeBox, FakeTransport, run
 from firmware.events import CallEnded, MediaParams
 from firmware.sip.message import Request
 from firmware.sip.sdp import LocalMedia
 from firmware.sip.ua import UserAgent
 
-from ..unit.test_app import CONFIG, PBX_ADDR, Box, FakeTransport, run
-
-TRUSTED_CONFIG = CONFIG.replace("register: false", "register: true").replace(
-    "ring_timeout: 20}", "ring_timeout: 20, auto_answer: true}")
 SETTLE_S = 70.0  # 64 x T1 (0.5 s) and T4 after the last message: every transaction is reaped
 MAX_OPEN_AFTER = 1  # a registration refresh may be in flight
 MAX_HELD_BYTES = 8 * 1024  # what the open transactions may still hold once settled
@@ -114,9 +111,7 @@ class TrustedCall:
     def __init__(self, ringing: bool = False) -> None:
         """``ringing``: the forged steps come while the box still rings (it answers in
         ``finish`` if nothing ended the call), else once it has answered."""
-        config = TRUSTED_CONFIG.replace("auto_answer: true", "auto_answer: false") \
-            if ringing else TRUSTED_CONFIG
-        self.box = Box(config)
+        self.box = FakeBox(sip={"register": True}, calls={"auto_answer": not ringing})
         self.transport = _Transport()
         self.box.net.transport = self.transport
         self.sent: list[bytes] = []

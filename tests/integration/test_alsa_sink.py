@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from devtools.tones import tone_pcm
 from firmware._rtpcore import PcmFifo
 from firmware.media.alsa import PLAY_PERIOD, PLAYBACK_PERIODS, AlsaSink
 
@@ -19,11 +20,6 @@ from ..audio import pcm_array, peak_hz
 from .alsa_env import reset_speaker, speaker_pcm
 
 RATE = 8000
-
-
-def _tone(hz: float, start: int, n: int) -> bytes:
-    t = np.arange(start, start + n) / RATE
-    return (8000 * np.sin(2 * np.pi * hz * t)).astype("<i2").tobytes()
 
 
 def _play(bursts: list[list[bytes]], gap_s: float = 0.0) -> tuple[np.ndarray, float]:
@@ -49,7 +45,7 @@ def _play(bursts: list[list[bytes]], gap_s: float = 0.0) -> tuple[np.ndarray, fl
 
 
 def test_playback_is_every_sample_in_order_behind_a_fixed_prefill() -> None:
-    frames = [_tone(1013, 160 * k, 160) for k in range(50)]  # one second of 1013 Hz
+    frames = [tone_pcm(1013, 160, 160 * k) for k in range(50)]  # one second of 1013 Hz
     heard, elapsed = _play([frames])
     prefill = PLAY_PERIOD * PLAYBACK_PERIODS
     assert np.all(heard[:prefill] == 0), "the device starts full of silence"
@@ -63,8 +59,8 @@ def test_playback_is_every_sample_in_order_behind_a_fixed_prefill() -> None:
 
 
 def test_a_short_fifo_is_played_as_silence_and_the_pace_holds() -> None:
-    first = [_tone(700, 160 * k, 160) for k in range(20)]
-    then = [_tone(700, 160 * k, 160) for k in range(30, 50)]
+    first = [tone_pcm(700, 160, 160 * k) for k in range(20)]
+    then = [tone_pcm(700, 160, 160 * k) for k in range(30, 50)]
     heard, elapsed = _play([first, then], gap_s=0.2)  # nothing to play for 200 ms
     blocks = np.abs(heard[: len(heard) // 80 * 80].reshape(-1, 80)).max(axis=1) > 1000
     first, last = int(np.argmax(blocks)), len(blocks) - 1 - int(np.argmax(blocks[::-1]))

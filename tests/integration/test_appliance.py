@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devtools.components import Intercom, wait_for
+from devtools.box.in_process import PINS, Box, toggles  # noqa: F401
+from devtools.box.process import Intercom
+from devtools.waiting import wait_for
 
-from ..appliance_box import PINS, Box, toggles  # noqa: F401
 from ..audio import pcm_array, peak_hz, wav_array
 from .alsa_env import reset_speaker, speaker_pcm, write_mic_tone
 from .freeze import thread_stopped

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from devtools.components import PASSWORDS, wait_for
+from devtools.asterisk import PASSWORDS
+from devtools.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,9 @@ import pytest
 
 from benchmarks import update
 from devtools import bundles
-from devtools.components import REPO, Asterisk, wait_for
+from devtools.asterisk import Asterisk
+from devtools.paths import REPO
+from devtools.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools.components import Intercom, free_port
+from devtools.box.process import Intercom
+from devtools.loopback import free_port
 
 from .test_sipp import Sipp
 

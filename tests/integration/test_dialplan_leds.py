@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from devtools.components import wait_for
+from devtools.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

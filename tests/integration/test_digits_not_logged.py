@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from devtools.components import Asterisk, Baresip, Intercom, wait_for
+from devtools.asterisk import Asterisk
+from devtools.baresip import Baresip
+from devtools.box.process import Intercom
+from devtools.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

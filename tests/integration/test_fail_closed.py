@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from devtools.components import Intercom, free_port, wait_for
+from devtools.box.process import Intercom
+from devtools.loopback import free_port
+from devtools.waiting import wait_for
 from firmware import _rtpcore as core
 from firmware.events import MediaParams, SrtpParams
 from firmware.media.audio import SilenceSource, ToneSource

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.components import REPO
+from devtools.paths import REPO
 from firmware import provisioning_io as pio
 from firmware.provisioning import CACHE_NAME
 

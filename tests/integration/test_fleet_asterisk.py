@@ -13,8 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from devtools import components
-from devtools.components import REPO, Asterisk, Baresip, Intercom, wait_for
+from devtools import asterisk as asterisk_peer
+from devtools.asterisk import Asterisk
+from devtools.baresip import Baresip
+from devtools.box.process import Intercom
+from devtools.paths import REPO
+from devtools.waiting import wait_for
 from firmware.config import read_yaml
 
 pytestmark = pytest.mark.integration
@@ -39,7 +43,7 @@ def fleet(tmp: Path, pbx_port: int) -> Path:
 
 
 def include_fleet(pbx: Asterisk, out: Path) -> None:
-    """pbx/ as the tests run it (components.Asterisk), plus the generated files #included at
+    """pbx/ as the tests run it (devtools.asterisk.Asterisk), plus the generated files #included at
     the end, as an installer does, and one flat's phone (5101) the inventory's buttons call."""
     etc = pbx.dir / "etc"
     for f in (out / "pbx").iterdir():
@@ -58,7 +62,7 @@ def building(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     pbx = Asterisk()
     out = fleet(tmp_path, pbx.port)
     include_fleet(pbx, out)
-    monkeypatch.setitem(components.PASSWORDS, "5101", FLAT_PASSWORD)
+    monkeypatch.setitem(asterisk_peer.PASSWORDS, "5101", FLAT_PASSWORD)
     started: list = []
     try:
         pbx.start()

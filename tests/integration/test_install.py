@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from devtools.components import PASSWORDS, REPO, Asterisk, free_port, wait_for
+from devtools.asterisk import PASSWORDS, Asterisk
+from devtools.loopback import free_port
+from devtools.paths import REPO
+from devtools.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

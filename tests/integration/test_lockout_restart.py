@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools.components import Intercom, wait_for
+from devtools.box.process import Intercom
+from devtools.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 LOCKOUT = 20  # seconds: short, so the test also sees it end

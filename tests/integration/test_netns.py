@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devtools.components import REPO
+from devtools.paths import REPO
 
 from ..audio import frame_rms, peak_hz, wav_array
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.components import wait_for
+from devtools.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from devtools.components import PASSWORDS, Asterisk, Intercom, wait_for
+from devtools.asterisk import PASSWORDS, Asterisk
+from devtools.box.process import Intercom
+from devtools.waiting import wait_for
 from firmware import provisioning_io as pio
 
 from . import networkd_dhcp

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from devtools.components import wait_for
+from devtools.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 SBC = "127.0.0.3"  # a trusted source besides the registrar

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from devtools.components import REPO, Intercom, free_port, wait_for
+from devtools.box.process import Intercom
+from devtools.loopback import free_port
+from devtools.paths import REPO
+from devtools.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 SCENARIOS = Path(__file__).parent / "sipp"

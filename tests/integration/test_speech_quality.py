@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.components import Asterisk
+from devtools.asterisk import Asterisk
 from devtools.speech import have_espeak
 from devtools.speech_call import CONDITIONS, run_call
 

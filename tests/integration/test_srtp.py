@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from devtools.components import Asterisk, wait_for
+from devtools.asterisk import Asterisk
+from devtools.waiting import wait_for
 from firmware import _rtpcore as core
 from firmware.events import MediaParams, SrtpParams
 from firmware.media.audio import ToneSource

@@ -4,7 +4,6 @@ processes (``python -m firmware run``) and real sockets on loopback."""
 
 from __future__ import annotations
 
-import json
 import socket
 import subprocess
 import sys
@@ -12,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from devtools.components import REPO, Intercom, free_port
+from devtools.box import config as box_config
+from devtools.box.process import Intercom
+from devtools.loopback import free_port
+from devtools.paths import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -23,15 +25,10 @@ def run_intercom(config: Path, timeout: float = 20) -> subprocess.CompletedProce
 
 
 def write_config(tmp: Path, **sections: dict) -> Path:
-    doc = {"sip": {"server": "127.0.0.1", "port": free_port(), "username": "5002",
-                   "password": "secret-never-printed", "local_port": free_port()},
-           "control": {"socket": str(tmp / "control.sock")}, "gpio": {"pin_factory": "mock"},
-           "media": {"rtp_port": 0}}
-    for name, values in sections.items():
-        doc.setdefault(name, {}).update(values)
-    path = tmp / "intercom.yaml"
-    path.write_text(json.dumps(doc))
-    return path
+    """The box's configuration (``box_config``) with a password that must never be printed,
+    for a PBX that is not there."""
+    sip = {"password": "secret-never-printed", **sections.pop("sip", {})}
+    return box_config.write_config(tmp, free_port(), sip=sip, **sections)
 
 
 def one_line(result: subprocess.CompletedProcess) -> str:

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from devtools.components import Asterisk, Baresip, Intercom, free_port, wait_for
+from devtools.asterisk import Asterisk
+from devtools.baresip import Baresip
+from devtools.box.process import Intercom
+from devtools.loopback import free_port
+from devtools.waiting import wait_for
 
 from ..audio import baresip_heard, peak_hz, wav_array
 

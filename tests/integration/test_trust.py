@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 
-from devtools.components import wait_for
+from devtools.box.in_process import toggles
+from devtools.waiting import wait_for
 from firmware import _rtpcore as core
 
-from ..appliance_box import toggles
 from .alsa_env import write_mic_tone
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.components import wait_for
+from devtools.waiting import wait_for
 
 from .alsa_env import write_mic_tone
 

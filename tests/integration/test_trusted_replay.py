@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.components import wait_for
+from devtools.waiting import wait_for
 
 from ..audio import pcm_array, peak_hz, wav_array
 from ..fuzz import trusted

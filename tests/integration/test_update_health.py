@@ -22,8 +22,10 @@ from pathlib import Path
 import pytest
 
 from devtools import bundles
-from devtools.components import Intercom, free_port, wait_for
+from devtools.box.process import Intercom
+from devtools.loopback import free_port
 from devtools.rauc_host import RaucHost
+from devtools.waiting import wait_for
 from firmware.update import health
 from firmware.update.state import Store
 

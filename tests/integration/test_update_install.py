@@ -26,7 +26,10 @@ from typing import Any
 import pytest
 
 from devtools import bundles
-from devtools.components import REPO, Asterisk, Intercom, wait_for
+from devtools.asterisk import Asterisk
+from devtools.box.process import Intercom
+from devtools.paths import REPO
+from devtools.waiting import wait_for
 from firmware.config import UpdateSettings
 from firmware.update import bundle as b
 from firmware.update.installer import DOWN_GRACE, Updater, ask_intercom

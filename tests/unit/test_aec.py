@@ -8,12 +8,19 @@ seconds of audio), never on wall-clock time. tests/room.py has the room and the 
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+
+from tests import compiled
+
+pytest.importorskip("firmware._aec", reason=compiled.REASON)
+pytest.importorskip("numpy", reason=compiled.EXTRAS_REASON)
+import numpy as np
 
 from devtools import room
 from firmware import _aec
 from firmware.config import AudioSettings
+
+pytestmark = pytest.mark.compiled
 
 KINDS = ["speex", "webrtc"]
 

@@ -1,4 +1,24 @@
-"""The import direction of DESIGN.md, checked by walking every module's imports."""
+"""The firmware's layers, checked by walking every module's imports. The rules, in full:
+
+- Imports point inward: ``cli`` -> ``app`` -> {``net``, ``gpio``, ``control``, ``media``,
+  ``parts``} -> {``supervisor``, ``sip``, the media core} -> {``events``, ``config``} ->
+  ``address``.
+- ``sip/`` is sans-I/O: no ``asyncio``, ``socket``, ``time``, ``select``, ``threading``,
+  ``subprocess``, ``yaml``, ``gpiozero`` or ``alsaaudio``; from the firmware it reaches only
+  ``sip.*``, ``events`` and ``address`` (time comes in as ``now``).
+- The supervisor is a pure state machine: no I/O module, and from the firmware only
+  ``config`` (for the button actions a configuration names).
+- ``media/`` never imports ``asyncio``, ``gpiozero``, ``yaml``, ``sip``, ``app`` or ``gpio``;
+  ``gpio`` never imports ``sip`` or ``media``: sip, media and supervisor never import each
+  other.
+- ``events`` and ``config`` are innermost (``address`` only); ``address`` imports nothing of
+  the firmware and no I/O, so every layer (SIP, SDP, the media core, config) shares it.
+- ``config`` is the only module that imports ``yaml``.
+- Every module has a docstring saying what it owns.
+- Everything but the media core imports without the C build: the Cython extensions are
+  loaded only when a real media part is used (``firmware.parts``), so the pure layers and
+  the fakes they are tested on run on a machine without a compiler.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +26,8 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
+
+from tests import compiled
 
 PKG = Path(__file__).resolve().parents[2] / "firmware"
 IO_MODULES = {"asyncio", "socket", "time", "yaml", "gpiozero", "alsaaudio", "select",
@@ -91,3 +113,36 @@ def test_every_module_has_a_docstring() -> None:
     for path in PKG.rglob("*.py"):
         tree = ast.parse(path.read_text())
         assert ast.get_docstring(tree), f"{path} has no module docstring"
+
+
+PURE = ["firmware.address", "firmware.events", "firmware.config", "firmware.supervisor",
+        "firmware.parts", "firmware.app", "firmware.cli", "firmware.net", "firmware.gpio",
+        "firmware.control", "firmware.media.audio", "firmware.media.settings",
+        "firmware.media._reference", "firmware.provisioning", "firmware.update.health",
+        "devtools.box.fakes", "devtools.box.config"]
+REFUSE_BUILD = """
+import importlib.abc, sys
+REFUSED = set(sys.argv[1].split(","))
+class NoBuild(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name in REFUSED:
+            raise ModuleNotFoundError(f"No module named {name!r} (refused: no C build)")
+        return None
+sys.meta_path.insert(0, NoBuild())
+for name in sys.argv[2:]:
+    importlib.import_module(name)
+loaded = REFUSED & set(sys.modules)
+assert not loaded, loaded
+"""
+
+
+def test_the_pure_layers_import_without_the_compiled_core() -> None:
+    """With every Cython extension refused, the configuration, the supervisor, each SIP
+    module, the application with its parts, the CLI and the fakes the unit tests run App on
+    all import: only using a real media part needs the build."""
+    sip = sorted(f"firmware.sip.{p.stem}" for p in (PKG / "sip").glob("*.py"))
+    names = compiled.extensions()
+    assert names, "no .pyx found under firmware/"
+    r = subprocess.run([sys.executable, "-c", REFUSE_BUILD, ",".join(names), *PURE, *sip],
+                       cwd=PKG.parent, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]

@@ -6,8 +6,12 @@ import struct
 import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from tests import compiled
+
+pytest.importorskip("numpy", reason=compiled.EXTRAS_REASON)
+import numpy as np
 
 from firmware.media.audio import (
     AudioError,

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
+from devtools.box.fakes import PBX_ADDR, FakeBox, run
 from firmware.config import parse_config
 from firmware.events import CallEnded, IncomingCall, MediaUpdated
 from firmware.sip.call import CallState
@@ -23,7 +24,6 @@ from firmware.sip.session_timer import (
 )
 
 from .pair import A_ADDR, Pair, media
-from .test_app import PBX_ADDR, Box, run
 
 B_URI = "sip:b@127.0.0.2:5080"
 
@@ -326,7 +326,7 @@ def test_uas_negotiation_table() -> None:
 
 # ----------------------------------------------------------------------------- max duration
 def test_default_max_duration_hangs_a_door_call_up_after_ten_minutes() -> None:
-    box = Box()  # the test config sets no calls.max_duration: the built-in default holds
+    box = FakeBox()  # the test config sets no calls.max_duration: the built-in default holds
     assert parse_config("sip: {server: pbx, username: '5002'}").calls.max_duration == 600
 
     async def scenario() -> None:

@@ -10,11 +10,18 @@ come through without a discontinuity or spectral spread beyond a clean tone's.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+
+from tests import compiled
+
+pytest.importorskip("firmware._drift", reason=compiled.REASON)
+pytest.importorskip("numpy", reason=compiled.EXTRAS_REASON)
+import numpy as np
 
 from devtools.drift_sim import AMP, FS, HZ, RATE, glitches, simulate
 from firmware._drift import DriftCompensator
+
+pytestmark = pytest.mark.compiled
 
 
 @pytest.mark.parametrize("ppm", [200.0, -200.0])

@@ -10,9 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from tests import compiled
+
+pytest.importorskip("firmware._rtpcore", reason=compiled.REASON)
 from firmware import _rtpcore as core
 from firmware.media import _reference as ref
 from firmware.media import g711
+
+pytestmark = pytest.mark.compiled
 
 ITU = Path(__file__).resolve().parents[1] / "data" / "itu-g711"
 

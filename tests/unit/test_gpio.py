@@ -7,6 +7,7 @@ import time
 import pytest
 from gpiozero.pins.mock import MockFactory
 
+from devtools.waiting import wait_for
 from firmware.config import parse_config
 from firmware.gpio import Board, make_pin_factory
 
@@ -30,15 +31,6 @@ def board_and_presses():
     board.close()
 
 
-def wait_for(pred, timeout=2.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
-
-
 def test_default_profile_has_every_name(board_and_presses) -> None:
     board, _, _ = board_and_presses
     assert {"call", "answer", "hangup", "talk", "flat2"} <= set(board.buttons)
@@ -49,17 +41,17 @@ def test_default_profile_has_every_name(board_and_presses) -> None:
 def test_buttons_active_low_high_and_hold(board_and_presses) -> None:
     board, factory, presses = board_and_presses
     factory.pin(24).drive_low()
-    assert wait_for(lambda: presses == ["flat2"])
+    wait_for(lambda: presses == ["flat2"], 2.0, 0.01, "the press")
     factory.pin(24).drive_high()
     factory.pin(25).drive_high()  # active-high button
-    assert wait_for(lambda: presses[-1:] == ["highbtn"])
+    wait_for(lambda: presses[-1:] == ["highbtn"], 2.0, 0.01, "the press")
     factory.pin(16).drive_low()
     time.sleep(0.1)
     factory.pin(16).drive_high()
     time.sleep(0.4)
     assert "careful" not in presses, "released before hold_s: ignored"
     factory.pin(16).drive_low()
-    assert wait_for(lambda: "careful" in presses)
+    wait_for(lambda: "careful" in presses, 2.0, 0.01, "the press")
     factory.pin(16).drive_high()
 
 
@@ -87,7 +79,7 @@ def test_relay_pulse(board_and_presses) -> None:
     pin = factory.pin(26)
     board.pulse_relay(0.3)
     assert pin.state and board.states()["relay"] == "on"
-    assert wait_for(lambda: not pin.state, 1.0)
+    wait_for(lambda: not pin.state, 1.0, 0.01, "the LED off")
     assert board.states()["relay"] == "off"
     states = [s.state for s in pin.states]
     assert states[-2:] == [True, False]
@@ -104,7 +96,7 @@ def test_mock_pin_factory_is_a_fresh_working_board() -> None:
     board = Board(cfg.gpio, first, presses.append)
     try:
         first.pin(17).drive_low()  # the default profile's call button
-        assert wait_for(lambda: presses == ["call"])
+        wait_for(lambda: presses == ["call"], 2.0, 0.01, "the press")
         board.set_led("in_call", "on")
         assert first.pin(19).state
         assert first.pin(17).pull == "up", "button idles high through the internal pull-up"

@@ -15,7 +15,13 @@ from gpiozero.pins.mock import MockFactory
 
 from firmware.config import parse_config
 from firmware.gpio import Board, GpioUnavailableError, has_gpio, make_pin_factory
-from firmware.gpiocdev import GpiodFactory, GpioLineError, canonical
+from tests import compiled
+
+try:  # the kernel GPIO factory stands on libgpiod's bindings (gpiod), a firmware dependency
+    from firmware.gpiocdev import GpiodFactory, GpioLineError, canonical
+except ImportError:
+    GpiodFactory = None
+needs_gpiod = pytest.mark.skipif(GpiodFactory is None, reason=compiled.EXTRAS_REASON + " (gpiod)")
 
 BASE = "sip:\n  server: pbx\n  username: '5002'\n"
 
@@ -35,6 +41,7 @@ def test_auto_simulates_only_without_gpio(caplog: pytest.LogCaptureFixture,
         board.close()
 
 
+@needs_gpiod
 def test_explicit_gpiod_without_chips_names_every_pin_and_keeps_going() -> None:
     cfg = parse_config(BASE + "gpio:\n  relay: {pin: 26}\n")
     board = Board(cfg.gpio, GpiodFactory(paths=[]), lambda name: None)
@@ -57,6 +64,7 @@ def test_unknown_library_is_one_clear_error() -> None:
         make_pin_factory("bogus")
 
 
+@needs_gpiod
 def test_chip_that_cannot_be_opened_is_named(tmp_path) -> None:
     not_a_chip = tmp_path / "gpiochip9"
     not_a_chip.write_text("")
@@ -66,6 +74,7 @@ def test_chip_that_cannot_be_opened_is_named(tmp_path) -> None:
         factory.pin(17)
 
 
+@needs_gpiod
 @pytest.mark.parametrize(("spec", "name"), [
     (17, "GPIO17"), ("17", "GPIO17"), ("BCM17", "GPIO17"), ("gpio17", "GPIO17"),
     ("GPIO5", "GPIO5"), ("ID_SDA", "ID_SDA")])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from devtools.registrar import SERVER, UA_ADDR
 from firmware.events import CallEnded, IncomingCall, RegistrationFailed
 from firmware.sip.errors import RemoteProtocolError
 from firmware.sip.headers import parse_cseq, parse_via
@@ -14,7 +15,6 @@ from firmware.sip.ua import UAConfig, UserAgent
 from firmware.sip.uri import parse_uri
 
 from .pair import B_ADDR, Pair, media
-from .registrar import SERVER, UA_ADDR
 
 SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\n"
        "m=audio {port} RTP/AVP 0\r\n")

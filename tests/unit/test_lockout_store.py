@@ -104,13 +104,13 @@ def test_an_unreadable_file_is_a_problem(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- in the App
-def _box(tmp_path: Path):  # noqa: ANN202 - the harness of test_app
-    from .test_app import CONFIG, Box
-    return Box(CONFIG.replace("/nonexistent/intercom.sock", str(tmp_path / "control.sock")))
+def _box(tmp_path: Path):  # noqa: ANN202 - the box on fakes
+    from devtools.box.fakes import FakeBox, fake_config
+    return FakeBox(fake_config(tmp_path))
 
 
 def test_the_app_keeps_the_lockout_and_the_next_app_takes_it(tmp_path: Path) -> None:
-    from .test_app import run
+    from devtools.box.fakes import run
 
     first = _box(tmp_path)
 
@@ -140,7 +140,7 @@ def test_the_app_keeps_the_lockout_and_the_next_app_takes_it(tmp_path: Path) -> 
 def test_a_corrupt_file_locks_for_one_period_and_is_replaced(tmp_path: Path,
                                                              caplog: pytest.LogCaptureFixture
                                                              ) -> None:
-    from .test_app import run
+    from devtools.box.fakes import run
 
     (tmp_path / store.FILE_NAME).write_bytes(b'{"version": 1, "boot_id": ')
     box = _box(tmp_path)

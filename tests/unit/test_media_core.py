@@ -7,18 +7,26 @@ the same answers, packet by packet; the core's audio is judged by its spectrum.
 
 from __future__ import annotations
 
-import math
 import random
 import struct
 
-import numpy as np
 import pytest
+
+from tests import compiled
+
+pytest.importorskip("firmware._mediacore", reason=compiled.REASON)
+pytest.importorskip("numpy", reason=compiled.EXTRAS_REASON)
+pytest.importorskip("hypothesis", reason=compiled.EXTRAS_REASON)
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from devtools.tones import tone_pcm
 from firmware import _jitter, _mediacore, _rtcp
 from firmware.media import _reference as ref
 from tests.audio import pcm_array, peak_hz, tone_snr_db
+
+pytestmark = pytest.mark.compiled
 
 FS = 160
 PERIOD_NS = 20_000_000
@@ -26,8 +34,7 @@ WALL0 = 1_790_000_000 * 10**9  # a wall clock in 2026, as CLOCK_REALTIME would g
 
 
 def tone(hz: float, start: int, n: int, amp: float = 8000.0) -> bytes:
-    return struct.pack(f"<{n}h", *(int(amp * math.sin(2 * math.pi * hz * (start + i) / 8000))
-                                   for i in range(n)))
+    return tone_pcm(hz, n, start, amp)
 
 
 # ------------------------------------------------------------------------- jitter buffer

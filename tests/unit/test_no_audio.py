@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import firmware.supervisor as sv
+from devtools.box.fakes import FakeAudio, FakeBox, run
 from firmware.media.audio import AudioError
-
-from .test_app import Box, FakeAudio, run
 
 
 class MissingCard(FakeAudio):
@@ -31,7 +30,7 @@ class MissingCard(FakeAudio):
 
 
 def test_the_call_button_is_refused_without_a_sound_card() -> None:
-    box = Box()
+    box = FakeBox()
     card = MissingCard()
     box.app.audio = card
 

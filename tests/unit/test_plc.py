@@ -6,17 +6,25 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
 import pytest
 
+from tests import compiled
+
+pytest.importorskip("firmware._plc", reason=compiled.REASON)
+pytest.importorskip("numpy", reason=compiled.EXTRAS_REASON)
+import numpy as np
+
 from devtools.speech import have_espeak, pesq_nb, speech, to_pcm
+from devtools.tones import sine
 from firmware._plc import PitchConcealer as Concealer
+
+pytestmark = pytest.mark.compiled
 
 FRAME = 160
 
 
 def tone(hz: float, seconds: float = 3.0, amplitude: float = 10000.0) -> np.ndarray:
-    return amplitude * np.sin(2 * np.pi * hz * np.arange(int(8000 * seconds)) / 8000)
+    return np.asarray(sine(hz, int(8000 * seconds), amplitude=amplitude))
 
 
 def losses(frames: int, rate: float, seed: int) -> set[int]:

@@ -1,7 +1,7 @@
 """Provisioning by MAC, the pure parts and the swap: the URL, the boot YAML as the floor and the
 provisioned document over it key by key, refused documents keep the last good one (errors name
 the source and line, never a secret), the cache file written atomically 0600, the MAC of the
-routing interface, and the App replaced only while idle (on test_app's fake parts)."""
+routing interface, and the App replaced only while idle (on devtools.box.fakes' parts)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,14 @@ from typing import Any
 
 import pytest
 
+from devtools.box.fakes import (
+    FakeAudio,
+    FakeBoards,
+    FakeClock,
+    FakeControls,
+    FakeMedia,
+    FakeNetwork,
+)
 from firmware import provisioning_io as pio
 from firmware import supervisor as sv
 from firmware.app import App, run_provisioned
@@ -33,8 +41,6 @@ from firmware.provisioning import (
     url_from_option43,
 )
 from firmware.systemd import Notifier
-
-from .test_app import FakeAudio, FakeBoards, FakeClock, FakeControls, FakeMedia, FakeNetwork
 
 CA = Path(__file__).resolve().parents[1] / "data"  # any existing file stands in for a CA here
 
@@ -294,7 +300,7 @@ def test_the_mac_is_the_routing_interface_s(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- the swap
 class Fleet:
-    """Every App run_provisioned makes, on test_app's fake parts and one fake clock."""
+    """Every App run_provisioned makes, on devtools.box.fakes' parts and one fake clock."""
 
     def __init__(self) -> None:
         self.clock = FakeClock()

@@ -16,11 +16,18 @@ import pickle
 import struct
 
 import pytest
+
+from tests import compiled
+
+pytest.importorskip("firmware._srtp", reason=compiled.REASON)
+pytest.importorskip("cryptography", reason=compiled.EXTRAS_REASON)
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from firmware import _rtpcore as core
 from firmware._srtp import SUITES, SrtpTransform
 from firmware._transform import PacketTransform, TransformError
+
+pytestmark = pytest.mark.compiled
 
 TAG = {"AES_CM_128_HMAC_SHA1_80": 10, "AES_CM_128_HMAC_SHA1_32": 4}
 

@@ -8,6 +8,12 @@ import math
 import threading
 import time
 
+import pytest
+
+from tests import compiled
+
+pytest.importorskip("firmware._rtpcore", reason=compiled.REASON)
+pytest.importorskip("numpy", reason=compiled.EXTRAS_REASON)
 import numpy as np
 
 from firmware.media import tones
@@ -15,6 +21,8 @@ from firmware.media.audio import NullSink
 from firmware.media.tones import TonePlayer
 
 from ..audio import Recorder, pcm_array, peak_hz
+
+pytestmark = pytest.mark.compiled
 
 
 def _direct(freqs: tuple[float, ...], start: int) -> np.ndarray:

@@ -1,15 +1,15 @@
 """After a rollback the error LED blinks slowly until the next good update or an acknowledgement:
-the supervisor's rule, and the App reading the updater's real state file (test_app's harness:
-the App on fake I/O parts and a virtual clock, a sans-I/O registrar)."""
+the supervisor's rule, and the App reading the updater's real state file (the box on fakes of
+devtools.box.fakes: the App on fake I/O parts and a virtual clock, a sans-I/O registrar)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from devtools.box.fakes import FakeBox, run
 from firmware import supervisor as sv
 from firmware.update.state import Store
 
-from .test_app import CONFIG, Box, run
 from .test_supervisor import leds, make
 
 WHY = "rolled back from 1.2.0 to 1.1.0: the PBX answered but it did not register"
@@ -41,8 +41,7 @@ def test_the_app_follows_the_state_file(tmp_path: Path) -> None:
     folder = tmp_path / "update"
     store = Store(folder)
     store.record("rolled_back", "register", "1.2.0", WHY, now=1.0)
-    box = Box(CONFIG.replace("register: false", "register: true")
-              + f"update: {{state_dir: {folder}}}\n")
+    box = FakeBox(sip={"register": True}, update={"state_dir": str(folder)})
 
     async def scenario() -> None:
         await box.app.start()
@@ -70,7 +69,7 @@ def test_the_app_follows_the_state_file(tmp_path: Path) -> None:
 
 
 def test_the_status_tells_a_refusing_pbx_from_a_silent_one() -> None:
-    box = Box(CONFIG.replace("register: false", "register: true"))
+    box = FakeBox(sip={"register": True})
     box.registrar.custom = lambda req: box.registrar._reply(req, "403 Forbidden") \
         if req.method == "REGISTER" else None
 

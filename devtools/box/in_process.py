@@ -1,11 +1,11 @@
-"""The intercom application in-process for the appliance and browser tests: its own event-loop
-thread, gpiozero's MockFactory for the pins, ALSA PCMs from the tests' asoundrc. Not a stand-in
-for the firmware: it is the firmware's App, with only the pin factory injected."""
+"""The box in-process for the appliance and browser tests: the firmware's own ``App`` on its
+own event-loop thread, on a configuration from ``box_config``, with gpiozero's MockFactory as
+its pins and ALSA PCMs from the tests' asoundrc. Not a stand-in for the firmware: it is the
+firmware's App, with only the pin factory injected."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from pathlib import Path
@@ -13,9 +13,8 @@ from typing import Any
 
 from gpiozero.pins.mock import MockFactory
 
-from devtools.components import PASSWORDS, free_port, wait_for
-from firmware.app import App
-from firmware.config import load_config
+from ..waiting import wait_for
+from .config import LIVE_SIP, write_config
 
 PINS = {"call": 17, "answer": 27, "hangup": 22, "talk": 23, "registered": 5, "ringing": 6,
         "calling": 13, "in_call": 19, "error": 12, "relay": 26}
@@ -25,18 +24,16 @@ class Box:
     """The intercom application running on its own event loop thread, pins simulated."""
 
     def __init__(self, tmp: Path, pbx_port: int, **extra: Any) -> None:
-        tmp.mkdir(parents=True, exist_ok=True)
-        sip = {"server": "127.0.0.1", "port": pbx_port, "username": "5002",
-               "password": PASSWORDS["5002"], "display_name": "Door", "local_port": free_port(),
-               "register_expires": 60, "retry_min": 1, "retry_max": 2, **extra.pop("sip", {})}
-        doc = {"sip": sip, "control": {"socket": str(tmp / "control.sock")},
-               "media": {"rtp_port": 0},
-               "audio": {"capture": "box_mic", "playback": "box_speaker", **extra.pop("audio", {})},
-               "calls": {"door_code": "*1", **extra.pop("calls", {})},
-               "gpio": {"pin_factory": "mock", "relay": {"seconds": 1}}}
-        (tmp / "intercom.yaml").write_text(json.dumps(doc))
+        from firmware.app import App
+        from firmware.config import load_config
+
+        path = write_config(
+            tmp, pbx_port, sip={**LIVE_SIP, "retry_max": 2, **extra.pop("sip", {})},
+            audio={"capture": "box_mic", "playback": "box_speaker", **extra.pop("audio", {})},
+            calls={"door_code": "*1", **extra.pop("calls", {})},
+            gpio={"pin_factory": "mock", "relay": {"seconds": 1}})
         self.factory = MockFactory()
-        self.app = App(load_config(tmp / "intercom.yaml"), pin_factory=self.factory)
+        self.app = App(load_config(path), pin_factory=self.factory)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()

@@ -1,4 +1,5 @@
-"""A scripted registrar/proxy peer for unit tests of registration and authentication.
+"""A scripted registrar/proxy peer, sans-I/O, for the unit tests of registration and
+authentication and the box on fakes (devtools.box.fakes).
 
 It answers what the user agent sends, building responses as plain text, and checks digest
 responses with hashlib on its own, so the UA's digest code is verified, not trusted.
@@ -11,7 +12,8 @@ import re
 from collections.abc import Callable
 
 from firmware.sip.message import Request, parse_message
-from firmware.sip.ua import UserAgent
+from firmware.sip.transaction import TimerConfig
+from firmware.sip.ua import UAConfig, UserAgent
 
 SERVER = ("127.0.0.1", 5060)
 UA_ADDR = ("127.0.0.1", 5070)
@@ -138,3 +140,13 @@ class Registrar:
 
     def registers(self) -> list[Request]:
         return [r for r in self.received if r.method == "REGISTER"]
+
+
+def ua_with_registrar(password: str = "secret", **cfg: object) -> tuple[UserAgent, Registrar]:
+    """Extension 5002 (keep-alive off, 300 s expiry, fast timers; ``cfg`` overrides) and the
+    registrar it registers with."""
+    base: dict[str, object] = dict(
+        server=SERVER[0], port=SERVER[1], username="5002", password=password,
+        keepalive="off", register_expires=300, timers=TimerConfig(0.5, 4.0, 5.0))
+    ua = UserAgent(UAConfig(**{**base, **cfg}), UA_ADDR)
+    return ua, Registrar(ua)

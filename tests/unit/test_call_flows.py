@@ -1,4 +1,6 @@
-"""Call flows between two real user agents wired in memory (the pair harness)."""
+"""Call flows between two real user agents wired in memory (the pair harness): answer, hang-up,
+busy, reject, CANCEL and its races, ACK loss, codecs, re-INVITE and hold, INFO, late offers.
+The call's own timers are in test_call_timers.py, challenged INVITEs in test_call_challenges.py."""
 
 from __future__ import annotations
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from devtools.registrar import SERVER, UA_ADDR, Registrar
 from firmware.events import Registered, RegistrationFailed, Unregistered
 from firmware.sip.message import Request, parse_message
 from firmware.sip.registration import RegState
 from firmware.sip.transaction import TimerConfig
 from firmware.sip.ua import UAConfig, UserAgent
-
-from .registrar import SERVER, UA_ADDR, Registrar
 
 BASE: dict[str, Any] = dict(server=SERVER[0], port=SERVER[1], password="secret", keepalive="off",
             timers=TimerConfig(0.5, 4.0, 5.0))
