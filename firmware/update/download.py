@@ -7,7 +7,11 @@ the folder's free space, a timeout for a server that goes silent, and the file w
 ``download.raucb.part`` and renamed to ``download.raucb`` only when complete (a ``.part`` is never
 a bundle). A download cut short (network, power) resumes from what was fsync'ed, recorded in
 ``download.json`` (the URL's digest, the server's validator, the length on disk), with
-``Range`` + ``If-Range``; a changed file on the server starts over.
+``Range`` + ``If-Range``; a changed file on the server starts over. A complete download that
+was never installed (the power went, or the updater died, during its check or install) keeps
+its record too: the next pull asks the server conditionally and, while the file there is
+unchanged (304), installs the one on disk again instead of fetching it a second time (every
+check runs again on it).
 
 Not downloading the same bundle every interval: the request is conditional (``If-None-Match``
 with the ETag, ``If-Modified-Since`` with the Last-Modified the server gave for the last bundle
@@ -172,13 +176,23 @@ def fetch(url: str, ca_file: str, folder: str | Path, max_size: int,
         raise UpdateError("ca_file", str(exc), "failed") from None
     try:
         folder.mkdir(mode=0o755, parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            (folder / DONE).unlink()
-        offset, validator = _resume_point(folder, url)
+        kept = _kept_download(folder, url)
+        if kept is not None and known and (kept.etag, kept.last_modified) == \
+                (known.get("etag", ""), known.get("last_modified", "")):
+            discard(folder)  # the caller settled that very file (it runs here, or was refused)
+            kept = None
+        if kept is None:
+            with contextlib.suppress(FileNotFoundError):
+                (folder / DONE).unlink()
+            offset, validator = _resume_point(folder, url)
+        else:
+            offset, validator = 0, ""
     except OSError as exc:
         raise UpdateError("storage", f"cannot use {folder}: {exc.strerror or exc}",
                           "failed") from None
     headers = {"Accept": "application/octet-stream, */*", "Connection": "close"}
+    if kept is not None:  # is the server's file still the one on disk?
+        known = {"etag": kept.etag, "last_modified": kept.last_modified}
     if offset:
         headers.update({"Range": f"bytes={offset}-", "If-Range": validator})
     elif known:
@@ -187,7 +201,7 @@ def fetch(url: str, ca_file: str, folder: str | Path, max_size: int,
         if known.get("last_modified"):
             headers["If-Modified-Since"] = known["last_modified"]
     try:
-        return _transfer(url, shown, ctx, headers, folder, offset, max_size)
+        return _transfer(url, shown, ctx, headers, folder, offset, max_size, kept)
     except ssl.SSLCertVerificationError as exc:
         raise UpdateError("tls", f"the update server's certificate does not verify against "
                           f"update.ca_file: {exc.verify_message or exc.reason}", "failed") \
@@ -210,13 +224,33 @@ def fetch(url: str, ca_file: str, folder: str | Path, max_size: int,
                           f"{exc.strerror or exc}", "failed") from None
 
 
+def _kept_download(folder: Path, url: str) -> Fetched | None:
+    """The complete download of ``url`` left by an install that never ended, when its record
+    names the URL, a validator and the file's exact size; else None."""
+    meta = _meta(folder)
+    complete = meta.get("complete")
+    etag, modified = meta.get("etag"), meta.get("last_modified")
+    if not (meta.get("url") == url_digest(url) and isinstance(complete, int)
+            and isinstance(etag, str) and isinstance(modified, str) and (etag or modified)):
+        return None
+    try:
+        if (folder / DONE).stat().st_size != complete:
+            return None
+    except FileNotFoundError:
+        return None
+    return Fetched(folder / DONE, complete, etag, modified, shown_url(url))
+
+
 def _transfer(url: str, shown: str, ctx: ssl.SSLContext, headers: dict[str, str],
-              folder: Path, offset: int, max_size: int) -> Fetched | None:
+              folder: Path, offset: int, max_size: int,
+              kept: Fetched | None = None) -> Fetched | None:
     r = _open(url, ctx, headers)
     try:
         resp = r.resp
         if resp.status == 304:
-            return None
+            return kept  # None: nothing new; else the complete file on disk is still current
+        if kept is not None:  # the server has another file now: the one on disk goes
+            discard(folder)
         if resp.status == 416 and offset:  # the file shrank: start over next time
             discard(folder)
             raise UpdateError("changed", f"{shown} changed during the download: it starts "
@@ -247,8 +281,9 @@ def _transfer(url: str, shown: str, ctx: ssl.SSLContext, headers: dict[str, str]
             raise UpdateError("cut short", f"{shown}: {size} of {total} bytes arrived "
                               "(what arrived is kept and resumed)", "failed")
         os.replace(folder / PART, folder / DONE)
-        with contextlib.suppress(FileNotFoundError):
-            (folder / META).unlink()
+        # kept until the install is over (discard): a power cut before then reuses the file
+        _save_meta(folder, {"url": url_digest(url), "etag": etag, "last_modified": modified,
+                            "complete": size})
         _sync_dir(folder)
         return Fetched(folder / DONE, size, etag, modified, shown_url(r.url))
     finally:

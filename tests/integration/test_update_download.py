@@ -4,7 +4,8 @@ only then under its final name; a second look with the server's ETag / Last-Modi
 304; the wrong CA, a redirect to http://, a bundle over update.max_size and a server that goes
 silent each fail in one line with nothing left to mistake for a bundle; a download cut short
 (or a power cut: bytes after the last fsync are lost or garbage) resumes with Range + If-Range,
-and a bundle that changed on the server meanwhile starts over."""
+and a bundle that changed on the server meanwhile starts over; a complete download whose
+install never ended is reused while the server's file is unchanged (304)."""
 
 from __future__ import annotations
 
@@ -170,7 +171,8 @@ def test_a_good_download_then_not_again_while_unchanged(
     assert got is not None and got.size == len(BODY)
     assert got.path == tmp_path / download.DONE and got.path.read_bytes() == BODY
     assert stat.S_IMODE(got.path.stat().st_mode) == 0o600
-    assert leftovers(tmp_path) == {download.DONE}, "no .part, no download.json left"
+    # download.json names the complete file until the install is over (discard)
+    assert leftovers(tmp_path) == {download.DONE, download.META}, "no .part left"
     assert "s3cret" not in got.url and got.etag == server.files["/intercom.raucb"][1]
     # the next interval: the same bundle is not downloaded again
     known = {"etag": got.etag, "last_modified": got.last_modified}
@@ -256,7 +258,37 @@ def test_a_download_cut_short_resumes_where_the_disk_has_it(
     assert server.log[-1]["Range"] == "bytes=1000000-" and server.log[-1]["status"] == 206
     assert server.log[-1]["If-Range"] == server.files["/intercom.raucb"][1]
     assert got is not None and got.path.read_bytes() == BODY
-    assert leftovers(tmp_path) == {download.DONE}
+    assert leftovers(tmp_path) == {download.DONE, download.META}
+
+
+def test_a_complete_download_left_by_a_cut_install_is_not_fetched_again(
+        server: BundleServer, pki: dict[str, Path], tmp_path: Path) -> None:
+    server.put("/intercom.raucb", BODY)
+    url = server.url("/intercom.raucb")
+    got = download.fetch(url, str(pki["ca"]), tmp_path, MAX)
+    assert got is not None
+    # the power goes during the install: no discard; the next pull asks whether the server's
+    # file is still the one on disk, and installs that one again
+    again = download.fetch(url, str(pki["ca"]), tmp_path, MAX)
+    assert server.log[-1]["status"] == 304 and server.log[-1]["If-None-Match"] == got.etag
+    assert again == got and again.path.read_bytes() == BODY
+    # the caller's settled record of that very file (it runs here): nothing new, nothing kept
+    known = {"etag": got.etag, "last_modified": got.last_modified}
+    assert download.fetch(url, str(pki["ca"]), tmp_path, MAX, known) is None
+    assert leftovers(tmp_path) == set()
+    # a kept file the server no longer has: the new one is fetched in its place
+    got = download.fetch(url, str(pki["ca"]), tmp_path, MAX)
+    assert got is not None
+    server.put("/intercom.raucb", BODY[::-1], when=1_800_000_000.0)
+    new = download.fetch(url, str(pki["ca"]), tmp_path, MAX)
+    assert server.log[-1]["status"] == 200
+    assert new is not None and new.path.read_bytes() == BODY[::-1]
+    # a kept file whose size is not the recorded one (a torn write) is fetched again
+    with new.path.open("ab") as f:
+        f.write(b"x")
+    fresh = download.fetch(url, str(pki["ca"]), tmp_path, MAX)
+    assert server.log[-1]["status"] == 200
+    assert fresh is not None and fresh.path.read_bytes() == BODY[::-1]
 
 
 def test_a_bundle_changed_on_the_server_during_a_resume_starts_over(
@@ -270,6 +302,7 @@ def test_a_bundle_changed_on_the_server_during_a_resume_starts_over(
     got = download.fetch(url, str(pki["ca"]), tmp_path, MAX)
     assert server.log[-1]["Range"] == "bytes=500000-" and server.log[-1]["status"] == 200
     assert got is not None and got.path.read_bytes() == BODY[::-1]
+    download.discard(tmp_path)  # installed: the caller forgets it
     # a .part without its record (or for another URL) is never resumed
     server.cut_after = 500_000
     with pytest.raises(UpdateError):
