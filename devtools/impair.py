@@ -15,6 +15,8 @@ import socket
 import threading
 import time
 
+from .realtime import realtime
+
 
 class ImpairedLink:
     """Packets sent to ``port_a`` reach ``b`` (from ``port_b``) and vice versa.
@@ -75,6 +77,10 @@ class ImpairedLink:
         return bad
 
     def _run(self) -> None:
+        with realtime():  # the relay's own timing is not the condition under test
+            self._relay()
+
+    def _relay(self) -> None:
         while not self._stop.is_set():
             timeout = 0.005
             if self._queue:

@@ -27,6 +27,7 @@ from devtools.baresip import Baresip
 from devtools.box.process import Intercom
 from devtools.impair import ImpairedLink
 from devtools.loopback import free_port
+from devtools.realtime import realtime
 from devtools.speech import align, pesq_nb, speech
 from devtools.waiting import wait_for
 from firmware import _rtpcore as core
@@ -155,7 +156,8 @@ def run_call(pbx: Asterisk, client: str, cond: Condition, tmp: Path, seed: int =
         if link.b is None:
             raise RuntimeError(f"the far end's call failed: {sipp.stderr.read().decode()[-800:]}")
         time.sleep(0.5)
-        sent = _send(far, ("127.0.0.1", link.port_a), sent_signal, stop)
+        with realtime():  # the far end paces like a phone whatever the host's load
+            sent = _send(far, ("127.0.0.1", link.port_a), sent_signal, stop)
         time.sleep(0.5 + cond.delay + cond.jitter)
         if client == "intercom":
             assert box is not None
