@@ -103,7 +103,7 @@ def chain_text(vm: Qemu, wait: float = 90) -> str:
     return f"(no critical chain reported within {wait:.0f} s)"
 
 
-def test_virt_gpio_button_calls_relay_opens_usb_audio_plays_and_power_cut(tmp_path: Path) -> None:
+def test_virt_gpio_button_calls_relay_opens_usb_audio_plays(tmp_path: Path) -> None:
     src = built_image()
     assert src is not None
     with loopback_namespace() as ns:
