@@ -245,8 +245,8 @@ def test_provisioned_box_refuses_bad_bundles_updates_survives_a_power_cut_and_ro
                 wait_for(lambda: boots(vm)[-1]["slot"] == "B" and (vm.last("STATUS") or {})
                          .get("registered"), 900, 2, "v2 to register from slot B")
                 BOOT_TIMINGS.append(
-                    f"update test: v2 download+install {installed_after:.0f} s; v2's boot report -> "
-                    f"registered {time.monotonic() - t_reboot:.0f} s")
+                    f"update test: v2 download+install {installed_after:.0f} s; v2's boot "
+                    f"report -> registered {time.monotonic() - t_reboot:.0f} s")
                 assert boots(vm)[-1]["version"] == v2
                 assert (vm.last("STATUS") or {}).get("version") == v2, "status names the release"
                 prov = (vm.last("STATUS") or {}).get("provisioning") or {}
