@@ -204,7 +204,11 @@ def check_gpio_call_and_audio(vm: Qemu, pbx: Asterisk, wav: Path) -> None:
     loud = np.abs(x) > 1000
     assert loud.any(), "the USB speaker stayed silent"
     first = int(np.argmax(loud))
-    segment = x[first + 4800: first + 4800 + 48000]  # 1 s from 100 ms after the tone began
+    # 1 s from 1.5 s after the tone began: under TCG on a busy host the guest's first second of
+    # USB playback can underrun (seen: 16-18 dB SNR there, 31 dB from then on); a Pi runs at
+    # full speed, and the start of playback is tested on the host's ALSA (tests/integration)
+    assert len(x) - first >= 48000 * 3, "the tone lasted less than 3 s"
+    segment = x[first + 72000: first + 72000 + 48000]
     assert abs(peak_hz(segment, 48000) - TONE_HZ) < 10, peak_hz(segment, 48000)
     assert tone_snr_db(segment, TONE_HZ, 48000) > 20
 
