@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from . import __version__, firewall, lockout_store, provisioning_io
+from . import __version__, commands, firewall, lockout_store, provisioning_io, status
 from . import supervisor as sv
 from .config import BootConfig, Config, ProvisioningSettings, RelaySpec
 from .events import (
@@ -78,9 +78,6 @@ from .sip.ua import CallState, RegState, UAConfig, UserAgent
 from .sip.uri import is_ip_literal
 from .systemd import Notifier
 from .update.health import alert as update_alert
-from .update.slots import UNKNOWN as UNKNOWN_VERSION
-from .update.slots import installed_version
-from .update.slots import report as update_report
 from .update.state import STATE as UPDATE_STATE
 from .update.state import Store as UpdateStore
 
@@ -238,7 +235,7 @@ class App:
         self._check_audio()
         self.ua.start(self.driver.now())
         self.driver.flush()
-        self.notifier.ready(self._status_line())
+        self.notifier.ready(status.line(self))
         if self.notifier.watchdog_interval:
             self._tasks.append(asyncio.create_task(self._watchdog()))
 
@@ -338,7 +335,7 @@ class App:
         if self._kept_lockout is not None:  # started: keep what a restart must not forget
             self._keep_lockout()
         if self.sup.state != before:
-            self.notifier.status(self._status_line())
+            self.notifier.status(status.line(self))
         return cmds
 
     def _on_sip(self, ev: object) -> None:
@@ -640,90 +637,13 @@ class App:
             else:
                 log.error("media loop stalled: withholding the watchdog ping")
 
-    def _status_line(self) -> str:
-        reg = "registered" if self.ua and self.ua.registered else "not registered"
-        return f"{self.sup.state}, {reg}" + (f", {self.remote}" if self.remote else "")
-
     # --------------------------------------------------------------- control socket
     async def handle_command(self, req: dict[str, Any]) -> dict[str, Any]:
-        """A control-socket request: status and DTMF are answered here; everything else is a
-        supervisor event, refused (with the supervisor's reason) when the state has no row."""
-        cmd = req["cmd"]
-        if cmd == "status":
-            return {"ok": True, **self.status()}
-        if cmd == "dtmf":
-            if self.session is None:
-                return {"ok": False, "error": "DTMF needs a call with media"}
-            return {"ok": True, "queued": self.session.send_dtmf(str(req.get("digits") or ""))}
-        event: sv.Event
-        if cmd == "call":
-            event = sv.UserCall(str(req.get("target") or self.cfg.calls.default_target))
-        elif cmd == "answer":
-            event = sv.UserAnswer()
-        elif cmd == "hangup":
-            event = sv.UserHangup()
-        elif cmd == "press":
-            name = str(req.get("button") or "")
-            if self.board is None or name not in self.board.buttons:
-                known = ", ".join(sorted(self.board.buttons)) if self.board else ""
-                return {"ok": False, "error": f"no button {name!r} (buttons: {known})"}
-            event = sv.Press(name)
-        else:
-            return {"ok": False, "error": f"unknown command {cmd!r}"}
-        for command in self.dispatch(event):
-            if isinstance(command, sv.Refused):
-                return {"ok": False, "error": command.reason}
-        return {"ok": True, "state": self.sup.state}
-
-    def _realtime_report(self) -> dict[str, Any]:
-        """Whether the media loop got SCHED_FIFO (known once a call's loop has run)."""
-        wanted = self.cfg.media.realtime_priority
-        stats = self.session.stats() if self.session else self.last_media_stats
-        active = None if stats is None or wanted == 0 else bool(stats.get("realtime"))
-        return {"priority": wanted, "active": active}
-
-    def _lockout_wallclock(self) -> float | None:
-        """When the door-code lockout ends, as a UNIX time (None when the code works)."""
-        until = self.sup.lockout_until
-        if until is None or until <= self._now():
-            return None
-        return round(time.time() + (until - self._now()), 1)
+        """A control-socket request (``firmware.commands``)."""
+        return commands.answer(self, req)
 
     def status(self) -> dict[str, Any]:
-        ua = self.ua
-        duration = None
-        if self.call_started is not None and self.driver is not None:
-            duration = round(self.driver.now() - self.call_started, 1)
-        a = self.cfg.audio
-        release = installed_version()  # the booted root's; a checkout has none
-        return {
-            "version": __version__ if release == UNKNOWN_VERSION else release,
-            "registered": bool(ua and ua.registered),
-            "state": self.sup.state,
-            "remote": self.remote,
-            "call_duration": duration,
-            "last_error": self.last_error,
-            "registrar_answer": self.registrar_answer,
-            "last_call_end": self.last_call_end,
-            "server": f"{self.cfg.sip.server}:{self.cfg.sip.port}",
-            "username": self.cfg.sip.username,
-            "transport": self.cfg.sip.transport,
-            "media": self.media,
-            "rtp": self.session.stats() if self.session else self.last_media_stats,
-            "realtime": self._realtime_report(),
-            "audio": {"capture": a.capture, "playback": a.playback,
-                      "state": "error" if self.audio_error else "ok",
-                      "error": self.audio_error, "echo_canceller": a.echo_canceller,
-                      "aec": self.session.canceller_stats() if self.session else {}},
-            "leds": self.board.states() if self.board else {},
-            "gpio": self.board.report() if self.board else {},
-            "door_openings": self.door_openings,
-            "door_lockout_until": self._lockout_wallclock(),
-            "dtmf_keys_received": self.dtmf_keys,
-            "counters": dict(ua.counters) if ua else {},
-            "provisioning": self.provisioning_status() if self.provisioning_status else None,
-            "update": update_report(self.cfg.update.state_dir),
-        }
+        return status.report(self)
 
 
 async def run(cfg: Config | BootConfig, stop: asyncio.Event) -> None:
