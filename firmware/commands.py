@@ -15,7 +15,8 @@ from typing import Any, Protocol
 
 from . import supervisor as sv
 from .config import Config
-from .parts import BoardLike, MediaSession
+from .media_control import MediaControl
+from .parts import BoardLike
 
 Reply = dict[str, Any]
 
@@ -28,7 +29,7 @@ class Commanded(Protocol):
     board: BoardLike | None
 
     @property
-    def session(self) -> MediaSession | None: ...
+    def media_control(self) -> MediaControl: ...
     def status(self) -> dict[str, Any]: ...
     def dispatch(self, event: sv.Event) -> list[sv.Command]: ...
 
@@ -59,9 +60,10 @@ def _status(box: Commanded, req: dict[str, Any]) -> Reply:
 
 
 def _dtmf(box: Commanded, req: dict[str, Any]) -> Reply:
-    if box.session is None:
+    session = box.media_control.session
+    if session is None:
         return {"ok": False, "error": "DTMF needs a call with media"}
-    return {"ok": True, "queued": box.session.send_dtmf(str(req.get("digits") or ""))}
+    return {"ok": True, "queued": session.send_dtmf(str(req.get("digits") or ""))}
 
 
 QUERIES: dict[str, Callable[[Commanded, dict[str, Any]], Reply]] = {

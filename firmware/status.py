@@ -15,8 +15,9 @@ from typing import Any, Protocol
 from . import __version__
 from . import supervisor as sv
 from .config import Config
+from .media_control import MediaControl
 from .net import UaDriver
-from .parts import BoardLike, Clock, MediaSession
+from .parts import BoardLike, Clock
 from .sip.ua import UserAgent
 from .update.slots import UNKNOWN as UNKNOWN_VERSION
 from .update.slots import installed_version
@@ -38,13 +39,7 @@ class Reported(Protocol):
     provisioning_status: Callable[[], dict[str, Any]] | None
 
     @property
-    def session(self) -> MediaSession | None: ...
-    @property
-    def media(self) -> dict[str, Any] | None: ...
-    @property
-    def last_media_stats(self) -> dict[str, Any] | None: ...
-    @property
-    def audio_error(self) -> str | None: ...
+    def media_control(self) -> MediaControl: ...
     @property
     def dtmf_keys(self) -> int: ...
     @property
@@ -64,7 +59,8 @@ def line(box: Reported) -> str:
 def realtime(box: Reported) -> dict[str, Any]:
     """Whether the media loop got SCHED_FIFO (known once a call's loop has run)."""
     wanted = box.cfg.media.realtime_priority
-    stats = box.session.stats() if box.session else box.last_media_stats
+    mc = box.media_control
+    stats = mc.session.stats() if mc.session else mc.last_stats
     active = None if stats is None or wanted == 0 else bool(stats.get("realtime"))
     return {"priority": wanted, "active": active}
 
@@ -79,7 +75,8 @@ def lockout_wallclock(box: Reported) -> float | None:
 
 def report(box: Reported) -> dict[str, Any]:
     """The whole status: registration, call, media, audio, GPIO, door, counters, updates."""
-    ua, session, a = box.ua, box.session, box.cfg.audio
+    ua, mc, a = box.ua, box.media_control, box.cfg.audio
+    session = mc.session
     duration = None
     if box.call_started is not None and box.driver is not None:
         duration = round(box.driver.now() - box.call_started, 1)
@@ -96,12 +93,12 @@ def report(box: Reported) -> dict[str, Any]:
         "server": f"{box.cfg.sip.server}:{box.cfg.sip.port}",
         "username": box.cfg.sip.username,
         "transport": box.cfg.sip.transport,
-        "media": box.media,
-        "rtp": session.stats() if session else box.last_media_stats,
+        "media": mc.params,
+        "rtp": session.stats() if session else mc.last_stats,
         "realtime": realtime(box),
         "audio": {"capture": a.capture, "playback": a.playback,
-                  "state": "error" if box.audio_error else "ok",
-                  "error": box.audio_error, "echo_canceller": a.echo_canceller,
+                  "state": "error" if mc.audio_error else "ok",
+                  "error": mc.audio_error, "echo_canceller": a.echo_canceller,
                   "aec": session.canceller_stats() if session else {}},
         "leds": box.board.states() if box.board else {},
         "gpio": box.board.report() if box.board else {},
