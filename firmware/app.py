@@ -42,6 +42,7 @@ from .events import (
 )
 from .media_control import MediaControl
 from .net import TransportUnusableError, UaDriver
+from .outbound import Kind, Notice, Outbox
 from .parts import (
     Audio,
     BoardLike,
@@ -131,6 +132,10 @@ class App:
         self.boards: Boards = boards or GpioBoards(pin_factory)
         self.controls: Controls = controls or UnixControls()
         self.notifier = notifier or Notifier()
+        # the one place events leave the box; today systemd's status line consumes it
+        self.outbox = Outbox()
+        self.outbox.subscribe(
+            lambda notice: notice.kind is Kind.STATE and self.notifier.status(notice.summary))
         self.ua: UserAgent | None = None
         self.driver: UaDriver | None = None
         self.transport: SipTransport | None = None
@@ -223,6 +228,7 @@ class App:
         self.ua.start(self.driver.now())
         self.driver.flush()
         self.notifier.ready(status.line(self))
+        self._publish(Kind.STATE)  # the state the intercom starts in
         if self.notifier.watchdog_interval:
             self._tasks.append(asyncio.create_task(self._watchdog()))
 
@@ -321,7 +327,7 @@ class App:
         if self._kept_lockout is not None:  # started: keep what a restart must not forget
             self._keep_lockout()
         if self.sup.state != before:
-            self.notifier.status(status.line(self))
+            self._publish(Kind.STATE)
         return cmds
 
     def _on_sip(self, ev: object) -> None:
@@ -369,9 +375,13 @@ class App:
             case CallEnded(reason=reason):
                 log.info("call with %s ended: %s", self.remote, reason)
                 self.last_call_end = reason
+                self._publish(Kind.CALL_ENDED, reason)
                 self.dtmf_keys += self.media_control.stop()  # too late to be judged
                 self.remote, self.call_started = None, None
                 self.dispatch(sv.Ended(reason))
+
+    def _publish(self, kind: Kind, detail: str | None = None) -> None:
+        self.outbox.publish(Notice(kind, self.sup.state, status.line(self), detail))
 
     def _digit(self, digit: str, source: str) -> None:
         log.info("DTMF key received (%s)", source)  # never the key itself: it is the door code
@@ -412,6 +422,7 @@ class App:
                     self.board.set_led(name, mode)
             case sv.PulseRelay(seconds=seconds):
                 self.door_openings += 1
+                self._publish(Kind.DOOR_OPENED)
                 if self.board is not None:
                     self.board.pulse_relay(seconds)
             case sv.StartTimer(name=name, seconds=seconds):
