@@ -5,11 +5,13 @@ Its I/O comes from injected parts (``firmware.parts``: clock, network, media, au
 control socket, systemd notifier), each defaulting to the real one, the way gpiozero takes a
 ``pin_factory``; a unit test runs a whole call on fakes with a virtual clock.
 
-Owns the glue: SIP events and button presses become supervisor events; supervisor commands
-become SIP actions, LED and relay changes, timers and tones. The only place where SIP meets
-media: negotiated MediaParams start, move and stop the RTP session whose port the SDP announced.
-Also owns the status report and the systemd watchdog. Knows nothing about SIP wire details or
-RTP packets.
+Owns the composition and the event dispatch: SIP events and button presses become
+supervisor events; supervisor commands become SIP actions, LED and relay changes, timers and
+tones. The only place where SIP meets media: negotiated MediaParams start, move and stop the
+call's media (``firmware.media_control``) whose port the SDP announced. The status report is
+``firmware.status``'s, the control commands ``firmware.commands``' table; App keeps the
+systemd watchdog, the door-code lockout file and the registrar's addresses. Knows nothing about
+SIP wire details or RTP packets.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
-from . import __version__, firewall, lockout_store, provisioning_io
+from . import __version__, commands, firewall, lockout_store, provisioning_io, status
 from . import supervisor as sv
 from .config import BootConfig, Config, ProvisioningSettings, RelaySpec
 from .events import (
@@ -32,16 +34,15 @@ from .events import (
     CallRinging,
     DtmfReceived,
     IncomingCall,
-    MediaParams,
     MediaUpdated,
     Registered,
     RegistrationFailed,
     SourceRefused,
     Unregistered,
 )
-from .media.audio import AudioError, Sink, Source
-from .media.settings import StreamSettings
+from .media_control import MediaControl
 from .net import TransportUnusableError, UaDriver
+from .outbound import Kind, Notice, Outbox
 from .parts import (
     Audio,
     BoardLike,
@@ -51,14 +52,11 @@ from .parts import (
     GpioBoards,
     Handle,
     Media,
-    MediaSession,
     Network,
-    Ports,
     RealAudio,
     RealNetwork,
     RtpMedia,
     SipTransport,
-    TonePlayback,
     UnixControls,
 )
 from .provisioning import (
@@ -71,16 +69,12 @@ from .provisioning import (
     url_for,
 )
 from .sip.errors import LocalProtocolError, RemoteProtocolError
-from .sip.sdp import LocalMedia
 from .sip.transaction import TimerConfig
 from .sip.transport import transport as sip_transport
 from .sip.ua import CallState, RegState, UAConfig, UserAgent
 from .sip.uri import is_ip_literal
 from .systemd import Notifier
 from .update.health import alert as update_alert
-from .update.slots import UNKNOWN as UNKNOWN_VERSION
-from .update.slots import installed_version
-from .update.slots import report as update_report
 from .update.state import STATE as UPDATE_STATE
 from .update.state import Store as UpdateStore
 
@@ -130,11 +124,18 @@ class App:
         self.pin_factory = pin_factory
         self._clock = clock
         self.network: Network = network or RealNetwork()
-        self.media_parts: Media = media or RtpMedia()
-        self.audio: Audio = audio or RealAudio()
+        self.media_control = MediaControl(
+            cfg, media or RtpMedia(), audio or RealAudio(), lambda: self.clock,
+            report=lambda event: self.dispatch(event),  # looked up late: a swap replaces it
+            digit=lambda key: self._digit(key, "rtp"),
+            in_call=lambda: self.sup.state == "in_call", timed_out=self._media_timed_out)
         self.boards: Boards = boards or GpioBoards(pin_factory)
         self.controls: Controls = controls or UnixControls()
         self.notifier = notifier or Notifier()
+        # the one place events leave the box; today systemd's status line consumes it
+        self.outbox = Outbox()
+        self.outbox.subscribe(
+            lambda notice: notice.kind is Kind.STATE and self.notifier.status(notice.summary))
         self.ua: UserAgent | None = None
         self.driver: UaDriver | None = None
         self.transport: SipTransport | None = None
@@ -145,23 +146,12 @@ class App:
         self.call_started: float | None = None
         self.last_error: str | None = None
         self.last_call_end: str | None = None
-        self.audio_error: str | None = None
-        self.media: dict[str, Any] | None = None
         self.dtmf_keys = 0  # counted, never kept: the keys may be the door code
         self.door_openings = 0
         self._timers: dict[str, Handle] = {}
-        self._digit_fd = -1
         self._tasks: list[asyncio.Task] = []
-        self.ports: Ports | None = None
-        self.session: MediaSession | None = None
-        self.tones: TonePlayback | None = None
-        self.last_media_stats: dict[str, Any] | None = None
         self.local_ip = "127.0.0.1"
-        self.media_ip = self.local_ip
         self._unregistered = asyncio.Event()
-        self._media_ticks = -1
-        self._media_watch: Handle | None = None  # the media-timeout poll while media runs
-        self._rx_mark: tuple[int, float] | None = None  # (RTP packets received, when seen)
         # the runtime directory (/run/intercom: kept over a service restart, not a reboot)
         self.runtime_dir = Path(cfg.control.socket).parent
         self._kept_lockout: sv.LockoutState | None = None
@@ -211,12 +201,11 @@ class App:
         transport.driver = self.driver
         with contextlib.suppress(OSError):  # logged by the transport; retried with backoff
             await transport.connect()
-        self.media_ip = self.cfg.media.address or self.local_ip
         try:
-            self.ports = self.media_parts.ports(self.media_ip, self.cfg.media.rtp_port)
+            self.media_control.open(self.cfg.media.address or self.local_ip)
         except OSError as exc:
             raise StartupError(f"{exc} (media.rtp_port)") from None
-        why = self.media_parts.canceller_unavailable(self.cfg.audio.echo_canceller)
+        why = self.media_control.canceller_unavailable()
         if why is not None:
             raise StartupError(f"audio.echo_canceller: {self.cfg.audio.echo_canceller}: {why}")
         self.board = self.boards.open(self.cfg.gpio, self._press_from_thread)
@@ -235,10 +224,11 @@ class App:
         self._execute(self.sup.start(self._now(), self._load_lockout()))
         self._check_update()
         self._keep_lockout()
-        self._check_audio()
+        self.media_control.check_audio()
         self.ua.start(self.driver.now())
         self.driver.flush()
-        self.notifier.ready(self._status_line())
+        self.notifier.ready(status.line(self))
+        self._publish(Kind.STATE)  # the state the intercom starts in
         if self.notifier.watchdog_interval:
             self._tasks.append(asyncio.create_task(self._watchdog()))
 
@@ -253,16 +243,13 @@ class App:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._unregistered.wait(), 3.0)
             self.driver.close()
-        self._stop_media()
-        self._tone("off")
+        self.dtmf_keys += self.media_control.close()
         for handle in self._timers.values():
             handle.cancel()
         if self.control is not None:
             await self.control.close()
         if self.transport is not None:
             self.transport.close()
-        if self.ports is not None:
-            self.ports.close()
         if self.board is not None:
             self.board.close()
         self.boards.close()
@@ -330,15 +317,17 @@ class App:
         """Feed the supervisor and run its commands; returns them (a Refused among them says
         why a user's request was not taken)."""
         log.debug("supervisor %s <- %s", self.sup.state, event)  # Digit's repr hides the key
-        if isinstance(event, sv.Press | sv.UserCall) and self.audio_error is not None:
-            self._check_audio()  # a card plugged in since the last probe counts at once
+        if isinstance(event, sv.Press | sv.UserCall) and self.media_control.audio_error:
+            self.media_control.check_audio()  # a card plugged in since the last probe counts
+        if isinstance(event, sv.AudioRecovered) and self._error_from == "audio":
+            self.last_error, self._error_from = None, ""
         before = self.sup.state
         cmds = self.sup.handle(event, self._now())
         self._execute(cmds)
         if self._kept_lockout is not None:  # started: keep what a restart must not forget
             self._keep_lockout()
         if self.sup.state != before:
-            self.notifier.status(self._status_line())
+            self._publish(Kind.STATE)
         return cmds
 
     def _on_sip(self, ev: object) -> None:
@@ -373,15 +362,10 @@ class App:
                 self.call_started = self.driver.now() if self.driver else None
                 log.info("call with %s established", self.remote)
                 if media is not None:
-                    self._start_media(media)
+                    self.media_control.start(media)
                 self.dispatch(sv.Connected())
             case MediaUpdated(media=media):
-                self._set_media(media)
-                self._rx_mark = None  # a re-INVITE (hold, resume, move) restarts the clock
-                if self.session is not None:
-                    self.session.update(media)
-                elif self.sup.state == "in_call":
-                    self._start_media(media)
+                self.media_control.update(media, self.sup.state == "in_call")
             case DtmfReceived(digit=digit):
                 self._digit(digit, "info")
             case SourceRefused(host=host, port=port, what=what, count=count, policy=policy):
@@ -391,9 +375,13 @@ class App:
             case CallEnded(reason=reason):
                 log.info("call with %s ended: %s", self.remote, reason)
                 self.last_call_end = reason
-                self._stop_media()
+                self._publish(Kind.CALL_ENDED, reason)
+                self.dtmf_keys += self.media_control.stop()  # too late to be judged
                 self.remote, self.call_started = None, None
                 self.dispatch(sv.Ended(reason))
+
+    def _publish(self, kind: Kind, detail: str | None = None) -> None:
+        self.outbox.publish(Notice(kind, self.sup.state, status.line(self), detail))
 
     def _digit(self, digit: str, source: str) -> None:
         log.info("DTMF key received (%s)", source)  # never the key itself: it is the door code
@@ -416,11 +404,11 @@ class App:
             case sv.Dial(target=target):
                 assert ua is not None
                 self.remote = target
-                ua.make_call(target, self._local_media(), now)
+                ua.make_call(target, self.media_control.local(), now)
             case sv.Answer():
                 if ua is not None and ua.call_state is CallState.RINGING:
-                    if self._audio_available():
-                        ua.answer(self._local_media(), now)
+                    if self.media_control.available():
+                        ua.answer(self.media_control.local(), now)
                     else:
                         ua.reject(480, now)
             case sv.Reject(status=status):
@@ -434,6 +422,7 @@ class App:
                     self.board.set_led(name, mode)
             case sv.PulseRelay(seconds=seconds):
                 self.door_openings += 1
+                self._publish(Kind.DOOR_OPENED)
                 if self.board is not None:
                     self.board.pulse_relay(seconds)
             case sv.StartTimer(name=name, seconds=seconds):
@@ -444,7 +433,7 @@ class App:
                 if (old := self._timers.pop(name, None)) is not None:
                     old.cancel()
             case sv.Tone(kind=kind):
-                self._tone(kind)
+                self.media_control.tone(kind)
             case sv.Log(level=level, message=message):
                 log.log(logging.getLevelName(level.upper()), "%s", message)
             case sv.Refused(reason=reason, fault=True):
@@ -456,30 +445,7 @@ class App:
         self._timers.pop(name, None)
         self.dispatch(sv.timer_event(name))
 
-    # --------------------------------------------------------------- audio
-    def _check_audio(self) -> None:
-        """Probe ALSA devices now and every 10 s while they are missing."""
-        a = self.cfg.audio
-        problems = []
-        for spec, capture in ((a.capture, True), (a.playback, False)):
-            if self.audio.is_device(spec) and self.session is None:
-                try:
-                    self.audio.probe(spec, capture)
-                except AudioError as exc:
-                    problems.append(str(exc))
-        if problems and self.audio_error != problems[0]:
-            self.audio_error = problems[0]
-            self.dispatch(sv.AudioFailed(problems[0]))
-        elif not problems and self.audio_error is not None:
-            self.audio_error = None
-            if self._error_from == "audio":
-                self.last_error, self._error_from = None, ""
-            self.dispatch(sv.AudioRecovered())
-        if (old := self._timers.pop("audio_probe", None)) is not None:
-            old.cancel()  # probed early (a press): one probe timer, not a growing chain
-        if problems:
-            self._timers["audio_probe"] = self.clock.call_later(10, self._check_audio)
-
+    # --------------------------------------------------------------- updates
     def _check_update(self) -> None:
         """The updater's state file (root's, read-only here) now and every 10 s: a rolled-back
         update nobody acknowledged blinks the error LED slowly. A stat() per look; the file is
@@ -497,139 +463,18 @@ class App:
                 self.dispatch(sv.UpdateAlert(reason))
         self._timers["update_state"] = self.clock.call_later(10, self._check_update)
 
-    def _audio_available(self) -> bool:
-        if self.audio_error is not None:
-            self._check_audio()
-        return self.audio_error is None
-
-    def _tone(self, kind: str) -> None:
-        if self.tones is not None:
-            self.tones.stop()
-            self.tones = None
-        if kind in ("ring", "ringback"):
-            try:
-                sink = self.audio.open(self.cfg.audio.playback, capture=False)
-            except AudioError as exc:
-                log.warning("cannot play the %s tone: %s", kind, exc)
-                return
-            self.tones = self.audio.tone(cast(Sink, sink), kind)
-            self.tones.start()
-
-    def _start_media(self, media: MediaParams) -> None:
-        assert self.ports is not None
-        self._tone("off")
-        a, m = self.cfg.audio, self.cfg.media
-        try:
-            source = cast(Source, self.audio.open(a.capture, capture=True))
-            try:
-                sink = cast(Sink, self.audio.open(a.playback, capture=False))
-            except AudioError:
-                source.close()
-                raise
-        except AudioError as exc:
-            log.error("audio unavailable: %s", exc)
-            self.audio_error = str(exc)
-            self.dispatch(sv.AudioFailed(str(exc)))
-            return
-        settings = StreamSettings(m.jitter_target_ms, m.jitter_min_ms, m.jitter_max_ms,
-                                  m.realtime_priority, m.latch, spin_us=m.spin_us,
-                                  capture_gain_db=a.capture_gain_db,
-                                  playback_gain_db=a.playback_gain_db,
-                                  echo_canceller=a.echo_canceller, echo_tail_ms=a.echo_tail_ms,
-                                  noise_suppression=a.noise_suppression, agc=a.agc)
-        self.session = self.media_parts.session(
-            self.ports, source, sink, settings, f"{self.cfg.sip.username}@{self.media_ip}")
-        self.session.start(media)
-        self._set_media(media)
-        self._media_ticks = -1
-        self._watch_media()
-        # RFC 4733 keys wake the loop: the media thread writes to this fd when one arrives
-        self._digit_fd = self.session.digit_fd
-        if self._digit_fd >= 0:
-            self.clock.add_reader(self._digit_fd, self._drain_digits)
-
-    def _drain_digits(self) -> None:
-        if self.session is not None:
-            for digit in self.session.received_digits():
-                self._digit(digit, "rtp")
-
-    def _stop_media(self) -> None:
-        if self._media_watch is not None:
-            self._media_watch.cancel()
-            self._media_watch = None
-        if self._digit_fd >= 0:
-            self.clock.remove_reader(self._digit_fd)
-            self._digit_fd = -1
-        if self.session is not None:
-            session, self.session = self.session, None
-            self.dtmf_keys += len(session.received_digits())  # too late to be judged
-            session.stop()
-            self.last_media_stats = session.final_stats
-            session.source.close()
-            session.sink.close()
-        self.media = None
-
-    def _set_media(self, media: MediaParams | None) -> None:
-        self.media = None if media is None else {
-            **{k: getattr(media, k) for k in ("remote_addr", "remote_port", "codec", "ptime",
-                                             "direction", "dtmf_payload_type")},
-            "srtp": media.srtp.suite if media.srtp else None}  # the suite, never a key
-
-    def _local_media(self) -> LocalMedia:
-        assert self.ports is not None
-        m = self.cfg.media
-        # fresh SRTP keys for every call (LocalMedia draws them when media.srtp is not off)
-        return LocalMedia(self.media_ip, self.ports.port, m.codecs, m.dtmf_payload_type, m.ptime,
-                          srtp=m.srtp)
-
-    # --------------------------------------------------------------- media timeout
-    def _media_poll(self) -> float:
-        """Seconds between two looks at the stream's counters (0: no timeout configured)."""
-        m = self.cfg.media
-        bounds = [b for b in (m.timeout, m.hold_timeout) if b > 0]
-        return max(0.2, min(2.0, min(bounds) / 4)) if bounds else 0.0
-
-    def _watch_media(self) -> None:
-        """Start polling the stream's received-packet count: a peer that vanished without a
-        BYE costs at most media.timeout (media.hold_timeout on hold). Polled from the event
-        loop every few seconds, never from the 20 ms loop."""
-        self._rx_mark = None
-        if self._media_watch is not None:
-            self._media_watch.cancel()
-            self._media_watch = None
-        if (poll := self._media_poll()) > 0:
-            self._media_watch = self.clock.call_later(poll, self._check_media)
-
-    def _check_media(self) -> None:
-        self._media_watch = None
-        if self.session is None:
-            return
-        now = self._now()
-        received = int(self.session.stats().get("received", 0))
-        if self._rx_mark is None or received != self._rx_mark[0]:
-            self._rx_mark = (received, now)  # only the negotiated peer's packets count
-        held = (self.media or {}).get("direction", "sendrecv") != "sendrecv"
-        key = "hold_timeout" if held else "timeout"
-        bound = getattr(self.cfg.media, key)
-        silent = now - self._rx_mark[1]
-        if bound > 0 and silent >= bound and self.sup.state == "in_call":
-            why = f"media timeout: no RTP for {silent:.0f} s{' on hold' if held else ''}"
-            log.warning("%s (media.%s is %g s): hanging up", why, key, bound)
-            self.dispatch(sv.UserHangup())
-            if self.sup.state != "in_call":
-                self.last_call_end = why  # not just "local hangup"
-                return
-        self._media_watch = self.clock.call_later(self._media_poll(), self._check_media)
+    def _media_timed_out(self, why: str) -> bool:
+        """Hang up a call whose peer stopped sending; True when the call ended."""
+        self.dispatch(sv.UserHangup())
+        if self.sup.state == "in_call":
+            return False
+        self.last_call_end = why  # not just "local hangup"
+        return True
 
     # --------------------------------------------------------------- health
     def healthy(self) -> bool:
         """The event loop runs (we are in it) and, during a call, the media loop ticks."""
-        if self.session is None:
-            return True
-        ticks = self.session.stats().get("ticks", 0)
-        ok = self.session.running and ticks != self._media_ticks
-        self._media_ticks = ticks
-        return ok
+        return self.media_control.ticking()
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval or 10.0
@@ -640,90 +485,13 @@ class App:
             else:
                 log.error("media loop stalled: withholding the watchdog ping")
 
-    def _status_line(self) -> str:
-        reg = "registered" if self.ua and self.ua.registered else "not registered"
-        return f"{self.sup.state}, {reg}" + (f", {self.remote}" if self.remote else "")
-
     # --------------------------------------------------------------- control socket
     async def handle_command(self, req: dict[str, Any]) -> dict[str, Any]:
-        """A control-socket request: status and DTMF are answered here; everything else is a
-        supervisor event, refused (with the supervisor's reason) when the state has no row."""
-        cmd = req["cmd"]
-        if cmd == "status":
-            return {"ok": True, **self.status()}
-        if cmd == "dtmf":
-            if self.session is None:
-                return {"ok": False, "error": "DTMF needs a call with media"}
-            return {"ok": True, "queued": self.session.send_dtmf(str(req.get("digits") or ""))}
-        event: sv.Event
-        if cmd == "call":
-            event = sv.UserCall(str(req.get("target") or self.cfg.calls.default_target))
-        elif cmd == "answer":
-            event = sv.UserAnswer()
-        elif cmd == "hangup":
-            event = sv.UserHangup()
-        elif cmd == "press":
-            name = str(req.get("button") or "")
-            if self.board is None or name not in self.board.buttons:
-                known = ", ".join(sorted(self.board.buttons)) if self.board else ""
-                return {"ok": False, "error": f"no button {name!r} (buttons: {known})"}
-            event = sv.Press(name)
-        else:
-            return {"ok": False, "error": f"unknown command {cmd!r}"}
-        for command in self.dispatch(event):
-            if isinstance(command, sv.Refused):
-                return {"ok": False, "error": command.reason}
-        return {"ok": True, "state": self.sup.state}
-
-    def _realtime_report(self) -> dict[str, Any]:
-        """Whether the media loop got SCHED_FIFO (known once a call's loop has run)."""
-        wanted = self.cfg.media.realtime_priority
-        stats = self.session.stats() if self.session else self.last_media_stats
-        active = None if stats is None or wanted == 0 else bool(stats.get("realtime"))
-        return {"priority": wanted, "active": active}
-
-    def _lockout_wallclock(self) -> float | None:
-        """When the door-code lockout ends, as a UNIX time (None when the code works)."""
-        until = self.sup.lockout_until
-        if until is None or until <= self._now():
-            return None
-        return round(time.time() + (until - self._now()), 1)
+        """A control-socket request (``firmware.commands``)."""
+        return commands.answer(self, req)
 
     def status(self) -> dict[str, Any]:
-        ua = self.ua
-        duration = None
-        if self.call_started is not None and self.driver is not None:
-            duration = round(self.driver.now() - self.call_started, 1)
-        a = self.cfg.audio
-        release = installed_version()  # the booted root's; a checkout has none
-        return {
-            "version": __version__ if release == UNKNOWN_VERSION else release,
-            "registered": bool(ua and ua.registered),
-            "state": self.sup.state,
-            "remote": self.remote,
-            "call_duration": duration,
-            "last_error": self.last_error,
-            "registrar_answer": self.registrar_answer,
-            "last_call_end": self.last_call_end,
-            "server": f"{self.cfg.sip.server}:{self.cfg.sip.port}",
-            "username": self.cfg.sip.username,
-            "transport": self.cfg.sip.transport,
-            "media": self.media,
-            "rtp": self.session.stats() if self.session else self.last_media_stats,
-            "realtime": self._realtime_report(),
-            "audio": {"capture": a.capture, "playback": a.playback,
-                      "state": "error" if self.audio_error else "ok",
-                      "error": self.audio_error, "echo_canceller": a.echo_canceller,
-                      "aec": self.session.canceller_stats() if self.session else {}},
-            "leds": self.board.states() if self.board else {},
-            "gpio": self.board.report() if self.board else {},
-            "door_openings": self.door_openings,
-            "door_lockout_until": self._lockout_wallclock(),
-            "dtmf_keys_received": self.dtmf_keys,
-            "counters": dict(ua.counters) if ua else {},
-            "provisioning": self.provisioning_status() if self.provisioning_status else None,
-            "update": update_report(self.cfg.update.state_dir),
-        }
+        return status.report(self)
 
 
 async def run(cfg: Config | BootConfig, stop: asyncio.Event) -> None:

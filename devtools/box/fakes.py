@@ -131,10 +131,17 @@ class FakeTransport:
 
 
 class FakeNetwork:
+    """``unresolvable`` / ``unusable``: the errors resolving the name / opening the transport
+    raise (the start-up failure paths)."""
+
     def __init__(self) -> None:
         self.transport = FakeTransport()
+        self.unresolvable: OSError | None = None
+        self.unusable: Exception | None = None
 
     async def resolve(self, host: str, port: int) -> tuple[str, int]:
+        if self.unresolvable is not None:
+            raise self.unresolvable
         return host, port
 
     async def resolve_all(self, host: str, port: int) -> list[str]:
@@ -144,6 +151,8 @@ class FakeNetwork:
         return APP_ADDR[0]
 
     async def open(self, sip: SipSettings, server: tuple[str, int], bind: str) -> FakeTransport:
+        if self.unusable is not None:
+            raise self.unusable
         return self.transport
 
 
@@ -206,8 +215,11 @@ class FakeMedia:
     def __init__(self, missing_canceller: str | None = None) -> None:
         self.sessions: list[FakeSession] = []
         self.missing_canceller = missing_canceller  # why "this build" lacks the canceller
+        self.port_taken: OSError | None = None  # what binding the RTP port raises
 
     def ports(self, address: str, port: int) -> FakePorts:
+        if self.port_taken is not None:
+            raise self.port_taken
         return FakePorts()
 
     def session(self, ports: Any, source: Any, sink: Any, settings: Any,
@@ -283,25 +295,32 @@ class FakeBoards:
 
 
 class FakeControl:
-    def __init__(self, handler: Any) -> None:
+    def __init__(self, handler: Any, refused: OSError | None = None) -> None:
         self.handler = handler
+        self.refused = refused
 
     async def start(self) -> None:
-        pass
+        if self.refused is not None:
+            raise self.refused
 
     async def close(self) -> None:
         pass
 
 
 class FakeControls:
+    """``running``: another intercom answers on the socket; ``refused``: what creating the
+    socket raises."""
+
     def __init__(self) -> None:
         self.server_: FakeControl | None = None
+        self.running = False
+        self.refused: OSError | None = None
 
     async def answers(self, path: str) -> bool:
-        return False
+        return self.running
 
     def server(self, path: str, handler: Any) -> FakeControl:
-        self.server_ = FakeControl(handler)
+        self.server_ = FakeControl(handler, self.refused)
         return self.server_
 
     async def command(self, **req: Any) -> dict[str, Any]:

@@ -227,7 +227,7 @@ class TrustedCall:
         for session in box.media.sessions:
             for media in session.media:
                 assert (problem := media_problem(media)) is None, problem
-        assert not self.ua.in_call and app.session is None, "no call, no media"
+        assert not self.ua.in_call and app.media_control.session is None, "no call, no media"
         assert self.ua.registered and box.board.leds.get("registered") == "on", "registered"
         assert self.ua.open_transactions <= MAX_OPEN_AFTER, \
             f"{self.ua.open_transactions} transactions still open"

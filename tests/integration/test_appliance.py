@@ -203,7 +203,7 @@ def test_watchdog_pings_stop_when_media_or_event_loop_stall(
         phone.wait_event("CALL_ESTABLISHED", 15)
         b.wait_state("in_call")
         healthy_for(1.0)  # in a call, the media loop ticking
-        session = b.app.session
+        session = b.app.media_control.session
         assert session is not None and session._loop_thread is not None
 
         # 1. the media thread is alive but does not tick

@@ -141,7 +141,7 @@ def test_stranger_in_a_pbx_call_cannot_open_the_door(asterisk, box, baresip, str
                               ctype="application/dtmf-relay", **ids), port)
     stranger.send(sip_request("INVITE", port, stranger.port, cseq=cseq + 2, body=offer(40000),
                               ctype="application/sdp", **ids), port)
-    box_rtp = b.app.ports.port
+    box_rtp = b.app.media_control.ports.port
     for pkt in dtmf_packets("*1"):
         stranger.rtp.sendto(pkt, ("127.0.0.1", box_rtp))
         time.sleep(0.005)

@@ -32,7 +32,7 @@ class MissingCard(FakeAudio):
 def test_the_call_button_is_refused_without_a_sound_card() -> None:
     box = FakeBox()
     card = MissingCard()
-    box.app.audio = card
+    box.app.media_control.audio = card
 
     async def scenario() -> None:
         await box.app.start()

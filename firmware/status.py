@@ -1,0 +1,111 @@
+"""The intercom's status report: the one dictionary the control socket's ``status`` command,
+``intercom status`` and the console page show, and the one-line summary systemd shows.
+
+Owns the assembly and the wording of those reports from what the running intercom exposes
+(``Reported``). Reads, never changes: it must not know how a call, the media or the
+registration is driven, nor who asks (control socket, systemd).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from . import __version__
+from . import supervisor as sv
+from .config import Config
+from .media_control import MediaControl
+from .net import UaDriver
+from .parts import BoardLike, Clock
+from .sip.ua import UserAgent
+from .update.slots import UNKNOWN as UNKNOWN_VERSION
+from .update.slots import installed_version
+from .update.slots import report as update_report
+
+
+class Reported(Protocol):
+    """What the report reads from the running intercom."""
+
+    cfg: Config
+    sup: sv.Supervisor
+    ua: UserAgent | None
+    board: BoardLike | None
+    remote: str | None
+    last_error: str | None
+    last_call_end: str | None
+    registrar_answer: int | None
+    door_openings: int
+    provisioning_status: Callable[[], dict[str, Any]] | None
+
+    @property
+    def media_control(self) -> MediaControl: ...
+    @property
+    def dtmf_keys(self) -> int: ...
+    @property
+    def call_started(self) -> float | None: ...
+    @property
+    def driver(self) -> UaDriver | None: ...
+    @property
+    def clock(self) -> Clock: ...
+
+
+def line(box: Reported) -> str:
+    """The one-line summary (systemd's STATUS=): state, registration and the remote party."""
+    reg = "registered" if box.ua and box.ua.registered else "not registered"
+    return f"{box.sup.state}, {reg}" + (f", {box.remote}" if box.remote else "")
+
+
+def realtime(box: Reported) -> dict[str, Any]:
+    """Whether the media loop got SCHED_FIFO (known once a call's loop has run)."""
+    wanted = box.cfg.media.realtime_priority
+    mc = box.media_control
+    stats = mc.session.stats() if mc.session else mc.last_stats
+    active = None if stats is None or wanted == 0 else bool(stats.get("realtime"))
+    return {"priority": wanted, "active": active}
+
+
+def lockout_wallclock(box: Reported) -> float | None:
+    """When the door-code lockout ends, as a UNIX time (None when the code works)."""
+    until, now = box.sup.lockout_until, box.clock.time()
+    if until is None or until <= now:
+        return None
+    return round(time.time() + (until - now), 1)
+
+
+def report(box: Reported) -> dict[str, Any]:
+    """The whole status: registration, call, media, audio, GPIO, door, counters, updates."""
+    ua, mc, a = box.ua, box.media_control, box.cfg.audio
+    session = mc.session
+    duration = None
+    if box.call_started is not None and box.driver is not None:
+        duration = round(box.driver.now() - box.call_started, 1)
+    release = installed_version()  # the booted root's; a checkout has none
+    return {
+        "version": __version__ if release == UNKNOWN_VERSION else release,
+        "registered": bool(ua and ua.registered),
+        "state": box.sup.state,
+        "remote": box.remote,
+        "call_duration": duration,
+        "last_error": box.last_error,
+        "registrar_answer": box.registrar_answer,
+        "last_call_end": box.last_call_end,
+        "server": f"{box.cfg.sip.server}:{box.cfg.sip.port}",
+        "username": box.cfg.sip.username,
+        "transport": box.cfg.sip.transport,
+        "media": mc.params,
+        "rtp": session.stats() if session else mc.last_stats,
+        "realtime": realtime(box),
+        "audio": {"capture": a.capture, "playback": a.playback,
+                  "state": "error" if mc.audio_error else "ok",
+                  "error": mc.audio_error, "echo_canceller": a.echo_canceller,
+                  "aec": session.canceller_stats() if session else {}},
+        "leds": box.board.states() if box.board else {},
+        "gpio": box.board.report() if box.board else {},
+        "door_openings": box.door_openings,
+        "door_lockout_until": lockout_wallclock(box),
+        "dtmf_keys_received": box.dtmf_keys,
+        "counters": dict(ua.counters) if ua else {},
+        "provisioning": box.provisioning_status() if box.provisioning_status else None,
+        "update": update_report(box.cfg.update.state_dir),
+    }
