@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import threading
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,13 +51,32 @@ def _sip(transport: str, **kw: object) -> SipSettings:
     return SipSettings(server="127.0.0.1", username="5002", transport=transport, **kw)
 
 
+def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    """asyncio.run in a thread of its own: in the whole suite the browser tests' Playwright
+    keeps an event loop running in the main thread for the session."""
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["value"] = asyncio.run(coro)
+        except BaseException as exc:  # handed to the caller's thread
+            out["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
 def test_adapters_word_their_own_set_up_errors(tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
         with pytest.raises(net.TransportUnusableError) as udp:
-            asyncio.run(net.open_transport(_sip("udp", local_port=port), ("127.0.0.1", 5060),
-                                           "127.0.0.1"))
+            _run(net.open_transport(_sip("udp", local_port=port), ("127.0.0.1", 5060),
+                                    "127.0.0.1"))
     assert str(udp.value).startswith(f"cannot use SIP port 127.0.0.1:{port}/udp "
                                      "(sip.local_port): "), udp.value
     assert "in use" in str(udp.value)
@@ -62,14 +84,14 @@ def test_adapters_word_their_own_set_up_errors(tmp_path: Path) -> None:
     tls = TlsSettings(cert_file=missing, key_file=missing)
     with pytest.raises(net.TransportUnusableError,
                        match="^cannot set up SIP over TLS: .*No such file"):
-        asyncio.run(net.open_transport(_sip("tls", tls=tls), ("127.0.0.1", 5061), "127.0.0.1"))
+        _run(net.open_transport(_sip("tls", tls=tls), ("127.0.0.1", 5061), "127.0.0.1"))
 
 
 def test_stream_adapters_open_without_connecting() -> None:
     async def opened(name: str) -> net.Adapter:
         return await net.open_transport(_sip(name), ("127.0.0.1", 5061), "127.0.0.1")
 
-    tcp, tls = asyncio.run(opened("tcp")), asyncio.run(opened("tls"))
+    tcp, tls = _run(opened("tcp")), _run(opened("tls"))
     assert type(tcp) is net.TcpTransport and type(tls) is net.TlsTransport
     assert tcp.transport is None and tls.transport is None and tls.ssl.check_hostname
 
