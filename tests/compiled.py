@@ -22,6 +22,18 @@ from pathlib import Path
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
 REQUIRE = "INTERCOM_REQUIRE_BUILD"
+# the head of a ``python -c`` script that refuses the modules named (comma-separated) in
+# sys.argv[1], as on a machine without the C build; the caller's script goes on from there
+REFUSE_BUILD = """
+import importlib, importlib.abc, sys
+REFUSED = set(sys.argv[1].split(","))
+class NoBuild(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name in REFUSED:
+            raise ModuleNotFoundError(f"No module named {name!r} (refused: no C build)")
+        return None
+sys.meta_path.insert(0, NoBuild())
+"""
 REASON = ("needs the compiled media core (Cython extensions): "
           "python setup.py build_ext --inplace, or ./build.sh test")
 

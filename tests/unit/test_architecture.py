@@ -120,15 +120,7 @@ PURE = ["firmware.address", "firmware.events", "firmware.config", "firmware.supe
         "firmware.control", "firmware.media.audio", "firmware.media.settings",
         "firmware.media._reference", "firmware.provisioning", "firmware.update.health",
         "devtools.box.fakes", "devtools.box.config"]
-REFUSE_BUILD = """
-import importlib.abc, sys
-REFUSED = set(sys.argv[1].split(","))
-class NoBuild(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name in REFUSED:
-            raise ModuleNotFoundError(f"No module named {name!r} (refused: no C build)")
-        return None
-sys.meta_path.insert(0, NoBuild())
+REFUSE_BUILD = compiled.REFUSE_BUILD + """
 for name in sys.argv[2:]:
     importlib.import_module(name)
 loaded = REFUSED & set(sys.modules)

@@ -11,16 +11,8 @@ from pathlib import Path
 from tests import compiled
 
 REPO = Path(__file__).resolve().parents[2]
-NO_BUILD = """
-import importlib.abc, sys
+NO_BUILD = compiled.REFUSE_BUILD + """
 import pytest
-REFUSED = set(sys.argv[1].split(","))
-class NoBuild(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name in REFUSED:
-            raise ModuleNotFoundError(f"No module named {name!r}")
-        return None
-sys.meta_path.insert(0, NoBuild())
 sys.exit(pytest.main(sys.argv[2:]))
 """
 # one module that imports the core at the top, one test marked alone, one pure test
