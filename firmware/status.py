@@ -8,6 +8,7 @@ registration is driven, nor who asks (control socket, systemd).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -73,6 +74,13 @@ def lockout_wallclock(box: Reported) -> float | None:
     return round(time.time() + (until - now), 1)
 
 
+@functools.cache
+def _release() -> str:
+    """The booted root's /etc/intercom-version (read-only while running: read once); a
+    checkout has none."""
+    return installed_version()
+
+
 def report(box: Reported) -> dict[str, Any]:
     """The whole status: registration, call, media, audio, GPIO, door, counters, updates."""
     ua, mc, a = box.ua, box.media_control, box.cfg.audio
@@ -80,7 +88,7 @@ def report(box: Reported) -> dict[str, Any]:
     duration = None
     if box.call_started is not None and box.driver is not None:
         duration = round(box.driver.now() - box.call_started, 1)
-    release = installed_version()  # the booted root's; a checkout has none
+    release = _release()
     return {
         "version": __version__ if release == UNKNOWN_VERSION else release,
         "registered": bool(ua and ua.registered),
