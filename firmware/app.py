@@ -8,10 +8,11 @@ control socket, systemd notifier), each defaulting to the real one, the way gpio
 Owns the composition and the event dispatch: SIP events and button presses become
 supervisor events; supervisor commands become SIP actions, LED and relay changes, timers and
 tones. The only place where SIP meets media: negotiated MediaParams start, move and stop the
-call's media (``firmware.media_control``) whose port the SDP announced. The status report is
-``firmware.status``'s, the control commands ``firmware.commands``' table; App keeps the
-systemd watchdog, the door-code lockout file and the registrar's addresses. Knows nothing about
-SIP wire details or RTP packets.
+call's media (``firmware.media_control``) whose port the SDP announced. Opening the parts is
+``firmware.startup``'s, running and swapping Apps ``firmware.runner``'s, the status report
+``firmware.status``'s, the control commands ``firmware.commands``' table; App keeps the systemd
+watchdog, the door-code lockout file and the registrar's addresses. Knows nothing about SIP
+wire details or RTP packets.
 """
 
 from __future__ import annotations
@@ -19,15 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from . import __version__, commands, firewall, lockout_store, provisioning_io, status
+from . import commands, firewall, lockout_store, startup, status
 from . import supervisor as sv
-from .config import BootConfig, Config, ProvisioningSettings, RelaySpec
+from .config import Config, RelaySpec
 from .events import (
     CallAnswered,
     CallEnded,
@@ -41,7 +40,7 @@ from .events import (
     Unregistered,
 )
 from .media_control import MediaControl
-from .net import TransportUnusableError, UaDriver
+from .net import UaDriver
 from .outbound import Kind, Notice, Outbox
 from .parts import (
     Audio,
@@ -59,19 +58,8 @@ from .parts import (
     SipTransport,
     UnixControls,
 )
-from .provisioning import (
-    CACHE_NAME,
-    Provisioner,
-    cache_dir,
-    dhcp_template,
-    shown_url,
-    signature_url,
-    url_for,
-)
 from .sip.errors import LocalProtocolError, RemoteProtocolError
-from .sip.transaction import TimerConfig
-from .sip.transport import transport as sip_transport
-from .sip.ua import CallState, RegState, UAConfig, UserAgent
+from .sip.ua import CallState, RegState, UserAgent
 from .sip.uri import is_ip_literal
 from .systemd import Notifier
 from .update.health import alert as update_alert
@@ -79,24 +67,6 @@ from .update.state import STATE as UPDATE_STATE
 from .update.state import Store as UpdateStore
 
 log = logging.getLogger("intercom")
-
-
-class StartupError(Exception):
-    """The intercom cannot start; the message names the cause in one line."""
-
-
-def ua_config(cfg: Config, server_ip: str) -> UAConfig:
-    s = cfg.sip
-    return UAConfig(
-        server=server_ip, port=s.port, transport=s.transport, username=s.username,
-        password=s.password, auth_username=s.auth_username, display_name=s.display_name,
-        domain=s.domain or s.server, register=s.register, register_expires=s.register_expires,
-        timers=TimerConfig(s.t1, s.t2, s.t4), keepalive=s.keepalive,
-        keepalive_interval=s.keepalive_interval, retry_min=s.retry_min, retry_max=s.retry_max,
-        ring_timeout=cfg.calls.ring_timeout + 5,  # the supervisor's timer normally acts first
-        codecs=cfg.media.codecs, dtmf_payload_type=cfg.media.dtmf_payload_type,
-        srtp=cfg.media.srtp, trusted_sources=s.trusted_sources,
-        untrusted_policy=s.untrusted_policy, max_message_size=s.max_message_size)
 
 
 def policy(cfg: Config) -> sv.Policy:
@@ -175,52 +145,12 @@ class App:
 
     # --------------------------------------------------------------- lifecycle
     async def start(self) -> None:
-        s = self.cfg.sip
+        """Open every part (``firmware.startup``: StartupError names the first that cannot
+        open), start the supervisor, register."""
         self._clock = self._clock or asyncio.get_running_loop()  # before any other thread asks
-        if await self.controls.answers(self.cfg.control.socket):
-            raise StartupError(f"another intercom is already running (its control socket "
-                               f"{self.cfg.control.socket} answers)")
-        try:
-            server = await self.network.resolve(s.server, s.port)
-        except OSError as exc:
-            raise StartupError(f"cannot resolve sip.server {s.server!r}: {exc}") from None
-        self.local_ip = s.local_address or self.network.source_address(*server)
-        kind = sip_transport(s.transport)
-        if kind.secure and not s.tls.verify:
-            log.warning("sip.tls.verify is false: the PBX's certificate is NOT checked, anyone "
-                        "on the network path can impersonate the PBX and open the door")
-        bind = s.local_address or "0.0.0.0"
-        try:
-            transport = await self.network.open(s, server, bind)
-        except TransportUnusableError as exc:  # worded by the adapter
-            raise StartupError(str(exc)) from None
-        self.transport = transport
-        self.ua = UserAgent(ua_config(self.cfg, server[0]), (self.local_ip, transport.local_port))
-        await self._refresh_registrar()
-        self.driver = UaDriver(self.ua, transport.send, self._on_sip, self.clock)
-        transport.driver = self.driver
-        with contextlib.suppress(OSError):  # logged by the transport; retried with backoff
-            await transport.connect()
-        try:
-            self.media_control.open(self.cfg.media.address or self.local_ip)
-        except OSError as exc:
-            raise StartupError(f"{exc} (media.rtp_port)") from None
-        why = self.media_control.canceller_unavailable()
-        if why is not None:
-            raise StartupError(f"audio.echo_canceller: {self.cfg.audio.echo_canceller}: {why}")
-        self.board = self.boards.open(self.cfg.gpio, self._press_from_thread)
-        self.control = self.controls.server(self.cfg.control.socket, self.handle_command)
-        try:
-            await self.control.start()
-        except OSError as exc:
-            raise StartupError(f"cannot create the control socket {self.cfg.control.socket}: "
-                               f"{exc.strerror or exc}") from None
-        log.info("intercom %s starting: %s@%s:%d over %s, control socket %s", __version__,
-                 s.username, s.server, s.port, s.transport.upper(), self.cfg.control.socket)
-        if self.cfg.media.srtp != "off" and not kind.secure:
-            log.warning("media.srtp is %s but sip.transport is %s: the SRTP keys cross the "
-                        "network in clear SIP, so whoever can read SIP can decrypt the audio",
-                        self.cfg.media.srtp, s.transport)
+        await startup.open_parts(self, on_sip=self._on_sip, on_press=self._press_from_thread,
+                                 on_command=self.handle_command)
+        assert self.ua is not None and self.driver is not None
         self._execute(self.sup.start(self._now(), self._load_lockout()))
         self._check_update()
         self._keep_lockout()
@@ -261,7 +191,7 @@ class App:
     def _now(self) -> float:
         return self.clock.time()
 
-    async def _refresh_registrar(self) -> None:
+    async def refresh_registrar(self) -> None:
         """Trust every address the registrar's name resolves to now (DNS may move it)."""
         if self.ua is None:
             return
@@ -341,7 +271,7 @@ class App:
                     self.last_error, self._error_from = None, ""
                 if not is_ip_literal(self.cfg.sip.server):  # a name may move; an address cannot
                     self._tasks = [t for t in self._tasks if not t.done()]
-                    self._tasks.append(asyncio.create_task(self._refresh_registrar()))
+                    self._tasks.append(asyncio.create_task(self.refresh_registrar()))
                 self.dispatch(sv.RegistrationUp())
             case RegistrationFailed(reason=reason, status=answer, retry_in=retry):
                 self.registrar_answer = answer
@@ -492,216 +422,3 @@ class App:
 
     def status(self) -> dict[str, Any]:
         return status.report(self)
-
-
-async def run(cfg: Config | BootConfig, stop: asyncio.Event) -> None:
-    """Run the intercom until ``stop``. A boot YAML with ``provisioning.url``: the provisioned
-    configuration over it, swapped in at an idle moment (``run_provisioned``)."""
-    if isinstance(cfg, BootConfig):
-        if cfg.provisioning.url:
-            await run_provisioned(cfg, stop)
-            return
-        assert cfg.config is not None  # parse_boot requires sip.* without provisioning.url
-        cfg = cfg.config
-    app = App(cfg)
-    await app.start()
-    try:
-        await stop.wait()
-    finally:
-        await app.stop()
-
-
-SWAP_STATES = (sv.State.IDLE.value, sv.State.OFFLINE.value)  # no call, nothing ringing
-
-
-async def _provision(prov: Provisioner, wake: asyncio.Event,
-                     fetch: Callable[[str], Awaitable[bytes]] | None = None) -> None:
-    """Fetch at once and then every provisioning.interval (the retry delay after a failure);
-    the door keeps working meanwhile: the blocking fetch runs in a thread. ``url: dhcp``: the
-    URL of DHCP option 43, read again before every fetch. With ``signing_cert`` the document's
-    ``.sig`` is fetched too and must verify before the document is even parsed."""
-    p = prov.boot.provisioning
-    assert p.url is not None and p.ca_file is not None
-    ca_file = p.ca_file
-
-    async def real_fetch(target: str) -> bytes:
-        return await asyncio.to_thread(provisioning_io.fetch, target, ca_file, p.timeout,
-                                       p.max_size)
-
-    get = fetch or real_fetch
-    while True:
-        try:
-            template = p.url
-            if template == "dhcp":
-                options = await asyncio.to_thread(provisioning_io.dhcp_options,
-                                                  Path(p.dhcp_leases))
-                try:
-                    template = dhcp_template(options)
-                except ValueError as exc:
-                    raise provisioning_io.FetchError(str(exc)) from None
-            if prov.mac is None:
-                host, port = urlsplit(template).hostname or "", urlsplit(template).port or 443
-                prov.mac = await asyncio.to_thread(provisioning_io.route_mac, host, port)
-            prov.url = url_for(template, prov.mac)
-            body = await asyncio.wait_for(get(prov.url), p.timeout + 5)
-            sig = await _signature(p, prov.url, body, get) if p.signing_cert else None
-        except provisioning_io.FetchError as exc:
-            prov.fetch_failed(str(exc), time.time())
-        except TimeoutError:
-            prov.fetch_failed(f"the server took longer than provisioning.timeout "
-                              f"({p.timeout:g} s)", time.time())
-        except provisioning_io.SignatureError as exc:
-            prov.refuse(f"{shown_url(prov.url or '')}: {exc}", time.time())
-        else:
-            if prov.offer(body, "server", time.time(), sig):
-                wake.set()
-        await asyncio.sleep(prov.next_delay())
-
-
-async def _signature(p: ProvisioningSettings, url: str, body: bytes,
-                     get: Callable[[str], Awaitable[bytes]]) -> bytes:
-    """``<url>.sig``, checked against provisioning.signing_cert: a signature that cannot be
-    fetched or does not verify refuses the document (SignatureError)."""
-    assert p.signing_cert is not None
-    where = shown_url(signature_url(url))
-    try:
-        sig = await asyncio.wait_for(get(signature_url(url)), p.timeout + 5)
-    except provisioning_io.FetchError as exc:
-        raise provisioning_io.SignatureError(f"no signature: {where}: {exc}") from None
-    except TimeoutError:
-        raise provisioning_io.SignatureError(f"no signature: {where}: the server took longer "
-                                             f"than provisioning.timeout") from None
-    await asyncio.to_thread(provisioning_io.verify, body, sig, p.signing_cert)
-    return sig
-
-
-async def run_provisioned(boot: BootConfig, stop: asyncio.Event,
-                          fetch: Callable[[str], Awaitable[bytes]] | None = None,
-                          make_app: Callable[[Config], App] = App) -> None:
-    """The boot YAML as the floor, the last good provisioned document (cached, then fetched)
-    over it. A changed configuration replaces the App only while it is idle or offline (no call,
-    nothing ringing; checked again right before the swap): the old App un-REGISTERs and stops,
-    a new one starts with the new settings and REGISTERs; no reboot. A press that arrives while
-    the old App stops is replayed on the new one. Until any configuration is complete (a boot
-    YAML that leaves sip.* to the server) the process waits and says so to systemd."""
-    prov = Provisioner(boot)
-    p = boot.provisioning
-    data = provisioning_io.DATA if provisioning_io.data_usable() else None
-    prov.cache_dir, prov.cache_where = cache_dir(boot, data)
-    log.info("provisioning: the last good configuration is kept in %s (%s)", prov.cache_dir,
-             prov.cache_where)
-    try:
-        cached = await asyncio.to_thread(provisioning_io.read_cache, prov.cache_dir, CACHE_NAME,
-                                         p.max_size, p.signing_cert)
-    except provisioning_io.CacheError as exc:
-        log.warning("provisioning: the cached configuration %s is ignored: %s",
-                    prov.cache_dir / CACHE_NAME, exc)
-        cached = None
-    if cached is not None:
-        prov.offer(cached[0], "cache", time.time(), cached[1])
-    wake = asyncio.Event()
-    notifier = Notifier()
-    waiting_said = False
-    fetcher = asyncio.create_task(_provision(prov, wake, fetch))
-    app: App | None = None
-    try:
-        while not stop.is_set():
-            if app is None and (cfg := prov.config()) is not None:
-                app = await _start(prov, cfg, make_app)
-            elif app is not None and (new := prov.pending()) is not None \
-                    and app.state in SWAP_STATES:
-                app = await _swap(prov, app, new, make_app)
-            if app is None and not waiting_said:
-                notifier.ready("waiting for the provisioning server")
-                log.warning("the boot YAML leaves sip.server/sip.username to the provisioning "
-                            "server: waiting for %s", prov.label())
-                waiting_said = True
-            if app is None and notifier.watchdog_interval:
-                notifier.watchdog()
-            wake.clear()
-            stopped = asyncio.ensure_future(stop.wait())
-            woken = asyncio.ensure_future(wake.wait())
-            # a pending swap looks at the state once a second; otherwise sleep until woken
-            poll = 1.0 if (app is not None and prov.pending()) else None
-            if app is None:
-                poll = notifier.watchdog_interval or poll
-            await asyncio.wait({stopped, woken}, timeout=poll,
-                               return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            woken.cancel()
-    finally:
-        fetcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await fetcher
-        if app is not None:
-            await app.stop()
-
-
-def _attach(prov: Provisioner, app: App) -> None:
-    app.provisioning_status = prov.status
-
-
-async def _start(prov: Provisioner, cfg: Config, make_app: Callable[[Config], App]) -> App:
-    """Start with ``cfg``; a provisioned one that cannot start falls back to the previous good
-    one (ultimately the boot YAML, whose failure stops the process as without provisioning)."""
-    while True:
-        app = make_app(cfg)
-        _attach(prov, app)
-        try:
-            await app.start()
-        except StartupError as exc:
-            await app.stop()
-            if prov.config() is not cfg or cfg is prov.boot.config:
-                raise
-            prov.start_failed(cfg, str(exc))
-            nxt = prov.config()
-            if nxt is None:
-                raise
-            cfg = nxt
-            continue
-        prov.applied(cfg)
-        await _keep(prov)
-        return app
-
-
-async def _keep(prov: Provisioner) -> None:
-    """The document the intercom started with, to the cache file (never one that could not
-    start); the host firewall's .path unit re-reads the trust from it."""
-    if (keep := prov.to_keep()) is None or prov.cache_dir is None:
-        return
-    try:
-        await asyncio.to_thread(provisioning_io.save_cache, prov.cache_dir, CACHE_NAME, *keep)
-    except OSError as exc:
-        log.warning("cannot keep the provisioned configuration in %s: %s (a restart while "
-                    "the server is down falls back to the boot YAML)", prov.cache_dir,
-                    exc.strerror or exc)
-        return
-    prov.kept(keep[0])
-
-
-async def _swap(prov: Provisioner, old: App, new: Config,
-                make_app: Callable[[Config], App]) -> App:
-    """Replace the idle App with one running ``new``: presses seen while the old one stops
-    are replayed on the new one (a button is never lost for longer than the swap)."""
-    if old.state not in SWAP_STATES:  # the state again, right before acting on it
-        return old
-    began = time.monotonic()
-    pressed: list[str] = []
-
-    def hold(event: sv.Event) -> list[sv.Command]:
-        if isinstance(event, sv.Press):
-            pressed.append(event.button)
-        return []
-
-    old.dispatch = hold  # type: ignore[method-assign]  # presses now wait for the new App
-    log.info("applying the provisioned configuration %s (the intercom is %s)",
-             prov.good_hash, old.state)
-    await old.stop()
-    app = await _start(prov, new, make_app)
-    for name in pressed:
-        if app.board is not None and name in app.board.buttons:
-            app.dispatch(sv.Press(name))
-    log.info("provisioned configuration %s applied in %.0f ms%s", prov.applied_hash,
-             (time.monotonic() - began) * 1000,
-             f" ({len(pressed)} press(es) replayed)" if pressed else "")
-    return app

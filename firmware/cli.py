@@ -50,7 +50,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     configured = cfg.log.level if cfg else (boot.base.get("log") or {}).get("level", "info")
     level = getattr(logging, (args.log_level or configured).upper())
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .app import StartupError, run
+    from .runner import run
+    from .startup import StartupError
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -10,7 +10,7 @@ configuration waits to be applied and whether the applied one still has to be ke
 retry delay, and the status report (the URL without its query, where it came from, the cache's
 place, times, results, the applied document's hash; never a value from a document). Fetching,
 checking signatures, reading DHCP leases, the MAC and the cache file are
-``firmware.provisioning_io``; when to swap the running App is ``firmware.app.run``. Knows
+``firmware.provisioning_io``; when to swap the running App is ``firmware.runner``. Knows
 nothing about SIP, sockets or GPIO.
 """
 

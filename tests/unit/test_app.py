@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 
 from devtools.box.fakes import PBX_ADDR, FakeBox, run
-from firmware.app import StartupError
 from firmware.events import CallAnswered, CallEnded, IncomingCall
 from firmware.sip.message import parse_message
 from firmware.sip.sdp import LocalMedia
+from firmware.startup import StartupError
 
 
 def test_button_call_door_code_and_hangup() -> None:

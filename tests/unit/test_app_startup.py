@@ -8,8 +8,8 @@ import errno
 import pytest
 
 from devtools.box.fakes import FakeBox, run
-from firmware.app import StartupError
 from firmware.net import TransportUnusableError
+from firmware.startup import StartupError
 
 
 def refusal(box: FakeBox) -> str:

@@ -29,7 +29,7 @@ from devtools.box.fakes import (
 )
 from firmware import provisioning_io as pio
 from firmware import supervisor as sv
-from firmware.app import App, run_provisioned
+from firmware.app import App
 from firmware.config import ConfigError, parse_boot, parse_config, parse_provisioned
 from firmware.provisioning import (
     CACHE_NAME,
@@ -40,6 +40,7 @@ from firmware.provisioning import (
     url_for,
     url_from_option43,
 )
+from firmware.runner import run_provisioned
 from firmware.systemd import Notifier
 
 CA = Path(__file__).resolve().parents[1] / "data"  # any existing file stands in for a CA here

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from firmware import provisioning_io as pio
-from firmware.app import run_provisioned
 from firmware.config import BootConfig, ConfigError, parse_boot
 from firmware.fleet import cli
 from firmware.provisioning import CACHE_NAME, digest, signature_url
+from firmware.runner import run_provisioned
 
 from .test_provisioning import GOOD, GOOD2, Fleet, _run, _until, boot_text
 

@@ -214,8 +214,9 @@ def test_config_repr_hides_the_password_and_no_version_on_the_wire() -> None:
 
 
 def test_config_keys_reach_the_user_agent_and_the_supervisor() -> None:
-    from firmware.app import policy, ua_config
+    from firmware.app import policy
     from firmware.config import ConfigError, parse_config
+    from firmware.startup import ua_config
 
     cfg = parse_config("sip: {server: pbx.example, username: '5002', password: pw,\n"
                        "      trusted_sources: [10.1.0.0/16, 192.0.2.7], untrusted_policy: 403}\n"
