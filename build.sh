@@ -57,7 +57,7 @@ venv() {
   fi
   local stamp=$VENV/.installed
   if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$ROOT/setup.py" -nt "$stamp" ] \
-     || [ -n "$(find "$ROOT/firmware" -maxdepth 1 -name '*.p[xy][xd]' -newer "$stamp")" ]; then
+     || [ -n "$(find "$ROOT/firmware" "$ROOT/firmware/core" -maxdepth 1 -name '*.p[xy][xd]' -newer "$stamp")" ]; then
     log "installing the firmware and its test tools into $VENV"
     "$VENV/bin/pip" install -q --upgrade pip
     "$VENV/bin/pip" install -q -e "$ROOT[test]"

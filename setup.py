@@ -1,10 +1,11 @@
 """Build hook: compiles the Cython real-time core and ships the board profiles (hw/profiles) as
 package data (firmware/profiles), so that ``pip install .`` gives a working ``intercom``.
 
-The extensions: the media stream's I/O shell (``_rtpcore``) around the sans-I/O core
-(``_mediacore``) and its units (``_g711``, ``_rtp``, ``_jitter``, ``_rtcp``, ``_dtmf``,
-``_conceal`` and its G.711 Appendix I subclass ``_plc``, ``_drift``), the two hooks between core and I/O (``_transform`` between packets
-and sockets, ``_processor`` around the PCM played and captured), the SRTP transform on libsrtp2
+The extensions: the media stream's I/O shell ``firmware/_rtpcore.pyx`` (where the design card
+puts it) and, in ``firmware/core/``, the sans-I/O core ``_mediacore`` and its units (``_g711``,
+``_rtp``, ``_jitter``, ``_rtcp``, ``_dtmf``, ``_conceal`` and its G.711 Appendix I subclass
+``_plc``, ``_drift``), the two hooks between core and I/O (``_transform`` between packets and
+sockets, ``_processor`` around the PCM played and captured), the SRTP transform on libsrtp2
 (``_srtp``; Debian ``libsrtp2-dev`` to build, ``libsrtp2-1`` to run) and the echo cancellers
 (``_aec``: speexdsp, ``libspeexdsp-dev``; the WebRTC audio processing module through a C++ shim
 when pkg-config finds ``webrtc-audio-processing-1`` or ``webrtc-audio-processing``, else built
@@ -20,6 +21,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
+CORE = "firmware/core"  # the compiled media core's units (firmware/_rtpcore.pyx stays above it)
 
 
 class BuildPyWithProfiles(build_py):
@@ -45,7 +47,7 @@ def _webrtc_flags() -> tuple[str, list[str], list[str]] | None:
         cflags += ["-std=c++17"]
         # a shim that does not compile against this version must not cost the whole build
         check = subprocess.run(["c++", "-fsyntax-only", "-DHAVE_WEBRTC", f"-D{macro}", *cflags,
-                                str(HERE / "firmware" / "_webrtc_shim.cpp")],
+                                str(HERE / CORE / "_webrtc_shim.cpp")],
                                capture_output=True, text=True)
         if check.returncode != 0:
             errors = [ln for ln in check.stderr.splitlines() if "error" in ln]
@@ -63,20 +65,23 @@ if (HERE / "firmware" / "_rtpcore.pyx").exists():
     from setuptools import Extension
 
     flags = ["-O2"]
-    aec = Extension("firmware._aec", ["firmware/_aec.pyx"], extra_compile_args=flags,
-                    libraries=["speexdsp"], include_dirs=["firmware"])
+
+    def unit(name: str, **kw: list[str]) -> Extension:
+        return Extension(f"firmware.core.{name}", [f"{CORE}/{name}.pyx"], extra_compile_args=flags,
+                         **kw)
+
+    aec = unit("_aec", libraries=["speexdsp"], include_dirs=[CORE])
     webrtc = _webrtc_flags()
     if webrtc:  # the C++ shim over whichever WebRTC module this system has (0.3 or 1.x)
-        aec.sources.append("firmware/_webrtc_shim.cpp")
+        aec.sources.append(f"{CORE}/_webrtc_shim.cpp")
         aec.define_macros += [("HAVE_WEBRTC", "1"), (webrtc[0], "1")]
         aec.extra_compile_args = flags + webrtc[1]
         aec.extra_link_args = webrtc[2] + ["-lstdc++"]
     ext_modules = cythonize(
-        [Extension(f"firmware.{name}", [f"firmware/{name}.pyx"], extra_compile_args=flags)
-         for name in ("_transform", "_processor", "_g711", "_rtp", "_jitter", "_rtcp", "_dtmf",
-                      "_conceal", "_plc", "_drift", "_mediacore", "_rtpcore")] +
-        [aec, Extension("firmware._srtp", ["firmware/_srtp.pyx"], extra_compile_args=flags,
-                        libraries=["srtp2"])],
+        [unit(name) for name in ("_transform", "_processor", "_g711", "_rtp", "_jitter", "_rtcp",
+                                 "_dtmf", "_conceal", "_plc", "_drift", "_mediacore")] +
+        [aec, unit("_srtp", libraries=["srtp2"]),
+         Extension("firmware._rtpcore", ["firmware/_rtpcore.pyx"], extra_compile_args=flags)],
         language_level=3,
     )
 

@@ -1,4 +1,4 @@
-"""Echo cancellers (firmware._aec): quality in the simulated room and CPU per call-minute.
+"""Echo cancellers (firmware.core._aec): quality in the simulated room and CPU per call-minute.
 
 Quality: each canceller (and none, the reference) on the same signals of devtools.room at a
 fixed seed: ERLE once converged, convergence time, the visitor's voice during double talk
@@ -19,8 +19,8 @@ import statistics
 import time
 
 from devtools import aec_image_check, room
-from firmware import _aec
-from firmware._processor import CaptureProcessor
+from firmware.core import _aec
+from firmware.core._processor import CaptureProcessor
 from firmware.events import MediaParams
 from firmware.media.audio import ToneSource
 from firmware.media.stream import RtpPorts, RtpSession, StreamSettings

@@ -10,7 +10,7 @@ import timeit
 import numpy as np
 
 from devtools.drift_sim import AMP, FS, HZ, RATE, glitches, simulate
-from firmware._drift import DriftCompensator
+from firmware.core._drift import DriftCompensator
 
 
 def _tick_ns(on: bool, ticks: int = 20000) -> float:

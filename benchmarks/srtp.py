@@ -23,8 +23,8 @@ from devtools.asterisk import Asterisk
 from devtools.box.process import Intercom
 from devtools.waiting import wait_for
 from firmware import _rtpcore as core
-from firmware._srtp import SrtpTransform
-from firmware._transform import PacketTransform
+from firmware.core._srtp import SrtpTransform
+from firmware.core._transform import PacketTransform
 from firmware.events import MediaParams, SrtpParams
 from firmware.media.audio import NullSink, ToneSource
 from firmware.media.stream import RtpPorts, RtpSession

@@ -5,7 +5,7 @@ The room tests measure the cancellers built on this machine (bookworm: WebRTC 0.
 the image's own arm64 binary — the same ``_aec`` module and libraries a Pi runs, emulated
 instruction by instruction — through the same room. Two halves: ``in_image`` (run on the host:
 writes the room's signals into the root, runs this file there with chroot, reads the cleaned
-signal back) and ``main`` (run inside the root: frame by frame through ``firmware._aec``, as
+signal back) and ``main`` (run inside the root: frame by frame through ``firmware.core._aec``, as
 the media loop drives it). Used by tests/image/test_aec_image.py and benchmarks/aec.py.
 By hand, as root, after ``./build.sh image``::
 
@@ -28,7 +28,7 @@ TMP = "tmp/intercom-aec-check"
 
 def main(folder: str, kinds: list[str]) -> None:
     """Inside the image: ``folder``/played.raw and mic.raw -> out-KIND.raw per canceller."""
-    from firmware._aec import create, webrtc_version
+    from firmware.core._aec import create, webrtc_version
 
     base = Path(folder)
     played, mic = (base / "played.raw").read_bytes(), (base / "mic.raw").read_bytes()

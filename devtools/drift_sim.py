@@ -3,7 +3,7 @@
 For the drift-control test and benchmark: the card drains the real playback ``PcmFifo`` and
 fills the real capture ``PcmFifo`` one 20 ms period (of its own, ``ppm``-off clock) at a time,
 stamping each transfer with the virtual time; the loop side goes through
-``firmware._drift.DriftCompensator`` as the media thread does. A 1013 Hz tone (not a multiple
+``firmware.core._drift.DriftCompensator`` as the media thread does. A 1013 Hz tone (not a multiple
 of 50 Hz: a dropped or repeated sample would show) goes through both ways, and ``glitches``
 judges what came out against a clean tone.
 """
@@ -14,8 +14,8 @@ import math
 
 import numpy as np
 
-from firmware._drift import DriftCompensator
 from firmware._rtpcore import PcmFifo
+from firmware.core._drift import DriftCompensator
 
 RATE, FS, HZ, AMP = 8000, 160, 1013.0, 12000.0
 CARD_PERIOD = 160  # frames per card period, in the card's own clock

@@ -4,27 +4,27 @@ from typing import Self
 
 from typing_extensions import Buffer, disjoint_base  # collections.abc in 3.12
 
-from ._conceal import Concealer
-from ._drift import DriftCompensator
-from ._dtmf import DTMF_EVENTS as DTMF_EVENTS
-from ._g711 import ALAW as ALAW
-from ._g711 import ULAW as ULAW
-from ._g711 import decode_alaw as decode_alaw
-from ._g711 import decode_ulaw as decode_ulaw
-from ._g711 import encode_alaw as encode_alaw
-from ._g711 import encode_ulaw as encode_ulaw
-from ._jitter import JB_DUPLICATE as JB_DUPLICATE
-from ._jitter import JB_LATE as JB_LATE
-from ._jitter import JB_OK as JB_OK
-from ._jitter import JB_RESYNC as JB_RESYNC
-from ._jitter import JB_TOO_EARLY as JB_TOO_EARLY
-from ._jitter import JitterBuffer as JitterBuffer
-from ._mediacore import MediaCore as MediaCore
-from ._processor import CaptureProcessor
-from ._rtp import RTP_ERRORS as RTP_ERRORS
-from ._rtp import rtp_pack as rtp_pack
-from ._rtp import rtp_parse as rtp_parse
-from ._transform import PacketTransform
+from .core._conceal import Concealer
+from .core._drift import DriftCompensator
+from .core._dtmf import DTMF_EVENTS as DTMF_EVENTS
+from .core._g711 import ALAW as ALAW
+from .core._g711 import ULAW as ULAW
+from .core._g711 import decode_alaw as decode_alaw
+from .core._g711 import decode_ulaw as decode_ulaw
+from .core._g711 import encode_alaw as encode_alaw
+from .core._g711 import encode_ulaw as encode_ulaw
+from .core._jitter import JB_DUPLICATE as JB_DUPLICATE
+from .core._jitter import JB_LATE as JB_LATE
+from .core._jitter import JB_OK as JB_OK
+from .core._jitter import JB_RESYNC as JB_RESYNC
+from .core._jitter import JB_TOO_EARLY as JB_TOO_EARLY
+from .core._jitter import JitterBuffer as JitterBuffer
+from .core._mediacore import MediaCore as MediaCore
+from .core._processor import CaptureProcessor
+from .core._rtp import RTP_ERRORS as RTP_ERRORS
+from .core._rtp import rtp_pack as rtp_pack
+from .core._rtp import rtp_parse as rtp_parse
+from .core._transform import PacketTransform
 
 @disjoint_base
 class PcmFifo:

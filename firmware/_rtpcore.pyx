@@ -8,12 +8,12 @@ arrival timestamps and ``sendto`` on file descriptors it is given, the peer's ad
 loop-side stand-ins for a source and a sink that need no Python (a PCM table cycled as the
 captured signal, played frames discarded: a tone or silence into a null sink runs with this
 thread alone), and the two hooks between the core and the I/O: the packet transform
-(``firmware._transform``; SRTP is one) protects what leaves and unprotects what arrives, its
-refusals counted; the capture processor (``firmware._processor``; echo cancellation is one) sees
+(``firmware.core._transform``; SRTP is one) protects what leaves and unprotects what arrives, its
+refusals counted; the capture processor (``firmware.core._processor``; echo cancellation is one) sees
 every frame played and cleans every frame captured before gain and encoding. Where a sound
-card's clock is on the other side of a FIFO, the drift compensator (``firmware._drift``)
+card's clock is on the other side of a FIFO, the drift compensator (``firmware.core._drift``)
 resamples between the FIFO and the loop so the card's rate and the network's meet. Everything
-else — RTP, RTCP, DTMF, jitter buffer, concealment, gain — is ``firmware._mediacore.MediaCore``,
+else — RTP, RTCP, DTMF, jitter buffer, concealment, gain — is ``firmware.core._mediacore.MediaCore``,
 which this module drives with (now, packets, PCM). Also the stable import point of the codec and
 RTP functions.
 Knows nothing about SIP, SDP, sockets' creation, ciphers, echo cancellation, ALSA or files.
@@ -26,22 +26,22 @@ from libc.errno cimport errno, EINTR
 from posix.time cimport clock_gettime, clock_nanosleep, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 import sys
-from firmware._transform cimport PacketTransform, TRANSFORM_TRAILER_MAX, XF_AUTH, XF_REPLAY
-from firmware._processor cimport CaptureProcessor
-from firmware._rtp cimport RtpHeader, rtp_parse_c
-from firmware._jitter cimport MAX_FRAME
-from firmware._mediacore cimport MediaCore, PACKET_MAX
-from firmware._drift cimport DriftCompensator, RS_BUF
-from firmware._conceal cimport Concealer
+from firmware.core._transform cimport PacketTransform, TRANSFORM_TRAILER_MAX, XF_AUTH, XF_REPLAY
+from firmware.core._processor cimport CaptureProcessor
+from firmware.core._rtp cimport RtpHeader, rtp_parse_c
+from firmware.core._jitter cimport MAX_FRAME
+from firmware.core._mediacore cimport MediaCore, PACKET_MAX
+from firmware.core._drift cimport DriftCompensator, RS_BUF
+from firmware.core._conceal cimport Concealer
 from firmware.address import ipv4
 
 # the stable public names (callers import them from here)
-from firmware._g711 import ALAW, ULAW, decode_alaw, decode_ulaw, encode_alaw, encode_ulaw
-from firmware._rtp import RTP_ERRORS, rtp_pack, rtp_parse
-from firmware._jitter import (JB_DUPLICATE, JB_LATE, JB_OK, JB_RESYNC, JB_TOO_EARLY,
+from firmware.core._g711 import ALAW, ULAW, decode_alaw, decode_ulaw, encode_alaw, encode_ulaw
+from firmware.core._rtp import RTP_ERRORS, rtp_pack, rtp_parse
+from firmware.core._jitter import (JB_DUPLICATE, JB_LATE, JB_OK, JB_RESYNC, JB_TOO_EARLY,
                               JitterBuffer)
-from firmware._dtmf import DTMF_EVENTS
-from firmware._mediacore import MediaCore
+from firmware.core._dtmf import DTMF_EVENTS
+from firmware.core._mediacore import MediaCore
 
 cdef extern from "<time.h>" nogil:
     int TIMER_ABSTIME

@@ -139,7 +139,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"intercom: {exc}", file=sys.stderr)
         return 2
-    from ._aec import unavailable  # what this build has, which the file cannot know
+    from .core._aec import unavailable  # what this build has, which the file cannot know
 
     if (why := unavailable(cfg.audio.echo_canceller)) is not None:
         print(f"intercom: {args.file}: audio.echo_canceller: {cfg.audio.echo_canceller}: {why}",

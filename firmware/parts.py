@@ -171,7 +171,7 @@ class RtpMedia:
         return RtpSession(ports, source, sink, settings, cname=cname)
 
     def canceller_unavailable(self, kind: str) -> str | None:
-        from ._aec import unavailable  # what this build was compiled with
+        from .core._aec import unavailable  # what this build was compiled with
 
         return unavailable(kind)
 

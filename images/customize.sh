@@ -50,22 +50,22 @@ if [ -n "$fw_cy_version" ] && [ ! -x "$fw_cython/bin/python" ]; then
     rm -rf "$fw_cython.tmp"
   fi
 fi
-fw_key=$( { (cd "$fw_src" && find setup.py firmware -maxdepth 1 -type f \( -name setup.py \
+fw_key=$( { (cd "$fw_src" && find setup.py firmware firmware/core -maxdepth 1 -type f \( -name setup.py \
     -o -name '*.pyx' -o -name '*.pxd' -o -name '*.cpp' -o -name '*.h' \) -print0 \
     | LC_ALL=C sort -z | xargs -0 sha256sum)
   cat "$ROOT/var/lib/dpkg/status"
   sed -n '/^# 1\. /,/^# 2\. /p' "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-16)
 fw_cache=$fw_img_cache/firmware-$fw_key
 [ ! -x "$fw_cython/bin/python" ] || (cd "$fw_src" && "$fw_cython/bin/python" -m \
-  Cython.Build.Cythonize -3 -q -j "$(nproc)" firmware/*.pyx)
+  Cython.Build.Cythonize -3 -q -j "$(nproc)" firmware/*.pyx firmware/core/*.pyx)
 # a fixed build folder (cached extensions go there, newer than their C: build_ext skips them)
 # and one compiler per core
 printf '[build]\nbuild_lib = build/lib\n[build_ext]\nparallel = %s\n' "$(nproc)" \
   > "$fw_src/setup.cfg"
-if [ -n "$(find "$fw_cache" -maxdepth 1 -name '*.so' 2>/dev/null)" ]; then
+if [ -n "$(find "$fw_cache" -name '*.so' 2>/dev/null)" ]; then
   echo "customize.sh: the compiled extensions from $fw_cache"
-  mkdir -p "$fw_src/build/lib/firmware"
-  cp "$fw_cache"/*.so "$fw_src/build/lib/firmware/"
+  mkdir -p "$fw_src/build/lib"
+  cp -r "$fw_cache/firmware" "$fw_src/build/lib/"
 fi
 # the PEP 517 hook, called once (pip runs setup.py three times, each checking the WebRTC shim
 # with c++)
@@ -93,15 +93,15 @@ in_root sh -c 'pip3 install --no-deps --no-index --break-system-packages \
   --root-user-action=ignore --prefix=/usr /usr/src/intercom-dist/*.whl'
 rm -rf "$fw_dist"
 # the image's echo cancellers are speexdsp and WebRTC: a build that lost WebRTC fails here
-in_root python3 -c "import firmware._rtpcore, firmware._srtp, firmware.gpiocdev, firmware.app
-import firmware._aec as aec
+in_root python3 -c "import firmware._rtpcore, firmware.core._srtp, firmware.gpiocdev, firmware.app
+import firmware.core._aec as aec
 assert aec.unavailable('webrtc') is None, aec.unavailable('webrtc')
 print('firmware OK, WebRTC', aec.webrtc_version())"
 # kept only once the root has imported them
 if [ ! -d "$fw_cache" ]; then
   rm -rf "$fw_cache.tmp"
   mkdir -p "$fw_cache.tmp"
-  cp "$fw_src"/build/lib/firmware/*.so "$fw_cache.tmp/"
+  (cd "$fw_src/build/lib" && find firmware -name '*.so' -exec cp --parents {} "$fw_cache.tmp/" \;)
   mv "$fw_cache.tmp" "$fw_cache"
   # the three newest stay
   ls -dt "$fw_img_cache"/firmware-* | tail -n +4 | while read -r old; do rm -rf "$old"; done

@@ -2,8 +2,8 @@
 
 Owns the readable statement of the algorithms: ITU-T G.711 (as in the G.191 STL), RFC 3550 RTP
 header packing/validation, RFC 4733 telephone-event payloads, the adaptive jitter buffer
-(``firmware._jitter``) and the RFC 3550 reception statistics and SR/SDES/BYE reports
-(``firmware._rtcp``). Slow on purpose and never used on the hot path; tests feed the Cython
+(``firmware.core._jitter``) and the RFC 3550 reception statistics and SR/SDES/BYE reports
+(``firmware.core._rtcp``). Slow on purpose and never used on the hot path; tests feed the Cython
 units and this twin the same packets on the same virtual clock and check identical output.
 Knows nothing about sockets; time is always passed in.
 """

@@ -22,7 +22,7 @@ class StreamSettings:
     spin_us: int = 0  # wake this early and spin to the deadline (CPU for timing accuracy)
     capture_gain_db: float = 0.0
     playback_gain_db: float = 0.0
-    echo_canceller: str = "off"  # off | speex | webrtc (firmware._aec)
+    echo_canceller: str = "off"  # off | speex | webrtc (firmware.core._aec)
     echo_tail_ms: int = 128
     noise_suppression: bool = False
     agc: bool = False

@@ -23,12 +23,12 @@ import socket
 import threading
 from typing import Any
 
-from .._aec import AecError, EchoCanceller
-from .._aec import create as create_canceller
-from .._processor import CaptureProcessor
 from .._rtpcore import MediaStream
-from .._srtp import SrtpTransform
 from ..address import ipv4
+from ..core._aec import AecError, EchoCanceller
+from ..core._aec import create as create_canceller
+from ..core._processor import CaptureProcessor
+from ..core._srtp import SrtpTransform
 from ..events import MediaParams, SrtpParams
 from .audio import Sink, Source, cycle_of, discards
 from .settings import StreamSettings

@@ -1,4 +1,4 @@
-"""The image's own echo cancellers — its arm64 ``firmware._aec`` against trixie's WebRTC 1.x
+"""The image's own echo cancellers — its arm64 ``firmware.core._aec`` against trixie's WebRTC 1.x
 (AEC3) and speexdsp, as a Pi runs them — in the room of tests/unit/test_aec.py, under qemu-user
 in the root the image was assembled from (devtools/aec_image_check.py). The unit tests measure
 this machine's build (bookworm's WebRTC 0.3); this is what ships.

@@ -1,4 +1,4 @@
-"""Echo cancellers (firmware._aec) in a simulated room: speech from espeak-ng played through a
+"""Echo cancellers (firmware.core._aec) in a simulated room: speech from espeak-ng played through a
 delayed, reverberant, soft-clipping echo path with background noise, the real speexdsp and
 WebRTC libraries driven frame by frame through the capture-processor hook's Python face.
 
@@ -12,13 +12,13 @@ import pytest
 
 from tests import compiled
 
-pytest.importorskip("firmware._aec", reason=compiled.REASON)
+pytest.importorskip("firmware.core._aec", reason=compiled.REASON)
 pytest.importorskip("numpy", reason=compiled.EXTRAS_REASON)
 import numpy as np
 
 from devtools import room
-from firmware import _aec
 from firmware.config import AudioSettings
+from firmware.core import _aec
 
 pytestmark = pytest.mark.compiled
 

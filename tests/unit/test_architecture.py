@@ -15,6 +15,10 @@
   the firmware and no I/O, so every layer (SIP, SDP, the media core, config) shares it.
 - ``config`` is the only module that imports ``yaml``.
 - Every module has a docstring saying what it owns.
+- The compiled media core (``firmware/core/``) reaches only its own units, the C library and
+  CPython; the only Python modules that import it are the media path's (``media/``,
+  ``parts``' real media part) and the CLI's report of what the build has; its I/O shell
+  ``_rtpcore.pyx`` stays at the package's top, where the design card puts it.
 - Everything but the media core imports without the C build: the Cython extensions are
   loaded only when a real media part is used (``firmware.parts``), so the pure layers and
   the fakes they are tested on run on a machine without a compiler.
@@ -23,6 +27,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +108,31 @@ def test_the_address_parser_is_the_innermost_module() -> None:
     assert "from firmware.address import" in (PKG / "_rtpcore.pyx").read_text()
 
 
+CORE_CIMPORT = re.compile(r"^\s*(?:from\s+(\S+)\s+c?import|c?import\s+(\S+))", re.M)
+CORE_USERS = {"media/stream.py", "media/_reference.py", "media/settings.py", "parts.py", "cli.py"}
+
+
+def test_the_compiled_core_is_a_closed_layer() -> None:
+    """firmware/core/ holds every Cython unit but the I/O shell; its units import only each
+    other, libc/posix/CPython (and typing in stubs), and only the media path imports them."""
+    core = PKG / "core"
+    units = sorted(p.stem for p in core.glob("*.pyx"))
+    assert {"_g711", "_mediacore", "_aec", "_srtp"} <= set(units), units
+    assert [p.name for p in PKG.glob("*.pyx")] == ["_rtpcore.pyx"], "only the shell stays up"
+    for path in [*core.glob("*.pyx"), *core.glob("*.pxd"), *core.glob("*.pyi")]:
+        for match in CORE_CIMPORT.finditer(path.read_text()):
+            name = (match.group(1) or match.group(2)).rstrip(",")
+            top = name.split(".")[0]
+            assert name.startswith(("firmware.core.", ".")) or top in (
+                "libc", "posix", "cpython", "typing", "typing_extensions", "collections"), \
+                f"{path.name} imports {name}"
+    users = {p.relative_to(PKG).as_posix() for p in PKG.rglob("*.py")
+             if "core" not in p.relative_to(PKG).parts
+             and any(m.startswith("firmware.core") for m in imports_of(p))}
+    assert users <= CORE_USERS, f"outside the media path: {users - CORE_USERS}"
+    assert "from firmware.core." in (PKG / "_rtpcore.pyx").read_text()
+
+
 def test_only_config_imports_yaml() -> None:
     for path in PKG.rglob("*.py"):
         if path.name != "config.py":
@@ -116,7 +146,9 @@ def test_every_module_has_a_docstring() -> None:
 
 
 PURE = ["firmware.address", "firmware.events", "firmware.config", "firmware.supervisor",
-        "firmware.parts", "firmware.app", "firmware.cli", "firmware.net", "firmware.gpio",
+        "firmware.parts", "firmware.app", "firmware.startup", "firmware.runner",
+        "firmware.status", "firmware.commands", "firmware.media_control", "firmware.outbound",
+        "firmware.cli", "firmware.net", "firmware.gpio",
         "firmware.control", "firmware.media.audio", "firmware.media.settings",
         "firmware.media._reference", "firmware.provisioning", "firmware.update.health",
         "devtools.box.fakes", "devtools.box.config"]

@@ -2,7 +2,7 @@
 
 A simulated card (``devtools.drift_sim``) runs ``ppm`` off the loop: it drains the real
 playback ``PcmFifo`` and fills the real capture ``PcmFifo`` one 20 ms period (of its own clock)
-at a time, while the loop side goes through ``firmware._drift.DriftCompensator`` exactly as the
+at a time, while the loop side goes through ``firmware.core._drift.DriftCompensator`` exactly as the
 media thread does. The FIFOs must stay bounded, the drift estimate must find the card's rate,
 and a 1013 Hz tone (not a multiple of 50 Hz, so a dropped or repeated sample would show) must
 come through without a discontinuity or spectral spread beyond a clean tone's.
@@ -14,12 +14,12 @@ import pytest
 
 from tests import compiled
 
-pytest.importorskip("firmware._drift", reason=compiled.REASON)
+pytest.importorskip("firmware.core._drift", reason=compiled.REASON)
 pytest.importorskip("numpy", reason=compiled.EXTRAS_REASON)
 import numpy as np
 
 from devtools.drift_sim import AMP, FS, HZ, RATE, glitches, simulate
-from firmware._drift import DriftCompensator
+from firmware.core._drift import DriftCompensator
 
 pytestmark = pytest.mark.compiled
 

@@ -224,8 +224,8 @@ class TestJitterBuffer:
 def test_capture_processor_hook_is_the_identity_and_reaches_the_stream():
     import socket
 
-    from firmware._processor import CaptureProcessor
     from firmware._rtpcore import MediaStream
+    from firmware.core._processor import CaptureProcessor
 
     proc = CaptureProcessor()
     frame = bytes(range(256)) + bytes(64)

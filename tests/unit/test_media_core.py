@@ -14,7 +14,7 @@ import pytest
 
 from tests import compiled
 
-pytest.importorskip("firmware._mediacore", reason=compiled.REASON)
+pytest.importorskip("firmware.core._mediacore", reason=compiled.REASON)
 pytest.importorskip("numpy", reason=compiled.EXTRAS_REASON)
 pytest.importorskip("hypothesis", reason=compiled.EXTRAS_REASON)
 import numpy as np
@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devtools.tones import tone_pcm
-from firmware import _jitter, _mediacore, _rtcp
+from firmware.core import _jitter, _mediacore, _rtcp
 from firmware.media import _reference as ref
 from tests.audio import pcm_array, peak_hz, tone_snr_db
 
@@ -264,7 +264,7 @@ def test_core_bye_and_silence_before_anything_arrives() -> None:
 
 def test_concealment_repeats_and_fades_then_silence() -> None:
     """The one concealment place: a lost frame after a good one is the last frame, fading."""
-    from firmware._conceal import Concealer
+    from firmware.core._conceal import Concealer
 
     good = tone(1013, 0, FS)
     c = Concealer()
@@ -288,8 +288,8 @@ def test_concealment_repeats_and_fades_then_silence() -> None:
 
 def test_a_concealer_plugs_into_the_core() -> None:
     """The concealment place takes another Concealer; G.711 Appendix I style is the default."""
-    from firmware._conceal import Concealer
-    from firmware._plc import PitchConcealer
+    from firmware.core._conceal import Concealer
+    from firmware.core._plc import PitchConcealer
 
     mine = Concealer()
     core = _mediacore.MediaCore(0, 20, concealer=mine)
@@ -306,7 +306,7 @@ def _jb_depth(jb: object) -> int:
 def test_a_backlog_at_the_start_of_a_stream_is_skipped_within_its_first_second() -> None:
     """A call's first packets often arrive in a burst (a PBX bridging, Echo() starting): that
     backlog is stale and goes at once, instead of delaying the whole call."""
-    from firmware._jitter import JitterBuffer
+    from firmware.core._jitter import JitterBuffer
 
     for jb in (JitterBuffer(160, 2, 1, 10), ref.JitterBuffer(160, 2, 1, 10)):
         seq = 0
@@ -327,7 +327,7 @@ def test_a_backlog_at_the_start_of_a_stream_is_skipped_within_its_first_second()
 def test_a_burst_after_a_stall_is_drained_not_played_late_for_ever() -> None:
     """Mid-call, a stall and then its burst (Wi-Fi): the backlog must drain even when the
     target is already at its minimum, fast while it is large."""
-    from firmware._jitter import JitterBuffer
+    from firmware.core._jitter import JitterBuffer
 
     for jb in (JitterBuffer(160, 1, 1, 10), ref.JitterBuffer(160, 1, 1, 10)):
         seq = 0

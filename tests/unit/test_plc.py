@@ -1,4 +1,4 @@
-"""The loss concealer (firmware._plc) against the clean signal it replaces: tones that are not
+"""The loss concealer (firmware.core._plc) against the clean signal it replaces: tones that are not
 multiples of 50 Hz (a 20 ms repeat cannot hide those) and espeak-ng speech, compared with the
 core's former repeat-the-last-frame-and-fade (written out below as the baseline)."""
 
@@ -10,13 +10,13 @@ import pytest
 
 from tests import compiled
 
-pytest.importorskip("firmware._plc", reason=compiled.REASON)
+pytest.importorskip("firmware.core._plc", reason=compiled.REASON)
 pytest.importorskip("numpy", reason=compiled.EXTRAS_REASON)
 import numpy as np
 
 from devtools.speech import have_espeak, pesq_nb, speech, to_pcm
 from devtools.tones import sine
-from firmware._plc import PitchConcealer as Concealer
+from firmware.core._plc import PitchConcealer as Concealer
 
 pytestmark = pytest.mark.compiled
 
@@ -42,7 +42,7 @@ def play_concealer(x: np.ndarray, lost: set[int]) -> np.ndarray:
 
 
 def play_repeat_fade(x: np.ndarray, lost: set[int]) -> np.ndarray:
-    """The core's concealment before firmware._plc: repeat the last frame, fading over 5."""
+    """The core's concealment before firmware.core._plc: repeat the last frame, fading over 5."""
     out, last, run = [], None, 0
     for i in range(len(x) // FRAME):
         frame = np.round(x[i * FRAME:(i + 1) * FRAME])
@@ -241,7 +241,7 @@ def test_bridging_a_two_frame_gap_and_a_frame_that_arrives_inside_it(f0: float,
 
 
 def test_repeat_and_fade_ignores_the_future_and_bad_arguments_are_refused() -> None:
-    from firmware._conceal import Concealer as RepeatFade
+    from firmware.core._conceal import Concealer as RepeatFade
 
     x = tone(1013.0, seconds=0.1)
     a, b = RepeatFade(), RepeatFade()

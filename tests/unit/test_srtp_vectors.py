@@ -19,13 +19,13 @@ import pytest
 
 from tests import compiled
 
-pytest.importorskip("firmware._srtp", reason=compiled.REASON)
+pytest.importorskip("firmware.core._srtp", reason=compiled.REASON)
 pytest.importorskip("cryptography", reason=compiled.EXTRAS_REASON)
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from firmware import _rtpcore as core
-from firmware._srtp import SUITES, SrtpTransform
-from firmware._transform import PacketTransform, TransformError
+from firmware.core._srtp import SUITES, SrtpTransform
+from firmware.core._transform import PacketTransform, TransformError
 
 pytestmark = pytest.mark.compiled
 

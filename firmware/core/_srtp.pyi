@@ -1,4 +1,4 @@
-"""Type stub for the SRTP transform on libsrtp2 (firmware/_srtp.pyx)."""
+"""Type stub for the SRTP transform on libsrtp2 (firmware/core/_srtp.pyx)."""
 
 from typing_extensions import disjoint_base
 

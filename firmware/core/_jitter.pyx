@@ -12,7 +12,7 @@ frame is returned as 0 bytes: the caller conceals), RTP parsing, clocks or socke
 from libc.stdint cimport int16_t, int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
-from firmware._g711 cimport alaw_quiet_c, ulaw_quiet_c
+from firmware.core._g711 cimport alaw_quiet_c, ulaw_quiet_c
 
 cdef extern from *:
     int __builtin_ctzll(unsigned long long) nogil

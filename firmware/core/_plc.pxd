@@ -2,7 +2,7 @@
 """Packet-loss concealment for the playout path (declarations; see _plc.pyx)."""
 
 from libc.stdint cimport int16_t, uint64_t
-from firmware._conceal cimport Concealer
+from firmware.core._conceal cimport Concealer
 
 cdef enum:
     PLC_HIST = 480          # samples of history kept (60 ms at 8 kHz)

@@ -2,11 +2,11 @@
 """The sans-I/O media core of one stream (declarations): time, packets and PCM in and out."""
 
 from libc.stdint cimport int16_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from firmware._rtp cimport RtpHeader
-from firmware._jitter cimport JitterBuffer
-from firmware._rtcp cimport Rtcp
-from firmware._dtmf cimport DtmfSender, DtmfReceiver
-from firmware._conceal cimport Concealer
+from firmware.core._rtp cimport RtpHeader
+from firmware.core._jitter cimport JitterBuffer
+from firmware.core._rtcp cimport Rtcp
+from firmware.core._dtmf cimport DtmfSender, DtmfReceiver
+from firmware.core._conceal cimport Concealer
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:

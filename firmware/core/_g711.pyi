@@ -1,4 +1,4 @@
-"""Type stub for firmware/_g711.pyx."""
+"""Type stub for firmware/core/_g711.pyx."""
 
 from typing_extensions import Buffer  # collections.abc in 3.12
 

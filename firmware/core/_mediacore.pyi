@@ -1,4 +1,4 @@
-"""Type stub for firmware/_mediacore.pyx."""
+"""Type stub for firmware/core/_mediacore.pyx."""
 
 from typing_extensions import Buffer, disjoint_base  # collections.abc in 3.12
 

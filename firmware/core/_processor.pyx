@@ -9,7 +9,7 @@ with ``queued``, the samples captured after it and still waiting in the capture 
 ``queued`` figures let a processor follow the speaker-to-microphone delay the FIFOs add; the
 sound card's own buffers it must know or estimate itself. The base class changes nothing.
 A Python face runs the same hooks frame by frame for tests. Knows nothing about RTP, sockets,
-ALSA or any particular algorithm: echo cancellers (``firmware._aec``) are subclasses.
+ALSA or any particular algorithm: echo cancellers (``firmware.core._aec``) are subclasses.
 """
 
 from libc.stdint cimport int16_t, uint8_t

@@ -1,4 +1,4 @@
-"""Type stub for firmware/_rtp.pyx."""
+"""Type stub for firmware/core/_rtp.pyx."""
 
 from typing_extensions import Buffer  # collections.abc in 3.12
 

@@ -1,10 +1,10 @@
-"""Type stub for the echo cancellers (firmware/_aec.pyx)."""
+"""Type stub for the echo cancellers (firmware/core/_aec.pyx)."""
 
 from typing import Self
 
 from typing_extensions import disjoint_base
 
-from firmware._processor import CaptureProcessor
+from firmware.core._processor import CaptureProcessor
 
 KINDS: tuple[str, ...]
 

@@ -1,4 +1,4 @@
-"""Type stub for the capture-processor hook (firmware/_processor.pyx)."""
+"""Type stub for the capture-processor hook (firmware/core/_processor.pyx)."""
 
 from typing_extensions import Buffer, disjoint_base  # Buffer: collections.abc in 3.12
 

@@ -12,7 +12,7 @@ Knows nothing about SDP, RTP fields, sockets or the loop.
 """
 
 from libc.string cimport memcmp, memcpy, memset
-from firmware._transform cimport PacketTransform, XF_AUTH, XF_ERROR, XF_REPLAY
+from firmware.core._transform cimport PacketTransform, XF_AUTH, XF_ERROR, XF_REPLAY
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef struct pthread_mutex_t:

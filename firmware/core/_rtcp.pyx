@@ -11,7 +11,7 @@ nothing about sockets, codecs, the jitter buffer or the packet transform.
 
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy
-from firmware._rtp cimport rd32, wr16, wr32
+from firmware.core._rtp cimport rd32, wr16, wr32
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 

@@ -1,4 +1,4 @@
-"""Type stub for firmware/_jitter.pyx."""
+"""Type stub for firmware/core/_jitter.pyx."""
 
 from typing import Self
 

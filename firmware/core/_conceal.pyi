@@ -1,4 +1,4 @@
-"""Type stub for firmware/_conceal.pyx."""
+"""Type stub for firmware/core/_conceal.pyx."""
 
 from typing_extensions import Buffer, disjoint_base  # collections.abc in 3.12
 

@@ -6,7 +6,7 @@ packet in place, returning its new length or a negative reason (XF_AUTH, XF_REPL
 and a Python face that runs the same hooks packet by packet for tests. The base class is the
 identity transform. The media core calls the hooks without the GIL; a stream without a
 transform never calls them. Knows nothing about RTP fields, sockets or any cipher: SRTP
-(``firmware._srtp``) is one subclass.
+(``firmware.core._srtp``) is one subclass.
 """
 
 from libc.string cimport memcpy

@@ -1,4 +1,4 @@
-"""Type stub for the packet-transform hook (firmware/_transform.pyx)."""
+"""Type stub for the packet-transform hook (firmware/core/_transform.pyx)."""
 
 from typing_extensions import Buffer, disjoint_base  # Buffer: collections.abc in 3.12
 

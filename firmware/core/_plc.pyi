@@ -1,4 +1,4 @@
-"""Type stub for the packet-loss concealer (firmware/_plc.pyx)."""
+"""Type stub for the packet-loss concealer (firmware/core/_plc.pyx)."""
 
 from typing_extensions import Buffer, disjoint_base  # Buffer: collections.abc in 3.12
 

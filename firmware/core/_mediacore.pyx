@@ -17,11 +17,11 @@ virtual clock.
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from firmware._g711 cimport decode_c, encode_c
-from firmware._rtp cimport RtpHeader, rtp_header_c, rtp_parse_c, wr16
-from firmware._jitter cimport MAX_FRAME
-from firmware._dtmf cimport EventPacket
-from firmware._plc cimport PitchConcealer
+from firmware.core._g711 cimport decode_c, encode_c
+from firmware.core._rtp cimport RtpHeader, rtp_header_c, rtp_parse_c, wr16
+from firmware.core._jitter cimport MAX_FRAME
+from firmware.core._dtmf cimport EventPacket
+from firmware.core._plc cimport PitchConcealer
 
 cdef extern from "<pthread.h>" nogil:
     int pthread_mutex_init(pthread_mutex_t *, void *)

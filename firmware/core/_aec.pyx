@@ -20,7 +20,7 @@ from libc.stdint cimport int16_t, int64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
-from firmware._processor cimport CaptureProcessor
+from firmware.core._processor cimport CaptureProcessor
 
 
 cdef extern from "<speex/speex_echo.h>":
