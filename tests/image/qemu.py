@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from devtools.components import REPO
+from devtools.paths import REPO
 
 OUT = REPO / "images" / "out"
 SECTOR = 512

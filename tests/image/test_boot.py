@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devtools.components import PASSWORDS, Asterisk, wait_for
+from devtools.asterisk import PASSWORDS, Asterisk
+from devtools.waiting import wait_for
 
 from ..audio import peak_hz, tone_snr_db
 from .conftest import BOOT_TIMINGS

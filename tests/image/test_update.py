@@ -37,7 +37,10 @@ from pathlib import Path
 import pytest
 
 from devtools import bundles
-from devtools.components import CACHE, PASSWORDS, REPO, Asterisk, wait_for, web_certificate
+from devtools.asterisk import PASSWORDS, Asterisk
+from devtools.certificate import web_certificate
+from devtools.paths import CACHE, REPO
+from devtools.waiting import wait_for
 
 from .conftest import BOOT_TIMINGS
 from .qemu import (
