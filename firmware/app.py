@@ -10,9 +10,9 @@ supervisor events; supervisor commands become SIP actions, LED and relay changes
 tones. The only place where SIP meets media: negotiated MediaParams start, move and stop the
 call's media (``firmware.media_control``) whose port the SDP announced. Opening the parts is
 ``firmware.startup``'s, running and swapping Apps ``firmware.runner``'s, the status report
-``firmware.status``'s, the control commands ``firmware.commands``' table; App keeps the systemd
-watchdog, the door-code lockout file and the registrar's addresses. Knows nothing about SIP
-wire details or RTP packets.
+``firmware.status``'s, the control commands ``firmware.commands``' table, the lockout file
+``firmware.lockout_store.Keeper``'s; App keeps the systemd watchdog, the updater's alert and
+the registrar's addresses. Knows nothing about SIP wire details or RTP packets.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class App:
         self._unregistered = asyncio.Event()
         # the runtime directory (/run/intercom: kept over a service restart, not a reboot)
         self.runtime_dir = Path(cfg.control.socket).parent
-        self._kept_lockout: sv.LockoutState | None = None
+        self.lockout = lockout_store.Keeper(self.runtime_dir, cfg.calls.door_code_lockout)
         self._error_from = ""  # what set last_error: "sip" (registration) or "audio"
         # firmware.provisioning's report when the configuration is provisioned (run_provisioned)
         self.provisioning_status: Callable[[], dict[str, Any]] | None = None
@@ -151,9 +151,9 @@ class App:
         await startup.open_parts(self, on_sip=self._on_sip, on_press=self._press_from_thread,
                                  on_command=self.handle_command)
         assert self.ua is not None and self.driver is not None
-        self._execute(self.sup.start(self._now(), self._load_lockout()))
+        self._execute(self.sup.start(self._now(), self.lockout.load(self._now())))
         self._check_update()
-        self._keep_lockout()
+        self.lockout.keep(self.sup.lockout_state())
         self.media_control.check_audio()
         self.ua.start(self.driver.now())
         self.driver.flush()
@@ -216,33 +216,6 @@ class App:
             log.warning("cannot write the registrar's addresses for the firewall: %s",
                         exc.strerror or exc)
 
-    # --------------------------------------------------------------- door-code lockout
-    def _load_lockout(self) -> sv.LockoutState | None:
-        """The lockout the previous process kept; an unreadable or odd file fails closed:
-        locked for one lockout period (one log line), never a failed start."""
-        found = lockout_store.load(self.runtime_dir)
-        self._kept_lockout = found.state or sv.LockoutState()  # what the file says now
-        if found.note:
-            log.info("door-code lockout file ignored: %s", found.note)
-        if found.problem is None:
-            return found.state
-        lockout = self.cfg.calls.door_code_lockout
-        log.warning("door-code lockout file %s is unreadable (%s): locking the door code for "
-                    "%.0f s to be safe", self.runtime_dir / lockout_store.FILE_NAME,
-                    found.problem, lockout)
-        return sv.LockoutState((), self._now() + lockout)
-
-    def _keep_lockout(self) -> None:
-        state = self.sup.lockout_state()
-        if state == self._kept_lockout:
-            return
-        try:
-            lockout_store.save(self.runtime_dir, state)
-            self._kept_lockout = state
-        except OSError as exc:
-            log.error("cannot keep the door-code lockout in %s: %s (a restart would reset "
-                      "it)", self.runtime_dir, exc.strerror or exc)
-
     def dispatch(self, event: sv.Event) -> list[sv.Command]:
         """Feed the supervisor and run its commands; returns them (a Refused among them says
         why a user's request was not taken)."""
@@ -254,8 +227,7 @@ class App:
         before = self.sup.state
         cmds = self.sup.handle(event, self._now())
         self._execute(cmds)
-        if self._kept_lockout is not None:  # started: keep what a restart must not forget
-            self._keep_lockout()
+        self.lockout.keep(self.sup.lockout_state())  # what a restart must not forget
         if self.sup.state != before:
             self._publish(Kind.STATE)
         return cmds

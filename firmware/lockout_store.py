@@ -8,19 +8,23 @@ from another boot is ignored (the monotonic clock restarted with the kernel): a 
 the lockout. Written atomically (a temporary file renamed over the old one).
 
 A file that exists but cannot be read or makes no sense fails CLOSED: the door code is locked
-for one lockout period, said in one log line. Nothing here can stop the start-up. Knows nothing
+for one lockout period, said in one log line (``Keeper``, the running intercom's side).
+Nothing here can stop the start-up. Knows nothing
 about SIP, GPIO or the supervisor's rules beyond the shape of ``LockoutState``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .supervisor import LockoutState
+
+log = logging.getLogger("intercom")
 
 FILE_NAME = "door-lockout.json"
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -110,3 +114,36 @@ def save(folder: Path, state: LockoutState) -> None:
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
+
+
+class Keeper:
+    """The running intercom's side of the file: ``load`` once at start (a file that cannot be
+    believed fails closed: locked for one ``lockout`` period, one log line), then ``keep`` after
+    every supervisor step writes the state when it changed (a failed write is logged, never
+    raised: the door keeps working, only a restart would forget)."""
+
+    def __init__(self, folder: Path, lockout: float) -> None:
+        self.folder = folder
+        self.lockout = lockout
+        self._kept: LockoutState | None = None  # what the file says now; None: not loaded yet
+
+    def load(self, now: float) -> LockoutState | None:
+        found = load(self.folder)
+        self._kept = found.state or LockoutState()
+        if found.note:
+            log.info("door-code lockout file ignored: %s", found.note)
+        if found.problem is None:
+            return found.state
+        log.warning("door-code lockout file %s is unreadable (%s): locking the door code for "
+                    "%.0f s to be safe", self.folder / FILE_NAME, found.problem, self.lockout)
+        return LockoutState((), now + self.lockout)
+
+    def keep(self, state: LockoutState) -> None:
+        if self._kept is None or state == self._kept:  # not started yet, or nothing new
+            return
+        try:
+            save(self.folder, state)
+            self._kept = state
+        except OSError as exc:
+            log.error("cannot keep the door-code lockout in %s: %s (a restart would reset "
+                      "it)", self.folder, exc.strerror or exc)
