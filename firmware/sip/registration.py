@@ -4,12 +4,17 @@ rewriting.
 
 Owns one binding: its Call-ID, CSeq space, credentials, state (``RegState``) and its two timers
 (refresh/retry and keep-alive), exposed as ``next_deadline()`` / ``handle_timer(now)`` like the
-transactions. A second account is a second ``Registration``. Talks to the user agent only through
-``stack.Stack``; knows nothing about calls, the facade's transaction tables, sockets or clocks.
+transactions. Every one of those delays is spread at random (``spread``): a building's boxes that
+lost their PBX at the same moment must not come back at the same moment (RFC 5626 §4.5's
+jittered backoff, §4.4.1's keep-alive spread). A second account is a second ``Registration``.
+Talks to the user agent only through ``stack.Stack``; knows nothing about calls, the facade's
+transaction tables, sockets or clocks.
 """
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from enum import StrEnum
 
 from ..events import Registered, RegistrationFailed, Unregistered
@@ -20,6 +25,18 @@ from .message import Response
 from .stack import MAX_AUTH_ANSWERS, Stack, UAConfig, challenge_of, fmt_addr, ignore_response
 from .transaction import Addr, ClientTransaction
 from .uri import SipUri, is_ip_literal
+
+# The fraction of each delay left to chance: a retry waits 50-100 % of its backoff (RFC 5626
+# §4.5), a refresh and a keep-alive 80-100 % of theirs (§4.4.1).
+RETRY_SPREAD = 0.5
+REFRESH_SPREAD = 0.2
+KEEPALIVE_SPREAD = 0.2
+SPREAD_SOURCE: Callable[[], float] = random.random  # what a new Registration draws from
+
+
+def spread(delay: float, fraction: float, rand: Callable[[], float]) -> float:
+    """``delay`` shortened by up to ``fraction`` of it, at random (``rand()`` in [0, 1))."""
+    return delay * (1.0 - fraction * rand())
 
 
 class RegState(StrEnum):
@@ -50,6 +67,7 @@ class Registration:
         self._refresh_at: float | None = None  # refresh of a binding, or the next retry
         self._keepalive_at: float | None = None
         self._keepalive_tx: ClientTransaction | None = None
+        self.rand: Callable[[], float] = SPREAD_SOURCE  # the spread's source
 
     # ------------------------------------------------------------------ facade
     @property
@@ -183,7 +201,7 @@ class Registration:
         self.state, self.granted, self.last_error = RegState.REGISTERED, granted, None
         self.backoff = self.config.retry_min
         refresh = granted * 0.5 if granted < 60 else granted - 30
-        self._refresh_at = now + max(refresh, 1.0)
+        self._refresh_at = now + max(spread(refresh, REFRESH_SPREAD, self.rand), 1.0)
         self._arm_keepalive(now)
         self._stack.emit(Registered(granted, self._stack.contact(self.config.username)))
 
@@ -217,7 +235,7 @@ class Registration:
     def _failed(self, reason: str, status: int | None, now: float) -> None:
         was_registered = self.state is RegState.REGISTERED
         self.state, self.granted, self.last_error = RegState.UNREGISTERED, 0, reason
-        retry = self.backoff
+        retry = spread(self.backoff, RETRY_SPREAD, self.rand)
         self.backoff = min(self.backoff * 2, self.config.retry_max)
         self._refresh_at = now + retry
         self._keepalive_at = None
@@ -228,7 +246,8 @@ class Registration:
     # ------------------------------------------------------------------ keep-alive
     def _arm_keepalive(self, now: float) -> None:
         if self.config.keepalive != "off" and self.config.keepalive_interval > 0:
-            self._keepalive_at = now + self.config.keepalive_interval
+            self._keepalive_at = now + spread(self.config.keepalive_interval,
+                                              KEEPALIVE_SPREAD, self.rand)
 
     def _keepalive(self, now: float) -> None:
         stack = self._stack
