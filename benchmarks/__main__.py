@@ -20,6 +20,7 @@ from . import (
     loop,
     speech,
     srtp,
+    storm,
     update,
     webrtc,
 )
@@ -43,7 +44,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="short runs (10 s loops)")
     p.add_argument("--only", choices=["codec", "loop", "cpu", "button", "flood", "srtp",
                                       "webrtc", "aec", "drift", "speech", "latency", "bundle",
-                                      "install_load", "update"])
+                                      "install_load", "update", "storm"])
+    p.add_argument("--boxes", type=int, default=100,
+                   help="storm: how many box processes (default 100; --quick: 10)")
     args = p.parse_args()
     seconds = 10.0 if args.quick else 60.0
     print(f"machine: {machine()}\n")
@@ -107,6 +110,12 @@ def main() -> None:
         why = update.update_available()
         print(update.update_table(update.run_update()) if why is None
               else f"not measured: {why}", "\n", flush=True)
+    if args.only == "storm":  # minutes of 2N processes: only when asked for
+        n = 10 if args.quick and args.boxes == 100 else args.boxes
+        print(f"## Registration storm: {n} boxes against one Asterisk, cold start, an "
+              "Asterisk restart, idle cost and concurrent calls\n")
+        print(storm.table(storm.run(n, 10.0 if args.quick else 30.0, min(16, n // 2))), "\n",
+              flush=True)
 
 
 if __name__ == "__main__":
