@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one entry point: ./build.sh run | test | bench | image | bundle | setup. Orchestration only: every apt and pip step
+# The one entry point: ./build.sh run | test | bench | soak | image | bundle | setup. Orchestration only: every apt and pip step
 # of the project lives here, so a fresh Debian machine (as root) needs nothing else.
 set -euo pipefail
 
@@ -327,6 +327,14 @@ cmd_bench() {
   "$VENV/bin/python" -m benchmarks "$@"
 }
 
+# 1,000 calls back to back against Asterisk (benchmarks/soak.py): failures and growth of the box's
+# RSS, descriptors, threads and CPU per call; --calls N for another count. Not part of test.
+cmd_soak() {
+  setup
+  cd "$ROOT"
+  "$VENV/bin/python" -m benchmarks.soak "$@"
+}
+
 # the long loops ./build.sh test leaves out (pytest's `slow` marker, see pyproject.toml): the
 # hour of clock drift simulated, the session-timer refresh 45 s into a call (RFC 4028's floor)
 cmd_slow() {
@@ -359,11 +367,12 @@ case "${1:-help}" in
   test) shift; cmd_test "$@" ;;
   bench) shift; cmd_bench "$@" ;;
   slow) shift; cmd_slow "$@" ;;
+  soak) shift; cmd_soak "$@" ;;
   fuzz) shift; cmd_fuzz "$@" ;;
   image) shift; setup; cmd_image "$@" ;;
   bundle) shift; cmd_bundle "$@" ;;
   setup) setup ;;
   *)
-    echo "usage: ./build.sh run | test [pytest args] | slow [pytest args] | bench [--quick] | fuzz | image | bundle [--version V] | setup"
+    echo "usage: ./build.sh run | test [pytest args] | slow [pytest args] | bench [--quick] [--only storm [--boxes N]] | soak [--calls N] | fuzz | image | bundle [--version V] | setup"
     exit 2 ;;
 esac
