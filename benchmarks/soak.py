@@ -28,7 +28,7 @@ from devtools.box.process import Intercom
 from devtools.waiting import wait_for
 from firmware.control import request
 
-from .procstat import Sample, sample
+from .procstat import Sample, cpu_seconds, sample
 
 RESTART_EVERY = 200
 DOOR_CODE = "*1"
@@ -187,6 +187,7 @@ def run(calls: int, progress: bool = True) -> dict:
     assert soak.box.proc is not None
     pid = soak.box.proc.pid
     warmup = len(mix)
+    cpu: list[float] = []  # the box's CPU seconds before each call
     restarts = 0
     started = time.monotonic()
     try:
@@ -197,6 +198,7 @@ def run(calls: int, progress: bool = True) -> dict:
                 soak.restart_pbx()
                 restarts += 1
             name, step = mix[n % len(mix)]
+            cpu.append(cpu_seconds(pid))
             try:
                 step()
                 done[name] += 1
@@ -207,12 +209,19 @@ def run(calls: int, progress: bool = True) -> dict:
             if progress and n and n % 50 == 0:
                 print(f"  {n} calls, {sum(failed.values())} failed, "
                       f"{time.monotonic() - started:.0f} s", flush=True)
+        cpu.append(cpu_seconds(pid))
         marks["end"] = (calls + warmup, time.monotonic(), sample(pid), soak.cmd("status"))
     finally:
         soak.close()
         shutil.rmtree(tmp, ignore_errors=True)
+    # CPU per call over the first and the last tenth (whole rounds of the mix; the rounds with
+    # an Asterisk restart left out of neither: restarts cost the box nothing measurable)
+    w = len(mix) * max(1, calls // (10 * len(mix)))
+    first = (cpu[warmup + w] - cpu[warmup]) / w
+    last = (cpu[-1] - cpu[-1 - w]) / w
     return {"calls": calls, "done": done, "failed": failed, "errors": errors, "marks": marks,
-            "restarts": restarts, "seconds": time.monotonic() - started}
+            "restarts": restarts, "seconds": time.monotonic() - started,
+            "cpu_window": w, "cpu_first": first, "cpu_last": last}
 
 
 def table(r: dict) -> str:
@@ -227,8 +236,11 @@ def table(r: dict) -> str:
             f"| RSS (MB) | {s0.rss_mb:.1f} | {s1.rss_mb:.1f} | {s1.rss_mb - s0.rss_mb:+.1f} |",
             f"| open file descriptors | {s0.fds} | {s1.fds} | {s1.fds - s0.fds:+d} |",
             f"| threads | {s0.threads} | {s1.threads} | {s1.threads - s0.threads:+d} |",
+            f"| CPU per call, first vs last {r['cpu_window']} calls (ms) | "
+            f"{1000 * r['cpu_first']:.1f} | {1000 * r['cpu_last']:.1f} | "
+            f"{1000 * (r['cpu_last'] - r['cpu_first']):+.1f} |",
             f"| CPU per call, mean over the run (ms) | - | "
-            f"{1000 * (s1.cpu_s - s0.cpu_s) / calls:.0f} | - |",
+            f"{1000 * (s1.cpu_s - s0.cpu_s) / calls:.1f} | - |",
             f"| wall time per call (s) | - | {(t1 - t0) / calls:.2f} | - |"]
     c0, c1 = st0.get("counters", {}), st1.get("counters", {})
     moved = sorted(k for k in set(c0) | set(c1) if c0.get(k, 0) != c1.get(k, 0))
