@@ -11,9 +11,10 @@ second (histogram), Asterisk's CPU, the boxes' idle CPU and RSS; then up to 16 c
 box -> Asterisk -> box, each direction's audio checked by its FFT peak (every box sends its own
 tone).
 
-Reference in the same run: the same fleet with the registration's random spread pinned off
-(``firmware.sip.registration.SPREAD_SOURCE``, as the unit tests pin it), which is the firmware
-before the fix: every retry exactly its backoff.
+Both over UDP and over TCP (a PBX restart drops every box's connection at the same instant).
+Reference in the same run: the same fleet with the random spread pinned off
+(``firmware.sip.registration.SPREAD_SOURCE`` as the unit tests pin it, and the TCP reconnect's
+source), which is the firmware before the fix: every retry and reconnect exactly its backoff.
 """
 
 from __future__ import annotations
@@ -53,9 +54,10 @@ SIP = {"register_expires": 300, "keepalive": "options", "keepalive_interval": 15
        "retry_min": 2, "retry_max": 30}
 SO_TIMESTAMPNS = 35
 ETH_P_ALL = 0x0003
-NO_SPREAD = ("import sys; from firmware.sip import registration as r; "
-             "r.SPREAD_SOURCE = lambda: 0.0; from firmware.cli import main; "
-             "sys.exit(main(sys.argv[1:]))")
+NO_SPREAD = ("import sys; from firmware.sip import registration as r; from firmware import net; "
+             "r.SPREAD_SOURCE = lambda: 0.0; "
+             "net.TcpTransport.rand = property(lambda self: lambda: 0.0, lambda self, v: None); "
+             "from firmware.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def box_ip(i: int) -> str:
@@ -71,7 +73,7 @@ class RegisterWire:
 
     def __init__(self, pbx_port: int) -> None:
         self.port = pbx_port
-        self.registers: list[tuple[float, str]] = []  # (time, box address)
+        self.registers: list[tuple[float, str]] = []  # (time, the box's user name)
         self.ok: list[tuple[float, str]] = []
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
@@ -83,7 +85,8 @@ class RegisterWire:
         self._thread.start()
 
     def _run(self) -> None:
-        cseq = re.compile(rb"\r\n(?:CSeq|cseq|CSEQ)\s*:\s*\d+\s+REGISTER", re.I)
+        cseq = re.compile(rb"\r\nCSeq\s*:\s*\d+\s+REGISTER", re.I)
+        user = re.compile(rb"\r\n(?:From|f)\s*:[^\r\n]*?sips?:([^@;>\s]+)@", re.I)
         while not self._stop:
             try:
                 data, anc, _, addr = self.sock.recvmsg(65535, 64)
@@ -92,19 +95,22 @@ class RegisterWire:
             if addr[2] != socket.PACKET_HOST or len(data) < 42:
                 continue  # lo shows each packet twice: keep the arriving copy
             ip = data[14:]
-            if ip[0] >> 4 != 4 or ip[9] != 17:
+            if ip[0] >> 4 != 4 or ip[9] not in (6, 17):
                 continue
             ihl = (ip[0] & 15) * 4
             sport, dport = struct.unpack("!HH", ip[ihl:ihl + 4])
-            payload = ip[ihl + 8:]
+            head = 8 if ip[9] == 17 else (ip[ihl + 12] >> 4) * 4  # UDP, TCP
+            payload = ip[ihl + head:]
             if dport == self.port and payload.startswith(b"REGISTER "):
-                self.registers.append((_stamp(anc), socket.inet_ntoa(ip[12:16])))
+                if m := user.search(payload):
+                    self.registers.append((_stamp(anc), m.group(1).decode()))
             elif sport == self.port and payload.startswith(b"SIP/2.0 200") and \
-                    cseq.search(payload):
-                self.ok.append((_stamp(anc), socket.inet_ntoa(ip[16:20])))
+                    cseq.search(payload) and (m := user.search(payload)):
+                self.ok.append((_stamp(anc), m.group(1).decode()))
 
     def all_registered_since(self, t0: float, addresses: set[str]) -> float | None:
-        """When the last of ``addresses`` got its first 200 after ``t0`` (None: not all yet)."""
+        """When the last of ``addresses`` (user names) got its first 200 after ``t0`` (None:
+        not all yet)."""
         first: dict[str, float] = {}
         for t, ip in list(self.ok):
             if t >= t0 and ip in addresses and ip not in first:
@@ -152,6 +158,7 @@ class Fleet:
     tmp: Path
     password: str
     spread: bool
+    transport: str = "udp"
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     def folder(self, i: int) -> Path:
@@ -162,7 +169,8 @@ class Fleet:
         d.mkdir(parents=True, exist_ok=True)
         doc = {
             "sip": {**SIP, "server": "127.0.0.1", "port": self.pbx.port, "username": str(6000 + i),
-                    "password": self.password, "local_address": box_ip(i), "local_port": 5060},
+                    "password": self.password, "local_address": box_ip(i), "local_port": 5060,
+                    "transport": self.transport},
             "control": {"socket": str(d / "control.sock")},
             "media": {"rtp_port": 0, "address": box_ip(i)},
             "audio": {"capture": f"tone:{tone_hz(i)}", "playback": f"wav:{d / 'rx.wav'}",
@@ -222,14 +230,14 @@ def _pbx_cpu(pbx: Asterisk) -> float:
     return cpu_seconds(pbx.proc.pid)
 
 
-def run_fleet(n: int, spread: bool, idle_s: float, calls: int) -> dict:
+def run_fleet(n: int, spread: bool, idle_s: float, calls: int, transport: str = "udp") -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="bench-storm-"))
     password = secrets.token_hex(12)
     pbx = storm_pbx(n, password).start()
     wire = RegisterWire(pbx.port)
-    fleet = Fleet(pbx, tmp, password, spread)
-    addresses = {box_ip(i) for i in range(n)}
-    out: dict = {"n": n, "spread": spread}
+    fleet = Fleet(pbx, tmp, password, spread, transport)
+    addresses = {str(6000 + i) for i in range(n)}
+    out: dict = {"n": n, "spread": spread, "transport": transport}
     try:
         cpu0, t0 = _pbx_cpu(pbx), time.time()
         fleet.start(n)
@@ -317,10 +325,16 @@ def _calls(fleet: Fleet, pbx: Asterisk, n: int, calls: int) -> dict:
             "directions_ok": good, "directions": 2 * calls}
 
 
-def run(n: int = 100, idle_s: float = 30.0, calls: int = 16) -> list[dict]:
-    """The reference (no spread) first, then the firmware as it is; only the latter idles
-    and calls."""
-    return [run_fleet(n, False, 0.0, 0), run_fleet(n, True, idle_s, calls)]
+def run(n: int = 100, idle_s: float = 30.0, calls: int = 16,
+        transports: tuple[str, ...] = ("udp", "tcp")) -> list[dict]:
+    """Per transport the reference (no spread) first, then the firmware as it is; only the
+    first transport's shipped fleet idles and calls."""
+    rows = []
+    for k, transport in enumerate(transports):
+        rows.append(run_fleet(n, False, 0.0, 0, transport))
+        rows.append(run_fleet(n, True, idle_s if k == 0 else 0.0, calls if k == 0 else 0,
+                              transport))
+    return rows
 
 
 def _hist_line(h: Counter[int]) -> str:
@@ -329,37 +343,46 @@ def _hist_line(h: Counter[int]) -> str:
     return " ".join(str(h.get(s, 0)) for s in range(max(h) + 1))
 
 
-def table(rows: list[dict]) -> str:
-    ref, ours = rows[0], rows[1]
-    out = [f"{ours['n']} boxes (`intercom run` processes) on one Asterisk 22; keep-alive "
-           f"{SIP['keepalive_interval']} s, retry {SIP['retry_min']}-{SIP['retry_max']} s, "
-           f"Asterisk stopped for {DOWN:.0f} s; reference: the same firmware with the "
-           "registration's random spread pinned off (the firmware before the fix)\n",
+def _comparison(ref: dict, ours: dict) -> list[str]:
+    out = [f"### SIP over {ours['transport'].upper()}\n",
            "| | spread (as shipped) | no spread (reference) | vs reference |",
            "|---|---:|---:|---:|"]
 
-    def row(label: str, key: str, fmt: str, ratio: bool = True) -> None:
+    def row(label: str, key: str, fmt: str) -> None:
         a, b = ours[key], ref[key]
-        out.append(f"| {label} | {a:{fmt}} | {b:{fmt}} | "
-                   f"{(f'{a / b:.2f}x' if ratio and b else '-')} |")
+        out.append(f"| {label} | {a:{fmt}} | {b:{fmt}} | {f'{a / b:.2f}x' if b else '-'} |")
+
+    def peak(label: str, key: str) -> None:
+        a, b = max(ours[key].values(), default=0), max(ref[key].values(), default=0)
+        out.append(f"| {label} | {a} | {b} | {f'{a / b:.2f}x' if b else '-'} |")
 
     row("cold start: all registered (s)", "cold_s", ".1f")
     row("cold start: Asterisk CPU (s)", "cold_pbx_cpu_s", ".2f")
-    out.append(f"| cold start: peak REGISTERs/s at Asterisk | {max(ours['cold_hist'].values())} "
-               f"| {max(ref['cold_hist'].values())} | - |")
+    peak("cold start: peak REGISTERs/s at Asterisk", "cold_hist")
     row("Asterisk restart: all registered again (s)", "restart_s", ".1f")
     row("Asterisk restart: Asterisk CPU (s)", "restart_pbx_cpu_s", ".2f")
-    out.append(f"| Asterisk restart: peak REGISTERs/s at Asterisk | "
-               f"{max(ours['restart_hist'].values(), default=0)} | "
-               f"{max(ref['restart_hist'].values(), default=0)} | - |")
-    out += ["", "REGISTERs Asterisk received per second (second 0 = all boxes started, resp. "
+    peak("Asterisk restart: peak REGISTERs/s at Asterisk", "restart_hist")
+    out += ["", "REGISTERs Asterisk received per second (second 0: all boxes started, resp. "
             "Asterisk up again):", "",
             f"- cold, spread: {_hist_line(ours['cold_hist'])}",
             f"- cold, reference: {_hist_line(ref['cold_hist'])}",
             f"- restart, spread: {_hist_line(ours['restart_hist'])}",
             f"- restart, reference: {_hist_line(ref['restart_hist'])}", ""]
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    ours = rows[1]
+    out = [f"{ours['n']} boxes (`intercom run` processes) on one Asterisk 22; keep-alive "
+           f"{SIP['keepalive_interval']} s, retry {SIP['retry_min']}-{SIP['retry_max']} s, "
+           f"Asterisk stopped for {DOWN:.0f} s; reference: the same firmware with the random "
+           "spread of retries, refreshes, keep-alives and reconnects pinned off (the firmware "
+           "before the fix)\n"]
+    for ref, shipped in zip(rows[::2], rows[1::2], strict=True):
+        out += _comparison(ref, shipped)
     if "idle_cpu_pct" in ours:
-        out += ["| idle, registered | value |", "|---|---:|",
+        out += [f"### Idle and calls ({ours['transport'].upper()})\n",
+                "| idle, registered | value |", "|---|---:|",
                 f"| boxes' total CPU over {ours['idle_s']:.0f} s (% of one core) | "
                 f"{ours['idle_cpu_pct']:.2f} |",
                 f"| per box (ms CPU per minute) | "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import random
 import re
 import socket
 import ssl
@@ -24,6 +25,7 @@ from typing import Any, ClassVar, cast
 from .config import SipSettings, TlsSettings
 from .sip.errors import RemoteProtocolError
 from .sip.message import StreamParser
+from .sip.registration import RETRY_SPREAD, spread
 from .sip.sdes import redact as redact_keys
 from .sip.transport import transport as sip_transport
 from .sip.ua import UserAgent
@@ -303,11 +305,15 @@ class TcpTransport(asyncio.Protocol):
         self._reconnect_task: asyncio.Task | None = None
         self.send_errors = 0
         self.local: Addr | None = None
+        self.rand: Callable[[], float] = random.random  # the reconnect spread's source
+        self.reconnect_max = 60.0  # s: the longest wait between two attempts (sip.retry_max)
 
     @classmethod
     async def create(cls, sip: SipSettings, server: Addr, bind: str) -> TcpTransport:
         """Not connected yet (``connect``); the local side is the kernel's choice."""
-        return cls(server, STREAM_MAX_MESSAGE)
+        tcp = cls(server, STREAM_MAX_MESSAGE)
+        tcp.reconnect_max = sip.retry_max
+        return tcp
 
     @property
     def local_port(self) -> int:
@@ -375,6 +381,10 @@ class TcpTransport(asyncio.Protocol):
         self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
+        """Connect again at once, then after 0.5, 1, 2 ... s up to ``sip.retry_max``, each wait
+        50-100 % of that at random: every box lost its connection at the same instant when the
+        PBX went down, and they must not all come back at the same instant when it returns (RFC
+        5626 §4.5)."""
         delay = 0.5
         while not self._closing and self.transport is None:
             try:
@@ -383,8 +393,8 @@ class TcpTransport(asyncio.Protocol):
                     self.driver.flush()
                 return
             except OSError:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 60.0)
+                await asyncio.sleep(spread(delay, RETRY_SPREAD, self.rand))
+                delay = min(delay * 2, self.reconnect_max)
 
     def send(self, data: bytes, addr: Addr) -> None:
         if self.transport is None:
@@ -430,7 +440,9 @@ class TlsTransport(TcpTransport):
             context = tls_context(sip.tls)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError too
             raise TransportUnusableError(f"cannot set up SIP over TLS: {exc}") from None
-        return cls(server, STREAM_MAX_MESSAGE, context, sip.tls.server_name or sip.server)
+        tls = cls(server, STREAM_MAX_MESSAGE, context, sip.tls.server_name or sip.server)
+        tls.reconnect_max = sip.retry_max
+        return tls
 
 
 Adapter = UdpTransport | TcpTransport
