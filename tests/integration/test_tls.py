@@ -198,8 +198,8 @@ def test_reconnects_and_registers_again_when_the_pbx_restarts(pbx, pki, boxes) -
     st = box.wait_state("offline", 5)
     assert "connection to the registrar lost" in st["last_error"]
     pbx.start()
-    # the reconnect retries 0.5, 1, 2, 4... s apart, each attempt bounded at 15 s: an Asterisk
-    # slow to start on a busy host (a handshake that hangs meanwhile) can take two attempts
+    # the reconnect retries 50-100 % of 0.5, 1, 2, 4... s apart, each attempt bounded at 15 s: an
+    # Asterisk slow to start on a busy host (a handshake that hangs meanwhile) can take two attempts
     box.wait_state("idle", 60)
     wait_for(lambda: pbx.registered("5002"), 10, 0.1, "registered again over TLS")
     assert re.search(r"5002/sip:5002@\S+;transport=tls", pbx.contacts(), re.I)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 from devtools.registrar import Registrar
 from devtools.registrar import ua_with_registrar as make
 from firmware.events import Registered, RegistrationFailed
+from firmware.sip.message import Request
 from firmware.sip.registration import RegState
 from firmware.sip.ua import UserAgent
 
@@ -25,13 +28,13 @@ class ClockedRegistrar(Registrar):
         super().__init__(ua)
         self.arrivals: list[float] = []
 
-    def answer(self, req):  # type: ignore[no-untyped-def]
+    def answer(self, req: Request) -> str | None:
         if req.method == "REGISTER":
             self.arrivals.append(self.now)
         return super().answer(req)
 
 
-def building(seeded: bool, **cfg: object) -> list[tuple[UserAgent, ClockedRegistrar]]:
+def building(seeded: bool, **cfg: Any) -> list[tuple[UserAgent, ClockedRegistrar]]:
     """``BOXES`` boxes registered at the same instant (a power cut ends), each with a seeded
     spread source, or none (``seeded=False``: every delay exactly as configured)."""
     out = []
@@ -111,7 +114,8 @@ def test_keepalives_of_boxes_started_together_drift_apart() -> None:
         times: list[float] = []
         real = reg.answer
 
-        def answer(req, times=times, reg=reg, real=real):  # type: ignore[no-untyped-def]
+        def answer(req: Request, times: list[float] = times, reg: Registrar = reg,
+                   real: Callable[[Request], str | None] = real) -> str | None:
             if req.method == "OPTIONS":
                 times.append(reg.now)
             return real(req)
