@@ -520,7 +520,8 @@ class UserAgent:
         self._stamp_via(req, addr)
         key = server_key(req)
         if (tx := self._server.get(key)) is not None:
-            self.counters["retransmissions_received"] += 1
+            if req.method != "ACK":  # the ACK of a non-2xx final ends its INVITE transaction
+                self.counters["retransmissions_received"] += 1
             tx.receive_retransmission(req, now)
             return
         if req.method == "ACK":
