@@ -88,7 +88,7 @@ def order_srv(records: Sequence[Srv], rand: Callable[[int], int]) -> list[Srv]:
         group = sorted((r for r in left if r.priority == priority), key=lambda r: r.weight)
         while group:  # zero weights first in the running sum (RFC 2782)
             total = sum(r.weight for r in group)
-            pick = rand(total) if total else 0
+            pick = min(max(rand(total), 0), total) if total else 0  # a bad random: clamped
             running = 0
             for i, r in enumerate(group):
                 running += r.weight
@@ -160,10 +160,12 @@ class TargetSet:
         """A more preferred target to probe now (the most preferred not held down), if due."""
         if self.index == 0 or self.probe_at is None or now < self.probe_at:
             return None
-        for t in self.targets[:self.index]:
+        better = self.targets[:self.index]
+        for t in better:
             if self.down_until.get(t.addr, float("-inf")) <= now:
                 return t
-        self.probe_at = now + self.failback  # every better one is held down: look again later
+        # every better one is held down: look again when the first hold-down ends
+        self.probe_at = min(self.down_until[t.addr] for t in better)
         return None
 
     def probe_failed(self, now: float) -> None:
