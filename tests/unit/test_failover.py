@@ -297,8 +297,7 @@ def test_a_call_from_the_secondary_survives_the_return_to_the_primary() -> None:
     s.pump(until=s.now)
     ua.answer(LocalMedia("127.0.0.1", 10000), s.now)
     s.pump(until=s.now)
-    assert ua.call is not None and ua.call.state is CallState.CONFIRMED or \
-        ua.call_state is not None
+    assert ua.in_call and ua.call_state is CallState.CONFIRMED
     s.down.discard(A.addr)
     s.advance(30)
     assert ua.server_addr == A.addr, "the registration went back to A during the call"
@@ -323,3 +322,19 @@ def test_outbound_proxy_gets_every_request_with_a_loose_route() -> None:
     invite = [r for a, r in s.sent if r.method == "INVITE"][0]
     assert invite.headers.get_all("Route") == ["<sip:proxy.test;lr>"]
     assert invite.uri == "sip:5001@pbx.test"
+
+
+def test_a_call_from_a_server_we_are_not_registered_with_is_answered_there() -> None:
+    """The binding at the secondary outlives a return to the primary (until it expires): a
+    call it still sends is carried by it, in-dialog requests included."""
+    ua, s = make()
+    ua.start(s.now)
+    s.pump(until=1)
+    assert ua.server_addr == A.addr
+    ua.receive_datagram(INVITE.format(n=len(SDP), sdp=SDP).encode(), B.addr, s.now)
+    s.pump(until=s.now)
+    ua.answer(LocalMedia("127.0.0.1", 10000), s.now)
+    s.pump(until=s.now)
+    ua.hangup(s.now)
+    s.pump(until=s.now)
+    assert [a for a, r in s.sent if r.method == "BYE"] == [B.addr]
