@@ -185,6 +185,8 @@ class TargetSet:
         if not targets:
             return False
         new = capped(targets)
+        if {t.addr for t in new} == {t.addr for t in self.targets}:
+            return False  # the same servers: keep the order (a new weighted draw would flap)
         current = self.current
         self.targets = new
         self.down_until = {a: t for a, t in self.down_until.items()

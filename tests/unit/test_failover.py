@@ -112,6 +112,9 @@ def test_new_dns_answer_keeps_the_target_in_use_or_moves() -> None:
     ts.failed("timeout", now=0)
     assert ts.replace([A, Target(B.host, B.port, "other", "A")], now=1) is False
     assert ts.current.addr == B.addr
+    assert ts.replace([B, A], now=1) is False and ts.targets == [A, B], \
+        "the same servers in another weighted order: the order stays"
+    assert ts.replace([B, C], now=1) is False and ts.current == B
     assert ts.replace([C], now=2) is True
     assert ts.current == C and "no longer in DNS" in (ts.reason or "")
 
