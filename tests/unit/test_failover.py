@@ -341,3 +341,47 @@ def test_a_call_from_a_server_we_are_not_registered_with_is_answered_there() -> 
     ua.hangup(s.now)
     s.pump(until=s.now)
     assert [a for a, r in s.sent if r.method == "BYE"] == [B.addr]
+
+
+def test_the_app_reports_the_server_in_use_and_trusts_every_configured_one() -> None:
+    """App on fakes with an explicit ordered list: the first is used, both are trusted, and
+    status says which, how it was found, and the list."""
+    from devtools.box.fakes import PBX_ADDR, FakeBox, run
+
+    box = FakeBox(sip={"server": [f"{PBX_ADDR[0]}:{PBX_ADDR[1]}", "127.0.0.9:5090"],
+                       "register": True})
+
+    async def scenario() -> None:
+        await box.app.start()
+        box.pump()
+        assert box.app.ua is not None and box.app.ua.registered
+        reg = box.app.status()["registrar"]
+        assert reg["address"] == f"{PBX_ADDR[0]}:{PBX_ADDR[1]}" and reg["preferred"] is True
+        assert reg["targets"] == [f"{PBX_ADDR[0]}:{PBX_ADDR[1]}", "127.0.0.9:5090"]
+        assert reg["via"] == "address" and reg["moved"] is None and reg["moves"] == 0
+        trust = box.app.ua.trust
+        assert trust.trusted(("127.0.0.9", 5090)) and trust.trusted(PBX_ADDR)
+        assert not trust.trusted(("127.0.0.10", 5060))
+
+    run(scenario())
+
+
+def test_server_lists_proxy_and_dns_servers_are_checked_and_normalised() -> None:
+    from firmware.config import ConfigError, parse_config
+
+    sip = parse_config('sip: {server: [pbx1.test, "10.0.0.2:5080", "::1"], username: a, '
+                       'outbound_proxy: "kam.test:5066", dns_servers: ["127.0.0.1:5353"]}').sip
+    assert sip.server == "pbx1.test"
+    assert sip.servers == ("pbx1.test", "10.0.0.2:5080", "[::1]:5060")
+    assert sip.outbound_proxy == "kam.test:5066" and sip.dns_servers == ("127.0.0.1:5353",)
+    assert parse_config("sip: {server: pbx.test, port: 5070, username: a}").sip.servers == \
+        ("pbx.test:5070",), "an explicit sip.port: A records, no SRV"
+    for bad, words in (("server: []", "must not be an empty list"),
+                       ('server: "x:0"', "optional :port"),
+                       ("server: [1]", "as strings"),
+                       ("server: [a, 010.0.0.1]", "not a valid IP address"),
+                       ("server: a, dns_servers: [pbx.test]", "not an IP address"),
+                       ("server: a, outbound_proxy: 'a b'", "sip.outbound_proxy"),
+                       ("server: a, servers: [b]", "unknown key sip.servers")):
+        with pytest.raises(ConfigError, match=words):
+            parse_config(f"sip: {{{bad}, username: a}}")
