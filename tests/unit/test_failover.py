@@ -385,3 +385,21 @@ def test_server_lists_proxy_and_dns_servers_are_checked_and_normalised() -> None
                        ("server: a, servers: [b]", "unknown key sip.servers")):
         with pytest.raises(ConfigError, match=words):
             parse_config(f"sip: {{{bad}, username: a}}")
+
+
+def test_intercom_status_says_which_server_and_why_it_moved(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from firmware.cli import _print_status
+
+    base = {"username": "5002", "server": "pbx.test:5060", "transport": "udp",
+            "registered": True, "state": "idle", "remote": None}
+    _print_status({**base, "registrar": {
+        "address": "127.0.0.12:5062", "name": "pbx2.test", "preferred": False,
+        "targets": ["127.0.0.11:5060", "127.0.0.12:5062"],
+        "moved": "127.0.0.11:5060 failed: no response"}})
+    out = capsys.readouterr().out
+    assert "server: 127.0.0.12:5062 (pbx2.test), BACKUP of 2; last moved: 127.0.0.11:5060 " \
+           "failed: no response" in out
+    _print_status({**base, "registrar": {"address": "10.0.0.1:5060", "targets": ["10.0.0.1:5060"],
+                                         "moved": None}})
+    assert "server:" not in capsys.readouterr().out, "one server, never moved: nothing to say"
