@@ -206,7 +206,7 @@ class App:
             log.warning("cannot resolve the SIP servers again: %s (keeping %s)", exc,
                         ", ".join(sorted(self.ua.trust.registrar)))
             return
-        if self.ua.failover is not None and not self.ua.reliable:
+        if self.ua.failover is not None:
             self.ua.use_targets(found.targets, self._now(), self.cfg.sip.failback_interval)
         self.trust_servers(found.trusted)
 

@@ -74,10 +74,6 @@ async def open_parts(app: App, *, on_sip: Callable[[object], None],
             ("sip.server", s.server if len(s.servers) <= 1 else ", ".join(s.servers))
         raise StartupError(f"cannot resolve {what} {value!r}: {exc}") from None
     targets = found.targets
-    if len(targets) > 1 and sip_transport(s.transport).reliable:
-        log.warning("sip.transport %s: failover between servers is done over UDP only; "
-                    "using %s (%s)", s.transport, targets[0], targets[0].name)
-        targets = targets[:1]
     server = targets[0].addr
     app.local_ip = s.local_address or app.network.source_address(*server)
     kind = sip_transport(s.transport)

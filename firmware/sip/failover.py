@@ -5,14 +5,16 @@ Owns one account's ``TargetSet`` (``targets.py``) in motion: a timeout, a transp
 5xx (503 with Retry-After holds that server down that long) or lost keep-alives move the
 registration to the next target at once; while registered with any but the first, an OPTIONS
 probe goes to the more preferred one every failback interval, and an answer below 500 moves
-the registration back. A call is never touched: its requests go where its INVITE came from or
-went to. Emits ``RegistrarMoved``. A part of the user agent like a registration
-(``next_deadline`` / ``handle_timer(now)``); knows nothing about DNS, sockets or clocks.
+the registration back (over TCP/TLS, one connection at a time, the registration simply tries
+the preferred server again; a failure there moves it straight back). A call is never
+touched: its requests go where its INVITE came from or went to. Emits ``RegistrarMoved``. A
+part of the user agent like a registration (``next_deadline`` / ``handle_timer(now)``); knows
+nothing about DNS, sockets or clocks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..events import RegistrarMoved
 from .message import Response
@@ -31,8 +33,10 @@ def moves_on(status: int | None) -> bool:
 class Failover:
     """Moves ``reg`` between the targets of ``targets``."""
 
-    def __init__(self, stack: Stack, reg: Registration, targets: TargetSet) -> None:
+    def __init__(self, stack: Stack, reg: Registration, targets: TargetSet,
+                 busy: Callable[[], bool] = lambda: False) -> None:
         self._stack = stack
+        self.busy = busy  # a call is up (over TCP/TLS the return waits for its end)
         self.reg = reg
         self.targets = targets
         self._probe: tuple[ClientTransaction, Target] | None = None
@@ -49,8 +53,20 @@ class Failover:
         if self._probe is not None or not self.reg.registered:
             return
         target = self.targets.probe_target(now)
-        if target is not None:
-            self._send_probe(target, now)
+        if target is None:
+            return
+        if self._stack.transport.reliable:
+            # one connection at a time: trying the preferred server is moving to it; if it
+            # still fails, the failure moves the registration straight back. Never during a
+            # call: the call's server reaches the box only over that connection
+            if self.busy():
+                self.targets.probe_failed(now)
+                return
+            if self.targets.answered(target, now, "due to be tried again") is not None:
+                self._moved(now)
+                self.reg.move_to(target.addr, now)
+            return
+        self._send_probe(target, now)
 
     def replace(self, targets: Sequence[Target], now: float) -> None:
         """DNS answered again (the addresses may have moved)."""

@@ -56,6 +56,7 @@ class Registration:
         self._keepalive_at: float | None = None
         self._keepalive_tx: ClientTransaction | None = None
         self.on_failure: OnFailure | None = None  # failover.py: moves us to another server
+        self._tx: ClientTransaction | None = None  # the REGISTER whose answer counts
 
     # ------------------------------------------------------------------ facade
     @property
@@ -135,12 +136,12 @@ class Registration:
             req.headers.add(*self.auth.authorization(self.challenge, "REGISTER", uri))
         if self.state is RegState.UNREGISTERED:
             self.state = RegState.REGISTERING
-        self._stack.start_client(req, self.server_addr, now, self._on_response,
-                                 self._on_timeout)
+        self._tx = self._stack.start_client(req, self.server_addr, now, self._on_response,
+                                            self._on_timeout)
 
     def _on_response(self, resp: Response, tx: ClientTransaction, now: float) -> None:
-        if tx.dest != self.server_addr:
-            return  # from the server we just moved away from
+        if tx is not self._tx:
+            return  # a REGISTER since replaced (a move to another server, a reconnect)
         try:
             self._response(resp, now)
         except RemoteProtocolError as exc:
@@ -185,7 +186,7 @@ class Registration:
                          _retry_after(resp.headers.get("Retry-After")))
 
     def _on_timeout(self, tx: ClientTransaction, now: float) -> None:
-        if tx.dest != self.server_addr:
+        if tx is not self._tx:
             return
         if self.state is RegState.UNREGISTERING:
             self.state = RegState.UNREGISTERED

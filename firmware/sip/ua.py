@@ -190,7 +190,8 @@ class UserAgent:
         list, the first preferred): it fails over between them and returns to the first
         (``failover.py``). Called again when DNS answers again. Every target is trusted."""
         if self.failover is None:
-            self.failover = Failover(self, self.reg, TargetSet(targets, failback))
+            self.failover = Failover(self, self.reg, TargetSet(targets, failback),
+                                     busy=lambda: self.in_call)
         else:
             self.failover.replace(targets, now)
         self.set_registrar_addresses([])

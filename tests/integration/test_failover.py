@@ -146,3 +146,56 @@ def test_primary_down_secondary_takes_the_call_primary_back_call_kept(tmp_path: 
         for pbx in started:
             pbx.cleanup()
         dns.stop()
+
+
+def test_tcp_moves_its_one_connection_to_the_secondary_and_back(tmp_path: Path) -> None:
+    """Over TCP the box holds one connection: a primary that closes it (stopped) moves the
+    registration and the connection to the secondary at once, a call from there works, and
+    once it is idle again the box tries the primary on schedule and moves back."""
+    from devtools.loopback import free_port
+    p1, p2 = free_port(), free_port()
+    dns = Dnsmasq([r.replace("_sip._udp", "_sip._tcp").replace("SIP+D2U", "SIP+D2T")
+                   for r in records(p1, p2)], tmp_path / "dnsmasq.log").start()
+    pbx1 = Asterisk(bind=PRIMARY, port=p1, rtp_base=35000)
+    pbx2 = Asterisk(bind=SECONDARY, port=p2, rtp_base=36000)
+    box = phone = None
+    try:
+        pbx1.start()
+        pbx2.start()
+        heard = tmp_path / "box-heard.wav"
+        box = Intercom(tmp_path / "box", 0, server="pbx.test", port=None, transport="tcp",
+                       dns_servers=[dns.server], local_address="127.0.0.1", retry_min=1,
+                       retry_max=2, failback_interval=2,
+                       calls={"auto_answer": True, "auto_answer_delay": 0.2},
+                       audio={"capture": "tone:700", "playback": f"wav:{heard}"}).start()
+        wait_for(lambda: pbx1.registered("5002"), 15, 0.2, "5002 at the primary over TCP")
+        assert _registrar(box)["address"] == f"{PRIMARY}:{p1}"
+        pbx1.stop()
+        stopped = time.monotonic()
+        wait_for(lambda: _registrar(box).get("address") == f"{SECONDARY}:{p2}" and
+                 pbx2.registered("5002"), 15, 0.2, "5002 at the secondary over TCP")
+        assert time.monotonic() - stopped < 8, "a closed connection moves at once"
+        phone = Baresip(pbx2, "5001", tone_hz=1000, tmp=tmp_path / "phone")
+        phone.start()
+        phone.command("dial", f"sip:5002@{SECONDARY}:{p2}")
+        box.wait_state("in_call", 15)
+        time.sleep(2)
+        pbx1.start()
+        time.sleep(3)  # the return is due (failback 2 s) but waits for the call's end
+        assert box.status()["state"] == "in_call"
+        assert _registrar(box)["address"] == f"{SECONDARY}:{p2}"
+        phone.command("hangup")
+        box.wait_state("idle", 10)
+        wait_for(lambda: _registrar(box).get("address") == f"{PRIMARY}:{p1}", 15, 0.2,
+                 "the box back at the primary")
+        wait_for(lambda: box.status().get("registered"), 10, 0.2, "registered again")
+        wait_for(lambda: pbx1.registered("5002"), 10, 0.2, "5002 at the primary again")
+        x, rate = wav_array(heard)
+        assert abs(peak_hz(x[rate:], rate) - 1000) < 15, "the call over TCP carried audio"
+    finally:
+        for part in (phone, box):
+            if part is not None:
+                part.stop()
+        for pbx in (pbx1, pbx2):
+            pbx.cleanup()
+        dns.stop()
