@@ -403,3 +403,21 @@ def test_intercom_status_says_which_server_and_why_it_moved(
     _print_status({**base, "registrar": {"address": "10.0.0.1:5060", "targets": ["10.0.0.1:5060"],
                                          "moved": None}})
     assert "server:" not in capsys.readouterr().out, "one server, never moved: nothing to say"
+
+
+def test_over_a_stream_the_return_is_a_register_on_schedule_never_during_a_call() -> None:
+    ua, s = make(failback=20, transport="tcp")
+    s.down.add(A.addr)
+    ua.start(s.now)
+    s.pump(until=40)
+    assert ua.server_addr == B.addr
+    ua.receive_datagram(INVITE.format(n=len(SDP), sdp=SDP).encode(), B.addr, s.now)
+    s.pump(until=s.now)
+    ua.answer(LocalMedia("127.0.0.1", 10000), s.now)
+    s.down.discard(A.addr)
+    s.advance(25)  # the return was due at ~53 (moved at ~33, failback 20); no ACK: < Timer H
+    assert ua.server_addr == B.addr and ua.in_call, "no move while the call needs B's stream"
+    ua.hangup(s.now)
+    s.advance(25)
+    assert ua.server_addr == A.addr and ua.registered
+    assert not [r for a, r in s.sent if r.method == "OPTIONS"], "no probe: it would need A's stream"
