@@ -1,6 +1,7 @@
 """asyncio adapters that carry the sans-I/O SIP user agent over UDP, TCP or TLS.
 
-Owns sockets, name resolution, stream connect/reconnect and framing, the TLS context (TLS is
+Owns sockets, stream connect/reconnect (and the move of the one connection to another
+server when the registration fails over) and framing, the TLS context (TLS is
 "TCP with an SSL context": certificate checked against ``sip.tls``, never a fallback to clear
 text), the loop clock and the one timer handle that drives ``UserAgent.handle_timer``. One
 adapter class per name of ``firmware/sip/transport.py``'s table (``ADAPTERS``); each opens
@@ -67,19 +68,6 @@ def source_address_for(host: str, port: int) -> str:
             return probe.getsockname()[0]
         except OSError:
             return "127.0.0.1"
-
-
-async def resolve(host: str, port: int) -> Addr:
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
-    return str(infos[0][4][0]), port
-
-
-async def resolve_all(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to (the registrar's name may map to several)."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    return sorted({str(info[4][0]) for info in infos})
 
 
 class UaDriver:

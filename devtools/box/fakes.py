@@ -142,14 +142,6 @@ class FakeNetwork:
         self.unresolvable: OSError | None = None
         self.unusable: Exception | None = None
 
-    async def resolve(self, host: str, port: int) -> tuple[str, int]:
-        if self.unresolvable is not None:
-            raise self.unresolvable
-        return host, port
-
-    async def resolve_all(self, host: str, port: int) -> list[str]:
-        return [host]
-
     async def resolve_servers(self, sip: SipSettings) -> Resolved:
         """Every entry of sip.server taken as the address it names (no DNS on fakes)."""
         if self.unresolvable is not None:
