@@ -104,9 +104,9 @@ class Asterisk:
                 if self.media_address:
                     text = text.replace("rewrite_contact=yes\n", "rewrite_contact=yes\n"
                                         f"media_address={self.media_address}\n", 1)
-                elif self.bind == "127.0.0.1":  # keep media on loopback too
+                elif self.bind.startswith("127."):  # keep media on (this) loopback address
                     text = text.replace(
-                        "rewrite_contact=yes\n", "rewrite_contact=yes\nmedia_address=127.0.0.1"
+                        "rewrite_contact=yes\n", f"rewrite_contact=yes\nmedia_address={self.bind}"
                         "\nbind_rtp_to_media_address=yes\n", 1)
                 if self.media_encryption:  # into the endpoint template: all extensions
                     text = text.replace("rewrite_contact=yes\n", "rewrite_contact=yes\n"

@@ -37,6 +37,8 @@ class Baresip:
         ``modules``: more baresip modules (e.g. ``plc.so``, its loss concealment)."""
         self.ext = ext
         self.rate = rate
+        # the Asterisk's own loopback address (a second PBX may sit on 127.0.0.12)
+        self.pbx_host = asterisk.bind if asterisk.bind.startswith("127.") else "127.0.0.1"
         self.asterisk = asterisk
         self.dir = Path(tmp or f"/tmp/baresip-{uuid.uuid4().hex[:8]}")
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +81,8 @@ class Baresip:
             + "".join(f"module {m}\n" for m in modules)
             + f"ctrl_tcp_listen 127.0.0.1:{self.ctrl_port}\n" + extra)
         (self.dir / "accounts").write_text(
-            f"<sip:{ext}@127.0.0.1:{asterisk.port};transport=udp>;auth_pass={PASSWORDS[ext]};"
+            f"<sip:{ext}@{self.pbx_host}:{asterisk.port};transport=udp>;"
+            f"auth_pass={PASSWORDS[ext]};"
             f"regint=60;answermode={answer}" + (f";mediaenc={mediaenc}" if mediaenc else "")
             + "\n")
         self.proc: subprocess.Popen | None = None

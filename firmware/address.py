@@ -75,3 +75,44 @@ def is_unicast_ipv4(text: str) -> bool:
         return False
     first = int(text.split(".", 1)[0])
     return text not in ("0.0.0.0", "255.255.255.255") and not 224 <= first <= 239
+
+
+def _dns_name(text: str) -> bool:
+    """Letters, digits and '-' in dot-separated labels of 1..63, 253 at most, not numeric."""
+    if not 1 <= len(text.rstrip(".")) <= 253 or looks_numeric(text):
+        return False
+    labels = text.rstrip(".").split(".")
+    return all(1 <= len(label) <= 63 and label[0] != "-" and label[-1] != "-"
+               and all(c.isascii() and (c.isalnum() or c in "-_") for c in label)
+               for label in labels)
+
+
+def host_port(text: str) -> tuple[str, int | None] | None:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` -> (host, port or None); a bare IPv6
+    address has no port. The host is an address (canonical form) or a DNS name; None for
+    anything else (a port outside 1..65535 included)."""
+    if not isinstance(text, str):
+        return None
+    text = text.strip()
+    host, port = text, None
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            return None
+        host, rest = text[1:end], text[end + 1:]
+        if ipv6(host) is None:
+            return None
+        if rest:
+            if not rest.startswith(":"):
+                return None
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    if port is not None:
+        if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535 or \
+                len(port) > 5:
+            return None
+    address = ip(host)
+    if address is None and not _dns_name(host):
+        return None
+    return (address or host.rstrip(".").lower()), (int(port) if port is not None else None)

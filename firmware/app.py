@@ -20,12 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import commands, firewall, lockout_store, startup, status
 from . import supervisor as sv
+from .address import host_port
 from .config import Config, RelaySpec
 from .events import (
     CallAnswered,
@@ -35,6 +37,7 @@ from .events import (
     IncomingCall,
     MediaUpdated,
     Registered,
+    RegistrarMoved,
     RegistrationFailed,
     SourceRefused,
     Unregistered,
@@ -131,6 +134,7 @@ class App:
         # the SIP status of the registrar's last final answer to a REGISTER (None: none yet,
         # or the last one went unanswered): the health check tells a silent PBX from a refusal
         self.registrar_answer: int | None = None
+        self.registrar_moved: tuple[str, float] | None = None  # (why, when: UNIX time)
         self._update_seen: tuple[int, int, int] | None = None  # state.json's (ino, size, mtime)
 
     @property
@@ -192,18 +196,29 @@ class App:
         return self.clock.time()
 
     async def refresh_registrar(self) -> None:
-        """Trust every address the registrar's name resolves to now (DNS may move it)."""
+        """Ask DNS again (RFC 3263's answer may move): the targets of the failover and every
+        address of the servers and the proxy, trusted; the previous ones kept on failure."""
         if self.ua is None:
             return
         try:
-            addresses = await self.network.resolve_all(self.cfg.sip.server, self.cfg.sip.port)
+            found = await self.network.resolve_servers(self.cfg.sip)
         except OSError as exc:
-            log.warning("cannot re-resolve sip.server %r: %s (keeping %s)", self.cfg.sip.server,
-                        exc, ", ".join(sorted(self.ua.trust.registrar)))
+            log.warning("cannot resolve the SIP servers again: %s (keeping %s)", exc,
+                        ", ".join(sorted(self.ua.trust.registrar)))
             return
-        if set(addresses) | {self.ua.server_addr[0]} != set(self.ua.trust.registrar):
-            log.info("trusting the registrar at %s", ", ".join(addresses))
+        if self.ua.failover is not None:
+            self.ua.use_targets(found.targets, self._now(), self.cfg.sip.failback_interval)
+        self.trust_servers(found.trusted)
+
+    def trust_servers(self, addresses: list[str]) -> None:
+        """Trust these addresses (and every failover target) as the registrar's, in the user
+        agent and in the host firewall's registrar file."""
+        if self.ua is None:
+            return
+        before = set(self.ua.trust.registrar)
         self.ua.set_registrar_addresses(addresses)
+        if set(self.ua.trust.registrar) != before:
+            log.info("trusting the SIP servers at %s", ", ".join(sorted(self.ua.trust.registrar)))
         self._publish_registrar()
 
     def _publish_registrar(self) -> None:
@@ -238,10 +253,10 @@ class App:
             case Registered(expires=expires):
                 self.registrar_answer = 200
                 if not self.sup.registered:
-                    log.info("registered with %s for %d s", self.cfg.sip.server, expires)
+                    log.info("registered with %s for %d s", self.registrar_shown(), expires)
                 if self._error_from != "audio":
                     self.last_error, self._error_from = None, ""
-                if not is_ip_literal(self.cfg.sip.server):  # a name may move; an address cannot
+                if self._names_to_resolve():  # a name may move; an address cannot
                     self._tasks = [t for t in self._tasks if not t.done()]
                     self._tasks.append(asyncio.create_task(self.refresh_registrar()))
                 self.dispatch(sv.RegistrationUp())
@@ -251,6 +266,10 @@ class App:
                     log.error("%s (retrying in %.0f s)", reason, retry)
                 self.last_error, self._error_from = reason, "sip"
                 self.dispatch(sv.RegistrationDown(reason))
+            case RegistrarMoved(target=target, name=name, reason=reason, preferred=preferred):
+                self.registrar_moved = (reason, round(time.time(), 1))
+                log.log(logging.INFO if preferred else logging.WARNING,
+                        "registering with %s (%s): %s", target, name, reason)
             case Unregistered():
                 self._unregistered.set()
             case IncomingCall(remote=remote, display=display):
@@ -281,6 +300,19 @@ class App:
                 self.dtmf_keys += self.media_control.stop()  # too late to be judged
                 self.remote, self.call_started = None, None
                 self.dispatch(sv.Ended(reason))
+
+    def registrar_shown(self) -> str:
+        """The server in use: address:port and the name it was found under."""
+        if self.ua is None:
+            return self.cfg.sip.server
+        host, port = self.ua.server_addr
+        name = self.ua.failover.targets.current.name if self.ua.failover else None
+        return f"{host}:{port}" + (f" ({name})" if name and name != host else "")
+
+    def _names_to_resolve(self) -> bool:
+        s = self.cfg.sip
+        entries = [*(s.servers or (s.server,)), *([s.outbound_proxy] if s.outbound_proxy else [])]
+        return any(not is_ip_literal((host_port(e) or (e, None))[0]) for e in entries)
 
     def _publish(self, kind: Kind, detail: str | None = None) -> None:
         self.outbox.publish(Notice(kind, self.sup.state, status.line(self), detail))

@@ -187,6 +187,12 @@ def _print_status(st: dict[str, Any]) -> None:
     reg = "registered" if st["registered"] else "NOT registered"
     print(f"{st['username']}@{st['server']} ({st['transport']}): {reg}")
     print(f"state: {st['state']}")
+    srv = st.get("registrar") or {}
+    if len(srv.get("targets") or []) > 1 or srv.get("moved"):
+        name = f" ({srv['name']})" if srv.get("name") else ""
+        rank = "preferred" if srv.get("preferred") else "BACKUP"
+        print(f"server: {srv['address']}{name}, {rank} of {len(srv['targets'])}"
+              + (f"; last moved: {srv['moved']}" if srv.get("moved") else ""))
     if st.get("remote"):
         dur = f", {st['call_duration']} s" if st.get("call_duration") is not None else ""
         print(f"remote: {st['remote']}{dur}")

@@ -20,7 +20,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
-from .address import ip, looks_numeric
+from .address import host_port, ip, looks_numeric
 from .sip.transport import TRANSPORTS  # sip.transport's names, default ports, which are secure
 from .supervisor import Action  # the button actions a configuration may name
 
@@ -45,7 +45,7 @@ class TlsSettings:
 
 @dataclass(frozen=True)
 class SipSettings:
-    server: str
+    server: str  # the first entry's host (YAML: one entry or an ordered list of entries)
     username: str
     password: str = field(default="", repr=False)
     port: int = 5060
@@ -68,6 +68,12 @@ class SipSettings:
     untrusted_policy: str = "drop"
     max_message_size: int = 8192  # bytes; larger requests get 513 (strangers: nothing)
     tls: TlsSettings = TlsSettings()
+    # RFC 3261 §8.1.2: every request outside a dialog goes there with a Route <...;lr>
+    outbound_proxy: str | None = None  # host[:port]; a name without a port: RFC 3263
+    dns_servers: tuple[str, ...] = ()  # address[:port]; empty: the system's resolver
+    failback_interval: float = 60.0  # s between probes of the preferred server when on another
+    # derived, not a YAML key: sip.server's entries, "host:port" or a bare name (RFC 3263)
+    servers: tuple[str, ...] = field(default=(), metadata={"derived": True})
 
 
 @dataclass(frozen=True)
@@ -303,6 +309,47 @@ def _host(v: Any) -> str | None:
     return None
 
 
+MAX_SERVERS = 8  # entries of sip.server (each may resolve to several addresses)
+
+
+def _server_entries(v: Any, what: str) -> str | None:
+    """One entry or a list: each ``host``, ``host:port``, ``[IPv6]:port``."""
+    items = v if isinstance(v, list) else [v]
+    if not items:
+        return "must not be an empty list"
+    if len(items) > MAX_SERVERS:
+        return f"may list at most {MAX_SERVERS} servers"
+    for item in items:
+        if isinstance(item, bool) or not isinstance(item, str):
+            return "must be a host, host:port, or a list of them (as strings)"
+        if (problem := _host(item.rsplit(":", 1)[0] if item.count(":") == 1 else item)):
+            return problem
+        if host_port(item) is None:
+            return f"has {item!r}, which is not {what} with an optional :port (1..65535)"
+    return None
+
+
+def _dns_servers(v: Any) -> str | None:
+    for item in v:
+        found = host_port(item) if isinstance(item, str) else None
+        if found is None or ip(found[0]) is None:
+            return f"has {item!r}, which is not an IP address with an optional :port"
+    return None
+
+
+def _entries(v: str | tuple[str, ...], port: int, explicit: bool) -> tuple[str, ...]:
+    """Checked entries, normalised: ``host:port`` where the port is known (given with the
+    entry, by sip.port, or the entry is an address), a bare name where RFC 3263 chooses it."""
+    out = []
+    for item in (v,) if isinstance(v, str) else v:
+        host, own = host_port(item) or (item, None)
+        shown = f"[{host}]" if ":" in host else host
+        if own is None and (explicit or ip(host) is not None):
+            own = port
+        out.append(f"{shown}:{own}" if own is not None else host)
+    return tuple(out)
+
+
 def _address(v: Any) -> str | None:
     return None if ip(str(v).strip()) is not None else \
         "must be an IP address of this box (four numbers 0-255 without leading zeros, or IPv6)"
@@ -411,7 +458,10 @@ def _codecs(v: Any) -> str | None:
 _NUM = (int, float)
 # the checks beyond the type; types, defaults and required keys come from the dataclasses
 _CHECKS: dict[str, Check] = {
-    "sip.server": _host, "sip.username": _non_empty, "sip.port": _port(),
+    "sip.server": lambda v: _server_entries(v, "a host name or an IP address"),
+    "sip.outbound_proxy": lambda v: _server_entries([v], "a host name or an IP address"),
+    "sip.dns_servers": lambda v: _dns_servers(v), "sip.failback_interval": _positive,
+    "sip.username": _non_empty, "sip.port": _port(),
     "sip.local_address": _address, "media.address": _address,
     "sip.transport": lambda v: _one_of(*TRANSPORTS)(v), "sip.local_port": _port(True),
     "sip.register_expires": lambda v: None if 30 <= v <= 86400 else
@@ -464,7 +514,8 @@ _CHECKS: dict[str, Check] = {
 # what YAML may give where the dataclass type alone would be too strict: numbers where text
 # is meant (a username 5002), YAML's `off` = false, and nested mappings built separately
 _YAML_TYPES: dict[str, tuple[type, ...]] = {
-    "sip.username": (str, int), "sip.password": (str, int), "sip.auth_username": (str, int),
+    "sip.server": (str, list), "sip.username": (str, int), "sip.password": (str, int),
+    "sip.auth_username": (str, int),
     "sip.untrusted_policy": (str, int), "calls.default_target": (str, int),
     "calls.door_code": (str, int), "media.srtp": (str, bool), "sip.tls": (dict,),
     "audio.echo_canceller": (str, bool),
@@ -499,6 +550,8 @@ def _schema() -> dict[str, dict[str, tuple[tuple[type, ...], Check | None, bool]
         hints = get_type_hints(cls)
         schema[section] = {}
         for f in fields(cls):
+            if f.metadata.get("derived"):
+                continue
             dotted = f"{section}.{f.name}"
             required = f.default is MISSING and f.default_factory is MISSING
             types = _YAML_TYPES.get(dotted) or _yaml_types(hints[f.name])
@@ -618,9 +671,16 @@ def parse_config(text: str, path: str = "<string>",
             continue
         if section == "sip":
             values["tls"] = _tls(values.get("tls") or {}, lines, path)
-            if "port" not in values:  # e.g. 5061 for TLS (RFC 3261 §19.1.2)
+            explicit = "port" in values
+            if not explicit:  # e.g. 5061 for TLS (RFC 3261 §19.1.2)
                 name = values.get("transport", SipSettings.transport)
                 values["port"] = TRANSPORTS[name].default_port
+            if "server" in values:
+                values["servers"] = _entries(values["server"], values["port"], explicit)
+                values["server"] = host_port(values["servers"][0])[0]  # type: ignore[index]
+            if values.get("outbound_proxy"):
+                values["outbound_proxy"] = _entries(values["outbound_proxy"],
+                                                    values["port"], False)[0]
         for key, (_, _, required) in keys.items():
             if required and key not in values:
                 raise ConfigError(f"{path}: missing required key {section}.{key}")

@@ -52,6 +52,17 @@ class RegistrationFailed:
 
 
 @dataclass(frozen=True)
+class RegistrarMoved:
+    """The registration moved to another server (``target``: address:port) — a failover, or
+    back to the preferred one (``preferred``); ``reason`` says why."""
+
+    target: str
+    name: str
+    reason: str
+    preferred: bool
+
+
+@dataclass(frozen=True)
 class Unregistered:
     reason: str
 
@@ -110,5 +121,5 @@ class SourceRefused:
     policy: str  # "drop" | "403"
 
 
-SipEvent = (Registered | RegistrationFailed | Unregistered | IncomingCall | CallRinging
-            | CallAnswered | MediaUpdated | CallEnded | DtmfReceived | SourceRefused)
+SipEvent = (Registered | RegistrationFailed | RegistrarMoved | Unregistered | IncomingCall
+            | CallRinging | CallAnswered | MediaUpdated | CallEnded | DtmfReceived | SourceRefused)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import provisioning_io
+from .address import host_port
 from .config import BootConfig, Config, ConfigError, load_boot
 from .provisioning import CACHE_NAME, Provisioner, cache_dir, digest
 from .sip.transport import TRANSPORTS
@@ -64,8 +65,10 @@ def spec_from_config(cfg: Config | None, registrar: Iterable[str] = (),
         return FirewallSpec(sources=(), ssh=ssh)
     found: list[Network] = []
     candidates = [*registrar, *cfg.sip.trusted_sources]
-    if _is_address(cfg.sip.server):
-        candidates.append(cfg.sip.server)
+    for entry in (*(cfg.sip.servers or (cfg.sip.server,)), cfg.sip.outbound_proxy or ""):
+        host = (host_port(entry) or ("", None))[0]
+        if _is_address(host):  # configured addresses; resolved names come in the file
+            candidates.append(host)
     for text in candidates:
         net = ipaddress.ip_network(text.strip(), strict=False)
         if net not in found:

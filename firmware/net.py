@@ -1,6 +1,7 @@
 """asyncio adapters that carry the sans-I/O SIP user agent over UDP, TCP or TLS.
 
-Owns sockets, name resolution, stream connect/reconnect and framing, the TLS context (TLS is
+Owns sockets, stream connect/reconnect (and the move of the one connection to another
+server when the registration fails over) and framing, the TLS context (TLS is
 "TCP with an SSL context": certificate checked against ``sip.tls``, never a fallback to clear
 text), the loop clock and the one timer handle that drives ``UserAgent.handle_timer``. One
 adapter class per name of ``firmware/sip/transport.py``'s table (``ADAPTERS``); each opens
@@ -69,19 +70,6 @@ def source_address_for(host: str, port: int) -> str:
             return probe.getsockname()[0]
         except OSError:
             return "127.0.0.1"
-
-
-async def resolve(host: str, port: int) -> Addr:
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_DGRAM)
-    return str(infos[0][4][0]), port
-
-
-async def resolve_all(host: str, port: int) -> list[str]:
-    """Every address ``host`` resolves to (the registrar's name may map to several)."""
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-    return sorted({str(info[4][0]) for info in infos})
 
 
 class UaDriver:
@@ -303,6 +291,9 @@ class TcpTransport(asyncio.Protocol):
         self._max_size = max_size
         self._closing = False
         self._reconnect_task: asyncio.Task | None = None
+        self._left = 0  # closed connections to a server we moved away from
+        self._waiting: list[bytes] = []  # sent while connecting to a new server
+        self._moving = False  # connecting to a server we moved to: what is sent waits
         self.send_errors = 0
         self.local: Addr | None = None
         self.rand: Callable[[], float] = random.random  # the reconnect spread's source
@@ -322,23 +313,24 @@ class TcpTransport(asyncio.Protocol):
 
     async def connect(self) -> None:
         loop = asyncio.get_running_loop()
+        server = self.server
         try:
             await asyncio.wait_for(loop.create_connection(
-                lambda: self, self.server[0], self.server[1], **self._connect_options()), 15)
+                lambda: self, server[0], server[1], **self._connect_options()), 15)
         except (TimeoutError, OSError) as exc:
-            self._failed(exc)
+            self._failed(exc, server)
             raise OSError(self.last_error) from exc
 
     def _connect_options(self) -> dict[str, Any]:
         return {}
 
-    def _failed(self, exc: BaseException) -> None:
-        text = describe_connect_error(exc, self.server, self.server_name)
+    def _failed(self, exc: BaseException, server: Addr) -> None:
+        text = describe_connect_error(exc, server, self.server_name)
         if text != self.last_error:  # the user agent turns it into the one error logged
             log.debug("SIP/%s: %s", self.name, text)
         self.last_error = text
         if self.driver is not None:
-            self.driver.ua.transport_error(self.server, self.driver.now(), text)
+            self.driver.ua.transport_error(server, self.driver.now(), text)
             self.driver.flush()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -350,6 +342,9 @@ class TcpTransport(asyncio.Protocol):
         if self.last_error is not None:
             log.info("SIP/%s connection to %s:%d established", self.name, *self.server)
         self.last_error = None
+        waiting, self._waiting, self._moving = self._waiting, [], False
+        for data in waiting:  # what was sent while we moved to this server
+            transport.write(data)
         if self.driver is not None:
             self.driver.ua.contact_addr = self.local
             self.driver.ua.local_addr = self.local
@@ -371,6 +366,9 @@ class TcpTransport(asyncio.Protocol):
                 self.driver.datagram(msg, self.server)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._left:  # the connection to the server the registration moved away from
+            self._left -= 1
+            return
         self.transport = None
         if self._closing:
             return
@@ -396,7 +394,29 @@ class TcpTransport(asyncio.Protocol):
                 await asyncio.sleep(spread(delay, RETRY_SPREAD, self.rand))
                 delay = min(delay * 2, self.reconnect_max)
 
+    def _retarget(self, addr: Addr) -> None:
+        """The user agent moved to another server (failover or return): close the connection
+        to the old one without reporting it lost, and connect to the new one; what is sent
+        meanwhile waits (bounded) for the new connection."""
+        log.info("SIP/%s: moving the connection from %s:%d to %s:%d", self.name,
+                 *self.server, *addr)
+        self.server = addr
+        old, self.transport = self.transport, None
+        if old is not None:
+            self._left += 1
+            old.close()
+        self._waiting.clear()
+        self._moving = True
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+
     def send(self, data: bytes, addr: Addr) -> None:
+        if addr != self.server and self.driver is not None:
+            self._retarget(addr)
+        if self.transport is None and self._moving:
+            if sum(map(len, self._waiting)) + len(data) <= STREAM_BUFFER_MAX:
+                self._waiting.append(data)
+            return
         if self.transport is None:
             self.send_errors += 1
             if self._reconnect_task is None or self._reconnect_task.done():

@@ -25,7 +25,8 @@ from .control import ControlServer
 from .gpio import Board, GpioUnavailableError, make_pin_factory
 from .media.audio import AudioError, Sink, Source, open_sink, open_source
 from .media.settings import StreamSettings
-from .net import UaDriver, open_transport, resolve, resolve_all, source_address_for
+from .net import UaDriver, open_transport, source_address_for
+from .resolver import Resolved, resolve_servers
 
 Addr = tuple[str, int]
 log = logging.getLogger("intercom")
@@ -60,8 +61,7 @@ class SipTransport(Protocol):
 
 
 class Network(Protocol):
-    async def resolve(self, host: str, port: int) -> Addr: ...
-    async def resolve_all(self, host: str, port: int) -> list[str]: ...
+    async def resolve_servers(self, sip: SipSettings) -> Resolved: ...  # raises OSError
     def source_address(self, host: str, port: int) -> str: ...
     async def open(self, sip: SipSettings, server: Addr,
                    bind: str) -> SipTransport: ...  # raises net.TransportUnusableError
@@ -143,11 +143,8 @@ class Controls(Protocol):
 
 # ----------------------------------------------------------------------------- the real ones
 class RealNetwork:
-    async def resolve(self, host: str, port: int) -> Addr:
-        return await resolve(host, port)
-
-    async def resolve_all(self, host: str, port: int) -> list[str]:
-        return await resolve_all(host, port)
+    async def resolve_servers(self, sip: SipSettings) -> Resolved:
+        return await resolve_servers(sip)
 
     def source_address(self, host: str, port: int) -> str:
         return source_address_for(host, port)

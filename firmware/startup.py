@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import Config
 from .net import TransportUnusableError, UaDriver
+from .sip.targets import Target
 from .sip.transaction import TimerConfig
 from .sip.transport import transport as sip_transport
 from .sip.ua import UAConfig, UserAgent
@@ -32,10 +33,21 @@ class StartupError(Exception):
     """The intercom cannot start; the message names the cause in one line."""
 
 
-def ua_config(cfg: Config, server_ip: str) -> UAConfig:
+def ua_config(cfg: Config, server_ip: str, port: int | None = None,
+              targets: Sequence[Target] = ()) -> UAConfig:
+    """``targets``: what the resolution found (the first is ``server_ip``:``port``); with an
+    outbound proxy or targets from SRV the REGISTER's Request-URI is the domain alone."""
     s = cfg.sip
+    domain = s.domain or s.server
+    by_dns = s.outbound_proxy is not None or any(t.via in ("SRV", "NAPTR") for t in targets)
+    proxy = None
+    if s.outbound_proxy:
+        param = sip_transport(s.transport).uri_param
+        proxy = f"sip:{s.outbound_proxy}" + (f";transport={param}" if param else "") + ";lr"
     return UAConfig(
-        server=server_ip, port=s.port, transport=s.transport, username=s.username,
+        registrar_uri=f"sip:{domain}" if by_dns else None, outbound_proxy=proxy,
+        server=server_ip, port=s.port if port is None else port, transport=s.transport,
+        username=s.username,
         password=s.password, auth_username=s.auth_username, display_name=s.display_name,
         domain=s.domain or s.server, register=s.register, register_expires=s.register_expires,
         timers=TimerConfig(s.t1, s.t2, s.t4), keepalive=s.keepalive,
@@ -56,9 +68,13 @@ async def open_parts(app: App, *, on_sip: Callable[[object], None],
         raise StartupError(f"another intercom is already running (its control socket "
                            f"{cfg.control.socket} answers)")
     try:
-        server = await app.network.resolve(s.server, s.port)
+        found = await app.network.resolve_servers(s)
     except OSError as exc:
-        raise StartupError(f"cannot resolve sip.server {s.server!r}: {exc}") from None
+        what, value = ("sip.outbound_proxy", s.outbound_proxy) if s.outbound_proxy else \
+            ("sip.server", s.server if len(s.servers) <= 1 else ", ".join(s.servers))
+        raise StartupError(f"cannot resolve {what} {value!r}: {exc}") from None
+    targets = found.targets
+    server = targets[0].addr
     app.local_ip = s.local_address or app.network.source_address(*server)
     kind = sip_transport(s.transport)
     if kind.secure and not s.tls.verify:
@@ -69,8 +85,10 @@ async def open_parts(app: App, *, on_sip: Callable[[object], None],
     except TransportUnusableError as exc:  # worded by the adapter
         raise StartupError(str(exc)) from None
     app.transport = transport
-    app.ua = UserAgent(ua_config(cfg, server[0]), (app.local_ip, transport.local_port))
-    await app.refresh_registrar()
+    app.ua = UserAgent(ua_config(cfg, server[0], server[1], targets),
+                       (app.local_ip, transport.local_port))
+    app.ua.use_targets(targets, app.clock.time(), s.failback_interval)
+    app.trust_servers(found.trusted)
     app.driver = UaDriver(app.ua, transport.send, on_sip, app.clock)
     transport.driver = app.driver
     with contextlib.suppress(OSError):  # logged by the transport; retried with backoff

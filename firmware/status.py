@@ -36,6 +36,7 @@ class Reported(Protocol):
     last_error: str | None
     last_call_end: str | None
     registrar_answer: int | None
+    registrar_moved: tuple[str, float] | None
     door_openings: int
     provisioning_status: Callable[[], dict[str, Any]] | None
 
@@ -81,6 +82,24 @@ def _release() -> str:
     return installed_version()
 
 
+def registrar(box: Reported) -> dict[str, Any] | None:
+    """Which server the box registers with, how it was found, and why it last moved."""
+    ua = box.ua
+    if ua is None:
+        return None
+    host, port = ua.server_addr
+    out: dict[str, Any] = {"address": f"{host}:{port}", "name": None, "via": None,
+                           "preferred": True, "targets": [f"{host}:{port}"], "moved": None,
+                           "moved_at": None, "moves": 0}
+    if ua.failover is not None:
+        ts = ua.failover.targets
+        out.update(name=ts.current.name, via=ts.current.via, preferred=ts.preferred,
+                   targets=[str(t) for t in ts.targets], moves=ts.moves)
+    if box.registrar_moved is not None:
+        out["moved"], out["moved_at"] = box.registrar_moved
+    return out
+
+
 def report(box: Reported) -> dict[str, Any]:
     """The whole status: registration, call, media, audio, GPIO, door, counters, updates."""
     ua, mc, a = box.ua, box.media_control, box.cfg.audio
@@ -99,6 +118,7 @@ def report(box: Reported) -> dict[str, Any]:
         "registrar_answer": box.registrar_answer,
         "last_call_end": box.last_call_end,
         "server": f"{box.cfg.sip.server}:{box.cfg.sip.port}",
+        "registrar": registrar(box),
         "username": box.cfg.sip.username,
         "transport": box.cfg.sip.transport,
         "media": mc.params,

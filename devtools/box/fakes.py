@@ -21,11 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from firmware.address import host_port
 from firmware.app import App
 from firmware.config import GpioSettings, SipSettings, parse_config
 from firmware.events import MediaParams
 from firmware.media.audio import NullSink, SilenceSource
+from firmware.resolver import Resolved
 from firmware.sip.message import Request, parse_message
+from firmware.sip.targets import Target
 from firmware.sip.transaction import TimerConfig
 from firmware.sip.ua import UAConfig, UserAgent
 from firmware.systemd import Notifier
@@ -139,13 +142,15 @@ class FakeNetwork:
         self.unresolvable: OSError | None = None
         self.unusable: Exception | None = None
 
-    async def resolve(self, host: str, port: int) -> tuple[str, int]:
+    async def resolve_servers(self, sip: SipSettings) -> Resolved:
+        """Every entry of sip.server taken as the address it names (no DNS on fakes)."""
         if self.unresolvable is not None:
             raise self.unresolvable
-        return host, port
-
-    async def resolve_all(self, host: str, port: int) -> list[str]:
-        return [host]
+        targets = []
+        for entry in sip.servers or (sip.server,):
+            host, port = host_port(entry) or (entry, None)
+            targets.append(Target(host, port or sip.port, entry, "address"))
+        return Resolved(targets, sorted({t.host for t in targets}))
 
     def source_address(self, host: str, port: int) -> str:
         return APP_ADDR[0]

@@ -46,6 +46,10 @@ class RegState(StrEnum):
     UNREGISTERING = "unregistering"
 
 
+# (reason, status, Retry-After, now) -> another server to register with at once, or None
+OnFailure = Callable[[str, int | None, float | None, float], Addr | None]
+
+
 class Registration:
     """The binding of one account (``config.username``) at one registrar (``server_addr``)."""
 
@@ -68,6 +72,8 @@ class Registration:
         self._keepalive_at: float | None = None
         self._keepalive_tx: ClientTransaction | None = None
         self.rand: Callable[[], float] = SPREAD_SOURCE  # the spread's source
+        self.on_failure: OnFailure | None = None  # failover.py: moves us to another server
+        self._tx: ClientTransaction | None = None  # the REGISTER whose answer counts
 
     # ------------------------------------------------------------------ facade
     @property
@@ -123,12 +129,21 @@ class Registration:
             self.auth_tries = 0
             self._send_register(now)
 
+    def move_to(self, addr: Addr, now: float) -> None:
+        """Register with another server now (the binding here stays until it expires): its
+        own challenge; still ``registered`` meanwhile when the binding held."""
+        self.server_addr = addr
+        self.challenge, self.auth_tries, self._refresh_at = None, 0, None
+        if self.config.register and self.state is not RegState.UNREGISTERING:
+            self._send_register(now)
+
     # ------------------------------------------------------------------ REGISTER
     def _send_register(self, now: float, expires: int | None = None) -> None:
         self.cseq += 1
         aor = str(self.aor)
-        uri = f"sip:{self.config.aor_domain}"
-        if self.server_addr[1] != self._stack.transport.default_port:
+        uri = self.config.registrar_uri or f"sip:{self.config.aor_domain}"
+        if not self.config.registrar_uri and \
+                self.server_addr[1] != self._stack.transport.default_port:
             uri += f":{self.server_addr[1]}"
         req = self._stack.new_request("REGISTER", uri, f"<{aor}>;tag={self.from_tag}",
                                       f"<{aor}>", self.call_id, self.cseq,
@@ -138,10 +153,12 @@ class Registration:
             req.headers.add(*self.auth.authorization(self.challenge, "REGISTER", uri))
         if self.state is RegState.UNREGISTERED:
             self.state = RegState.REGISTERING
-        self._stack.start_client(req, self.server_addr, now, self._on_response,
-                                 self._on_timeout)
+        self._tx = self._stack.start_client(req, self.server_addr, now, self._on_response,
+                                            self._on_timeout)
 
     def _on_response(self, resp: Response, tx: ClientTransaction, now: float) -> None:
+        if tx is not self._tx:
+            return  # a REGISTER since replaced (a move to another server, a reconnect)
         try:
             self._response(resp, now)
         except RemoteProtocolError as exc:
@@ -182,9 +199,12 @@ class Registration:
             hint = " — check sip.username / sip.password" if resp.status in (401, 403, 407) \
                 else ""
             self._failed(f"registration rejected: {resp.status} {resp.reason} from "
-                         f"{fmt_addr(self.server_addr)}{hint}", resp.status, now)
+                         f"{fmt_addr(self.server_addr)}{hint}", resp.status, now,
+                         _retry_after(resp.headers.get("Retry-After")))
 
     def _on_timeout(self, tx: ClientTransaction, now: float) -> None:
+        if tx is not self._tx:
+            return
         if self.state is RegState.UNREGISTERING:
             self.state = RegState.UNREGISTERED
             self._stack.emit(Unregistered("no answer to un-REGISTER"))
@@ -232,11 +252,16 @@ class Registration:
             return True
         return False
 
-    def _failed(self, reason: str, status: int | None, now: float) -> None:
+    def _failed(self, reason: str, status: int | None, now: float,
+                retry_after: int | None = None) -> None:
         was_registered = self.state is RegState.REGISTERED
         self.state, self.granted, self.last_error = RegState.UNREGISTERED, 0, reason
-        retry = spread(self.backoff, RETRY_SPREAD, self.rand)
-        self.backoff = min(self.backoff * 2, self.config.retry_max)
+        other = self.on_failure(reason, status, retry_after, now) if self.on_failure else None
+        if other is not None:  # another server: at once, no backoff (that is for all failing)
+            self.server_addr, self.challenge, retry = other, None, 0.0
+        else:
+            retry = spread(self.backoff, RETRY_SPREAD, self.rand)
+            self.backoff = min(self.backoff * 2, self.config.retry_max)
         self._refresh_at = now + retry
         self._keepalive_at = None
         if was_registered:
@@ -263,8 +288,15 @@ class Registration:
         self._arm_keepalive(now)
 
     def _on_keepalive_timeout(self, tx: ClientTransaction, now: float) -> None:
-        if self.state is RegState.REGISTERED:
+        if self.state is RegState.REGISTERED and tx.dest == self.server_addr:
             self._failed(f"server {fmt_addr(self.server_addr)} stopped answering keep-alives",
                          None, now)
 
 
+
+
+def _retry_after(value: str | None) -> int | None:
+    """The seconds of a Retry-After (RFC 3261 §20.33: ``18000;duration=3600 (comment)``),
+    at most a day; None when absent or unreadable."""
+    head = (value or "").strip().split(";", 1)[0].split("(", 1)[0].strip()
+    return uint_or_none(head, 86400) if head else None

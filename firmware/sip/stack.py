@@ -61,6 +61,8 @@ class UAConfig:
     max_transactions: int = 4096  # open server transactions; beyond: 503, counted
     budget: BudgetLimits = field(default_factory=BudgetLimits)  # their bytes, per source
     min_se: int = 90  # RFC 4028 Min-SE: shortest session interval we accept (the RFC's floor)
+    registrar_uri: str | None = None  # REGISTER's Request-URI; None: sip:<domain>[:port]
+    outbound_proxy: str | None = None  # RFC 3261 §8.1.2: its URI (";lr") as the first Route
 
     @property
     def aor_domain(self) -> str:

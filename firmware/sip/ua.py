@@ -28,6 +28,7 @@ from ..events import SipEvent, SourceRefused
 from .budget import TX_COST, TransactionBudget, message_cost
 from .call import DTMF_DIGITS, Call, CallState
 from .errors import LocalProtocolError, RemoteProtocolError
+from .failover import Failover
 from .headers import Headers, Via, parse_via, quote
 from .message import (
     MAX_DATAGRAM,
@@ -44,6 +45,7 @@ from .message import (
 from .registration import Registration, RegState
 from .sdp import LocalMedia
 from .stack import ALLOW, OnResponse, OnTimeout, UAConfig
+from .targets import Target, TargetSet
 from .transaction import (
     MAGIC_COOKIE,
     Addr,
@@ -74,7 +76,6 @@ class UserAgent:
         self.config = config
         self.local_addr = local_addr
         self.contact_addr = local_addr
-        self.server_addr: Addr = (config.server, config.port)
         self.transport = transport_named(config.transport)
         self.transport_reason: str | None = None
         self._token = token
@@ -92,11 +93,17 @@ class UserAgent:
         self.budget = TransactionBudget(config.budget)
         self._last_wire: tuple[object, bytes] | None = None  # the last message serialised
         self._stale = 0  # deadline entries of evicted transactions still in the index
-        self.reg = Registration(self, config, self.server_addr)
+        self.reg = Registration(self, config, (config.server, config.port))
         self.registrations: list[Registration] = [self.reg]
+        self.failover: Failover | None = None
         self.call: Call | None = None
 
     # ------------------------------------------------------------------ state
+    @property
+    def server_addr(self) -> Addr:
+        """Where the (first) registration and new calls go: the target in use."""
+        return self.reg.server_addr
+
     @property
     def reliable(self) -> bool:
         return self.transport.reliable
@@ -172,16 +179,31 @@ class UserAgent:
                 except RemoteProtocolError:  # a stored header turned out unusable
                     self.counters["timer_errors"] += 1
 
-    def _parts(self) -> tuple[Registration | Call, ...]:
-        if self.call is None:
-            return tuple(self.registrations)
-        return (*self.registrations, self.call)
+    def _parts(self) -> tuple[Registration | Call | Failover, ...]:
+        parts: tuple[Registration | Call | Failover, ...] = tuple(self.registrations)
+        if self.failover is not None:
+            parts += (self.failover,)
+        return parts if self.call is None else (*parts, self.call)
+
+    def use_targets(self, targets: list[Target], now: float, failback: float = 60.0) -> None:
+        """The ordered servers of the first registration (RFC 3263's answer or the configured
+        list, the first preferred): it fails over between them and returns to the first
+        (``failover.py``). Called again when DNS answers again. Every target is trusted."""
+        if self.failover is None:
+            self.failover = Failover(self, self.reg, TargetSet(targets, failback),
+                                     busy=lambda: self.in_call)
+        else:
+            self.failover.replace(targets, now)
+        self.set_registrar_addresses([])
 
     def set_registrar_addresses(self, addresses: list[str]) -> None:
         """Every address the registrar's name resolves to (the application resolves it at
         start and at each registration). The addresses we send to (every account's registrar)
         stay trusted."""
-        self.trust.set_registrar([*addresses, *(r.server_addr[0] for r in self.registrations)])
+        known = [*addresses, *(r.server_addr[0] for r in self.registrations)]
+        if self.failover is not None:  # every server we may fail over to
+            known += self.failover.targets.addresses()
+        self.trust.set_registrar(known)
 
     def start(self, now: float) -> None:
         for reg in self.registrations:
@@ -310,6 +332,8 @@ class UserAgent:
                     cseq: int, user: str | None = None) -> Request:
         req = Request(method=method, uri=uri)
         req.headers.add("Via", self.via())
+        if self.config.outbound_proxy:  # RFC 3261 §8.1.2: a pre-existing route set
+            req.headers.add("Route", f"<{self.config.outbound_proxy}>")
         req.headers.add("Max-Forwards", "70")
         req.headers.add("From", from_)
         req.headers.add("To", to)
@@ -596,7 +620,10 @@ class UserAgent:
                                      extra=[("Warning", f'304 intercom {quote(exc.reason)}')]),
                        now)
             return
-        self.call = Call.incoming(self, self.reg.auth, self.server_addr, req, tx)
+        # the call's requests go back to the server that sent the INVITE (after a failover
+        # that may not be the one we are registered with now)
+        dest = tx.dest if self.trust.is_registrar(tx.dest) else self.server_addr
+        self.call = Call.incoming(self, self.reg.auth, dest, req, tx)
         self.call.ring(now)
 
     def _receive_cancel(self, req: Request, cancel_tx: ServerTransaction, now: float) -> None:
