@@ -24,7 +24,7 @@ from .event import Kind
 
 # what a local hang-up (a Hangup or Reject command) was caused by, per supervisor event kind
 _CAUSES: dict[sv.EventKind, str] = {
-    sv.EventKind.PRESS: "button", sv.EventKind.USER_HANGUP: "command",
+    sv.EventKind.PRESS: "button",
     sv.EventKind.MAX_DURATION_REACHED: "max_duration", sv.EventKind.DIGIT: "wrong_codes",
     sv.EventKind.RING_TIMEOUT: "ring_timeout", sv.EventKind.AUDIO_FAILED: "audio",
 }
@@ -63,6 +63,7 @@ class Chronicle:
         self._ever_registered = False
         self._by_remote = False  # the SIP CallEnded in flight came from the far end
         self._door_open_until = 0.0
+        self._cause: str | None = None  # why the next local hang-up happens (cause())
 
     # ------------------------------------------------------------------ inputs
     def sip(self, event: object) -> None:
@@ -70,10 +71,16 @@ class Chronicle:
         if isinstance(event, CallEnded):
             self._by_remote = event.by_remote
 
+    def cause(self, why: str) -> None:
+        """The next local hang-up's cause (a command's source, a media timeout)."""
+        self._cause = why
+
     def dispatched(self, event: sv.Event, cmds: list[sv.Command], before: str,
-                   locked_before: bool) -> None:
-        """A supervisor event and the commands it produced, before they run."""
+                   lockout_until: float | None) -> None:
+        """A supervisor event and the commands it produced, before they run; ``before`` and
+        ``lockout_until``: the supervisor's state and lockout end before the event."""
         sup = self._box.sup
+        locked_before = lockout_until is not None and sup.now < lockout_until
         match event:
             case sv.Press(button=button):
                 spec = sup.policy.buttons.get(button)
@@ -117,6 +124,10 @@ class Chronicle:
         self._emit(Kind.COMMAND, by=by, command=name, target=target,
                    accepted=bool(reply.get("ok")), reason=reply.get("error"))
 
+    def recent(self, count: int | None = None) -> list[dict[str, Any]]:
+        """The visitor log's last ``count`` events (all when None), oldest first."""
+        return self._outbox.log.recent(count)
+
     def settled(self) -> None:
         """After the commands ran: the retained state, when it changed."""
         snapshot = dict(self._box.retained())
@@ -128,6 +139,14 @@ class Chronicle:
     def _commands(self, event: sv.Event, cmds: list[sv.Command], locked_before: bool) -> None:
         sup = self._box.sup
         judged = sv.CancelTimer(sv.Timer.CODE) in cmds and isinstance(event, sv.Digit)
+        if judged and not any(isinstance(c, sv.PulseRelay) for c in cmds):
+            peer = self._call.peer if self._call else None
+            if locked_before:
+                self._emit(Kind.CODE_DURING_LOCKOUT, peer=peer)
+            else:
+                failures = len(sup.failures) or sup.policy.door_code_max_failures
+                self._emit(Kind.WRONG_CODE, peer=peer, failures=failures,
+                           max_failures=sup.policy.door_code_max_failures)
         for cmd in cmds:
             match cmd:
                 case sv.Dial(target=target):
@@ -139,16 +158,9 @@ class Chronicle:
                     self._emit(Kind.LOCKOUT_STARTED, seconds=seconds,
                                until=round(time.time() + seconds, 1))
                 case sv.Hangup() | sv.Reject() if self._call is not None:
-                    self._call.ended_by = self._call.ended_by or _CAUSES.get(event.kind, "box")
-        if judged and not any(isinstance(c, sv.PulseRelay) for c in cmds):
-            peer = self._call.peer if self._call else None
-            if locked_before:
-                self._emit(Kind.CODE_DURING_LOCKOUT, peer=peer)
-            else:
-                failures = len(sup.failures) or sup.policy.door_code_max_failures
-                self._emit(Kind.WRONG_CODE, peer=peer, failures=failures,
-                           max_failures=sup.policy.door_code_max_failures)
-
+                    self._call.ended_by = (self._call.ended_by or self._cause
+                                           or _CAUSES.get(event.kind, "box"))
+        self._cause = None
     def _door_opened(self, event: sv.Event, seconds: float) -> None:
         fields: dict[str, Any] = {"seconds": seconds}
         if isinstance(event, sv.Digit):
