@@ -318,6 +318,8 @@ class MqttLink:
         self.connected = False
 
     def _on_message(self, client: paho.Client, userdata: Any, msg: Any) -> None:
+        if not msg.payload:
+            return  # an empty message clears a retained one: nothing was asked
         why: str | None = None
         if not self.commands_allowed or msg.topic != self.topics.command:
             why = "commands are off" if not self.commands_allowed else "not the command topic"
