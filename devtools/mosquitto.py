@@ -35,17 +35,19 @@ def local_ca(folder: Path) -> WebCertificate:
 
 class Mosquitto:
     """``users``: name -> password (none: anonymous allowed); ``tls``: the broker's
-    certificate (None: no TLS listener); ``plain``: a plain TCP listener too."""
+    certificate (None: no TLS listener); ``plain``: a plain TCP listener too (on
+    ``plain_port``, default a free one)."""
 
     def __init__(self, folder: Path, tls: WebCertificate | None = None,
                  users: dict[str, str] | None = None, acl: Path | None = ACL,
-                 plain: bool = False) -> None:
+                 plain: bool = False, plain_port: int | None = None) -> None:
         self.dir = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.tls, self.users = tls, users or {}
         self.acl = acl if self.users else None
         self.tls_port = free_port(socket.SOCK_STREAM) if tls else None
-        self.plain_port = free_port(socket.SOCK_STREAM) if plain or not tls else None
+        self.plain_port = plain_port or (free_port(socket.SOCK_STREAM) if plain or not tls
+                                         else None)
         self.log_path = folder / "mosquitto.log"
         self.proc: subprocess.Popen | None = None
         self._write()
