@@ -168,7 +168,8 @@ class MqttLink:
         """Say "offline" (a clean stop is not a crash: no Last Will) and stop the thread."""
         self._stop.set()
         self._wake()
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
         self._wake_r.close()
         self._wake_w.close()
 
