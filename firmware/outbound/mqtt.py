@@ -164,7 +164,7 @@ class MqttLink:
     def start(self) -> None:
         self._thread.start()
 
-    def close(self, timeout: float = 3.0) -> None:
+    def close(self, timeout: float = 1.0) -> None:
         """Say "offline" (a clean stop is not a crash: no Last Will) and stop the thread."""
         self._stop.set()
         self._wake()

@@ -86,7 +86,7 @@ class Webhook:
     def start(self) -> None:
         self._thread.start()
 
-    def close(self, timeout: float = 2.0) -> None:
+    def close(self, timeout: float = 1.0) -> None:
         with self._ready:
             self._stop = True
             self._ready.notify()
