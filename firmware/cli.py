@@ -218,6 +218,13 @@ def _print_status(st: dict[str, Any]) -> None:
               f"({aec['card_ms']:.0f} ms in the sound card), {aec['errors']} errors")
     if st.get("last_error"):
         print(f"last error: {st['last_error']}")
+    mqtt = (st.get("events") or {}).get("mqtt")
+    if mqtt:
+        link = "connected" if mqtt["connected"] else f"NOT connected ({mqtt['error']})"
+        print(f"mqtt: {mqtt['broker']} {link}, {mqtt['sent']} sent, {mqtt['dropped']} dropped")
+    for hook in (st.get("events") or {}).get("webhooks") or []:
+        print(f"webhook: {hook['url']}: {hook['delivered']} delivered, {hook['failed']} failed, "
+              f"{hook['dropped']} dropped" + (f" ({hook['error']})" if hook["error"] else ""))
     prov = st.get("provisioning") or {}
     _print_update(st.get("update") or {})
     if prov.get("url"):
