@@ -115,7 +115,7 @@ class Chronicle:
             case sv.UpdateAlert(reason=reason):
                 if reason:
                     self._emit(Kind.UPDATE_ROLLED_BACK, reason=reason)
-                elif sup.update_alert is None and any(isinstance(c, sv.Led) for c in cmds):
+                else:  # App sends an UpdateAlert only when the alert changes
                     self._emit(Kind.UPDATE_ALERT_CLEARED)
         self._commands(event, cmds, locked_before)
 

@@ -90,7 +90,8 @@ class Webhook:
         with self._ready:
             self._stop = True
             self._ready.notify()
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
 
     def report(self) -> dict[str, Any]:
         with self._ready:

@@ -17,11 +17,11 @@ import pytest
 
 from devtools.box.fakes import FakeBox, fake_config, run
 from firmware import supervisor as sv
-from firmware.config import ConfigError, MqttSettings, parse_config
+from firmware.config import ConfigError, MqttSettings, WebhookSettings, parse_config
 from firmware.outbound import Event, Kind
 from firmware.outbound.discovery import Topics, configs, removed
 from firmware.outbound.mqtt import MqttLink, parse_command
-from firmware.outbound.webhook import REPLAY_WINDOW, signature, verify
+from firmware.outbound.webhook import REPLAY_WINDOW, Webhook, signature, verify
 
 # Home Assistant's MQTT discovery: the keys each platform requires, and the device block
 REQUIRED = {"event": {"state_topic", "event_types"}, "binary_sensor": {"state_topic"},
@@ -122,6 +122,34 @@ def test_the_mqtt_queue_is_bounded_dropping_the_oldest_and_counting() -> None:
         assert len(link._recent) == 3
     finally:
         link.close()  # never started: nothing to join
+
+
+def test_a_webhooks_queue_is_bounded_too_and_the_state_is_not_posted() -> None:
+    hook = Webhook("https://127.0.0.1:9/h", WebhookSettings(queue=4), "door1")
+    for seq in range(1, 8):
+        hook(Event(Kind.LOCKOUT_ENDED, seq, time.time(), "run", "idle"))
+    hook(Event(Kind.STATE, 8, time.time(), "run", "idle", snapshot={"state": "idle"}))
+    report = hook.report()
+    assert (report["queued"], report["dropped"]) == (4, 3)
+    assert [b'"seq": 4,' in body for body in hook._queue] == [True, False, False, False]
+    hook.close()  # never started
+
+
+def test_an_update_rollback_and_its_acknowledgement_are_told() -> None:
+    box = FakeBox()
+    seen: list[Event] = []
+    box.app.outbox.subscribe(seen.append)
+
+    async def scenario() -> None:
+        await box.app.start()
+        box.pump()
+        box.app.dispatch(sv.UpdateAlert("the new release did not register"))
+        box.app.dispatch(sv.UpdateAlert(None))
+
+    run(scenario())
+    told = [(e.kind, e.reason) for e in seen if e.kind is not Kind.STATE]
+    assert told == [(Kind.UPDATE_ROLLED_BACK, "the new release did not register"),
+                    (Kind.UPDATE_ALERT_CLEARED, None)], told
 
 
 def test_registration_lost_and_restored_are_told_with_the_server() -> None:
