@@ -43,6 +43,7 @@ log = logging.getLogger("intercom")
 
 BACKOFF_MIN, BACKOFF_MAX = 1.0, 60.0
 MAX_COMMAND = 256  # bytes: a longer command message is refused
+MAX_INCOMING = 64 * 1024  # bytes: a larger packet from the broker ends the connection
 COMMAND_BURST, COMMAND_WINDOW = 5, 10.0  # at most 5 commands in 10 s
 _TARGET = re.compile(r"[0-9A-Za-z*#+._-]{1,32}")
 _COMMANDS = ("open_door", "call", "hangup")
@@ -84,11 +85,29 @@ def parse_command(payload: bytes) -> dict[str, Any] | str:
     return {"cmd": "call", "target": target}
 
 
-def _new_client(client_id: str) -> paho.Client:
+class _BoundedClient(paho.Client):
+    """paho's client, refusing an incoming packet larger than ``MAX_INCOMING`` before reading
+    it: paho itself would buffer whatever size a hostile broker announces (up to 256 MB).
+    Looks at paho's packet state (private, the same in 1.6 and 2.x) and does nothing when that
+    state is not there."""
+
+    oversize = 0  # the size of the packet refused on this connection
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        packet = getattr(self, "_in_packet", None)
+        if isinstance(packet, dict) and packet.get("have_remaining"):
+            size = int(packet.get("remaining_length") or 0)
+            if size > MAX_INCOMING:
+                self.oversize = size
+                raise OSError(f"packet of {size} bytes refused")
+        return super()._sock_recv(bufsize)
+
+
+def _new_client(client_id: str) -> _BoundedClient:
     if hasattr(paho, "CallbackAPIVersion"):  # paho-mqtt 2.x
-        return paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
-                           clean_session=True)
-    return paho.Client(client_id=client_id, clean_session=True)  # 1.6
+        return _BoundedClient(paho.CallbackAPIVersion.VERSION2, client_id=client_id,
+                              clean_session=True)
+    return _BoundedClient(client_id=client_id, clean_session=True)  # 1.6
 
 
 def _failed(code: Any) -> bool:
@@ -127,7 +146,7 @@ class MqttLink:
         self.connected = False
         self.error: str | None = None
         self.counters = {"sent": 0, "dropped": 0, "connects": 0, "commands": 0,
-                         "commands_refused": 0}
+                         "commands_refused": 0, "oversized": 0}
 
     # ------------------------------------------------------------ the event loop's side
     def __call__(self, event: Event) -> None:
@@ -204,7 +223,7 @@ class MqttLink:
             self._stop.wait(backoff)
             backoff = min(backoff * 2, BACKOFF_MAX)
 
-    def _client(self) -> paho.Client:
+    def _client(self) -> _BoundedClient:
         m = self.settings
         client = _new_client(f"intercom-{self.name}")
         client.will_set(self.topics.availability, "offline", qos=1, retain=True)
@@ -217,7 +236,7 @@ class MqttLink:
         client.on_message = self._on_message
         return client
 
-    def _serve(self, client: paho.Client) -> bool:
+    def _serve(self, client: _BoundedClient) -> bool:
         """Drive one connection until it ends; True when the broker accepted it."""
         accepted = False
         while True:
@@ -246,7 +265,11 @@ class MqttLink:
             if rc == paho.MQTT_ERR_SUCCESS:
                 rc = client.loop_misc()
             if rc != paho.MQTT_ERR_SUCCESS:
-                if self.connected:
+                if client.oversize:
+                    self.counters["oversized"] += 1
+                    self._problem(f"the broker sent a packet of {client.oversize} bytes (at "
+                                  f"most {MAX_INCOMING}): disconnected")
+                elif self.connected:
                     self._problem(f"connection to the broker lost ({paho.error_string(rc)})")
                 with contextlib.suppress(OSError):
                     client.disconnect()

@@ -4,14 +4,17 @@ Mosquitto with TLS from a test CA, a password file and the shipped ACL
 a broker restart (the broker forgets everything: no persistence); a killed box is marked
 offline by its Last Will, a stopped one says so itself; MQTT commands are refused when they
 are off, from any user but the one the ACL lets command, as retained messages and over plain
-TCP; a broker whose certificate the box does not trust is one clear error, never a fallback."""
+TCP; a broker whose certificate the box does not trust is one clear error, never a fallback; a
+hostile broker announcing a huge packet is cut off before the box buffers it."""
 
 from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -173,3 +176,56 @@ def test_commands_over_plain_tcp_are_a_configuration_error(tmp_path: Path) -> No
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "mqtt.allow_commands" in lines[0] and "mqtt.tls" in lines[0]
+
+
+class HostileBroker:
+    """Accepts the box's MQTT connection, says CONNACK, then announces a 200 MB PUBLISH and
+    streams junk: how much it got to send before the box hung up is ``sent``."""
+
+    ANNOUNCED = 200_000_000
+
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(4)
+        self.port = self.server.getsockname()[1]
+        self.sent = 0
+        self.closed_by_box = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        conn, _ = self.server.accept()
+        conn.recv(4096)  # CONNECT
+        conn.sendall(b"\x20\x02\x00\x00")  # CONNACK: accepted
+        n, length = self.ANNOUNCED, bytearray()
+        while True:
+            byte, n = n % 128, n // 128
+            length.append(byte | (0x80 if n else 0))
+            if not n:
+                break
+        conn.sendall(b"\x30" + bytes(length) + b"\x00\x01t")
+        chunk = b"x" * 65536
+        try:
+            while self.sent < 50_000_000:
+                conn.sendall(chunk)
+                self.sent += len(chunk)
+        except OSError:
+            self.closed_by_box.set()
+        finally:
+            conn.close()
+
+
+def test_a_hostile_broker_announcing_a_huge_packet_is_cut_off(tmp_path: Path) -> None:
+    hostile = HostileBroker()
+    box = start_box(tmp_path / "box", host="127.0.0.1", port=hostile.port, tls=False,
+                    name=NAME)
+    try:
+        box.wait_state("idle")
+        mqtt = wait_for(lambda: (m := box.status()["events"]["mqtt"])["oversized"] and m, 15,
+                        0.1, "the oversized packet refused")
+        assert f"packet of {HostileBroker.ANNOUNCED} bytes" in mqtt["error"]
+        assert hostile.closed_by_box.wait(10), "the box hung up"
+        assert hostile.sent < 8_000_000, f"the box kept reading: {hostile.sent} bytes"
+        assert box.cmd("open-door")["ok"] is True, "the box still does its job"
+    finally:
+        box.stop()
