@@ -2,9 +2,9 @@
 CA, password file, the shipped ACL) and a local HTTPS webhook receiver that checks each HMAC:
 the box registers; its call button calls reception (a baresip phone) which rings and answers;
 the door code opens the door (DTMF by RFC 4733 through the PBX); wrong codes lock the door
-code, and an MQTT open_door is refused during the lockout; the lockout ends; reception hangs
-up; reception calls the box, which answers and hangs up from the control socket; an MQTT
-open_door opens the door. Each event carries its fields; no payload holds a key."""
+code, and an MQTT open_door and the right code are refused during the lockout; it ends;
+reception hangs up; reception calls the box, which answers and hangs up from the control
+socket; an MQTT open_door opens the door. Each event carries its fields; no payload holds a key."""
 
 from __future__ import annotations
 
@@ -76,6 +76,8 @@ def test_every_event_of_real_calls_reaches_mqtt_and_a_signed_webhook(
         ha.publish(f"{BASE}/command", "open_door")
         refused = ha.wait_event(BASE, "command", command="open_door")
         assert refused["accepted"] is False and "locked" in refused["reason"]
+        phone.command("sndcode", CODE)  # the right code, but locked: ignored
+        assert ha.wait_event(BASE, "code_during_lockout")["peer"] == "5001"
         ha.wait_event(BASE, "lockout_ended", timeout=10)
         # reception hangs up
         phone.command("hangup")
