@@ -99,7 +99,8 @@ class _BoundedClient(paho.Client):
             size = int(packet.get("remaining_length") or 0)
             if size > MAX_INCOMING:
                 self.oversize = size
-                raise OSError(f"packet of {size} bytes refused")
+                # ConnectionError: what paho 1.6 and 2.x both turn into "connection lost"
+                raise ConnectionError(f"packet of {size} bytes refused")
         return super()._sock_recv(bufsize)
 
 
@@ -214,9 +215,14 @@ class MqttLink:
                 self._problem(f"TLS with the broker failed: {exc.reason or exc}")
             except OSError as exc:
                 self._problem(f"cannot reach the broker: {exc.strerror or exc}")
+            except Exception as exc:  # never the end of the thread: retried with backoff
+                self._problem(f"cannot connect: {exc}")
             else:
-                if self._serve(client):
-                    backoff = BACKOFF_MIN
+                try:
+                    if self._serve(client):
+                        backoff = BACKOFF_MIN
+                except Exception as exc:
+                    self._problem(f"the MQTT client failed: {exc}")
             self.connected = False
             if self._stop.is_set():
                 break
@@ -257,13 +263,11 @@ class MqttLink:
             if self._wake_r in readable:
                 with contextlib.suppress(OSError):
                     self._wake_r.recv(4096)
-            rc = paho.MQTT_ERR_SUCCESS
-            if sock in readable:
-                rc = client.loop_read()
-            if rc == paho.MQTT_ERR_SUCCESS and sock in writable:
-                rc = client.loop_write()
-            if rc == paho.MQTT_ERR_SUCCESS:
-                rc = client.loop_misc()
+            try:
+                rc = self._step(client, sock in readable, sock in writable)
+            except Exception as exc:  # a paho surprise ends this connection, never the thread
+                log.warning("MQTT: the client failed (%s): reconnecting", exc)
+                rc = paho.MQTT_ERR_UNKNOWN
             if rc != paho.MQTT_ERR_SUCCESS:
                 if client.oversize:
                     self.counters["oversized"] += 1
@@ -274,6 +278,17 @@ class MqttLink:
                 with contextlib.suppress(OSError):
                     client.disconnect()
                 return accepted or self.connected
+
+    @staticmethod
+    def _step(client: _BoundedClient, readable: bool, writable: bool) -> int:
+        rc = paho.MQTT_ERR_SUCCESS
+        if readable:
+            rc = client.loop_read()
+        if rc == paho.MQTT_ERR_SUCCESS and writable:
+            rc = client.loop_write()
+        if rc == paho.MQTT_ERR_SUCCESS:
+            rc = client.loop_misc()
+        return rc
 
     def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, code: Any,
                     *properties: Any) -> None:
