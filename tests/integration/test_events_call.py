@@ -102,6 +102,7 @@ def test_every_event_of_real_calls_reaches_mqtt_and_a_signed_webhook(
         ha.publish(f"{BASE}/command", "open_door")
         by_mqtt = ha.wait_event(BASE, "door_opened", by="mqtt")
         assert by_mqtt["state"] == "idle"
+        ha.wait_event(BASE, "command", command="open_door", accepted=True)  # the last event
         events = ha.events(BASE)
         wait_for(lambda: len(hooks.events) >= len(events), 30, 0.1, "the webhook to catch up")
         status = box.status()
