@@ -16,11 +16,12 @@ APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
 # libasound2-plugins: alsa-lib's jack PCM, a paced 8 kHz ALSA device for the CPU benchmark.
 # nftables: the firewall test loads the image's ruleset inside a network namespace.
 # dnsmasq-base and systemd-networkd (in systemd): a real DHCP exchange hands the provisioning
-# tests option 43; openssl: the provisioned documents' signatures.
+# tests option 43; openssl: the provisioned documents' signatures. mosquitto, mosquitto-clients:
+# the broker the events tests and ./build.sh run publish to (mosquitto_passwd, mosquitto_sub).
 DEB_PACKAGES=(mmdebstrap python3 python3-venv python3-dev gcc iproute2 baresip-core sip-tester
   jackd2 libasound2-dev alsa-utils libsrtp2-dev git
   libspeexdsp-dev libwebrtc-audio-processing-dev g++ pkg-config espeak-ng libasound2-plugins
-  nftables dnsmasq-base systemd openssl)
+  nftables dnsmasq-base systemd openssl mosquitto mosquitto-clients)
 
 log() { printf '\n==> %s\n' "$*"; }
 

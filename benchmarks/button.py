@@ -1,7 +1,10 @@
 """Button press -> INVITE on the wire: gpiozero MockFactory pin driven low in the intercom's
 process, INVITE timestamped by the kernel at a UDP socket standing in for the PBX (which
 answers 486 so that the next press starts from idle). Reference in the same run: baresip
-dialling on a ctrl_tcp command, timed to its INVITE at the same kind of socket."""
+dialling on a ctrl_tcp command, timed to its INVITE at the same kind of socket. A second
+intercom row publishes every event to a black-holed MQTT broker and webhook receiver (a TCP
+listener on loopback that never accepts: the TLS handshake hangs until the client gives up), so
+the row's ratio to the first shows what a dead broker costs a button (issue #22)."""
 
 from __future__ import annotations
 
@@ -47,7 +50,30 @@ class FakePbx:
                           + "\r\nContent-Length: 0\r\n\r\n").encode(), addr)
 
 
-def intercom_latencies(n: int) -> list[float]:
+class BlackHole:
+    """A TCP port on loopback whose connections complete in the kernel and are never read."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+
+
+def black_holed_links(tmp: Path) -> dict:
+    """mqtt and webhooks sections pointing at a black hole (kept open by the caller)."""
+    from devtools.mosquitto import local_ca
+
+    hole = BlackHole()
+    ca = local_ca(tmp / "ca")
+    black_holed_links.keep = hole  # type: ignore[attr-defined]
+    return {"mqtt": {"host": "127.0.0.1", "port": hole.port, "ca_file": str(ca.ca),
+                     "name": "bench"},
+            "webhooks": {"urls": [f"https://127.0.0.1:{hole.port}/hook"],
+                         "secret": "bench-secret-0123456789", "ca_file": str(ca.ca)}}
+
+
+def intercom_latencies(n: int, black_hole: bool = False) -> list[float]:
     from gpiozero.pins.mock import MockFactory
 
     from firmware.app import App
@@ -59,7 +85,7 @@ def intercom_latencies(n: int) -> list[float]:
         "sip": {"server": "127.0.0.1", "port": pbx.port, "username": "5002", "register": False,
                 "keepalive": "off", "local_port": 0},
         "control": {"socket": str(tmp / "c.sock")}, "media": {"rtp_port": 0},
-        "gpio": {"pin_factory": "mock"}}))
+        "gpio": {"pin_factory": "mock"}, **(black_holed_links(tmp) if black_hole else {})}))
     factory = MockFactory()
     app = App(cfg, pin_factory=factory)
     loop = asyncio.new_event_loop()
@@ -112,6 +138,8 @@ def baresip_latencies(n: int) -> list[float]:
 def run(n: int = 30) -> list[dict]:
     rows = []
     for name, fn in (("intercom: call button (MockFactory pin)", intercom_latencies),
+                     ("intercom: the same, MQTT broker and webhook black-holed",
+                      lambda k: intercom_latencies(k, black_hole=True)),
                      ("baresip 1.0.0: ctrl_tcp dial (reference)", baresip_latencies)):
         lat = sorted(fn(n))
         rows.append({"client": name, "n": len(lat), "median_ms": statistics.median(lat),

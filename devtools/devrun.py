@@ -3,6 +3,10 @@ to it as 5002, with simulated GPIO (keys are the buttons, LEDs are drawn in the 
 audio from this machine's ALSA default device, or from/to WAV files when there is none. Ctrl-C
 (or q) stops both cleanly.
 
+A local Mosquitto on 127.0.0.1 (plain TCP, anonymous, loopback only) receives the box's
+building events and retained state: ``mosquitto_sub -h 127.0.0.1 -p PORT -t 'intercom/#' -v``
+shows them (MQTT_PORT, default 1883 or a free port).
+
 It also serves the reception console (web/) from Asterisk's HTTP server: over HTTPS/WSS on
 port 8089 with a certificate from a local CA made once in ${INTERCOM_CACHE}/webrtc/, and over
 plain HTTP/WS on 127.0.0.1:8088 for a browser on this machine.
@@ -31,6 +35,7 @@ from urllib.parse import urlencode
 from .asterisk import PASSWORDS, Asterisk
 from .certificate import web_certificate
 from .loopback import free_port
+from .mosquitto import Mosquitto
 from .paths import REPO
 from .waiting import wait_for
 
@@ -136,6 +141,18 @@ def main() -> int:
     print(f"starting Asterisk 22 on {bind}:{port} (config from pbx/) ...", flush=True)
     pbx.start()
     cfg_path = Path(os.environ.get("INTERCOM_CONFIG") or state / "intercom.yaml")
+    mq_port = int(os.environ.get("MQTT_PORT", "1883"))
+    if not _tcp_port_free(mq_port):
+        mq_port = free_port(socket.SOCK_STREAM)
+    broker = Mosquitto(state / "mosquitto", plain_port=mq_port)
+    try:
+        broker.start()
+        mqtt = (f"mqtt:\n  host: 127.0.0.1\n  port: {mq_port}\n  tls: false\n"
+                "  name: door\n")
+        mqtt_note = (f"events: mosquitto_sub -h 127.0.0.1 -p {mq_port} -t 'intercom/#' -v "
+                     f"(retained state, events, Home Assistant discovery: homeassistant/#)")
+    except (OSError, RuntimeError) as exc:
+        mqtt, mqtt_note = "", f"events: no local Mosquitto ({exc}): no MQTT"
     sock = state / "control.sock"
     if _alsa_default_works():
         audio = "audio:\n  capture: default\n  playback: default\n"
@@ -162,7 +179,7 @@ media:
   rtp_port: 0
 gpio:
   pin_factory: mock
-{audio}""")
+{audio}{mqtt}""")
     intercom = [sys.executable, "-m", "firmware", "run", "--config", str(cfg_path)]
     proc = subprocess.Popen(intercom)
     stopping = [False]
@@ -185,6 +202,7 @@ gpio:
      user 5001   password {PASSWORDS["5001"]}   server {host}:{port} (UDP)
  (or 5003 / {PASSWORDS["5003"]}), then dial 5002.
  {audio_note}
+ {mqtt_note}
  Reception console in a browser (extension 5004, password {PASSWORDS["5004"]}):
      https://{host}:{web_port}/
    trust the certificate first: install {cert.ca} as an authority (or open the
@@ -195,7 +213,7 @@ gpio:
  Keys (simulated GPIO): c = call button (dials 5001), a = answer, h = hangup,
    t = talk, 0-9 * # = send DTMF, q = quit. The door code is *1 (relay LED).
  Or drive the box from another terminal:
-     {ic} status | answer | hangup | call 5001 | press call
+     {ic} status | events | answer | hangup | open-door | call 5001 | press call
  Ctrl-C stops the intercom (it un-registers) and Asterisk.
 ==========================================================================
 """, flush=True)
@@ -208,7 +226,8 @@ gpio:
             except subprocess.TimeoutExpired:
                 proc.kill()
         pbx.cleanup()
-        print("stopped intercom and Asterisk")
+        broker.stop()
+        print("stopped intercom, Asterisk and Mosquitto")
     return 0 if proc.returncode in (0, -signal.SIGINT) else proc.returncode
 
 

@@ -11,8 +11,9 @@ tones. The only place where SIP meets media: negotiated MediaParams start, move 
 call's media (``firmware.media_control``) whose port the SDP announced. Opening the parts is
 ``firmware.startup``'s, running and swapping Apps ``firmware.runner``'s, the status report
 ``firmware.status``'s, the control commands ``firmware.commands``' table, the lockout file
-``firmware.lockout_store.Keeper``'s; App keeps the systemd watchdog, the updater's alert and
-the registrar's addresses. Knows nothing about SIP wire details or RTP packets.
+``firmware.lockout_store.Keeper``'s, the building events ``firmware.outbound``'s (one line
+per place: the chronicle tells what happened); App keeps the systemd watchdog, the updater's
+alert and the registrar's addresses. Knows nothing about SIP wire details or RTP packets.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ from .events import (
 )
 from .media_control import MediaControl
 from .net import UaDriver
-from .outbound import Kind, Notice, Outbox
+from .outbound import Kind, Outbox, links
+from .outbound.chronicle import Chronicle
 from .parts import (
     Audio,
     BoardLike,
@@ -105,15 +107,18 @@ class App:
         self.boards: Boards = boards or GpioBoards(pin_factory)
         self.controls: Controls = controls or UnixControls()
         self.notifier = notifier or Notifier()
-        # the one place events leave the box; today systemd's status line consumes it
-        self.outbox = Outbox()
+        # the one place events leave the box: systemd's status line, MQTT, webhooks
+        self.outbox = Outbox(cfg.log.events)
         self.outbox.subscribe(
-            lambda notice: notice.kind is Kind.STATE and self.notifier.status(notice.summary))
+            lambda event: event.kind is Kind.STATE and self.notifier.status(event.summary))
+        self.links: links.Links | None = None
         self.ua: UserAgent | None = None
         self.driver: UaDriver | None = None
         self.transport: SipTransport | None = None
         self.control: Any = None
         self.sup = sv.Supervisor(policy(cfg))
+        self.chronicle = Chronicle(self, self.outbox, self.registrar_shown,
+                                   self._now, lambda s, f: self.clock.call_later(s, f))
         self.board: BoardLike | None = None
         self.remote: str | None = None
         self.call_started: float | None = None
@@ -162,7 +167,9 @@ class App:
         self.ua.start(self.driver.now())
         self.driver.flush()
         self.notifier.ready(status.line(self))
-        self._publish(Kind.STATE)  # the state the intercom starts in
+        self.links = links.open_links(self.cfg, self.outbox, self.clock,
+                                      lambda req: commands.answer(self, req, "mqtt"))
+        self.chronicle.settled()  # the state the intercom starts in
         if self.notifier.watchdog_interval:
             self._tasks.append(asyncio.create_task(self._watchdog()))
 
@@ -187,6 +194,8 @@ class App:
         if self.board is not None:
             self.board.close()
         self.boards.close()
+        if self.links is not None:
+            self.links.close()
 
     # --------------------------------------------------------------- events in
     def _press_from_thread(self, name: str) -> None:
@@ -239,16 +248,17 @@ class App:
             self.media_control.check_audio()  # a card plugged in since the last probe counts
         if isinstance(event, sv.AudioRecovered) and self._error_from == "audio":
             self.last_error, self._error_from = None, ""
-        before = self.sup.state
+        before = (self.sup.state, self.sup.lockout_until)
         cmds = self.sup.handle(event, self._now())
+        self.chronicle.dispatched(event, cmds, *before)
         self._execute(cmds)
         self.lockout.keep(self.sup.lockout_state())  # what a restart must not forget
-        if self.sup.state != before:
-            self._publish(Kind.STATE)
+        self.chronicle.settled()
         return cmds
 
     def _on_sip(self, ev: object) -> None:
         log.debug("sip event %s", ev)
+        self.chronicle.sip(ev)
         match ev:
             case Registered(expires=expires):
                 self.registrar_answer = 200
@@ -296,7 +306,6 @@ class App:
             case CallEnded(reason=reason):
                 log.info("call with %s ended: %s", self.remote, reason)
                 self.last_call_end = reason
-                self._publish(Kind.CALL_ENDED, reason)
                 self.dtmf_keys += self.media_control.stop()  # too late to be judged
                 self.remote, self.call_started = None, None
                 self.dispatch(sv.Ended(reason))
@@ -313,9 +322,6 @@ class App:
         s = self.cfg.sip
         entries = [*(s.servers or (s.server,)), *([s.outbound_proxy] if s.outbound_proxy else [])]
         return any(not is_ip_literal((host_port(e) or (e, None))[0]) for e in entries)
-
-    def _publish(self, kind: Kind, detail: str | None = None) -> None:
-        self.outbox.publish(Notice(kind, self.sup.state, status.line(self), detail))
 
     def _digit(self, digit: str, source: str) -> None:
         log.info("DTMF key received (%s)", source)  # never the key itself: it is the door code
@@ -356,7 +362,6 @@ class App:
                     self.board.set_led(name, mode)
             case sv.PulseRelay(seconds=seconds):
                 self.door_openings += 1
-                self._publish(Kind.DOOR_OPENED)
                 if self.board is not None:
                     self.board.pulse_relay(seconds)
             case sv.StartTimer(name=name, seconds=seconds):
@@ -399,6 +404,7 @@ class App:
 
     def _media_timed_out(self, why: str) -> bool:
         """Hang up a call whose peer stopped sending; True when the call ended."""
+        self.chronicle.cause("media_timeout")
         self.dispatch(sv.UserHangup())
         if self.sup.state == "in_call":
             return False
@@ -422,7 +428,10 @@ class App:
     # --------------------------------------------------------------- control socket
     async def handle_command(self, req: dict[str, Any]) -> dict[str, Any]:
         """A control-socket request (``firmware.commands``)."""
-        return commands.answer(self, req)
+        return commands.answer(self, req, "control")
 
     def status(self) -> dict[str, Any]:
         return status.report(self)
+
+    def retained(self) -> dict[str, Any]:
+        return status.retained(self)

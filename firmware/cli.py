@@ -1,4 +1,5 @@
-"""Command line: ``intercom run|check-config|status|call|answer|hangup|dtmf|press``.
+"""Command line: ``intercom run|check-config|status|events|call|answer|hangup|open-door|dtmf|
+press``.
 
 Owns argument parsing, logging set-up, signal handling and exit codes (2 = bad configuration,
 1 = the running intercom could not be reached or refused). The composition root: config ->
@@ -178,6 +179,10 @@ def _client(args: argparse.Namespace, cmd: str, **extra: Any) -> int:
         return 1
     if cmd == "status" and not args.json and reply.get("ok"):
         _print_status(reply)
+    elif cmd == "events" and not args.json and reply.get("ok"):
+        from .outbound.visitor_log import line
+        for event in reply.get("events") or []:
+            print(line(event))
     else:
         print(json.dumps(reply, indent=None if cmd != "status" else 2))
     return 0 if reply.get("ok") else 1
@@ -219,6 +224,13 @@ def _print_status(st: dict[str, Any]) -> None:
               f"({aec['card_ms']:.0f} ms in the sound card), {aec['errors']} errors")
     if st.get("last_error"):
         print(f"last error: {st['last_error']}")
+    mqtt = (st.get("events") or {}).get("mqtt")
+    if mqtt:
+        link = "connected" if mqtt["connected"] else f"NOT connected ({mqtt['error']})"
+        print(f"mqtt: {mqtt['broker']} {link}, {mqtt['sent']} sent, {mqtt['dropped']} dropped")
+    for hook in (st.get("events") or {}).get("webhooks") or []:
+        print(f"webhook: {hook['url']}: {hook['delivered']} delivered, {hook['failed']} failed, "
+              f"{hook['dropped']} dropped" + (f" ({hook['error']})" if hook["error"] else ""))
     prov = st.get("provisioning") or {}
     _print_update(st.get("update") or {})
     if prov.get("url"):
@@ -280,12 +292,16 @@ def build_parser() -> argparse.ArgumentParser:
                       ("--pbx-silence", "update.trial_pbx_silence"),
                       ("--settle", "60 s active before an ordinary boot is good")):
         health.add_argument(flag, type=float, help=f"override {key} (a bench test)")
-    for name in ("status", "call", "answer", "hangup", "dtmf", "press"):
-        sp = sub.add_parser(name, help=f"{name} (through the control socket)")
+    helps = {"events": "the visitor log: the last building events with their times",
+             "open-door": "pulse the door relay (refused during a door-code lockout)"}
+    for name in ("status", "events", "call", "answer", "hangup", "open-door", "dtmf", "press"):
+        sp = sub.add_parser(name, help=helps.get(name, f"{name} (through the control socket)"))
         sp.add_argument("--config", "-c", dest="config", default=argparse.SUPPRESS)
         sp.add_argument("--socket", dest="socket", default=argparse.SUPPRESS)
-        if name == "status":
+        if name in ("status", "events"):
             sp.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "events":
+            sp.add_argument("-n", type=int, dest="count", help="only the last N")
         if name == "call":
             sp.add_argument("target", nargs="?", help="extension or SIP URI "
                             "(default: calls.default_target)")
@@ -316,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
         extra["digits"] = args.digits
     if args.command == "press":
         extra["button"] = args.button
-    return _client(args, args.command, **extra)
+    if args.command == "events" and args.count is not None:
+        extra["count"] = args.count
+    return _client(args, args.command.replace("-", "_"), **extra)
 
 
 if __name__ == "__main__":

@@ -164,6 +164,41 @@ class ControlSettings:
 @dataclass(frozen=True)
 class LogSettings:
     level: str = "info"
+    events: int = 100  # the visitor log: the last N building events kept in RAM
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """``mqtt``: the building events and the retained state on a broker (firmware.outbound.mqtt),
+    Home Assistant's discovery, and commands in only where they are safe."""
+
+    host: str | None = None  # None: no MQTT
+    port: int | None = None  # None: 8883 with TLS, 1883 without
+    tls: bool = True  # the broker's certificate is always verified; false: plain TCP
+    ca_file: str | None = None  # None: the system's trust store
+    username: str | None = None
+    password: str = field(default="", repr=False)
+    prefix: str = "intercom"  # topics: <prefix>/<name>/...
+    name: str | None = None  # None: system.hostname
+    keepalive: int = 30
+    discovery: bool = True  # Home Assistant MQTT discovery
+    discovery_prefix: str = "homeassistant"
+    allow_commands: bool = False  # open_door, call TARGET, hangup from command_topic (TLS only)
+    command_topic: str | None = None  # None: <prefix>/<name>/command
+    queue: int = 200  # events kept while the broker is away (the oldest dropped, counted)
+    recent: int = 20  # events in the retained <prefix>/<name>/events/recent backlog
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """``webhooks``: each event POSTed over HTTPS to every URL, signed with HMAC-SHA256."""
+
+    urls: tuple[str, ...] = ()
+    secret: str = field(default="", repr=False)
+    ca_file: str | None = None  # None: the system's trust store
+    timeout: float = 5.0  # seconds one POST may take
+    retries: int = 4  # further attempts after a failed POST (backoff 1, 2, 4, ... s)
+    queue: int = 100  # events waiting per URL (the oldest dropped, counted)
 
 
 @dataclass(frozen=True)
@@ -222,6 +257,8 @@ class Config:
     system: SystemSettings = SystemSettings()
     provisioning: ProvisioningSettings = ProvisioningSettings()
     update: UpdateSettings = UpdateSettings()
+    mqtt: MqttSettings = MqttSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     path: str = ""
 
 
@@ -449,6 +486,22 @@ def _ca_file(v: Any) -> str | None:
         f"against, or 'system': no such file {v!r}"
 
 
+def _topic_part(v: Any) -> str | None:
+    """A topic level or a few: no wildcard, no empty level, no $ at the start (broker-owned)."""
+    text = str(v)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*", text) or text.startswith("$"):
+        return "must be topic levels of letters, digits, '_', '.', '-' separated by '/' " \
+            "(no wildcard, no empty level)"
+    return None
+
+
+def _webhook_urls(v: Any) -> str | None:
+    for url in v:
+        if not isinstance(url, str) or _update_url(url):
+            return f"has {url!r}: each must be an https:// URL without user name or password"
+    return None
+
+
 def _codecs(v: Any) -> str | None:
     if not v or any(c not in ("PCMU", "PCMA") for c in v):
         return "must be a non-empty list of PCMU and/or PCMA"
@@ -510,6 +563,15 @@ _CHECKS: dict[str, Check] = {
     "update.trial_register_timeout": lambda v: None if v >= 30 else
     "must be at least 30 seconds",
     "update.trial_pbx_silence": lambda v: None if v >= 60 else "must be at least 60 seconds",
+    "log.events": _range(1, 1000),
+    "mqtt.host": _host, "mqtt.port": _port(), "mqtt.ca_file": _ca_file,
+    "mqtt.username": _non_empty, "mqtt.prefix": _topic_part, "mqtt.name": _topic_part,
+    "mqtt.keepalive": _range(5, 3600), "mqtt.discovery_prefix": _topic_part,
+    "mqtt.command_topic": _topic_part, "mqtt.queue": _range(1, 10000),
+    "mqtt.recent": _range(0, 100),
+    "webhooks.urls": _webhook_urls, "webhooks.ca_file": _ca_file,
+    "webhooks.timeout": _positive, "webhooks.retries": _range(0, 20),
+    "webhooks.queue": _range(1, 10000),
 }
 # what YAML may give where the dataclass type alone would be too strict: numbers where text
 # is meant (a username 5002), YAML's `off` = false, and nested mappings built separately
@@ -520,13 +582,16 @@ _YAML_TYPES: dict[str, tuple[type, ...]] = {
     "calls.door_code": (str, int), "media.srtp": (str, bool), "sip.tls": (dict,),
     "audio.echo_canceller": (str, bool),
     "gpio.buttons": (dict,), "gpio.leds": (dict,), "gpio.relay": (dict,),
+    "mqtt.username": (str, int), "mqtt.password": (str, int), "webhooks.secret": (str,),
 }
 _SECTION_TYPES: dict[str, type] = {
     "sip": SipSettings, "calls": CallSettings, "media": MediaSettings, "audio": AudioSettings,
     "gpio": GpioSettings, "control": ControlSettings, "log": LogSettings,
-    "system": SystemSettings, "provisioning": ProvisioningSettings, "update": UpdateSettings}
+    "system": SystemSettings, "provisioning": ProvisioningSettings, "update": UpdateSettings,
+    "mqtt": MqttSettings, "webhooks": WebhookSettings}
 _STRINGY = {"username", "password", "auth_username", "default_target", "door_code",
             "untrusted_policy"}
+MIN_WEBHOOK_SECRET = 16
 
 
 def _yaml_types(hint: Any) -> tuple[type, ...]:
@@ -711,7 +776,28 @@ def parse_config(text: str, path: str = "<string>",
         raise ConfigError(f"{path}: {_where('update.url', lines)} needs update.ca_file: the CA "
                           "that signed the update server's certificate ('system' for the "
                           "system's trust store)")
+    sections["mqtt"] = _mqtt(sections["mqtt"], lines, path)
+    hooks: WebhookSettings = sections["webhooks"]
+    if hooks.urls and len(hooks.secret) < MIN_WEBHOOK_SECRET:
+        raise ConfigError(f"{path}: {_where('webhooks.secret', lines)} must be set, at least "
+                          f"{MIN_WEBHOOK_SECRET} characters, with webhooks.urls: the receivers "
+                          "check each event's signature with it")
     return Config(**sections, path=path)
+
+
+def _mqtt(m: MqttSettings, lines: dict[str, int], path: str) -> MqttSettings:
+    """The rules between mqtt's keys: commands and passwords only over verified TLS."""
+    if m.host is None:
+        return m
+    if m.allow_commands and not m.tls:
+        raise ConfigError(f"{path}: {_where('mqtt.allow_commands', lines)} needs mqtt.tls: "
+                          "true: a command that opens the door never travels in clear text")
+    if m.password and not m.tls:
+        raise ConfigError(f"{path}: {_where('mqtt.password', lines)} would cross the network "
+                          "in clear text: set mqtt.tls: true")
+    if m.password and not m.username:
+        raise ConfigError(f"{path}: {_where('mqtt.password', lines)} needs mqtt.username")
+    return replace(m, port=m.port or (8883 if m.tls else 1883))
 
 
 # ----------------------------------------------------------------------------- provisioning

@@ -18,6 +18,8 @@ from . import supervisor as sv
 from .config import Config
 from .media_control import MediaControl
 from .net import UaDriver
+from .outbound import Outbox
+from .outbound.links import Links
 from .parts import BoardLike, Clock
 from .sip.ua import UserAgent
 from .update.slots import UNKNOWN as UNKNOWN_VERSION
@@ -39,6 +41,8 @@ class Reported(Protocol):
     registrar_moved: tuple[str, float] | None
     door_openings: int
     provisioning_status: Callable[[], dict[str, Any]] | None
+    links: Links | None
+    outbox: Outbox
 
     @property
     def media_control(self) -> MediaControl: ...
@@ -73,6 +77,26 @@ def lockout_wallclock(box: Reported) -> float | None:
     if until is None or until <= now:
         return None
     return round(time.time() + (until - now), 1)
+
+
+def retained(box: Reported) -> dict[str, Any]:
+    """The state MQTT keeps retained (and a webhook's state events carry): only what changes
+    with a state, LED, registration, lockout or audio change, never a counter or a clock."""
+    ua, mc = box.ua, box.media_control
+    release = _release()
+    return {
+        "summary": line(box),
+        "state": box.sup.state,
+        "registered": bool(ua and ua.registered),
+        "server": f"{box.cfg.sip.server}:{box.cfg.sip.port}",
+        "in_call": box.sup.state == "in_call",
+        "remote": box.remote,
+        "leds": box.board.states() if box.board else {},
+        "door_locked": box.sup.locked,
+        "audio": "error" if mc.audio_error else "ok",
+        "update_alert": box.sup.update_alert,
+        "version": __version__ if release == UNKNOWN_VERSION else release,
+    }
 
 
 @functools.cache
@@ -136,4 +160,6 @@ def report(box: Reported) -> dict[str, Any]:
         "counters": dict(ua.counters) if ua else {},
         "provisioning": box.provisioning_status() if box.provisioning_status else None,
         "update": update_report(box.cfg.update.state_dir),
+        "events": {"kept": len(box.outbox.log),
+                   **(box.links.report() if box.links else {})},
     }

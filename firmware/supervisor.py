@@ -28,6 +28,10 @@ lockout the right code does nothing. The lockout outlives the process: ``lockout
 hands the application the failure times and the lockout's end (on the caller's monotonic
 clock) to keep, and ``start(now, lockout)`` takes them back after a restart.
 
+``OpenDoor`` (a command from the control socket or MQTT) pulses the relay like the right door
+code, in any state, and is refused while the door code is locked out: a command is never a way
+around the lockout.
+
 With the audio devices missing a call button refuses the press (no half-call that reception
 picks up to silence): a ``Refused`` marked as a fault, the error LED blinking.
 """
@@ -92,6 +96,7 @@ class EventKind(StrEnum):
     USER_ANSWER = "UserAnswer"
     USER_HANGUP = "UserHangup"
     UPDATE_ALERT = "UpdateAlert"
+    OPEN_DOOR = "OpenDoor"
 
 
 # ------------------------------------------------------------------------------- events in
@@ -216,6 +221,15 @@ class UserCall:
 
 
 @dataclass(frozen=True)
+class OpenDoor:
+    """``intercom open-door`` or an MQTT command (``source``): the relay pulses exactly as for
+    the door code, and not at all while the door code is locked out."""
+
+    kind: ClassVar[EventKind] = EventKind.OPEN_DOOR
+    source: str
+
+
+@dataclass(frozen=True)
 class UserAnswer:
     kind: ClassVar[EventKind] = EventKind.USER_ANSWER
 
@@ -228,7 +242,7 @@ class UserHangup:
 TimerEvent = RingTimeout | AutoAnswerDue | MaxDurationReached | CodeTimeout | LockoutOver
 Event = (Press | RegistrationUp | RegistrationDown | Incoming | RemoteRinging | Connected | Ended
          | Digit | TimerEvent | AudioFailed | AudioRecovered | UserCall | UserAnswer | UserHangup
-         | UpdateAlert)
+         | UpdateAlert | OpenDoor)
 
 # what each timer fires; every Timer has exactly one (checked at import)
 TIMER_EVENTS: dict[Timer, type[TimerEvent]] = {
@@ -628,6 +642,16 @@ class Supervisor:
                            Log("info", "door code accepted: opening the door")]
         return cmds + self._wrong_code()
 
+    def _open_door(self, ev: OpenDoor) -> list[Command]:
+        return [PulseRelay(self.policy.relay_seconds),
+                Log("info", f"door opened by {ev.source} command")]
+
+    def _refuse_locked(self, ev: OpenDoor) -> list[Command]:
+        left = (self.lockout_until or self.now) - self.now
+        why = f"door locked after wrong door codes for another {left:.0f} s"
+        return [Refused(why), Log("warning", f"{ev.source} command to open the door refused: "
+                                             f"{why}")]
+
     def _wrong_code(self) -> list[Command]:
         p = self.policy
         self.wrong_codes += 1
@@ -670,7 +694,9 @@ AUDIO_OK = Guard("audio ok", lambda s: s.audio_ok)
 AUDIO_FAILED = Guard("audio failed", lambda s: not s.audio_ok)
 REGISTERED = Guard("registered", lambda s: s.registered)
 NOT_REGISTERED = Guard("not registered", lambda s: not s.registered)
-GUARDS = (AUDIO_OK, AUDIO_FAILED, REGISTERED, NOT_REGISTERED)
+LOCKED = Guard("door code locked", lambda s: s.locked)
+UNLOCKED = Guard("door code not locked", lambda s: not s.locked)
+GUARDS = (AUDIO_OK, AUDIO_FAILED, REGISTERED, NOT_REGISTERED, LOCKED, UNLOCKED)
 
 S, E, X = State, EventKind, Supervisor
 _ALL = tuple(State)
@@ -717,6 +743,9 @@ TRANSITIONS: tuple[Row, ...] = tuple([
     Row(S.RINGING, E.AUDIO_FAILED, None, (X._audio_failed, X._reject_unavailable)),
     *_rows(_ALL, E.AUDIO_RECOVERED, None, X._audio_recovered),
     *_rows(_ALL, E.UPDATE_ALERT, None, X._update_alert),
+    # the door by command: the same relay and the same lockout as the door code
+    *_rows(_ALL, E.OPEN_DOOR, None, X._open_door, guard=UNLOCKED),
+    *_rows(_ALL, E.OPEN_DOOR, None, X._refuse_locked, guard=LOCKED),
 ])
 
 

@@ -23,13 +23,13 @@ class Intercom:
 
     def __init__(self, tmp: Path, server_port: int, **sip: Any) -> None:
         """``sip``: keys of the ``sip`` section, plus the sections ``calls``, ``audio``,
-        ``media``, ``gpio`` and ``update``, ``env`` (the process's extra environment) and
-        ``log_level`` (default debug)."""
+        ``media``, ``gpio``, ``update``, ``mqtt``, ``webhooks`` and ``system``, ``env`` (the
+        process's extra environment) and ``log_level`` (default debug)."""
         self.dir = tmp
         self.sock = tmp / "control.sock"
         self.log_path = tmp / "intercom.log"
-        sections = {k: sip.pop(k) for k in ("calls", "audio", "media", "gpio", "update")
-                    if k in sip}
+        sections = {k: sip.pop(k) for k in ("calls", "audio", "media", "gpio", "update",
+                                            "mqtt", "webhooks", "system") if k in sip}
         self.env = sip.pop("env", {})
         if not sip.get("local_port"):
             sip.pop("local_port", None)  # 0 or None: a free one, as box_config picks

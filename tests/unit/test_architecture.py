@@ -151,7 +151,8 @@ PURE = ["firmware.address", "firmware.events", "firmware.config", "firmware.supe
         "firmware.cli", "firmware.net", "firmware.gpio",
         "firmware.control", "firmware.media.audio", "firmware.media.settings",
         "firmware.media._reference", "firmware.provisioning", "firmware.update.health",
-        "devtools.box.fakes", "devtools.box.config"]
+        "firmware.outbound.chronicle", "firmware.outbound.mqtt", "firmware.outbound.webhook",
+        "firmware.outbound.links", "devtools.box.fakes", "devtools.box.config"]
 REFUSE_BUILD = compiled.REFUSE_BUILD + """
 for name in sys.argv[2:]:
     importlib.import_module(name)

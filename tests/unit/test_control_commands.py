@@ -8,9 +8,9 @@ from devtools.box.fakes import FakeBox, run
 from firmware import commands
 
 
-def test_every_user_command_is_a_row_and_only_status_and_dtmf_are_queries() -> None:
-    assert set(commands.EVENTS) == {"call", "answer", "hangup", "press"}
-    assert set(commands.QUERIES) == {"status", "dtmf"}
+def test_every_user_command_is_a_row_and_only_status_events_and_dtmf_are_queries() -> None:
+    assert set(commands.EVENTS) == {"call", "answer", "hangup", "press", "open_door"}
+    assert set(commands.QUERIES) == {"status", "events", "dtmf"}
 
 
 def test_commands_become_supervisor_events_or_are_refused_with_a_reason() -> None:

@@ -50,8 +50,9 @@ def test_button_table_only_names_requests_the_state_accepts() -> None:
 
 # the memory the guards read, each combination of it: every guard must be true in some and
 # false in others (checked below), so these contexts really exercise each guard both ways
-CONTEXTS = [{"registered": registered, "audio_ok": audio_ok}
-            for registered in (True, False) for audio_ok in (True, False)]
+CONTEXTS = [{"registered": registered, "audio_ok": audio_ok, "lockout_until": until}
+            for registered in (True, False) for audio_ok in (True, False)
+            for until in (None, 10.0)]  # the supervisor's now is 0: 10.0 = locked
 
 # (state, event) -> the rows' outcomes the tests expect, per context: (next state or None,
 # effect names); a pair not listed has no row (the event does nothing, or is refused)
@@ -69,6 +70,10 @@ def by_audio(ok: tuple, failed: tuple):  # noqa: ANN201
 
 def by_registration(yes: tuple, no: tuple):  # noqa: ANN201
     return lambda ctx: yes if ctx["registered"] else no
+
+
+def by_lockout(open_: tuple, locked: tuple):  # noqa: ANN201
+    return lambda ctx: locked if ctx["lockout_until"] else open_
 
 
 EXPECTED = {
@@ -97,6 +102,7 @@ EXPECTED = {
     (RNG, "AudioFailed"): (_, ("audio_failed", "reject_unavailable")),
     **expect(ALL, "AudioRecovered", (_, ("audio_recovered",))),
     **expect(ALL, "UpdateAlert", (_, ("update_alert",))),
+    **expect(ALL, "OpenDoor", by_lockout((_, ("open_door",)), (_, ("refuse_locked",)))),
 }
 
 
