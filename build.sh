@@ -17,10 +17,12 @@ APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
 # nftables: the firewall test loads the image's ruleset inside a network namespace.
 # dnsmasq-base and systemd-networkd (in systemd): a real DHCP exchange hands the provisioning
 # tests option 43; openssl: the provisioned documents' signatures.
+# linphone-cli: linphonec, the seed's SIP client, as a peer; kamailio: registrar/proxy in front
+# of Asterisk (tests/integration/test_linphone.py, test_kamailio.py).
 DEB_PACKAGES=(mmdebstrap python3 python3-venv python3-dev gcc iproute2 baresip-core sip-tester
   jackd2 libasound2-dev alsa-utils libsrtp2-dev git
   libspeexdsp-dev libwebrtc-audio-processing-dev g++ pkg-config espeak-ng libasound2-plugins
-  nftables dnsmasq-base systemd openssl)
+  nftables dnsmasq-base systemd openssl linphone-cli kamailio)
 
 log() { printf '\n==> %s\n' "$*"; }
 
