@@ -26,7 +26,6 @@ from .loopback import free_port
 from .waiting import wait_for
 
 
-
 class Linphone:
     """linphonec registered as ``ext`` at ``server``:``port`` (UDP), with ``password``."""
 
@@ -95,7 +94,8 @@ class Linphone:
 
     def _read(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        for chunk in iter(lambda: self.proc.stdout.read1(4096), b""):  # type: ignore[union-attr]
+        fd = self.proc.stdout.fileno()
+        for chunk in iter(lambda: os.read(fd, 4096), b""):
             with self._lock:
                 self._out += chunk.decode(errors="replace")
 
