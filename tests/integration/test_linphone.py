@@ -2,7 +2,8 @@
 the box calls it and it answers, it calls the box and the box answers; audio both ways judged
 by FFT (linphonec plays a WAV as its microphone and records what it hears, paced by
 mediastreamer2's clock; the box's ALSA side is the tests' file PCMs); linphonec's DTMF opens
-the door and its wrong codes count towards the lockout."""
+the door and its wrong codes count towards the lockout; with Asterisk's direct media the box
+and linphonec exchange RTP directly, across linphonec's hold and resume."""
 
 from __future__ import annotations
 
@@ -109,3 +110,33 @@ def test_linphone_calls_the_box_and_keys_the_door_code(asterisk, box, linphone,
     assert len(heard) > 8000 * 3
     assert abs(peak_hz(heard[8000:]) - 1200) < 15, "the speaker played linphonec's 1200 Hz"
     assert abs(heard_by(phone) - 600) < 15, "linphonec heard the door's microphone"
+
+
+@pytest.mark.direct_media
+def test_direct_media_between_the_box_and_linphone(asterisk, box, linphone,
+                                                   tmp_path: Path) -> None:
+    """Asterisk re-INVITEs both legs so that RTP flows box <-> linphonec: each side takes the
+    other's SDP (relayed by Asterisk) and the audio still arrives both ways."""
+    write_mic_tone(800)
+    reset_speaker()
+    phone = linphone(play_wav=tone_wav(tmp_path / "900.wav", 900, 30, rate=8000),
+                     record_wav=tmp_path / "heard.wav", auto_answer=True)
+    b = box()
+    b.wait_state("idle")
+    b.press("call")
+    phone.wait_output(r"Media streams established", 15)
+    st = b.wait_state("in_call")
+    wait_for(lambda: b.status()["media"]["remote_port"] == phone.rtp_port, 10, 0.1,
+             "the box's media to move to linphonec's own RTP port")
+    time.sleep(3)
+    phone.command("pause")  # linphonec holds the call (re-INVITE, a=sendonly) and resumes it
+    phone.wait_output(r"Call \d+ with [^\n]* is now paused", 10)
+    phone.command("resume")
+    phone.wait_output(r"Resuming call", 10)
+    time.sleep(3)
+    phone.command("terminate")
+    st = b.wait_state("idle")
+    assert st["last_call_end"] == "remote hangup"
+    heard = pcm_array(speaker_pcm())
+    assert abs(peak_hz(heard[-8000 * 2:]) - 900) < 15, "the box heard linphonec after resume"
+    assert abs(heard_by(phone) - 800) < 15, "linphonec heard the box after resume"
