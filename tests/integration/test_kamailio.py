@@ -149,6 +149,20 @@ def test_only_the_registrar_rings_the_box_and_only_asterisk_rings_it_through_kam
         s.sendto(invite(kamailio.address, kamailio.port, s), (kamailio.address, kamailio.port))
         got = replies(s, 1.0)
     assert any(r.startswith(b"SIP/2.0 403 Only the PBX may call the door") for r in got), got
+    # nor may anyone but Asterisk send the box an in-dialog request through the proxy (a BYE
+    # along the proxy's record-route, at the box's contact)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.2", 0))
+        host, port = s.getsockname()
+        s.sendto((f"BYE sip:5002@127.0.0.1:{box_port} SIP/2.0\r\n"
+                  f"Via: SIP/2.0/UDP {host}:{port};rport;branch=z9hG4bK{uuid.uuid4().hex}\r\n"
+                  f"Route: <sip:{kamailio.address}:{kamailio.port};lr>\r\n"
+                  "Max-Forwards: 70\r\nFrom: <sip:5001@127.0.0.1>;tag=evil\r\n"
+                  "To: <sip:5002@127.0.0.1>;tag=box\r\nCall-ID: forged\r\n"
+                  "CSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n").encode(),
+                 (kamailio.address, kamailio.port))
+        got = replies(s, 1.0)
+    assert any(r.startswith(b"SIP/2.0 403 Only the PBX may change") for r in got), got
     st = b.status()
     assert st["state"] == "idle" and st["counters"]["untrusted_dropped"] == 1
     assert st["registered"] and not b.pin("relay").state
