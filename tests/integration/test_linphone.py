@@ -116,7 +116,8 @@ def test_linphone_calls_the_box_and_keys_the_door_code(asterisk, box, linphone,
 def test_direct_media_between_the_box_and_linphone(asterisk, box, linphone,
                                                    tmp_path: Path) -> None:
     """Asterisk re-INVITEs both legs so that RTP flows box <-> linphonec: each side takes the
-    other's SDP (relayed by Asterisk) and the audio still arrives both ways."""
+    other's SDP (relayed by Asterisk), the audio still arrives both ways after linphonec's hold
+    and resume, and linphonec's own RFC 4733 events open the door."""
     write_mic_tone(800)
     reset_speaker()
     phone = linphone(play_wav=tone_wav(tmp_path / "900.wav", 900, 30, rate=8000),
@@ -133,10 +134,13 @@ def test_direct_media_between_the_box_and_linphone(asterisk, box, linphone,
     phone.wait_output(r"Call \d+ with [^\n]* is now paused", 10)
     phone.command("resume")
     phone.wait_output(r"Resuming call", 10)
-    time.sleep(3)
+    time.sleep(2)
+    phone.dtmf("*1")  # RFC 4733 straight from linphonec's RTP stream
+    wait_for(lambda: b.pin("relay").state, 10, 0.02, "the door relay")
+    time.sleep(1)
     phone.command("terminate")
     st = b.wait_state("idle")
-    assert st["last_call_end"] == "remote hangup"
+    assert st["last_call_end"] == "remote hangup" and st["door_openings"] == 1
     heard = pcm_array(speaker_pcm())
     assert abs(peak_hz(heard[-8000 * 2:]) - 900) < 15, "the box heard linphonec after resume"
     assert abs(heard_by(phone) - 800) < 15, "linphonec heard the box after resume"
