@@ -18,10 +18,12 @@ APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
 # dnsmasq-base and systemd-networkd (in systemd): a real DHCP exchange hands the provisioning
 # tests option 43; openssl: the provisioned documents' signatures. mosquitto, mosquitto-clients:
 # the broker the events tests and ./build.sh run publish to (mosquitto_passwd, mosquitto_sub).
+# linphone-cli: linphonec, the seed's SIP client, as a peer; kamailio: registrar/proxy in front
+# of Asterisk (tests/integration/test_linphone.py, test_kamailio.py).
 DEB_PACKAGES=(mmdebstrap python3 python3-venv python3-dev gcc iproute2 baresip-core sip-tester
   jackd2 libasound2-dev alsa-utils libsrtp2-dev git
   libspeexdsp-dev libwebrtc-audio-processing-dev g++ pkg-config espeak-ng libasound2-plugins
-  nftables dnsmasq-base systemd openssl mosquitto mosquitto-clients)
+  nftables dnsmasq-base systemd openssl mosquitto mosquitto-clients linphone-cli kamailio)
 
 log() { printf '\n==> %s\n' "$*"; }
 
@@ -190,7 +192,9 @@ cmd_image() {
   image_deps
   local version key base work
   version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$ROOT/pyproject.toml")
-  key=$(cat "$ROOT/images/packages.txt" "$ROOT/images/build-packages.txt" | sha256sum | cut -c1-12)
+  # the package names only: a comment or the order does not cost a new base root
+  key=$(grep -hv '^#' "$ROOT/images/packages.txt" "$ROOT/images/build-packages.txt" | LC_ALL=C sort \
+    | sha256sum | cut -c1-12)
   base=$CACHE/img/base-$key
   work=$CACHE/img/work
   mkdir -p "$CACHE/img"

@@ -45,7 +45,8 @@ class Asterisk:
                  bind: str = "127.0.0.1", port: int | None = None, netns: str | None = None,
                  media_address: str | None = None, media_encryption: str | None = None,
                  http_port: int | None = None, tls: WebCertificate | None = None,
-                 tls_port: int = 8089, sip_tls: tuple[Path, Path] | None = None) -> None:
+                 tls_port: int = 8089, sip_tls: tuple[Path, Path] | None = None,
+                 door_via: str | None = None) -> None:
         """``netns``: run inside that network namespace (the QEMU image tests: nothing Asterisk
         sends can leave the namespace). ``media_address``: the address Asterisk announces in
         SDP while its RTP stays bound to every address of its namespace (a QEMU guest reaches
@@ -54,7 +55,9 @@ class Asterisk:
         ``ws://`` at ``/ws`` and the console from web/ at ``/static/``); ``tls``: also HTTPS/WSS
         on ``bind:tls_port`` with that certificate. Without ``http_port`` the HTTP server is
         off. ``sip_tls``: (certificate, key) PEM files for the SIP TLS transport on
-        ``sip_tls_port``; without it the TLS transport is left out."""
+        ``sip_tls_port``; without it the TLS transport is left out. ``door_via``: the
+        ``host:port`` of a proxy the box registers with instead (pbx/kamailio/): the dial plan
+        reaches 5002 through it (``DOOR`` in extensions.conf)."""
         if not (ASTERISK_ROOT / "usr/sbin/asterisk").exists():
             raise RuntimeError(f"no Asterisk root at {ASTERISK_ROOT}: run ./build.sh test "
                                "(it builds it with mmdebstrap)")
@@ -72,6 +75,7 @@ class Asterisk:
         self.netns = netns
         self.media_address = media_address
         self.sip_tls = sip_tls
+        self.door_via = door_via
         self.sip_tls_port = free_port(socket.SOCK_STREAM) if sip_tls else None
         self.proc: subprocess.Popen | None = None
         self._write_config()
@@ -116,6 +120,8 @@ class Asterisk:
                 text = re.sub(r"rtpend=\d+", f"rtpend={self.rtp_base + 998}", text)
                 if self.bind == "127.0.0.1":
                     text += _loopback_ice_candidates()
+            if f.name == "extensions.conf" and self.door_via:
+                text = re.sub(r"(?m)^DOOR=.*$", f"DOOR=PJSIP/5002/sip:5002@{self.door_via}", text)
             if f.name == "http.conf":
                 text = self._http_conf(text)
             (etc / f.name).write_text(text)
