@@ -2,7 +2,10 @@
 """The media stream's I/O shell: the GIL-free 20 ms thread around the sans-I/O media core.
 
 Owns what touches the outside each packet period: the CLOCK_MONOTONIC deadline loop
-(``clock_nanosleep(TIMER_ABSTIME)``, optional SCHED_FIFO), ``recvmsg``/``recvfrom`` with kernel
+(``clock_nanosleep(TIMER_ABSTIME)``, optional SCHED_FIFO) and when in each period the work is
+done — at the deadline while it is cheap, else a measured lead before it, so that the packet
+due at a deadline leaves at it whatever the processing cost (the split tick; its figures in
+``stats()``), ``recvmsg``/``recvfrom`` with kernel
 arrival timestamps and ``sendto`` on file descriptors it is given, the peer's address
 (symmetric RTP, latching), the mutex-guarded PCM FIFOs shared with Python audio threads, the
 loop-side stand-ins for a source and a sink that need no Python (a PCM table cycled as the
@@ -271,6 +274,19 @@ cdef class PcmFifo:
 
 
 # --------------------------------------------------------------------------------- the shell
+cdef enum:
+    HIST = 391     # buckets: 10 µs wide below 1 ms, 100 µs wide below 30 ms, then one for the rest
+    WINDOW = 64    # ticks the lead looks back on (1.28 s at 20 ms)
+
+# the tick's work (receive, capture, processor, core, playback) before the send: above
+# SPLIT_ON_NS at its worst in the window the loop prepares each packet ahead of its deadline and
+# sends it at the deadline; below SPLIT_OFF_NS it goes back to one wake-up per period
+cdef int64_t SPLIT_ON_NS = 80000
+cdef int64_t SPLIT_OFF_NS = 40000
+cdef int64_t LEAD_SLACK_NS = 100000  # on top of the worst (wake-up lateness + work) seen, +25 %
+cdef int64_t LATE_NS = 1000000       # a wake-up or a send this far past its time is counted
+
+
 cdef struct IoStats:
     uint64_t wrong_source, ticks, late_wakeups
     uint64_t auth_failures, replays, unprotect_errors, protect_errors  # the packet transform
@@ -278,6 +294,50 @@ cdef struct IoStats:
     uint64_t send_errors   # sendto refused by the kernel
     uint64_t max_wakeup_late_ns
     int64_t sum_wakeup_late_ns
+    uint64_t late_sends    # packets that left LATE_NS or more after their deadline
+    int64_t max_work_ns, max_send_lag_ns
+    uint32_t work_hist[HIST]      # the tick's work before the send, per tick
+    uint32_t send_lag_hist[HIST]  # deadline -> sendto, per tick that sent
+
+
+cdef inline int _bucket(int64_t ns) noexcept nogil:
+    cdef int64_t us = ns // 1000
+    if us < 0:
+        return 0
+    if us < 1000:
+        return <int>(us // 10)
+    if us < 30000:
+        return 100 + <int>((us - 1000) // 100)
+    return HIST - 1
+
+
+cdef double _bucket_top_us(int i) noexcept nogil:
+    """The upper edge of bucket ``i`` in µs (the last bucket has none: -1)."""
+    if i < 100:
+        return (i + 1) * 10.0
+    if i < HIST - 1:
+        return 1000.0 + (i - 99) * 100.0
+    return -1.0
+
+
+cdef double _quantile_us(const uint32_t *hist, double q, int64_t max_ns) noexcept nogil:
+    """The ``q`` quantile of a histogram as its bucket's upper edge (never above the maximum
+    seen), 0 when empty."""
+    cdef uint64_t total = 0, seen = 0
+    cdef int i
+    cdef double top
+    for i in range(HIST):
+        total += hist[i]
+    if total == 0:
+        return 0.0
+    for i in range(HIST):
+        seen += hist[i]
+        if seen >= q * total:
+            top = _bucket_top_us(i)
+            if top < 0 or top > max_ns / 1000.0:
+                return max_ns / 1000.0
+            return top
+    return max_ns / 1000.0
 
 
 cdef inline int64_t _now_ns() noexcept nogil:
@@ -318,6 +378,12 @@ cdef class MediaStream:
     cdef int cycle_len, cycle_pos
     cdef public bint discard_playback  # played frames go nowhere instead of into the sink
     cdef bint ran
+    # the split tick: the work ahead of the deadline by lead_ns, the send at the deadline
+    cdef bint split
+    cdef int64_t lead_ns
+    cdef int64_t work_win[WINDOW]  # the tick's work, wake-up to packet ready (ns)
+    cdef int64_t need_win[WINDOW]  # the same from when the wake-up was due (lateness + work)
+    cdef int win_pos
 
     def __cinit__(self):
         pthread_mutex_init(&self.lock, NULL)
@@ -505,6 +571,15 @@ cdef class MediaStream:
             "max_wakeup_late_us": s.max_wakeup_late_ns / 1000.0,
             "mean_wakeup_late_us": (s.sum_wakeup_late_ns / 1000.0 / s.ticks) if s.ticks else 0.0,
             "realtime": bool(self.realtime_ok),
+            # what the loop measured of itself: the work each tick does before its packet is
+            # ready, how far after its deadline each packet reached sendto, and how early the
+            # loop now prepares a packet (0: one wake-up per period, work and send together)
+            "work_p99_us": _quantile_us(s.work_hist, 0.99, s.max_work_ns),
+            "work_max_us": s.max_work_ns / 1000.0,
+            "send_lag_p99_us": _quantile_us(s.send_lag_hist, 0.99, s.max_send_lag_ns),
+            "send_lag_max_us": s.max_send_lag_ns / 1000.0,
+            "late_sends": s.late_sends,
+            "lead_us": self.lead_ns / 1000.0,
         })
         out.update(self.drift.stats())
         return out
@@ -525,35 +600,102 @@ cdef class MediaStream:
                 self._send_outbox(n)
 
     cdef void _loop(self) noexcept nogil:
+        """Each period: wake (at the deadline, or ``lead_ns`` before it once the work has shown
+        it costs), prepare the period's packets, then — when ahead — sleep to the deadline and
+        send them there. The packet due at a deadline leaves at it whatever the tick cost, as
+        long as the work fits in the lead; the lead follows the work it measures."""
         cdef int64_t period = <int64_t>self.core.ptime_ms * 1000000
         cdef int64_t deadline = _now_ns() + period
-        cdef int64_t late
-        cdef timespec t
-        cdef int64_t wake
+        cdef int64_t late, target, t0, t1, lag
+        cdef int n
+        cdef bint ahead
         while not self.stop_flag:
-            # sleep to the deadline (or spin_us before it, then spin: hides idle-exit latency)
-            wake = deadline - <int64_t>self.spin_us * 1000
-            t.tv_sec = wake // 1000000000
-            t.tv_nsec = wake % 1000000000
-            while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) == EINTR:
-                pass
-            while self.spin_us and _now_ns() < deadline:
-                pass
-            late = _now_ns() - deadline
+            ahead = self.lead_ns > 0
+            target = deadline - self.lead_ns
+            if ahead:
+                self._sleep_until(target)  # no spin: the send, not this, must be exact
+            else:
+                self._wait_for(deadline)
+            t0 = _now_ns()
+            late = t0 - target
             self.io.ticks += 1
             self.io.sum_wakeup_late_ns += late
             if <uint64_t>late > self.io.max_wakeup_late_ns:
                 self.io.max_wakeup_late_ns = late
-            if late > 1000000:
+            if late > LATE_NS:
                 self.io.late_wakeups += 1
-            self._tick(deadline)
+            n = self._tick(deadline)
+            t1 = _now_ns()
+            self._learn(t1 - t0, t1 - target, period)
+            if ahead:
+                self._wait_for(deadline)
+            if n > 0:
+                lag = _now_ns() - deadline
+                self._send_outbox(n)
+                self.io.send_lag_hist[_bucket(lag)] += 1
+                if lag > self.io.max_send_lag_ns:
+                    self.io.max_send_lag_ns = lag
+                if lag >= LATE_NS:
+                    self.io.late_sends += 1
             deadline += period
             if _now_ns() - deadline > 10 * period:  # suspended for long: do not burst
                 deadline = _now_ns() + period
 
-    cdef void _tick(self, int64_t now_ns) noexcept nogil:
-        """One period: datagrams in, a captured frame through the processor into the core,
-        the core's frame to play through the processor into the sink, its packets out."""
+    cdef void _sleep_until(self, int64_t when) noexcept nogil:
+        cdef timespec t
+        t.tv_sec = when // 1000000000
+        t.tv_nsec = when % 1000000000
+        while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) == EINTR:
+            pass
+
+    cdef void _wait_for(self, int64_t deadline) noexcept nogil:
+        """Sleep to the deadline (or spin_us before it, then spin: hides idle-exit latency);
+        at once when it has passed."""
+        cdef int64_t wake = deadline - <int64_t>self.spin_us * 1000
+        if _now_ns() < wake:
+            self._sleep_until(wake)
+        while self.spin_us and _now_ns() < deadline:
+            pass
+
+    cdef void _learn(self, int64_t work, int64_t need, int64_t period) noexcept nogil:
+        """One tick's cost into the window; the lead for the next ticks from its worst.
+
+        ``work`` (wake-up to packet ready) decides whether to split: below SPLIT_OFF_NS a
+        second wake-up per period buys nothing; above SPLIT_ON_NS it keeps the wire on time.
+        ``need`` (from when the wake-up was due) sizes the lead: a late wake-up eats into it
+        as the work does. The lead is bounded to three quarters of the period: work that does
+        not fit in that makes late packets (counted), never a loop that falls behind."""
+        cdef int i
+        cdef int64_t max_work = 0, max_need = 0, lead
+        self.io.work_hist[_bucket(work)] += 1
+        if work > self.io.max_work_ns:
+            self.io.max_work_ns = work
+        self.work_win[self.win_pos] = work
+        self.need_win[self.win_pos] = need
+        self.win_pos = (self.win_pos + 1) % WINDOW
+        for i in range(WINDOW):
+            if self.work_win[i] > max_work:
+                max_work = self.work_win[i]
+            if self.need_win[i] > max_need:
+                max_need = self.need_win[i]
+        if self.split:
+            if max_work < SPLIT_OFF_NS:
+                self.split = False
+        elif max_work > SPLIT_ON_NS:
+            self.split = True
+        if not self.split:
+            self.lead_ns = 0
+            return
+        lead = max_need + max_need // 4 + LEAD_SLACK_NS
+        if lead > period * 3 // 4:
+            lead = period * 3 // 4
+        self.lead_ns = lead
+
+    cdef int _tick(self, int64_t now_ns) noexcept nogil:
+        """One period's work for the packets due at ``now_ns``: datagrams in, a captured frame
+        through the processor into the core, the core's frame to play through the processor
+        into the sink. Returns how many packets wait in the core's outbox (sent by the
+        caller at the deadline)."""
         cdef int16_t captured[MAX_FRAME]
         cdef int16_t play[MAX_FRAME]
         cdef int16_t raw[RS_BUF]
@@ -581,7 +723,9 @@ cdef class MediaStream:
         pthread_mutex_lock(&self.lock)
         peer = self.have_remote
         pthread_mutex_unlock(&self.lock)
-        n = self.core.tick_c(now_ns, _wall_ns(), captured, got, peer, play)
+        # the wall clock as it will read at the deadline: RTCP's NTP time goes with the packet
+        n = self.core.tick_c(now_ns, _wall_ns() + (now_ns - _now_ns()), captured, got, peer,
+                             play)
         if self.proc is not None:
             self.proc.playback_c(play, fs, 0 if self.discard_playback else self.sink.level())
         if self.discard_playback:
@@ -590,7 +734,7 @@ cdef class MediaStream:
             self._play_resampled(play)
         else:
             self.sink.push(play, fs)
-        self._send_outbox(n)
+        return n
 
     cdef void _cycle_frame(self, int16_t *dst, int n) noexcept nogil:
         """The next ``n`` samples of the capture cycle (wrapping as often as it must)."""
