@@ -26,14 +26,15 @@ from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
 from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, free
 from libc.errno cimport errno, EINTR
-from posix.time cimport clock_gettime, clock_nanosleep, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
+from posix.time cimport (clock_gettime, clock_nanosleep, timespec, CLOCK_MONOTONIC,
+                         CLOCK_REALTIME, CLOCK_THREAD_CPUTIME_ID)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 import sys
 from firmware.core._transform cimport PacketTransform, TRANSFORM_TRAILER_MAX, XF_AUTH, XF_REPLAY
 from firmware.core._processor cimport CaptureProcessor
 from firmware.core._rtp cimport RtpHeader, rtp_parse_c
 from firmware.core._jitter cimport MAX_FRAME
-from firmware.core._mediacore cimport MediaCore, PACKET_MAX
+from firmware.core._mediacore cimport MediaCore, OUTBOX, PACKET_MAX
 from firmware.core._drift cimport DriftCompensator, RS_BUF
 from firmware.core._conceal cimport Concealer
 from firmware.address import ipv4
@@ -278,9 +279,10 @@ cdef enum:
     HIST = 391     # buckets: 10 µs wide below 1 ms, 100 µs wide below 30 ms, then one for the rest
     WINDOW = 64    # ticks the lead looks back on (1.28 s at 20 ms)
 
-# the tick's work (receive, capture, processor, core, playback) before the send: above
-# SPLIT_ON_NS at its worst in the window the loop prepares each packet ahead of its deadline and
-# sends it at the deadline; below SPLIT_OFF_NS it goes back to one wake-up per period
+# the CPU the tick's work (receive, capture, processor, core, playback, protect) costs before
+# the send: above SPLIT_ON_NS at its worst in the window the loop prepares each packet ahead of
+# its deadline and sends it at the deadline; below SPLIT_OFF_NS it goes back to one wake-up per
+# period (CPU time, not wall time: being preempted is no reason for a second wake-up)
 cdef int64_t SPLIT_ON_NS = 80000
 cdef int64_t SPLIT_OFF_NS = 40000
 cdef int64_t LEAD_SLACK_NS = 100000  # on top of the worst (wake-up lateness + work) seen, +25 %
@@ -346,6 +348,13 @@ cdef inline int64_t _now_ns() noexcept nogil:
     return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
 
 
+cdef inline int64_t _cpu_ns() noexcept nogil:
+    """This thread's CPU time: what the tick's work costs, without what preempted it."""
+    cdef timespec t
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+    return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
+
+
 cdef inline int64_t _wall_ns() noexcept nogil:
     cdef timespec t
     clock_gettime(CLOCK_REALTIME, &t)
@@ -381,9 +390,10 @@ cdef class MediaStream:
     # the split tick: the work ahead of the deadline by lead_ns, the send at the deadline
     cdef bint split
     cdef int64_t lead_ns
-    cdef int64_t work_win[WINDOW]  # the tick's work, wake-up to packet ready (ns)
-    cdef int64_t need_win[WINDOW]  # the same from when the wake-up was due (lateness + work)
+    cdef int64_t work_win[WINDOW]  # the tick's work in CPU time (ns)
+    cdef int64_t need_win[WINDOW]  # wall time from when the wake-up was due to packet ready
     cdef int win_pos
+    cdef int out_len[OUTBOX]  # the outbox's packets as protected (-1: refused, not sent)
 
     def __cinit__(self):
         pthread_mutex_init(&self.lock, NULL)
@@ -597,6 +607,7 @@ cdef class MediaStream:
             self._loop()
             if self.have_remote:
                 n = self.core.bye_c(_now_ns(), _wall_ns())
+                self._protect_outbox(n)
                 self._send_outbox(n)
 
     cdef void _loop(self) noexcept nogil:
@@ -606,7 +617,7 @@ cdef class MediaStream:
         long as the work fits in the lead; the lead follows the work it measures."""
         cdef int64_t period = <int64_t>self.core.ptime_ms * 1000000
         cdef int64_t deadline = _now_ns() + period
-        cdef int64_t late, target, t0, t1, lag
+        cdef int64_t late, target, t0, t1, c0, lag
         cdef int n
         cdef bint ahead
         while not self.stop_flag:
@@ -617,6 +628,7 @@ cdef class MediaStream:
             else:
                 self._wait_for(deadline)
             t0 = _now_ns()
+            c0 = _cpu_ns()
             late = t0 - target
             self.io.ticks += 1
             self.io.sum_wakeup_late_ns += late
@@ -625,8 +637,9 @@ cdef class MediaStream:
             if late > LATE_NS:
                 self.io.late_wakeups += 1
             n = self._tick(deadline)
+            self._protect_outbox(n)
             t1 = _now_ns()
-            self._learn(t1 - t0, t1 - target, period)
+            self._learn(t1 - t0, _cpu_ns() - c0, t1 - target, period)
             if ahead:
                 self._wait_for(deadline)
             if n > 0:
@@ -657,31 +670,34 @@ cdef class MediaStream:
         while self.spin_us and _now_ns() < deadline:
             pass
 
-    cdef void _learn(self, int64_t work, int64_t need, int64_t period) noexcept nogil:
+    cdef void _learn(self, int64_t work, int64_t cpu, int64_t need,
+                     int64_t period) noexcept nogil:
         """One tick's cost into the window; the lead for the next ticks from its worst.
 
-        ``work`` (wake-up to packet ready) decides whether to split: below SPLIT_OFF_NS a
-        second wake-up per period buys nothing; above SPLIT_ON_NS it keeps the wire on time.
-        ``need`` (from when the wake-up was due) sizes the lead: a late wake-up eats into it
-        as the work does. The lead is bounded to three quarters of the period: work that does
-        not fit in that makes late packets (counted), never a loop that falls behind."""
+        ``cpu`` (the work's CPU time) decides whether to split: below SPLIT_OFF_NS a second
+        wake-up per period buys nothing; above SPLIT_ON_NS it keeps the wire on time.
+        ``need`` (wall time from when the wake-up was due to the packet ready) sizes the lead:
+        a late wake-up or a preemption eats into it as the work does. The lead is bounded to
+        three quarters of the period: work that does not fit in that makes late packets
+        (counted), never a loop that falls behind. ``work`` (wall time from the wake-up) is
+        what ``stats()`` reports."""
         cdef int i
-        cdef int64_t max_work = 0, max_need = 0, lead
+        cdef int64_t max_cpu = 0, max_need = 0, lead
         self.io.work_hist[_bucket(work)] += 1
         if work > self.io.max_work_ns:
             self.io.max_work_ns = work
-        self.work_win[self.win_pos] = work
+        self.work_win[self.win_pos] = cpu
         self.need_win[self.win_pos] = need
         self.win_pos = (self.win_pos + 1) % WINDOW
         for i in range(WINDOW):
-            if self.work_win[i] > max_work:
-                max_work = self.work_win[i]
+            if self.work_win[i] > max_cpu:
+                max_cpu = self.work_win[i]
             if self.need_win[i] > max_need:
                 max_need = self.need_win[i]
         if self.split:
-            if max_work < SPLIT_OFF_NS:
+            if max_cpu < SPLIT_OFF_NS:
                 self.split = False
-        elif max_work > SPLIT_ON_NS:
+        elif max_cpu > SPLIT_ON_NS:
             self.split = True
         if not self.split:
             self.lead_ns = 0
@@ -758,27 +774,41 @@ cdef class MediaStream:
                                            if self.sink.last_pull_ns else 0)
         self.sink.push(out, n)
 
+    cdef void _protect_outbox(self, int n) noexcept nogil:
+        """The transform over the outbox's packets, before the deadline: at it only sendto
+        remains. A packet it refuses is counted and marked (length -1) not to be sent."""
+        cdef int i
+        for i in range(n):
+            self.out_len[i] = self.core.out[i].n
+            if self.xform is None:
+                continue
+            if self.core.out[i].rtcp:
+                self.out_len[i] = self.xform.protect_rtcp_c(self.core.out_data[i],
+                                                            self.out_len[i], PACKET_MAX)
+            else:
+                self.out_len[i] = self.xform.protect_rtp_c(self.core.out_data[i],
+                                                           self.out_len[i], PACKET_MAX)
+            if self.out_len[i] < 0:
+                self.io.protect_errors += 1
+
     cdef void _send_outbox(self, int n) noexcept nogil:
-        cdef uint8_t *p
-        cdef int i, len_
+        """The outbox's protected packets to the peer as it is now (it may have moved since
+        they were made; none when it has gone)."""
+        cdef int i
+        cdef bint peer
         cdef sockaddr_in to
         cdef ssize_t rc
         for i in range(n):
-            p = self.core.out_data[i]
-            len_ = self.core.out[i].n
-            if self.xform is not None:
-                if self.core.out[i].rtcp:
-                    len_ = self.xform.protect_rtcp_c(p, len_, PACKET_MAX)
-                else:
-                    len_ = self.xform.protect_rtp_c(p, len_, PACKET_MAX)
-                if len_ < 0:
-                    self.io.protect_errors += 1
-                    continue
+            if self.out_len[i] < 0:
+                continue
             pthread_mutex_lock(&self.lock)
             to = self.remote_rtcp if self.core.out[i].rtcp else self.remote
+            peer = self.have_remote
             pthread_mutex_unlock(&self.lock)
-            rc = sendto(self.rtcp_fd if self.core.out[i].rtcp else self.rtp_fd, p, len_, 0,
-                        <sockaddr *>&to, sizeof(to))
+            if not peer:  # the peer went (hold, clear_remote) after the packet was made
+                continue
+            rc = sendto(self.rtcp_fd if self.core.out[i].rtcp else self.rtp_fd,
+                        self.core.out_data[i], self.out_len[i], 0, <sockaddr *>&to, sizeof(to))
             if rc > 0:
                 self.core.sent_c(i)
             else:
