@@ -286,6 +286,9 @@ cdef enum:
 cdef int64_t SPLIT_ON_NS = 80000
 cdef int64_t SPLIT_OFF_NS = 40000
 cdef int64_t LEAD_SLACK_NS = 100000  # on top of the worst (wake-up lateness + work) seen, +25 %
+# the least lead once split: the early wake-up may itself come late (on this class of VM a wake-up
+# from idle takes 0.4-1 ms now and then), and a lead it overruns makes a late packet
+cdef int64_t LEAD_MIN_NS = 1000000
 cdef int64_t LATE_NS = 1000000       # a wake-up or a send this far past its time is counted
 
 
@@ -678,8 +681,8 @@ cdef class MediaStream:
         wake-up per period buys nothing; above SPLIT_ON_NS it keeps the wire on time.
         ``need`` (wall time from when the wake-up was due to the packet ready) sizes the lead:
         a late wake-up or a preemption eats into it as the work does. The lead is bounded to
-        three quarters of the period: work that does not fit in that makes late packets
-        (counted), never a loop that falls behind. ``work`` (wall time from the wake-up) is
+        three quarters of the period, and at least LEAD_MIN_NS: work that does not fit in that
+        makes late packets (counted), never a loop that falls behind. ``work`` (wall time from the wake-up) is
         what ``stats()`` reports."""
         cdef int i
         cdef int64_t max_cpu = 0, max_need = 0, lead
@@ -703,6 +706,8 @@ cdef class MediaStream:
             self.lead_ns = 0
             return
         lead = max_need + max_need // 4 + LEAD_SLACK_NS
+        if lead < LEAD_MIN_NS:
+            lead = LEAD_MIN_NS
         if lead > period * 3 // 4:
             lead = period * 3 // 4
         self.lead_ns = lead
