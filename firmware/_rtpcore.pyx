@@ -283,8 +283,8 @@ cdef enum:
 # the send: above SPLIT_ON_NS at its worst in the window the loop prepares each packet ahead of
 # its deadline and sends it at the deadline; below SPLIT_OFF_NS it goes back to one wake-up per
 # period (CPU time, not wall time: being preempted is no reason for a second wake-up)
-cdef int64_t SPLIT_ON_NS = 80000
-cdef int64_t SPLIT_OFF_NS = 40000
+cdef int64_t SPLIT_ON_NS = 150000
+cdef int64_t SPLIT_OFF_NS = 60000
 cdef int64_t LEAD_SLACK_NS = 100000  # on top of the worst (wake-up lateness + work) seen, +25 %
 # the least lead once split: the early wake-up may itself come late (on this class of VM a wake-up
 # from idle takes 0.4-1 ms now and then), and a lead it overruns makes a late packet
