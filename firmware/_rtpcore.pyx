@@ -682,8 +682,8 @@ cdef class MediaStream:
         ``need`` (wall time from when the wake-up was due to the packet ready) sizes the lead:
         a late wake-up or a preemption eats into it as the work does. The lead is bounded to
         three quarters of the period, and at least LEAD_MIN_NS: work that does not fit in that
-        makes late packets (counted), never a loop that falls behind. ``work`` (wall time from the wake-up) is
-        what ``stats()`` reports."""
+        makes late packets (counted), never a loop that falls behind. ``work`` (wall time from
+        the wake-up) is what ``stats()`` reports."""
         cdef int i
         cdef int64_t max_cpu = 0, max_need = 0, lead
         self.io.work_hist[_bucket(work)] += 1
