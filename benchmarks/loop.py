@@ -3,11 +3,14 @@
 For each sender (benchmarks.senders) and each condition (idle; two busy-loop processes loading
 both cores), a plain UDP receiver records SO_TIMESTAMPNS arrival times and RTP headers, and
 reports the send-interval error (p50/p99/max), the drift against an ideal 20 ms clock, the
-packet rate and the RTP timestamp steps.
+packet rate and the RTP timestamp steps. The core runs bare and with each echo canceller built
+(speex: the default configuration), with and without real-time priority; its rows also carry
+what the loop measured of itself and its thread's CPU and wake-ups.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import statistics
@@ -15,6 +18,8 @@ import struct
 import subprocess
 import sys
 import time
+
+from firmware.core import _aec
 
 SO_TIMESTAMPNS = 35  # Linux, x86 and arm64 alike; SCM_TIMESTAMPNS has the same value
 PTIME_NS = 20_000_000
@@ -70,6 +75,8 @@ def measure(kind: str, seconds: float, load: bool, rt: int = 0, spin_us: int = 0
     span = arrivals[-1] - arrivals[0]
     drift_ms = (span - (len(arrivals) - 1) * PTIME_NS) / 1e6
     steps = sorted({(b - a) % 2**32 for a, b in zip(stamps, stamps[1:], strict=False)})
+    out = out.strip()
+    loop_figures = json.loads(out) if out.startswith("{") else {"scheduling": out}
     return {
         "sender": kind + (" +RT" if rt else "") + (f" +spin {spin_us} µs" if spin_us else "")
         + (f" +{aec}" if aec != "off" else ""),
@@ -78,28 +85,49 @@ def measure(kind: str, seconds: float, load: bool, rt: int = 0, spin_us: int = 0
         "p50_us": statistics.median(errors), "p99_us": errors[int(0.99 * (len(errors) - 1))],
         "max_us": errors[-1], "drift_ms_per_10min": drift_ms * 600e9 / span,
         "pps": (len(arrivals) - 1) / (span / 1e9), "ts_steps": steps,
-        "scheduling": out.strip() or ("realtime" if rt else "normal"),
+        **loop_figures,
+        "scheduling": loop_figures.get("scheduling") or ("realtime" if rt else "normal"),
     }
+
+
+def senders() -> list[tuple[str, int, int, str]]:
+    """(kind, RT priority, spin µs, echo canceller) of each row: the loop bare, with real-time
+    priority and spin, then with each echo canceller this build has (speex is the default
+    configuration), with and without real-time priority; then the references."""
+    rows = [("core", 0, 0, "off"), ("core", 50, 0, "off"), ("core", 50, 300, "off")]
+    for aec in ("speex", "webrtc"):
+        if _aec.unavailable(aec) is None:
+            rows += [("core", 0, 0, aec), ("core", 50, 0, aec)]
+    return rows + [("asyncio", 0, 0, "off"), ("pyvoip", 0, 0, "off")]
 
 
 def run(seconds: float) -> list[dict]:
     rows = []
     for load in (False, True):
-        for kind, rt, spin in (("core", 0, 0), ("core", 50, 0), ("core", 50, 300),
-                               ("asyncio", 0, 0), ("pyvoip", 0, 0)):
-            rows.append(measure(kind, seconds, load, rt, spin))
+        for kind, rt, spin, aec in senders():
+            rows.append(measure(kind, seconds, load, rt, spin, aec))
     return rows
 
 
+def _figure(r: dict, key: str) -> str:
+    return f"{r[key]:.0f}" if key in r else "–"
+
+
 def table(rows: list[dict]) -> str:
+    """The wire (kernel arrival timestamps at the receiver) first; then, for the core, what the
+    loop measured of itself (its send lag at sendto, the lead it works ahead of the deadline
+    by: 0 = one wake-up per period) and what its thread cost (CPU, wake-ups)."""
     out = ["| sender | load | packets | p50 µs | p99 µs | max µs | drift ms/10 min | packets/s "
-           "| ts step | p99 vs pyVoIP-style |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
+           "| ts step | p99 vs pyVoIP-style | loop: send lag p99 µs | lead µs | CPU ms/min "
+           "| wake-ups/s |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     ref = {r["load"]: r["p99_us"] for r in rows if r["sender"] == "pyvoip"}
     for r in rows:
         ratio = ref[r["load"]] / r["p99_us"] if r["p99_us"] else float("inf")
         steps = ",".join(str(s) for s in r["ts_steps"][:3])
         out.append(f"| {r['sender']} | {r['load']} | {r['packets']} | {r['p50_us']:.0f} | "
                    f"{r['p99_us']:.0f} | {r['max_us']:.0f} | {r['drift_ms_per_10min']:+.1f} | "
-                   f"{r['pps']:.3f} | {steps} | {ratio:.1f}x better |")
+                   f"{r['pps']:.3f} | {steps} | {ratio:.1f}x better | "
+                   f"{_figure(r, 'send_lag_p99_us')} | {_figure(r, 'lead_us')} | "
+                   f"{_figure(r, 'loop_cpu_ms_per_min')} | {_figure(r, 'loop_wakeups_per_s')} |")
     return "\n".join(out)

@@ -10,6 +10,7 @@ Usage: python -m benchmarks.senders KIND PORT SECONDS [RT_PRIORITY]
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import socket
@@ -25,7 +26,18 @@ def _packet(seq: int, ts: int, ssrc: int, payload: bytes) -> bytes:
     return core.rtp_pack(0, seq == 0, seq, ts, ssrc, payload)
 
 
+def _thread_counters(tid: int) -> tuple[int, int]:
+    """(CPU ns, voluntary context switches = wake-ups) of one of this process's threads."""
+    cpu = int(open(f"/proc/self/task/{tid}/schedstat").read().split()[0])
+    for line in open(f"/proc/self/task/{tid}/status"):
+        if line.startswith("voluntary_ctxt_switches:"):
+            return cpu, int(line.split()[1])
+    return cpu, 0
+
+
 def run_core(port: int, seconds: float, rt: int) -> None:
+    """Prints one JSON line: the scheduling it got, the loop thread's CPU and wake-ups, and
+    what the loop measured of itself (absent from builds that do not measure it)."""
     from firmware.events import MediaParams
     from firmware.media.audio import NullSink, ToneSource
     from firmware.media.stream import RtpPorts, RtpSession, StreamSettings
@@ -36,11 +48,23 @@ def run_core(port: int, seconds: float, rt: int) -> None:
                          StreamSettings(realtime_priority=rt, spin_us=spin,
                                         echo_canceller=os.environ.get("BENCH_AEC", "off")))
     session.start(MediaParams("127.0.0.1", port, 0, "PCMU", 101, 20, "sendonly"))
-    time.sleep(seconds)
+    tid = session._loop_thread.native_id if session._loop_thread else None
+    time.sleep(0.5)  # the loop's first ticks (and the receiver's first packet) out of the count
+    before = _thread_counters(tid) if tid else (0, 0)
+    t0 = time.monotonic()
+    time.sleep(max(0.0, seconds - 0.5))
+    after = _thread_counters(tid) if tid else (0, 0)
+    span = time.monotonic() - t0
     aec = session.canceller_stats()  # the echo canceller that really ran, if any
     session.stop()
-    print(("realtime" if session.final_stats and session.final_stats["realtime"] else "normal")
-          + (f", {aec['kind']} {aec['frames']} frames" if aec else ""))
+    st = session.final_stats or {}
+    print(json.dumps({
+        "scheduling": ("realtime" if st.get("realtime") else "normal")
+        + (f", {aec['kind']} {aec['frames']} frames" if aec else ""),
+        "loop_cpu_ms_per_min": (after[0] - before[0]) / 1e6 * 60 / span,
+        "loop_wakeups_per_s": (after[1] - before[1]) / span,
+        **{k: st[k] for k in ("work_p99_us", "send_lag_p99_us", "send_lag_max_us", "lead_us",
+                              "late_sends") if k in st}}))
 
 
 def run_asyncio(port: int, seconds: float, rt: int) -> None:

@@ -2,7 +2,10 @@
 """The media stream's I/O shell: the GIL-free 20 ms thread around the sans-I/O media core.
 
 Owns what touches the outside each packet period: the CLOCK_MONOTONIC deadline loop
-(``clock_nanosleep(TIMER_ABSTIME)``, optional SCHED_FIFO), ``recvmsg``/``recvfrom`` with kernel
+(``clock_nanosleep(TIMER_ABSTIME)``, optional SCHED_FIFO) and when in each period the work is
+done — at the deadline while it is cheap, else a measured lead before it, so that the packet
+due at a deadline leaves at it whatever the processing cost (the split tick; its figures in
+``stats()``), ``recvmsg``/``recvfrom`` with kernel
 arrival timestamps and ``sendto`` on file descriptors it is given, the peer's address
 (symmetric RTP, latching), the mutex-guarded PCM FIFOs shared with Python audio threads, the
 loop-side stand-ins for a source and a sink that need no Python (a PCM table cycled as the
@@ -23,14 +26,15 @@ from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t,
 from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, free
 from libc.errno cimport errno, EINTR
-from posix.time cimport clock_gettime, clock_nanosleep, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
+from posix.time cimport (clock_gettime, clock_nanosleep, timespec, CLOCK_MONOTONIC,
+                         CLOCK_REALTIME, CLOCK_THREAD_CPUTIME_ID)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 import sys
 from firmware.core._transform cimport PacketTransform, TRANSFORM_TRAILER_MAX, XF_AUTH, XF_REPLAY
 from firmware.core._processor cimport CaptureProcessor
 from firmware.core._rtp cimport RtpHeader, rtp_parse_c
 from firmware.core._jitter cimport MAX_FRAME
-from firmware.core._mediacore cimport MediaCore, PACKET_MAX
+from firmware.core._mediacore cimport MediaCore, OUTBOX, PACKET_MAX
 from firmware.core._drift cimport DriftCompensator, RS_BUF
 from firmware.core._conceal cimport Concealer
 from firmware.address import ipv4
@@ -271,6 +275,23 @@ cdef class PcmFifo:
 
 
 # --------------------------------------------------------------------------------- the shell
+cdef enum:
+    HIST = 391     # buckets: 10 µs wide below 1 ms, 100 µs wide below 30 ms, then one for the rest
+    WINDOW = 64    # ticks the lead looks back on (1.28 s at 20 ms)
+
+# the CPU the tick's work (receive, capture, processor, core, playback, protect) costs before
+# the send: above SPLIT_ON_NS at its worst in the window the loop prepares each packet ahead of
+# its deadline and sends it at the deadline; below SPLIT_OFF_NS it goes back to one wake-up per
+# period (CPU time, not wall time: being preempted is no reason for a second wake-up)
+cdef int64_t SPLIT_ON_NS = 150000
+cdef int64_t SPLIT_OFF_NS = 60000
+cdef int64_t LEAD_SLACK_NS = 100000  # on top of the worst (wake-up lateness + work) seen, +25 %
+# the least lead once split: the early wake-up may itself come late (on this class of VM a wake-up
+# from idle takes 0.4-1 ms now and then), and a lead it overruns makes a late packet
+cdef int64_t LEAD_MIN_NS = 1000000
+cdef int64_t LATE_NS = 1000000       # a wake-up or a send this far past its time is counted
+
+
 cdef struct IoStats:
     uint64_t wrong_source, ticks, late_wakeups
     uint64_t auth_failures, replays, unprotect_errors, protect_errors  # the packet transform
@@ -278,11 +299,62 @@ cdef struct IoStats:
     uint64_t send_errors   # sendto refused by the kernel
     uint64_t max_wakeup_late_ns
     int64_t sum_wakeup_late_ns
+    uint64_t late_sends    # packets that left LATE_NS or more after their deadline
+    int64_t max_work_ns, max_send_lag_ns
+    uint32_t work_hist[HIST]      # the tick's work before the send, per tick
+    uint32_t send_lag_hist[HIST]  # deadline -> sendto, per tick that sent
+
+
+cdef inline int _bucket(int64_t ns) noexcept nogil:
+    cdef int64_t us = ns // 1000
+    if us < 0:
+        return 0
+    if us < 1000:
+        return <int>(us // 10)
+    if us < 30000:
+        return 100 + <int>((us - 1000) // 100)
+    return HIST - 1
+
+
+cdef double _bucket_top_us(int i) noexcept nogil:
+    """The upper edge of bucket ``i`` in µs (the last bucket has none: -1)."""
+    if i < 100:
+        return (i + 1) * 10.0
+    if i < HIST - 1:
+        return 1000.0 + (i - 99) * 100.0
+    return -1.0
+
+
+cdef double _quantile_us(const uint32_t *hist, double q, int64_t max_ns) noexcept nogil:
+    """The ``q`` quantile of a histogram as its bucket's upper edge (never above the maximum
+    seen), 0 when empty."""
+    cdef uint64_t total = 0, seen = 0
+    cdef int i
+    cdef double top
+    for i in range(HIST):
+        total += hist[i]
+    if total == 0:
+        return 0.0
+    for i in range(HIST):
+        seen += hist[i]
+        if seen >= q * total:
+            top = _bucket_top_us(i)
+            if top < 0 or top > max_ns / 1000.0:
+                return max_ns / 1000.0
+            return top
+    return max_ns / 1000.0
 
 
 cdef inline int64_t _now_ns() noexcept nogil:
     cdef timespec t
     clock_gettime(CLOCK_MONOTONIC, &t)
+    return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
+
+
+cdef inline int64_t _cpu_ns() noexcept nogil:
+    """This thread's CPU time: what the tick's work costs, without what preempted it."""
+    cdef timespec t
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
     return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
 
 
@@ -318,6 +390,13 @@ cdef class MediaStream:
     cdef int cycle_len, cycle_pos
     cdef public bint discard_playback  # played frames go nowhere instead of into the sink
     cdef bint ran
+    # the split tick: the work ahead of the deadline by lead_ns, the send at the deadline
+    cdef bint split
+    cdef int64_t lead_ns
+    cdef int64_t work_win[WINDOW]  # the tick's work in CPU time (ns)
+    cdef int64_t need_win[WINDOW]  # wall time from when the wake-up was due to packet ready
+    cdef int win_pos
+    cdef int out_len[OUTBOX]  # the outbox's packets as protected (-1: refused, not sent)
 
     def __cinit__(self):
         pthread_mutex_init(&self.lock, NULL)
@@ -505,6 +584,15 @@ cdef class MediaStream:
             "max_wakeup_late_us": s.max_wakeup_late_ns / 1000.0,
             "mean_wakeup_late_us": (s.sum_wakeup_late_ns / 1000.0 / s.ticks) if s.ticks else 0.0,
             "realtime": bool(self.realtime_ok),
+            # what the loop measured of itself: the work each tick does before its packet is
+            # ready, how far after its deadline each packet reached sendto, and how early the
+            # loop now prepares a packet (0: one wake-up per period, work and send together)
+            "work_p99_us": _quantile_us(s.work_hist, 0.99, s.max_work_ns),
+            "work_max_us": s.max_work_ns / 1000.0,
+            "send_lag_p99_us": _quantile_us(s.send_lag_hist, 0.99, s.max_send_lag_ns),
+            "send_lag_max_us": s.max_send_lag_ns / 1000.0,
+            "late_sends": s.late_sends,
+            "lead_us": self.lead_ns / 1000.0,
         })
         out.update(self.drift.stats())
         return out
@@ -522,38 +610,113 @@ cdef class MediaStream:
             self._loop()
             if self.have_remote:
                 n = self.core.bye_c(_now_ns(), _wall_ns())
+                self._protect_outbox(n)
                 self._send_outbox(n)
 
     cdef void _loop(self) noexcept nogil:
+        """Each period: wake (at the deadline, or ``lead_ns`` before it once the work has shown
+        it costs), prepare the period's packets, then — when ahead — sleep to the deadline and
+        send them there. The packet due at a deadline leaves at it whatever the tick cost, as
+        long as the work fits in the lead; the lead follows the work it measures."""
         cdef int64_t period = <int64_t>self.core.ptime_ms * 1000000
         cdef int64_t deadline = _now_ns() + period
-        cdef int64_t late
-        cdef timespec t
-        cdef int64_t wake
+        cdef int64_t late, target, t0, t1, c0, lag
+        cdef int n
+        cdef bint ahead
         while not self.stop_flag:
-            # sleep to the deadline (or spin_us before it, then spin: hides idle-exit latency)
-            wake = deadline - <int64_t>self.spin_us * 1000
-            t.tv_sec = wake // 1000000000
-            t.tv_nsec = wake % 1000000000
-            while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) == EINTR:
-                pass
-            while self.spin_us and _now_ns() < deadline:
-                pass
-            late = _now_ns() - deadline
+            ahead = self.lead_ns > 0
+            target = deadline - self.lead_ns
+            if ahead:
+                self._sleep_until(target)  # no spin: the send, not this, must be exact
+            else:
+                self._wait_for(deadline)
+            t0 = _now_ns()
+            c0 = _cpu_ns()
+            late = t0 - target
             self.io.ticks += 1
             self.io.sum_wakeup_late_ns += late
             if <uint64_t>late > self.io.max_wakeup_late_ns:
                 self.io.max_wakeup_late_ns = late
-            if late > 1000000:
+            if late > LATE_NS:
                 self.io.late_wakeups += 1
-            self._tick(deadline)
+            n = self._tick(deadline)
+            self._protect_outbox(n)
+            t1 = _now_ns()
+            self._learn(t1 - t0, _cpu_ns() - c0, t1 - target, period)
+            if ahead:
+                self._wait_for(deadline)
+            if n > 0:
+                lag = _now_ns() - deadline
+                self._send_outbox(n)
+                self.io.send_lag_hist[_bucket(lag)] += 1
+                if lag > self.io.max_send_lag_ns:
+                    self.io.max_send_lag_ns = lag
+                if lag >= LATE_NS:
+                    self.io.late_sends += 1
             deadline += period
             if _now_ns() - deadline > 10 * period:  # suspended for long: do not burst
                 deadline = _now_ns() + period
 
-    cdef void _tick(self, int64_t now_ns) noexcept nogil:
-        """One period: datagrams in, a captured frame through the processor into the core,
-        the core's frame to play through the processor into the sink, its packets out."""
+    cdef void _sleep_until(self, int64_t when) noexcept nogil:
+        cdef timespec t
+        t.tv_sec = when // 1000000000
+        t.tv_nsec = when % 1000000000
+        while clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &t, NULL) == EINTR:
+            pass
+
+    cdef void _wait_for(self, int64_t deadline) noexcept nogil:
+        """Sleep to the deadline (or spin_us before it, then spin: hides idle-exit latency);
+        at once when it has passed."""
+        cdef int64_t wake = deadline - <int64_t>self.spin_us * 1000
+        if _now_ns() < wake:
+            self._sleep_until(wake)
+        while self.spin_us and _now_ns() < deadline:
+            pass
+
+    cdef void _learn(self, int64_t work, int64_t cpu, int64_t need,
+                     int64_t period) noexcept nogil:
+        """One tick's cost into the window; the lead for the next ticks from its worst.
+
+        ``cpu`` (the work's CPU time) decides whether to split: below SPLIT_OFF_NS a second
+        wake-up per period buys nothing; above SPLIT_ON_NS it keeps the wire on time.
+        ``need`` (wall time from when the wake-up was due to the packet ready) sizes the lead:
+        a late wake-up or a preemption eats into it as the work does. The lead is bounded to
+        three quarters of the period, and at least LEAD_MIN_NS: work that does not fit in that
+        makes late packets (counted), never a loop that falls behind. ``work`` (wall time from
+        the wake-up) is what ``stats()`` reports."""
+        cdef int i
+        cdef int64_t max_cpu = 0, max_need = 0, lead
+        self.io.work_hist[_bucket(work)] += 1
+        if work > self.io.max_work_ns:
+            self.io.max_work_ns = work
+        self.work_win[self.win_pos] = cpu
+        self.need_win[self.win_pos] = need
+        self.win_pos = (self.win_pos + 1) % WINDOW
+        for i in range(WINDOW):
+            if self.work_win[i] > max_cpu:
+                max_cpu = self.work_win[i]
+            if self.need_win[i] > max_need:
+                max_need = self.need_win[i]
+        if self.split:
+            if max_cpu < SPLIT_OFF_NS:
+                self.split = False
+        elif max_cpu > SPLIT_ON_NS:
+            self.split = True
+        if not self.split:
+            self.lead_ns = 0
+            return
+        lead = max_need + max_need // 4 + LEAD_SLACK_NS
+        if lead < LEAD_MIN_NS:
+            lead = LEAD_MIN_NS
+        if lead > period * 3 // 4:
+            lead = period * 3 // 4
+        self.lead_ns = lead
+
+    cdef int _tick(self, int64_t now_ns) noexcept nogil:
+        """One period's work for the packets due at ``now_ns``: datagrams in, a captured frame
+        through the processor into the core, the core's frame to play through the processor
+        into the sink. Returns how many packets wait in the core's outbox (sent by the
+        caller at the deadline)."""
         cdef int16_t captured[MAX_FRAME]
         cdef int16_t play[MAX_FRAME]
         cdef int16_t raw[RS_BUF]
@@ -581,7 +744,9 @@ cdef class MediaStream:
         pthread_mutex_lock(&self.lock)
         peer = self.have_remote
         pthread_mutex_unlock(&self.lock)
-        n = self.core.tick_c(now_ns, _wall_ns(), captured, got, peer, play)
+        # the wall clock as it will read at the deadline: RTCP's NTP time goes with the packet
+        n = self.core.tick_c(now_ns, _wall_ns() + (now_ns - _now_ns()), captured, got, peer,
+                             play)
         if self.proc is not None:
             self.proc.playback_c(play, fs, 0 if self.discard_playback else self.sink.level())
         if self.discard_playback:
@@ -590,7 +755,7 @@ cdef class MediaStream:
             self._play_resampled(play)
         else:
             self.sink.push(play, fs)
-        self._send_outbox(n)
+        return n
 
     cdef void _cycle_frame(self, int16_t *dst, int n) noexcept nogil:
         """The next ``n`` samples of the capture cycle (wrapping as often as it must)."""
@@ -614,27 +779,41 @@ cdef class MediaStream:
                                            if self.sink.last_pull_ns else 0)
         self.sink.push(out, n)
 
+    cdef void _protect_outbox(self, int n) noexcept nogil:
+        """The transform over the outbox's packets, before the deadline: at it only sendto
+        remains. A packet it refuses is counted and marked (length -1) not to be sent."""
+        cdef int i
+        for i in range(n):
+            self.out_len[i] = self.core.out[i].n
+            if self.xform is None:
+                continue
+            if self.core.out[i].rtcp:
+                self.out_len[i] = self.xform.protect_rtcp_c(self.core.out_data[i],
+                                                            self.out_len[i], PACKET_MAX)
+            else:
+                self.out_len[i] = self.xform.protect_rtp_c(self.core.out_data[i],
+                                                           self.out_len[i], PACKET_MAX)
+            if self.out_len[i] < 0:
+                self.io.protect_errors += 1
+
     cdef void _send_outbox(self, int n) noexcept nogil:
-        cdef uint8_t *p
-        cdef int i, len_
+        """The outbox's protected packets to the peer as it is now (it may have moved since
+        they were made; none when it has gone)."""
+        cdef int i
+        cdef bint peer
         cdef sockaddr_in to
         cdef ssize_t rc
         for i in range(n):
-            p = self.core.out_data[i]
-            len_ = self.core.out[i].n
-            if self.xform is not None:
-                if self.core.out[i].rtcp:
-                    len_ = self.xform.protect_rtcp_c(p, len_, PACKET_MAX)
-                else:
-                    len_ = self.xform.protect_rtp_c(p, len_, PACKET_MAX)
-                if len_ < 0:
-                    self.io.protect_errors += 1
-                    continue
+            if self.out_len[i] < 0:
+                continue
             pthread_mutex_lock(&self.lock)
             to = self.remote_rtcp if self.core.out[i].rtcp else self.remote
+            peer = self.have_remote
             pthread_mutex_unlock(&self.lock)
-            rc = sendto(self.rtcp_fd if self.core.out[i].rtcp else self.rtp_fd, p, len_, 0,
-                        <sockaddr *>&to, sizeof(to))
+            if not peer:  # the peer went (hold, clear_remote) after the packet was made
+                continue
+            rc = sendto(self.rtcp_fd if self.core.out[i].rtcp else self.rtp_fd,
+                        self.core.out_data[i], self.out_len[i], 0, <sockaddr *>&to, sizeof(to))
             if rc > 0:
                 self.core.sent_c(i)
             else:

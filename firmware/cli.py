@@ -218,6 +218,13 @@ def _print_status(st: dict[str, Any]) -> None:
               f"({rtp.get('bridged_ms', 0)} ms bridged), "
               f"jitter buffer {rtp.get('buffer_depth_ms', 0)} ms, "
               f"sound card drift {rtp.get('drift_ppm', 0.0):+.1f} ppm")
+        if "send_lag_p99_us" in rtp:
+            lead = rtp.get("lead_us", 0.0)
+            print(f"media loop timing: packets at the socket {rtp['send_lag_p99_us']:.0f} µs "
+                  f"after their deadline (p99; max {rtp.get('send_lag_max_us', 0.0):.0f}, "
+                  f"{rtp.get('late_sends', 0)} over 1 ms), work per tick "
+                  f"{rtp.get('work_p99_us', 0.0):.0f} µs (p99), "
+                  + (f"done {lead:.0f} µs ahead" if lead else "done at the deadline"))
     aec = (st.get("audio") or {}).get("aec") or {}
     if aec:
         print(f"echo canceller: {aec['kind']}, reference delay {aec['delay_ms']:.0f} ms "

@@ -23,6 +23,17 @@ def test_in_call_status_shows_loss_drift_and_the_echo_canceller(capsys: pytest.C
     assert "echo canceller: speex, reference delay 98 ms (100 ms in the sound card)" in out
 
 
+def test_in_call_status_shows_when_the_loop_sends(capsys: pytest.CaptureFixture[str]) -> None:
+    rtp = {"lost": 0, "send_lag_p99_us": 40.0, "send_lag_max_us": 310.2, "late_sends": 0,
+           "work_p99_us": 8150.0, "lead_us": 10290.5}
+    _print_status({**BASE, "rtp": rtp, "audio": {"aec": {}}})
+    out = capsys.readouterr().out
+    assert ("media loop timing: packets at the socket 40 µs after their deadline (p99; max 310, "
+            "0 over 1 ms), work per tick 8150 µs (p99), done 10290 µs ahead") in out
+    _print_status({**BASE, "rtp": {**rtp, "lead_us": 0.0}, "audio": {"aec": {}}})
+    assert "done at the deadline" in capsys.readouterr().out
+
+
 def test_idle_status_has_no_audio_lines(capsys: pytest.CaptureFixture[str]) -> None:
     _print_status({**BASE, "state": "idle", "remote": None, "rtp": {}, "audio": {"aec": {}}})
     out = capsys.readouterr().out
