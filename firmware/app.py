@@ -316,7 +316,8 @@ class App:
             return self.cfg.sip.server
         host, port = self.ua.server_addr
         name = self.ua.failover.targets.current.name if self.ua.failover else None
-        return f"{host}:{port}" + (f" ({name})" if name and name != host else "")
+        shown = f"{host}:{port}"
+        return shown + (f" ({name})" if name and name not in (host, shown) else "")
 
     def _names_to_resolve(self) -> bool:
         s = self.cfg.sip
