@@ -7,7 +7,6 @@ the call is not dropped."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from devtools.asterisk import Asterisk
 from devtools.baresip import Baresip
 from devtools.box.process import Intercom
 from devtools.dnsmasq import Dnsmasq
-from devtools.waiting import wait_for
+from devtools.waiting import run_apart, wait_for
 from firmware.resolver import Dns, resolve_entry
 
 from ..audio import frame_rms, peak_hz, wav_array
@@ -66,7 +65,7 @@ def test_rfc3263_resolution_against_dnsmasq(dns: Dnsmasq) -> None:
         with pytest.raises(OSError):
             await resolve_entry(silent, "pbx.test", "udp")
         assert time.monotonic() - began < 10
-    asyncio.run(go())
+    run_apart(go())
     assert "query[NAPTR] pbx.test" in dns.log.read_text()
 
 

@@ -11,6 +11,7 @@ import socket
 from collections.abc import Callable
 
 from devtools.loopback import free_port
+from devtools.waiting import run_apart
 from firmware import net
 from firmware.config import SipSettings
 
@@ -45,7 +46,7 @@ def _fleet(rands: list[Callable[[], float]], seconds: float = 2.2) -> list[list[
         runs = await asyncio.gather(*(_attempts(port, r, seconds) for r in rands))
         return [[t - start for t in run] for run in runs]
 
-    return asyncio.run(main())
+    return run_apart(main())
 
 
 def test_reconnects_of_boxes_that_dropped_together_spread_apart() -> None:
@@ -72,6 +73,6 @@ def test_reconnect_waits_no_longer_than_sip_retry_max() -> None:
     async def main() -> list[float]:
         return await _attempts(port, lambda: 0.0, 4.3, retry_max=1.0)
 
-    times = asyncio.run(main())
+    times = run_apart(main())
     gaps = [round(b - a, 1) for a, b in zip(times, times[1:], strict=False)]
     assert gaps[:4] == [0.5, 1.0, 1.0, 1.0], gaps

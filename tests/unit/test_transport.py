@@ -3,16 +3,13 @@ adapter per transport (firmware/net.py) with its own set-up errors."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import socket
-import threading
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from devtools.waiting import run_apart
 from firmware import net
 from firmware.config import ConfigError, SipSettings, TlsSettings, parse_config
 from firmware.sip.message import Request, parse_message
@@ -51,23 +48,7 @@ def _sip(transport: str, **kw: object) -> SipSettings:
     return SipSettings(server="127.0.0.1", username="5002", transport=transport, **kw)
 
 
-def _run(coro: Coroutine[Any, Any, Any]) -> Any:
-    """asyncio.run in a thread of its own: in the whole suite the browser tests' Playwright
-    keeps an event loop running in the main thread for the session."""
-    out: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            out["value"] = asyncio.run(coro)
-        except BaseException as exc:  # handed to the caller's thread
-            out["error"] = exc
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    thread.join()
-    if "error" in out:
-        raise out["error"]
-    return out.get("value")
+_run = run_apart
 
 
 def test_adapters_word_their_own_set_up_errors(tmp_path: Path) -> None:
