@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -161,6 +162,10 @@ class Provisioner:
         self.fetches = 0
         self.refused = 0
         self.failures = 0  # failed attempts in a row: the retry backs off
+        # (result, document hash, reason) of what happened to a document: the running App's
+        # events (firmware.runner points it at the App in use); None: nobody listens
+        self.report: Callable[[str, str | None, str | None], None] | None = None
+        self._refusal_told: str | None = None  # a refusal is told once, not at every fetch
 
     # ----------------------------------------------------------------- what to run
     def config(self) -> Config | None:
@@ -176,7 +181,9 @@ class Provisioner:
 
     def applied(self, cfg: Config) -> None:
         """The App now runs ``cfg``."""
-        self.applied_hash = self.good_hash if cfg is self.good else None
+        before, self.applied_hash = self.applied_hash, self.good_hash if cfg is self.good else None
+        if self.applied_hash is not None and self.applied_hash != before and self.report:
+            self.report("applied", self.applied_hash, None)
 
     def to_keep(self) -> tuple[bytes, bytes | None] | None:
         """(document, signature) the cache file should hold and does not yet: the applied one
@@ -194,6 +201,7 @@ class Provisioner:
     def start_failed(self, cfg: Config, why: str) -> None:
         """The intercom could not start with ``cfg``: never try that document again (a changed
         one is tried), fall back to the boot YAML."""
+        failed = self.good_hash if cfg is self.good else None
         if cfg is self.good and self.good is not None:
             self.failed_hash = self.good_hash
             self.good, self.good_body, self.good_hash, self.good_sig, self.source = \
@@ -202,6 +210,8 @@ class Provisioner:
         self.last_result = "refused"
         self.last_error = f"cannot start with the provisioned configuration: {why}"
         log.error("%s: keeping the previous configuration", self.last_error)
+        if self.report:
+            self.report("start_failed", failed, self.last_error)
 
     # ----------------------------------------------------------------- documents in
     def label(self) -> str:
@@ -231,6 +241,7 @@ class Provisioner:
             self.failures = 0
             self.last_good_fetch = when
             self.last_error = None
+            self._refusal_told = None
             self.last_result = "unchanged" if h == self.good_hash else "ok"
         if source == "cache":
             self.kept_hash = h
@@ -272,6 +283,9 @@ class Provisioner:
             self.failures += 1
             self.last_result = "refused"
             self.last_error = why
+            if self.report and why != self._refusal_told:
+                self.report("refused", None, why)
+            self._refusal_told = why
         kept = "the last good provisioned configuration" if self.good else "the boot YAML"
         log.error("provisioned document refused: %s (keeping %s)", why, kept)
         return False

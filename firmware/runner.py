@@ -182,6 +182,7 @@ async def run_provisioned(boot: BootConfig, stop: asyncio.Event,
 
 def _attach(prov: Provisioner, app: App) -> None:
     app.provisioning_status = prov.status
+    prov.report = app.chronicle.provisioning
 
 
 async def _start(prov: Provisioner, cfg: Config, make_app: Callable[[Config], App]) -> App:

@@ -189,5 +189,10 @@ class Chronicle:
         assert self._call is not None
         return {"direction": self._call.direction, "peer": self._call.peer}
 
+    def provisioning(self, result: str, config: str | None, reason: str | None) -> None:
+        """A provisioned document applied, refused, or one the intercom could not start with
+        (``firmware.runner`` reports it; the reason is the status's own one-line text)."""
+        self._emit(Kind.PROVISIONING, result=result, config=config, reason=reason)
+
     def _emit(self, kind: Kind, **fields: Any) -> None:
         self._outbox.emit(kind, self._box.sup.state, **fields)

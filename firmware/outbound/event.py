@@ -31,6 +31,7 @@ class Kind(StrEnum):
     COMMAND = "command"  # by, command, target, accepted, reason
     UPDATE_ROLLED_BACK = "update_rolled_back"  # reason
     UPDATE_ALERT_CLEARED = "update_alert_cleared"
+    PROVISIONING = "provisioning"  # result (applied|refused|start_failed), config, reason
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class Event:
     first: bool | None = None
     command: str | None = None
     accepted: bool | None = None
+    result: str | None = None  # Kind.PROVISIONING: applied | refused | start_failed
+    config: str | None = None  # Kind.PROVISIONING: the document's hash (never its content)
     snapshot: dict[str, Any] | None = None  # Kind.STATE: the retained state
 
     def as_dict(self) -> dict[str, Any]:

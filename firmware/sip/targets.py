@@ -17,11 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .transaction import Addr
+from .transport import TRANSPORTS
 
 MAX_TARGETS = 16  # what the host firewall's registrar file holds; more answers are ignored
 # RFC 3263 §4.1: the NAPTR services of each transport, and the SRV prefix without NAPTR
-NAPTR_SERVICE = {"udp": "SIP+D2U", "tcp": "SIP+D2T", "tls": "SIPS+D2T"}
-SRV_PREFIX = {"udp": "_sip._udp", "tcp": "_sip._tcp", "tls": "_sips._tcp"}
 
 
 @dataclass(frozen=True)
@@ -61,12 +60,12 @@ class Target:
 
 def srv_name(domain: str, transport: str) -> str:
     """Where SRV records of ``domain`` are looked up for ``transport`` without NAPTR."""
-    return f"{SRV_PREFIX[transport]}.{domain}"
+    return f"{TRANSPORTS[transport].srv}.{domain}"
 
 
 def pick_naptr(records: Sequence[Naptr], transport: str) -> str | None:
     """The SRV name the NAPTR records point ``transport`` at (None: no usable record)."""
-    service = NAPTR_SERVICE[transport]
+    service = TRANSPORTS[transport].naptr
     usable = [r for r in records if r.flags.lower() == "s" and r.service.upper() == service
               and r.replacement not in ("", ".")]
     if not usable:

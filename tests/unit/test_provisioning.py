@@ -371,6 +371,44 @@ def test_a_changed_configuration_is_applied_only_while_idle(ca: Path, tmp_path: 
     _run(scenario)
 
 
+def test_provisioning_results_are_events_without_the_document(ca: Path, tmp_path: Path) -> None:
+    """The building hears what happened to a provisioned document (#22): applied (its hash),
+    refused (the status's one-line reason, told once however often it is fetched again), and
+    never a word of the document itself (its passwords, its door code)."""
+    boot = parse_boot(boot_text(ca, extra=f"  cache_dir: {tmp_path}\n  interval: 1\n"))
+    fleet = Fleet()
+    docs: asyncio.Queue[bytes] = asyncio.Queue()
+    seen: list[Any] = []
+
+    async def fetch(url: str) -> bytes:
+        return await docs.get()
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_provisioned(boot, stop, fetch=fetch, make_app=fleet.make))
+        await _until(lambda: fleet.apps and fleet.apps[0].ua is not None)
+        await docs.put(GOOD)
+        await _until(lambda: len(fleet.apps) == 2 and fleet.apps[1].ua is not None)
+        app = fleet.apps[1]
+        seen.extend(app.chronicle.recent())
+        for _ in range(2):  # the same refusal twice: told once
+            await docs.put(b"sip:\n  pasword: typo-s3cret\n")
+            await _until(lambda: docs.empty() and app.status()["provisioning"]["last_result"]
+                         == "refused")
+            await asyncio.sleep(1.2)
+        seen.extend(e for e in app.chronicle.recent() if e not in seen)
+        stop.set()
+        await task
+
+    _run(scenario)
+    told = [e for e in seen if e["kind"] == "provisioning"]
+    assert [(e["result"], e.get("config")) for e in told] == [
+        ("applied", digest(GOOD)), ("refused", None)], told
+    assert "pasword" in told[1]["reason"], told[1]
+    for e in told:
+        assert "s3cret" not in str(e) and "9876" not in str(e), e
+
+
 def test_the_cached_document_is_used_when_the_server_is_down(ca: Path, tmp_path: Path) -> None:
     boot = parse_boot(boot_text(ca, sip="  password: ''\n",
                                 extra=f"  cache_dir: {tmp_path}\n"))
