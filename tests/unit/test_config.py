@@ -149,6 +149,6 @@ def test_config_takes_transport_names_ports_and_srtp_from_the_transport_table(
     with pytest.raises(ConfigError, match="sip.transport .*must be one of udp, tcp, tls$"):
         parse_config("sip: {server: a, username: b, transport: sctp}\n")
     monkeypatch.setitem(TRANSPORTS, "wss", Transport("wss", True, "WSS", "ws", 8089, True,
-                                                     False))
+                                                     False, "SIPS+D2W", "_sips._ws"))
     cfg = parse_config("sip: {server: a, username: b, transport: wss}\n")
     assert (cfg.sip.transport, cfg.sip.port, cfg.media.srtp) == ("wss", 8089, "required")
