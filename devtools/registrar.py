@@ -28,7 +28,43 @@ def auth_params(req: Request, header: str = "Authorization") -> dict[str, str]:
     return _params(req.headers.get(header) or "")
 
 
-class Registrar:
+class Wire:
+    """A user agent wired to scripted servers on a virtual clock: ``pump`` hands every datagram
+    the UA sends to ``deliver`` and runs its timers up to ``until``; subclasses answer."""
+
+    ua: UserAgent
+    now: float
+
+    def deliver(self, data: bytes, addr: tuple[str, int]) -> None:
+        raise NotImplementedError
+
+    def pump(self, until: float | None = None) -> None:
+        for _ in range(100_000):
+            out = self.ua.datagrams_to_send()
+            for data, addr in out:
+                self.deliver(data, addr)
+            if out:
+                continue
+            t = self.ua.get_timer()
+            if until is None or t is None or t > until:
+                if until is not None:
+                    self.now = max(self.now, until)
+                return
+            self.now = max(self.now, t)
+            self.ua.handle_timer(self.now)
+        raise AssertionError("did not settle")
+
+    def advance(self, seconds: float) -> None:
+        self.pump(until=self.now + seconds)
+
+    def events(self) -> list:
+        out = []
+        while (ev := self.ua.next_event()) is not None:
+            out.append(ev)
+        return out
+
+
+class Registrar(Wire):
     def __init__(self, ua: UserAgent, password: str = "secret", realm: str = "asterisk",
                  algorithm: str = "MD5", min_expires: int | None = None,
                  grant: int | None = None) -> None:
@@ -105,38 +141,16 @@ class Registrar:
                            if expires else "")
 
     # ---------------------------------------------------------------- the wire
-    def pump(self, until: float | None = None) -> None:
-        for _ in range(100_000):
-            out = self.ua.datagrams_to_send()
-            for data, addr in out:
-                assert addr == SERVER
-                if not self.up or not data.strip():
-                    continue
-                req = parse_message(data)
-                assert isinstance(req, Request)
-                self.received.append(req)
-                reply = self.answer(req)
-                if reply is not None:
-                    self.ua.receive_datagram(reply.encode(), SERVER, self.now)
-            if out:
-                continue
-            t = self.ua.get_timer()
-            if until is None or t is None or t > until:
-                if until is not None:
-                    self.now = max(self.now, until)
-                return
-            self.now = max(self.now, t)
-            self.ua.handle_timer(self.now)
-        raise AssertionError("did not settle")
-
-    def advance(self, seconds: float) -> None:
-        self.pump(until=self.now + seconds)
-
-    def events(self) -> list:
-        out = []
-        while (ev := self.ua.next_event()) is not None:
-            out.append(ev)
-        return out
+    def deliver(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert addr == SERVER
+        if not self.up or not data.strip():
+            return
+        req = parse_message(data)
+        assert isinstance(req, Request)
+        self.received.append(req)
+        reply = self.answer(req)
+        if reply is not None:
+            self.ua.receive_datagram(reply.encode(), SERVER, self.now)
 
     def registers(self) -> list[Request]:
         return [r for r in self.received if r.method == "REGISTER"]

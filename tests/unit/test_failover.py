@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from devtools.registrar import UA_ADDR, Registrar
+from devtools.registrar import UA_ADDR, Registrar, Wire
 from firmware.events import Registered, RegistrarMoved, RegistrationFailed
 from firmware.sip.message import Request, parse_message
 from firmware.sip.sdp import LocalMedia
@@ -128,7 +128,7 @@ def test_targets_are_capped_and_deduplicated() -> None:
 
 
 # ------------------------------------------------------------------ the user agent
-class Servers:
+class Servers(Wire):
     """Scripted registrars at several addresses; ``down`` ones receive nothing."""
 
     def __init__(self, ua: UserAgent, addrs: list[tuple[str, int]]) -> None:
@@ -139,43 +139,21 @@ class Servers:
         self.sent: list[tuple[tuple[str, int], Request]] = []
         self.inbox: list[tuple[tuple[str, int], bytes]] = []  # what the UA sent to a server
 
-    def pump(self, until: float | None = None) -> None:
-        for _ in range(100_000):
-            out = self.ua.datagrams_to_send()
-            for data, addr in out:
-                if addr in self.down or not data.strip():
-                    continue
-                msg = parse_message(data)
-                if not isinstance(msg, Request):
-                    self.inbox.append((addr, data))
-                    continue
-                self.sent.append((addr, msg))
-                reg = self.regs[addr]
-                reg.now = self.now
-                reply = reg.answer(msg)
-                if reply is None:
-                    self.inbox.append((addr, data))
-                else:
-                    self.ua.receive_datagram(reply.encode(), addr, self.now)
-            if out:
-                continue
-            t = self.ua.get_timer()
-            if until is None or t is None or t > until:
-                if until is not None:
-                    self.now = max(self.now, until)
-                return
-            self.now = max(self.now, t)
-            self.ua.handle_timer(self.now)
-        raise AssertionError("did not settle")
-
-    def advance(self, seconds: float) -> None:
-        self.pump(until=self.now + seconds)
-
-    def events(self) -> list:
-        out = []
-        while (ev := self.ua.next_event()) is not None:
-            out.append(ev)
-        return out
+    def deliver(self, data: bytes, addr: tuple[str, int]) -> None:
+        if addr in self.down or not data.strip():
+            return
+        msg = parse_message(data)
+        if not isinstance(msg, Request):
+            self.inbox.append((addr, data))
+            return
+        self.sent.append((addr, msg))
+        reg = self.regs[addr]
+        reg.now = self.now
+        reply = reg.answer(msg)
+        if reply is None:
+            self.inbox.append((addr, data))
+        else:
+            self.ua.receive_datagram(reply.encode(), addr, self.now)
 
     def registers_to(self, addr: tuple[str, int]) -> list[Request]:
         return [r for a, r in self.sent if a == addr and r.method == "REGISTER"]
