@@ -4,7 +4,8 @@ the box registers; its call button calls reception (a baresip phone) which rings
 the door code opens the door (DTMF by RFC 4733 through the PBX); wrong codes lock the door
 code, and an MQTT open_door and the right code are refused during the lockout; it ends;
 reception hangs up; reception calls the box, which answers and hangs up from the control
-socket; an MQTT open_door opens the door. Each event carries its fields; no payload holds a key."""
+socket; Asterisk stops and starts again (registration lost, then restored); an MQTT open_door
+opens the door. Each event carries its fields; no payload holds a key."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def test_every_event_of_real_calls_reaches_mqtt_and_a_signed_webhook(
         ha = broker.listener("homeassistant")
         phone = baresip("5001")
         box = intercom(
+            keepalive_interval=1, t1=0.1, t2=0.4, t4=0.5, retry_min=1, retry_max=2,
             log_level="info", gpio={"relay": {"pin": 26, "seconds": 0.5}},
             calls={"door_code": CODE, "door_code_max_failures": 2, "door_code_lockout": 4},
             mqtt={"host": "127.0.0.1", "port": broker.tls_port, "ca_file": str(ca.ca),
@@ -97,6 +99,14 @@ def test_every_event_of_real_calls_reaches_mqtt_and_a_signed_webhook(
         assert box.cmd("hangup")["ok"]
         hung = ha.wait_event(BASE, "call_ended", direction="incoming")
         assert hung["ended_by"] == "control"
+        box.wait_state("idle")
+        # the PBX goes away and comes back: registration lost, then restored (not the first)
+        asterisk.stop()
+        lost = ha.wait_event(BASE, "registration_lost", timeout=20)
+        assert lost["server"] == f"127.0.0.1:{asterisk.port}" and lost["reason"], lost
+        asterisk.start()
+        back = ha.wait_event(BASE, "registration_restored", first=False, timeout=20)
+        assert back["server"] == f"127.0.0.1:{asterisk.port}"
         box.wait_state("idle")
         # the door by MQTT, now that the lockout is over
         ha.publish(f"{BASE}/command", "open_door")
