@@ -75,6 +75,15 @@ class IncomingCall:
 
 
 @dataclass(frozen=True)
+class BusyRefused:
+    """An INVITE arrived while a call was up: the user agent answered 486 Busy Here itself
+    (one call at a time); told so the building hears of the caller who was turned away."""
+
+    remote: str
+    display: str | None
+
+
+@dataclass(frozen=True)
 class CallRinging:
     call_id: str
     status: int
@@ -122,4 +131,5 @@ class SourceRefused:
 
 
 SipEvent = (Registered | RegistrationFailed | RegistrarMoved | Unregistered | IncomingCall
-            | CallRinging | CallAnswered | MediaUpdated | CallEnded | DtmfReceived | SourceRefused)
+            | BusyRefused | CallRinging | CallAnswered | MediaUpdated | CallEnded | DtmfReceived
+            | SourceRefused)

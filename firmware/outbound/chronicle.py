@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .. import supervisor as sv
-from ..events import CallEnded
+from ..events import BusyRefused, CallEnded
 from . import Outbox
 from .event import Kind
 
@@ -70,6 +70,9 @@ class Chronicle:
         """A SIP event, before App dispatches it: who ended the call."""
         if isinstance(event, CallEnded):
             self._by_remote = event.by_remote
+        elif isinstance(event, BusyRefused):  # turned away by the user agent, not the supervisor
+            peer = f"{event.display} <{event.remote}>" if event.display else event.remote
+            self._emit(Kind.CALL_REFUSED, direction="incoming", peer=peer, reason="busy")
 
     def cause(self, why: str) -> None:
         """The next local hang-up's cause (a command's source, a media timeout)."""

@@ -24,7 +24,7 @@ import secrets
 from collections import Counter, deque
 from collections.abc import Callable
 
-from ..events import SipEvent, SourceRefused
+from ..events import BusyRefused, SipEvent, SourceRefused
 from .budget import TX_COST, TransactionBudget, message_cost
 from .call import DTMF_DIGITS, Call, CallState
 from .errors import LocalProtocolError, RemoteProtocolError
@@ -612,6 +612,7 @@ class UserAgent:
         if self.in_call:
             tx.respond(self.response(req, 486, to_tag=self._token(6)), now)
             self.counters["busy_rejections"] += 1
+            self.emit(BusyRefused(str(req.from_.uri), req.from_.display))
             return
         try:
             Call.check_offer(self.config, req.body)

@@ -1,6 +1,7 @@
 """Every building event of real calls through Asterisk 22 reaches a real Mosquitto (TLS, test
 CA, password file, the shipped ACL) and a local HTTPS webhook receiver that checks each HMAC:
 the box registers; its call button calls reception (a baresip phone) which rings and answers;
+a second caller is refused busy;
 the door code opens the door (DTMF by RFC 4733 through the PBX); wrong codes lock the door
 code, and an MQTT open_door and the right code are refused during the lockout; it ends;
 reception hangs up; reception calls the box, which answers and hangs up from the control
@@ -63,6 +64,12 @@ def test_every_event_of_real_calls_reaches_mqtt_and_a_signed_webhook(
         state = wait_for(lambda: (m := ha.last(f"{BASE}/state")) and m.json()["in_call"] and m,
                          10, 0.1, "the retained state in a call")
         assert state.json()["leds"]["in_call"] == "on"  # live: delivered without the flag
+        # a second caller while the box talks: refused busy, told as call_refused
+        caller = baresip("5003")
+        caller.command("dial", f"sip:5002@127.0.0.1:{asterisk.port}")
+        busy = ha.wait_event(BASE, "call_refused")
+        assert busy["reason"] == "busy" and "5003" in busy["peer"], busy
+        assert busy["direction"] == "incoming" and busy["state"] == "in_call"
         # the door code through the PBX, then two wrong ones: the lockout
         phone.command("sndcode", CODE)
         opened = ha.wait_event(BASE, "door_opened")
