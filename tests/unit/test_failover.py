@@ -268,8 +268,8 @@ SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.12\r\ns=-\r\nc=IN IP4 127.0.0.12\r\nt=0 0\
        "m=audio 31000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
 
 
-def test_a_call_from_the_secondary_survives_the_return_to_the_primary() -> None:
-    ua, s = make(failback=20)
+def _answer_on_the_secondary(ua: UserAgent, s: Servers) -> None:
+    """The primary silent: the box moves to the secondary, which calls it; the box answers."""
     s.down.add(A.addr)
     ua.start(s.now)
     s.pump(until=40)
@@ -277,6 +277,11 @@ def test_a_call_from_the_secondary_survives_the_return_to_the_primary() -> None:
     ua.receive_datagram(INVITE.format(n=len(SDP), sdp=SDP).encode(), B.addr, s.now)
     s.pump(until=s.now)
     ua.answer(LocalMedia("127.0.0.1", 10000), s.now)
+
+
+def test_a_call_from_the_secondary_survives_the_return_to_the_primary() -> None:
+    ua, s = make(failback=20)
+    _answer_on_the_secondary(ua, s)
     s.pump(until=s.now)
     assert ua.in_call and ua.call_state is CallState.CONFIRMED
     s.down.discard(A.addr)
@@ -385,13 +390,7 @@ def test_intercom_status_says_which_server_and_why_it_moved(
 
 def test_over_a_stream_the_return_is_a_register_on_schedule_never_during_a_call() -> None:
     ua, s = make(failback=20, transport="tcp")
-    s.down.add(A.addr)
-    ua.start(s.now)
-    s.pump(until=40)
-    assert ua.server_addr == B.addr
-    ua.receive_datagram(INVITE.format(n=len(SDP), sdp=SDP).encode(), B.addr, s.now)
-    s.pump(until=s.now)
-    ua.answer(LocalMedia("127.0.0.1", 10000), s.now)
+    _answer_on_the_secondary(ua, s)
     s.down.discard(A.addr)
     s.advance(25)  # the return was due at ~53 (moved at ~33, failback 20); no ACK: < Timer H
     assert ua.server_addr == B.addr and ua.in_call, "no move while the call needs B's stream"
