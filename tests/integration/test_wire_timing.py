@@ -146,7 +146,7 @@ def test_packets_leave_on_the_grid_while_processing_costs_8_ms(slow_processor: A
     assert proc.burned >= 100 and speex.frames == proc.frames
     assert st["work_max_us"] >= 8000 and st["work_p99_us"] >= 8000, st
     assert 8000 < st["lead_us"] <= 15000, st
-    assert st["send_lag_p99_us"] < 2000, st
+    assert st["send_lag_p99_us"] < 4000, st  # without the split: >= 8000 (the work before it)
     assert st["sent"] >= len(got), st
 
 
