@@ -3,7 +3,8 @@
 
 Owns playout timing on the receive side: packets placed by timestamp, one frame popped per
 period, the playout delay grown on late packets and shrunk when the buffer stays deep, resync
-on an SSRC change or a timestamp jump. Of codecs it knows only which G.711 frames are pauses
+on an SSRC change, a timestamp jump or a timestamp off the frame grid (a sender's restarted
+clock). Of codecs it knows only which G.711 frames are pauses
 (``_g711``'s predicates, to shed delay where no one hears it); nothing of concealment (a missing
 frame is returned as 0 bytes: the caller conceals), RTP parsing, clocks or sockets;
 ``firmware.media._reference.JitterBuffer`` is its twin, tested packet by packet.
@@ -85,6 +86,14 @@ cdef class JitterBuffer:
             self.play_ts = ts - <uint32_t>(self.target * self.frame_samples)
             self.highest_seq = seq
         ahead = <int32_t>(ts - self.play_ts)
+        if ahead % self.frame_samples != 0:
+            # off the frame grid: the sender's media clock restarted under the same SSRC
+            # (linphonec resuming from hold moves its timestamps by half a frame, sequence
+            # unbroken). Such a frame never falls due at a playout point, nor does any after
+            # it: kept, they would be concealed for the rest of the call. Start again from it.
+            self.resyncs += 1
+            self.reset_c()
+            return self.put_c(ts, seq, ssrc, data, length) or 3
         if ahead < 0:
             self.late += 1
             self._unclean_c()

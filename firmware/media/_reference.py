@@ -175,7 +175,8 @@ class JitterBuffer:
     The delay starts at ``target`` frames, grows by one on each late packet (up to
     ``max_frames``) and shrinks by one after 50 periods deeper than ``target`` (down to
     ``min_frames``; 5 periods when over 4 frames deeper, 1 in the stream's first 50 periods
-    when over 1 deeper); an SSRC change or a jump of more than 2 s resyncs. While no packet
+    when over 1 deeper); an SSRC change, a jump of more than 2 s or a timestamp off the frame
+    grid (the sender's clock restarted) resyncs. While no packet
     has been late or missing (``clean``), 100 periods with a frame in hand at every pop shed one
     frame of delay, down to ``min_frames``, at a pause when ``shed_at_pauses`` named a law (or
     250 periods later without one); the first late or missing one raises ``min_frames`` to at
@@ -225,6 +226,10 @@ class JitterBuffer:
             self.play_ts = (ts - self.target * fs) & M32
             self.highest_seq = seq
         ahead = _s32(ts - self.play_ts)
+        if ahead % fs:  # off the frame grid: the sender's clock restarted (never due)
+            self.resyncs += 1
+            self.reset()
+            return self.put(ts, seq, ssrc, payload) or 3
         if ahead < 0:
             self.late += 1
             self._unclean()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from devtools.impair import ImpairedLink
+from devtools.tones import tone_pcm
 from firmware import _rtpcore as core
 from firmware.events import MediaParams
 from firmware.media.audio import NullSink, SilenceSource, ToneSource
@@ -221,6 +222,41 @@ def test_reordered_late_and_duplicate_packets_counted_exactly() -> None:
     assert st["received"] == 40 + 1 + 2 and st["lost"] == 0, st
     x = pcm_array(bytes(rec.pcm))
     assert abs(peak_hz(x) - 1000) < 10 and tone_snr_db(x, 1000) > 15
+
+
+def test_a_sender_clock_restarted_off_the_frame_grid_still_plays() -> None:
+    """What linphonec does on resuming from hold (seen on the wire in test_linphone): the same
+    SSRC, the sequence unbroken, but after a pause of a few periods its timestamps are half a
+    frame (80 samples) off their old grid. Over real UDP, paced at 20 ms: the stream resyncs
+    once and plays the 900 Hz that follows, rather than concealing it into silence."""
+    pa, peer = RtpPorts("127.0.0.1"), RtpPorts("127.0.0.1")
+    rec = Recorder()
+    a = RtpSession(pa, SilenceSource(), rec)
+    pcm = tone_pcm(900, 160 * 100)
+    ts0, ssrc = 123_456, 0x5EED
+    try:
+        a.start(params(peer.port))
+        start = time.monotonic()
+        for k in range(100):
+            time.sleep(max(0.0, start + 0.02 * k - time.monotonic()))
+            if 30 <= k < 33:
+                continue  # the pause: three periods without a packet
+            payload = core.encode_ulaw(pcm[k * 320:(k + 1) * 320])
+            ts = ts0 + 160 * k + (80 if k >= 33 else 0)
+            peer.rtp.sendto(core.rtp_pack(0, k == 33, k, ts, ssrc, payload),
+                            ("127.0.0.1", pa.port))
+        time.sleep(0.1)
+    finally:
+        a.stop()
+        pa.close()
+        peer.close()
+    st = a.final_stats
+    assert st["resyncs"] == 1 and st["wrong_source"] == 0, st
+    assert st["concealed_ms"] <= 200, f"concealed {st['concealed_ms']} ms: the frames were kept"
+    x = pcm_array(bytes(rec.pcm))
+    after = x[-8000:-800]  # the last second of the stream after its clock moved
+    assert abs(peak_hz(after) - 900) < 10 and tone_snr_db(after, 900) > 15
+    assert frame_rms(after).min() > 1000, "no silent frame after the resync"
 
 
 def test_silence_source_and_direction_inactive() -> None:

@@ -44,6 +44,9 @@ JB_OPS = st.lists(st.one_of(
     st.tuples(st.just("jump"), st.sampled_from([70 * FS, 200 * FS, 2**31]), st.just(0),
               st.just(1), st.just(160)),
     st.tuples(st.just("pop"), st.just(0), st.just(0), st.just(0), st.just(0)),
+    # the sender's clock moves off the frame grid (a restart under the same SSRC)
+    st.tuples(st.just("shift"), st.sampled_from([1, FS // 2, FS - 1]), st.just(0), st.just(0),
+              st.just(0)),
 ), min_size=1, max_size=400)
 
 
@@ -61,6 +64,8 @@ def test_jitter_buffer_matches_its_twin(ops, base, target, min_frames, max_frame
         if kind == "pop":
             assert c.pop() == p.pop()
             frame += 1
+        elif kind == "shift":
+            base += dframe
         else:
             at = frame + dframe if kind == "put" else frame + dframe // FS
             ts = (base + at * FS) & 0xFFFFFFFF if kind == "put" else (base + dframe) & 0xFFFFFFFF
@@ -468,6 +473,25 @@ def test_a_late_packet_at_no_delay_is_saved_by_the_hold_and_raises_the_minimum(m
     _clean_stream(jb, 200)
     assert jb.put(150 * FS, 150, 7, bytes(FS)) == 1, "later than the delay"
     assert jb.late == 1 and jb.target == 2 and not jb.clean, "later than the delay: grows"
+
+
+@pytest.mark.parametrize("make", [_jitter.JitterBuffer, ref.JitterBuffer])
+@pytest.mark.parametrize("shift", [FS // 2, 1, FS - 1, -FS // 2])
+def test_a_sender_clock_moved_off_the_frame_grid_plays_again(make, shift) -> None:
+    """linphonec resuming from hold keeps its SSRC and its sequence but moves its timestamps
+    by half a frame: each frame after that falls between two playout points of the old grid.
+    The buffer starts again from the first of them (one resync) and plays every one after
+    its target delay, instead of concealing for the rest of the call."""
+    jb = make(FS, 2, 1, 10)
+    ts0, played = 2**32 - 30 * FS, []  # the timestamp wraps on the way
+    for k in range(100):
+        if not 40 <= k < 43:  # three periods of pause
+            ts = (ts0 + k * FS + (shift if k >= 43 else 0)) & 0xFFFFFFFF
+            jb.put(ts, k, 7, bytes([k]) * FS)
+        played.append(jb.pop())
+    assert jb.resyncs == 1 and jb.late == 0 and jb.too_early == 0
+    assert played[42:45] == [None] * 3, "the pause, then the target delay again"
+    assert played[45:] == [bytes([k]) * FS for k in range(43, 98)], "every frame after it"
 
 
 def test_core_bridges_a_lost_frame_towards_the_buffered_next_one() -> None:
