@@ -13,6 +13,8 @@ cdef enum:
     QUIET_WAIT = 250     # ... at a pause (quiet frame) if one comes within 5 s more (so does a
                          # slow drain) frame
     MAX_FRAME = 320  # bytes: 40 ms of G.711
+    MOVED_PERIODS = 25  # packets refused (late or too early), none placed, this long: the
+                        # sender's clock moved, start again from it
 
 ctypedef bint (*quiet_fn)(const uint8_t *data, int length) noexcept nogil
 
@@ -31,6 +33,7 @@ cdef class JitterBuffer:
     cdef uint32_t play_ts, ssrc, first_ts
     cdef uint16_t highest_seq
     cdef int deep_ticks, slack_ticks, pops  # pops: periods since the stream started (capped)
+    cdef int refused, refused_ticks  # packets refused since the last placed; periods since
     cdef uint64_t used_mask  # bit i: slots[i].used
     cdef quiet_fn quiet  # NULL: any frame may be shed; else only one it calls quiet
     cdef public uint64_t late, duplicates, reordered, resyncs, too_early, shrinks, grows
@@ -44,3 +47,5 @@ cdef class JitterBuffer:
     cdef void _skip_c(self) noexcept nogil
     cdef void _unclean_c(self) noexcept nogil
     cdef bint _may_shed_c(self, int waited) noexcept nogil
+    cdef int _refused_c(self, uint32_t ts, uint16_t seq, uint32_t ssrc, const uint8_t *data,
+                        int length, int rc) noexcept nogil

@@ -3,8 +3,8 @@
 
 Owns playout timing on the receive side: packets placed by timestamp, one frame popped per
 period, the playout delay grown on late packets and shrunk when the buffer stays deep, resync
-on an SSRC change, a timestamp jump or a timestamp off the frame grid (a sender's restarted
-clock). Of codecs it knows only which G.711 frames are pauses
+on an SSRC change, a timestamp jump, a timestamp off the frame grid or half a second of
+packets none of which could be placed (each a sender's clock that moved under the same SSRC). Of codecs it knows only which G.711 frames are pauses
 (``_g711``'s predicates, to shed delay where no one hears it); nothing of concealment (a missing
 frame is returned as 0 bytes: the caller conceals), RTP parsing, clocks or sockets;
 ``firmware.media._reference.JitterBuffer`` is its twin, tested packet by packet.
@@ -66,6 +66,8 @@ cdef class JitterBuffer:
         self.deep_ticks = 0
         self.slack_ticks = 0
         self.pops = 0
+        self.refused = 0
+        self.refused_ticks = 0
 
     cdef int put_c(self, uint32_t ts, uint16_t seq, uint32_t ssrc, const uint8_t *data,
                    int length) noexcept nogil:
@@ -101,14 +103,14 @@ cdef class JitterBuffer:
                 self.target += 1
                 self.grows += 1
                 self.play_ts -= self.frame_samples
-            return 1
+            return self._refused_c(ts, seq, ssrc, data, length, 1)
         if ahead >= (JB_SLOTS - 1) * self.frame_samples:
             if ahead > 8000 * 2:  # a jump of more than 2 s: the sender restarted
                 self.resyncs += 1
                 self.reset_c()
                 return self.put_c(ts, seq, ssrc, data, length) or 3
             self.too_early += 1
-            return 4
+            return self._refused_c(ts, seq, ssrc, data, length, 4)
         if <int16_t>(seq - self.highest_seq) < 0:
             self.reordered += 1
         else:
@@ -120,6 +122,8 @@ cdef class JitterBuffer:
             return 2
         s.used = 1
         self.used_mask |= (<uint64_t>1) << idx
+        self.refused = 0
+        self.refused_ticks = 0
         s.ts = ts
         s.seq = seq
         s.length = length
@@ -131,6 +135,8 @@ cdef class JitterBuffer:
         cdef int n = 0, depth, excess, idx, threshold
         if not self.started:
             return 0
+        if self.refused:
+            self.refused_ticks += 1
         idx = (self.play_ts // self.frame_samples) % JB_SLOTS
         s = &self.slots[idx]
         if s.used and s.ts == self.play_ts:
@@ -183,6 +189,20 @@ cdef class JitterBuffer:
             else:
                 self.slack_ticks = 0
         return n
+
+    cdef int _refused_c(self, uint32_t ts, uint16_t seq, uint32_t ssrc, const uint8_t *data,
+                        int length, int rc) noexcept nogil:
+        """A packet refused (``rc``: late, or too early to hold). When every packet for
+        MOVED_PERIODS periods has been, the sender's clock moved (back, or forward by less than
+        the 2 s that resync at once) and none of its frames would ever be played: the stream
+        starts again from this one. A burst of stale packets after a stall is not that: the
+        next packet in time is placed and ends the count."""
+        self.refused += 1
+        if self.refused_ticks < MOVED_PERIODS:
+            return rc
+        self.resyncs += 1
+        self.reset_c()
+        return self.put_c(ts, seq, ssrc, data, length) or 3
 
     cdef void _skip_c(self) noexcept nogil:
         """Drop the next frame due (one period less delay); the target follows, down to the

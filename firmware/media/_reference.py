@@ -144,6 +144,7 @@ M32 = 0xFFFFFFFF
 JB_DRAIN_FAR, JB_DRAIN_FAST, JB_DRAIN_SLOW, JB_START_PERIODS = 3, 5, 50, 50
 JB_SLACK_PERIODS = 100  # a clean path with a frame in hand this long sheds one ...
 JB_QUIET_WAIT = 250  # ... at a pause if one comes within this many periods more
+JB_MOVED_PERIODS = 25  # every packet refused this long: the sender's clock moved
 QUIET_PEAK = 1024  # as _g711.pxd: a frame whose samples all stay under this is a pause
 
 
@@ -175,8 +176,9 @@ class JitterBuffer:
     The delay starts at ``target`` frames, grows by one on each late packet (up to
     ``max_frames``) and shrinks by one after 50 periods deeper than ``target`` (down to
     ``min_frames``; 5 periods when over 4 frames deeper, 1 in the stream's first 50 periods
-    when over 1 deeper); an SSRC change, a jump of more than 2 s or a timestamp off the frame
-    grid (the sender's clock restarted) resyncs. While no packet
+    when over 1 deeper); an SSRC change, a jump of more than 2 s, a timestamp off the frame
+    grid or 25 periods in which every packet was late or too early (the sender's clock moved)
+    resyncs. While no packet
     has been late or missing (``clean``), 100 periods with a frame in hand at every pop shed one
     frame of delay, down to ``min_frames``, at a pause when ``shed_at_pauses`` named a law (or
     250 periods later without one); the first late or missing one raises ``min_frames`` to at
@@ -205,6 +207,7 @@ class JitterBuffer:
         self.deep_ticks = 0
         self.slack_ticks = 0
         self.pops = 0
+        self.refused = self.refused_ticks = 0
 
     def _slot(self, ts: int) -> int:
         return (ts // self.frame_samples) % self.SLOTS
@@ -237,14 +240,14 @@ class JitterBuffer:
                 self.target += 1
                 self.grows += 1
                 self.play_ts = (self.play_ts - fs) & M32
-            return 1
+            return self._refused(ts, seq, ssrc, payload, 1)
         if ahead >= (self.SLOTS - 1) * fs:
             if ahead > 8000 * 2:
                 self.resyncs += 1
                 self.reset()
                 return self.put(ts, seq, ssrc, payload) or 3
             self.too_early += 1
-            return 4
+            return self._refused(ts, seq, ssrc, payload, 4)
         if _s16(seq - self.highest_seq) < 0:
             self.reordered += 1
         else:
@@ -255,11 +258,23 @@ class JitterBuffer:
             self.duplicates += 1
             return 2
         self.slots[i] = (ts, payload)
+        self.refused = self.refused_ticks = 0
         return rc
+
+    def _refused(self, ts: int, seq: int, ssrc: int, payload: bytes, rc: int) -> int:
+        """Late or too early; every packet refused for JB_MOVED_PERIODS: start again."""
+        self.refused += 1
+        if self.refused_ticks < JB_MOVED_PERIODS:
+            return rc
+        self.resyncs += 1
+        self.reset()
+        return self.put(ts, seq, ssrc, payload) or 3
 
     def pop(self) -> bytes | None:
         if not self.started:
             return None
+        if self.refused:
+            self.refused_ticks += 1
         fs = self.frame_samples
         i = self._slot(self.play_ts)
         held = self.slots[i]

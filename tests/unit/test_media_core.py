@@ -494,6 +494,44 @@ def test_a_sender_clock_moved_off_the_frame_grid_plays_again(make, shift) -> Non
     assert played[45:] == [bytes([k]) * FS for k in range(43, 98)], "every frame after it"
 
 
+@pytest.mark.parametrize("make", [_jitter.JitterBuffer, ref.JitterBuffer])
+@pytest.mark.parametrize("jump", [-50 * FS, -250 * FS, -12 * FS, 75 * FS, 99 * FS])
+def test_a_sender_clock_moved_on_the_grid_plays_again_within_half_a_second(make, jump) -> None:
+    """The same SSRC, its timestamps moved back (any distance beyond the maximum delay), or
+    forward by more than the buffer holds but less than the 2 s that resync at once: every
+    packet after that is late or too early. Half a second of nothing but those is a moved
+    clock, not jitter: the buffer starts again and plays every later frame."""
+    jb = make(FS, 2, 1, 10)
+    played = []
+    for k in range(200):
+        jb.put((10_000 + k * FS + (jump if k >= 100 else 0)) & 0xFFFFFFFF, k, 7,
+               bytes([k]) * FS)
+        played.append(jb.pop())
+    assert jb.resyncs == 1
+    tail = played[140:]  # from 0.8 s after the jump: every frame, in order
+    assert None not in tail and [f[0] for f in tail] == list(range(tail[0][0], tail[0][0] + 60))
+
+
+@pytest.mark.parametrize("make", [_jitter.JitterBuffer, ref.JitterBuffer])
+def test_stale_packets_after_a_stall_do_not_resync(make) -> None:
+    """A 1.2 s stall, then its 60 packets at once (all late, the oldest far beyond the maximum
+    delay) and the stream goes on in time: each in-time packet ends the count of refused ones,
+    so the playout point stays where it was (no resync)."""
+    jb = make(FS, 2, 1, 10)
+    played = []
+    for k in range(200):
+        if k == 160:
+            for old in range(100, 160):  # the stall's packets, in one go
+                jb.put(10_000 + old * FS, old, 7, bytes([old]) * FS)
+        if not 100 <= k < 160:
+            jb.put(10_000 + k * FS, k, 7, bytes([k]) * FS)
+        played.append(jb.pop())
+    assert jb.resyncs == 0 and jb.late >= 50
+    tail = played[170:]  # the stream in time again: every frame, in order, none replayed
+    assert None not in tail and [f[0] for f in tail] == list(range(tail[0][0], tail[0][0] + 30))
+    assert tail[0][0] >= 160
+
+
 def test_core_bridges_a_lost_frame_towards_the_buffered_next_one() -> None:
     """A lost packet while the next one already waits in the jitter buffer: the core hands it to
     the concealer, which bridges the gap; the next frame is then played exactly as decoded."""
