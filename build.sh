@@ -279,8 +279,11 @@ signing_key() {
 }
 
 # rauc (bundle), squashfs-tools (rauc's mksquashfs), openssl (keys), e2fsprogs (debugfs writes
-# /etc/intercom-version into the bundle's copy of the root), python3 (devtools/bundles.py)
-BUNDLE_PACKAGES=(rauc squashfs-tools openssl e2fsprogs python3)
+# /etc/intercom-version into the bundle's copy of the root), python3 (devtools/bundles.py);
+# the update-health tests' RAUC host (devtools/rauc_host.py): libubootenv-tool (fw_setenv,
+# fw_printenv), u-boot-tools (mkenvimage), dbus-daemon (rauc's service bus):
+# a run from nothing found fw_setenv missing (earlier machines had it from before).
+BUNDLE_PACKAGES=(rauc squashfs-tools openssl e2fsprogs python3 libubootenv-tool u-boot-tools dbus-daemon)
 
 bundle_deps() {
   install_debs "${BUNDLE_PACKAGES[@]}"
