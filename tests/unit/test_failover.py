@@ -349,6 +349,32 @@ def test_the_app_reports_the_server_in_use_and_trusts_every_configured_one() -> 
     run(scenario())
 
 
+def test_the_app_shows_skipped_servers_and_logs_each_reason_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A server the resolver left out (IPv6 only): status ``registrar.skipped`` says why, and
+    the log says it once, not at every new DNS answer (one follows each registration)."""
+    from devtools.box.fakes import PBX_ADDR, FakeBox, run
+
+    box = FakeBox(sip={"server": [f"{PBX_ADDR[0]}:{PBX_ADDR[1]}"], "register": True})
+    why = "'pbx1.test' has only IPv6 (AAAA) addresses and the box speaks IPv4 only"
+    box.net.skipped = [why]
+
+    async def scenario() -> None:
+        await box.app.start()
+        box.pump()
+        for _ in range(3):
+            await box.app.refresh_registrar()
+        assert box.app.status()["registrar"]["skipped"] == [why]
+        box.net.skipped = []
+        await box.app.refresh_registrar()
+        assert box.app.status()["registrar"]["skipped"] == [], "DNS answers it again: gone"
+
+    with caplog.at_level("WARNING", logger="intercom"):
+        run(scenario())
+    said = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert said == [f"SIP server skipped: {why}"]
+
+
 def test_server_lists_proxy_and_dns_servers_are_checked_and_normalised() -> None:
     from firmware.config import ConfigError, parse_config
 
@@ -379,10 +405,12 @@ def test_intercom_status_says_which_server_and_why_it_moved(
     _print_status({**base, "registrar": {
         "address": "127.0.0.12:5062", "name": "pbx2.test", "preferred": False,
         "targets": ["127.0.0.11:5060", "127.0.0.12:5062"],
-        "moved": "127.0.0.11:5060 failed: no response"}})
+        "moved": "127.0.0.11:5060 failed: no response",
+        "skipped": ["'pbx3.test' has only IPv6 (AAAA) addresses"]}})
     out = capsys.readouterr().out
     assert "server: 127.0.0.12:5062 (pbx2.test), BACKUP of 2; last moved: 127.0.0.11:5060 " \
            "failed: no response" in out
+    assert "server skipped: 'pbx3.test' has only IPv6 (AAAA) addresses" in out
     _print_status({**base, "registrar": {"address": "10.0.0.1:5060", "targets": ["10.0.0.1:5060"],
                                          "moved": None}})
     assert "server:" not in capsys.readouterr().out, "one server, never moved: nothing to say"
