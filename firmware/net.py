@@ -440,17 +440,24 @@ class TcpTransport(asyncio.Protocol):
 
 
 class TlsTransport(TcpTransport):
-    """TCP with the SSL context of ``sip.tls``: the certificate is checked on every connect;
-    a failed handshake is reported and retried over TLS only, never in clear text."""
+    """TCP with the SSL context of ``sip.tls``: the certificate is checked on every connect,
+    against the name the server it connects to was found under (``sip.tls.server_name`` when
+    set); a failed handshake is reported and retried over TLS only, never in clear text."""
 
     name: ClassVar[str] = "TLS"
 
     def __init__(self, server: Addr, max_size: int, context: ssl.SSLContext,
-                 server_name: str | None = None) -> None:
+                 server_name: str | None = None, fixed_name: bool = False) -> None:
         super().__init__(server, max_size, server_name)
         self.ssl = context
+        self.fixed_name = fixed_name  # sip.tls.server_name: every server must carry that name
 
     def _connect_options(self) -> dict[str, Any]:
+        # each server proves the name it was found under (its SRV target or its configured
+        # host), so a failover verifies the secondary against its own name, not the primary's
+        found = self.driver.ua.server_name(self.server) if self.driver is not None else None
+        if found is not None and not self.fixed_name:
+            self.server_name = found
         return {"ssl": self.ssl, "server_hostname": self.server_name,
                 "ssl_handshake_timeout": 10}
 
@@ -460,7 +467,8 @@ class TlsTransport(TcpTransport):
             context = tls_context(sip.tls)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError too
             raise TransportUnusableError(f"cannot set up SIP over TLS: {exc}") from None
-        tls = cls(server, STREAM_MAX_MESSAGE, context, sip.tls.server_name or sip.server)
+        tls = cls(server, STREAM_MAX_MESSAGE, context, sip.tls.server_name or sip.server,
+                  fixed_name=sip.tls.server_name is not None)
         tls.reconnect_max = sip.retry_max
         return tls
 

@@ -53,6 +53,12 @@ class Target:
     def addr(self) -> Addr:
         return (self.host, self.port)
 
+    @property
+    def identity(self) -> str:
+        """The name this server must prove over TLS: the SRV target or the configured host it
+        was found under (a configured address: the address itself)."""
+        return self.host if self.via == "address" else self.name
+
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
