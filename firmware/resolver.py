@@ -168,7 +168,7 @@ async def resolve_entry(dns: Dns, entry: str, transport: str,
             if not found:
                 left_out.append(f"{await _no_ipv4(dns, rec.target)} ({via} target of "
                                 f"{name})")
-            targets += [Target(a, rec.port, rec.target, via) for a in found]
+            targets += [Target(a, rec.port, rec.target, via, host) for a in found]
         if not targets:
             raise OSError(f"the SRV targets of {name!r} have no IPv4 address: "
                           + "; ".join(left_out))

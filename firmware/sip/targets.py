@@ -48,6 +48,7 @@ class Target:
     port: int
     name: str  # the configured entry or the SRV target it came from
     via: str  # "address" (configured), "A" (name with a port), "SRV", "NAPTR", "A default"
+    domain: str = ""  # SRV/NAPTR: the configured name whose records named this target
 
     @property
     def addr(self) -> Addr:
@@ -55,13 +56,26 @@ class Target:
 
     @property
     def identity(self) -> str:
-        """The name this server must prove over TLS: the SRV target or the configured host it
-        was found under (a configured address: the address itself)."""
-        return self.host if self.via == "address" else self.name
+        """The name this server must prove over TLS: the configured host (a configured address:
+        itself), or the SRV target DNS named when that lies inside the configured domain.
+        A target outside it must prove the configured domain (RFC 5922): DNS is not
+        authenticated, and a spoofed SRV answer naming a host of the attacker's own, with a
+        certificate for it from a public CA, must not pass."""
+        if self.via == "address":
+            return self.host
+        if self.domain and not within(self.name, self.domain):
+            return self.domain
+        return self.name
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+def within(name: str, domain: str) -> bool:
+    """``name`` is ``domain`` or a name under it (DNS names: case-insensitive)."""
+    name, domain = name.rstrip(".").lower(), domain.rstrip(".").lower()
+    return name == domain or name.endswith("." + domain)
 
 
 def srv_name(domain: str, transport: str) -> str:

@@ -268,6 +268,13 @@ SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.12\r\ns=-\r\nc=IN IP4 127.0.0.12\r\nt=0 0\
        "m=audio 31000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
 
 
+def test_the_user_agent_names_each_target_for_its_tls_check() -> None:
+    ua, _ = make([A, B, Target("127.0.0.14", 5061, "10.0.0.14:5061", "address")])
+    assert ua.server_name(A.addr) == "pbx1.test" and ua.server_name(B.addr) == "pbx2.test"
+    assert ua.server_name(("127.0.0.14", 5061)) == "127.0.0.14"
+    assert ua.server_name(("127.0.0.99", 5061)) is None, "not a target: no name of its own"
+
+
 def _answer_on_the_secondary(ua: UserAgent, s: Servers) -> None:
     """The primary silent: the box moves to the secondary, which calls it; the box answers."""
     s.down.add(A.addr)

@@ -2,8 +2,9 @@
 resolver's own query method (``Dns.records``; the records are dnspython's own objects): an
 SRV target with IPv6 (AAAA) addresses only is skipped with a reason and the next one used, a
 name with both uses its A records, an IPv6 address entry is skipped, and a list whose every
-entry is IPv6-only is one error naming why. The same against dnsmasq: tests/integration/
-test_failover.py."""
+entry is IPv6-only is one error naming why; and the name each target must prove over TLS.
+The same against dnsmasq and Asterisk: tests/integration/test_failover.py and
+test_failover_tls.py."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from firmware.config import SipSettings
 from firmware.resolver import IPV6_ONLY, Dns, resolve_entry, resolve_servers
+from firmware.sip.targets import Target
 
 ZONE = {
     ("_sips._tcp.pbx.test", "SRV"): ["10 0 5061 pbx1.pbx.test.", "20 0 5062 pbx2.pbx.test.",
@@ -71,3 +73,17 @@ def test_a_server_list_moves_on_past_ipv6_only_entries_and_says_so() -> None:
     with pytest.raises(OSError, match=r"'v6\.test' has only IPv6.*'\[::1\]:5070' is an IPv6"):
         asyncio.run(resolve_servers(SipSettings(server="v6.test", servers=(
             "v6.test:5060", "[::1]:5070"), username="5002"), dns=ZoneDns()))
+
+
+def test_the_name_each_target_must_prove_over_tls() -> None:
+    found = asyncio.run(resolve_entry(ZoneDns(), "pbx.test", "tls", lambda n: 0))
+    assert [t.identity for t in found] == ["pbx2.pbx.test", "pbx3.pbx.test"], \
+        "an SRV target inside the configured domain: its own name"
+    # outside the domain (a name ending in it is not inside it): the configured domain
+    assert Target("10.0.0.1", 5061, "pbx.hoster.example", "SRV", "pbx.test").identity == \
+        "pbx.test"
+    assert Target("10.0.0.1", 5061, "evilpbx.test", "NAPTR", "pbx.test").identity == "pbx.test"
+    assert Target("10.0.0.1", 5061, "PBX1.Pbx.Test.", "SRV", "pbx.test").identity == \
+        "PBX1.Pbx.Test."
+    assert Target("10.0.0.1", 5061, "pbx1.lan", "A").identity == "pbx1.lan"
+    assert Target("10.0.0.1", 5061, "10.0.0.1:5061", "address").identity == "10.0.0.1"
