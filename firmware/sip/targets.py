@@ -3,9 +3,10 @@ policy over the ordered targets.
 
 Owns the records' meaning — NAPTR choice (RFC 3403/3263 §4.1: lowest order, then preference,
 the transport's service, flag "s"), SRV ordering (RFC 2782: priority, then weight chosen with an
-injected random) — the ``Target`` list built from them, and ``TargetSet``: which target the
-registration uses, which ones are held down after a failure (``Retry-After`` or the failback
-interval) and when the preferred one is due to be probed again. Decisions take ``now``; the
+injected random) — the ``Target`` list built from them (with the name each target must prove
+over TLS, ``Target.identity``), and ``TargetSet``: which target the registration uses, which
+ones are held down after a failure (``Retry-After`` or the failback interval) and when the
+preferred one is due to be probed again. Decisions take ``now``; the
 random source is passed in. Knows nothing about DNS queries (``firmware.resolver`` asks them and
 hands the records in), sockets, clocks or the registration's messages (``failover.py`` drives
 those).
