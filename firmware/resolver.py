@@ -109,7 +109,6 @@ class Dns:
             return []
         return sorted({str(info[4][0]) for info in infos})
 
-
     async def has_ipv6(self, name: str) -> bool:
         """Whether ``name`` has IPv6 (AAAA) addresses: asked only of a name without IPv4 ones,
         to say why it is skipped."""

@@ -6,10 +6,9 @@ the transport's service, flag "s"), SRV ordering (RFC 2782: priority, then weigh
 injected random) — the ``Target`` list built from them (with the name each target must prove
 over TLS, ``Target.identity``), and ``TargetSet``: which target the registration uses, which
 ones are held down after a failure (``Retry-After`` or the failback interval) and when the
-preferred one is due to be probed again. Decisions take ``now``; the
-random source is passed in. Knows nothing about DNS queries (``firmware.resolver`` asks them and
-hands the records in), sockets, clocks or the registration's messages (``failover.py`` drives
-those).
+preferred one is due to be probed again. Decisions take ``now``; the random source is passed
+in. Knows nothing about DNS queries (``firmware.resolver`` asks them and hands the records in),
+sockets, clocks or the registration's messages (``failover.py`` drives those).
 """
 
 from __future__ import annotations
