@@ -22,6 +22,7 @@ import pytest
 from devtools.asterisk import Asterisk
 from devtools.certificate import make_ca, make_server_cert
 from devtools.waiting import wait_for
+from firmware.firewall import REGISTRAR_FILE
 from firmware.resolver import IPV6_ONLY
 
 from .failover_parts import PRIMARY, SECONDARY, registrar, site
@@ -81,6 +82,8 @@ def test_tls_failover_verifies_each_server_by_its_own_name(tmp_path: Path, pki) 
         assert TLS_CONTACT.search(s.pbx1.contacts()), s.pbx1.contacts()
         log = box.log()
         assert f"moving the connection from {s.address(s.pbx1)} to {s.address(s.pbx2)}" in log
+        trusted = (s.tmp / "box" / REGISTRAR_FILE).read_text().split()
+        assert trusted == [PRIMARY, SECONDARY], "both resolved servers, nothing else (no ::1)"
         assert log.count("does not verify") == 0
         assert log.count(f"SIP server skipped: 'v6only.pbx.test' {IPV6_ONLY}") == 1, \
             "said once, not at each of the three registrations' new DNS answer"
