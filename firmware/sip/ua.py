@@ -196,6 +196,11 @@ class UserAgent:
             self.failover.replace(targets, now)
         self.set_registrar_addresses([])
 
+    def probing(self, addr: Addr) -> bool:
+        """A failover probe to ``addr`` is under way: a stream adapter sends it over a
+        short-lived connection of its own instead of moving the working one."""
+        return self.failover is not None and self.failover.probing(addr)
+
     def server_name(self, addr: Addr) -> str | None:
         """The name the server at ``addr`` was found under — its SRV target, or its configured
         host or address — which its TLS certificate must carry; None: not a failover target."""

@@ -20,7 +20,7 @@ from devtools.waiting import run_apart
 from firmware.resolver import IPV6_ONLY, Dns, resolve_entry
 
 from ..audio import frame_rms, peak_hz, wav_array
-from .failover_parts import PRIMARY, SECONDARY, STREAM_FAILBACK, site
+from .failover_parts import PRIMARY, SECONDARY, site
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +126,7 @@ def test_tcp_moves_its_one_connection_to_the_secondary_and_back(tmp_path: Path) 
                 for r in records(a.port, b.port)]
 
     with site(tmp_path, tcp, 35000) as s:
-        s.start_box(server="pbx.test", transport="tcp", failback_interval=STREAM_FAILBACK)
+        s.start_box(server="pbx.test", transport="tcp")
         s.wait_at(s.pbx1, 15, "the primary over TCP")
         phone = s.fail_over_and_answer(within=8)  # a closed connection moves at once
         s.stream_returns_after_the_call(phone)

@@ -25,7 +25,7 @@ from devtools.waiting import wait_for
 from firmware.firewall import REGISTRAR_FILE
 from firmware.resolver import IPV6_ONLY
 
-from .failover_parts import PRIMARY, SECONDARY, STREAM_FAILBACK, registrar, site
+from .failover_parts import PRIMARY, SECONDARY, registrar, site
 
 pytestmark = pytest.mark.integration
 TLS_CONTACT = re.compile(r"5002/sip:5002@\S+;transport=tls", re.I)
@@ -60,7 +60,7 @@ def names_only(a: Asterisk, b: Asterisk) -> list[str]:
 def test_tls_failover_verifies_each_server_by_its_own_name(tmp_path: Path, pki) -> None:
     with site(tmp_path, sips_records, 37000, tls1=pki["pbx1"], tls2=pki["pbx2"],
               media_encryption="sdes") as s:
-        box = s.start_box(server="pbx.test", transport="tls", failback_interval=STREAM_FAILBACK,
+        box = s.start_box(server="pbx.test", transport="tls",
                           tls={"ca_file": str(pki["ca"][0])})
         reg = s.wait_at(s.pbx1, 20, "the primary over TLS")
         assert reg["via"] == "SRV" and reg["name"] == "pbx1.pbx.test"

@@ -423,13 +423,37 @@ def test_intercom_status_says_which_server_and_why_it_moved(
     assert "server:" not in capsys.readouterr().out, "one server, never moved: nothing to say"
 
 
-def test_over_a_stream_the_return_is_a_register_on_schedule_never_during_a_call() -> None:
+def test_over_a_stream_the_return_follows_a_probe_never_during_a_call() -> None:
+    """Over TCP/TLS the probe goes beside the working connection (``UserAgent.probing``
+    tells the adapter so); none while a call needs B's stream; the move back only once A
+    answered one."""
     ua, s = make(failback=20, transport="tcp")
     _answer_on_the_secondary(ua, s)
     s.down.discard(A.addr)
     s.advance(25)  # the return was due at ~53 (moved at ~33, failback 20); no ACK: < Timer H
     assert ua.server_addr == B.addr and ua.in_call, "no move while the call needs B's stream"
+    assert not [r for a, r in s.sent if r.method == "OPTIONS"], "no probe during the call"
     ua.hangup(s.now)
     s.advance(25)
     assert ua.server_addr == A.addr and ua.registered
-    assert not [r for a, r in s.sent if r.method == "OPTIONS"], "no probe: it would need A's stream"
+    probes = [r for a, r in s.sent if a == A.addr and r.method == "OPTIONS"]
+    assert len(probes) == 1, "the move back followed one answered probe"
+    assert s.sent.index((A.addr, probes[0])) < s.sent.index((A.addr, s.registers_to(A.addr)[-1]))
+
+
+def test_over_a_stream_a_primary_still_down_never_takes_the_registration_off_the_backup() -> None:
+    """The probes to a silent A fail on their own; the registration stays with B throughout
+    (over a stream a try that moved the one connection would leave the box unreachable)."""
+    ua, s = make(failback=5, transport="tcp")
+    s.down.add(A.addr)
+    ua.start(s.now)
+    s.pump(until=40)
+    assert ua.server_addr == B.addr and ua.registered
+    seen = []
+    for _ in range(40):
+        s.advance(3)
+        seen.append((ua.server_addr, ua.registered, ua.failover is not None
+                     and ua.failover.probing(A.addr)))
+    assert {(addr, up) for addr, up, _ in seen} == {(B.addr, True)}
+    assert any(probing for *_, probing in seen), "A was probed meanwhile"
+    assert ua.counters["registrar_probes"] >= 2 and ua.counters["registrar_moves"] == 1

@@ -98,7 +98,7 @@ def test_tls_checks_each_server_against_its_own_name() -> None:
         seen = []
         for target in (one, two):
             tls.server = target.addr
-            seen.append(tls._connect_options()["server_hostname"])
+            seen.append(tls._connect_options(target.addr)["server_hostname"])
         assert seen == names
 
 
