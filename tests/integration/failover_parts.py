@@ -75,10 +75,11 @@ class Site:
         return wait_for(lambda: (r := registrar(box)).get("address") == self.address(pbx)
                         and r, 10, 0.2, f"status naming {what}")
 
-    def fail_over_and_answer(self, within: float, **phone: Any) -> Baresip:
+    def fail_over_and_answer(self, within: float, idle: float = 0.0, **phone: Any) -> Baresip:
         """Stop the primary: the box registers with the secondary within ``within`` s and its
-        status says it moved there from the failed primary; a phone (1000 Hz) on the secondary
-        calls the box, which answers. Returns the phone, in the call."""
+        status says it moved there from the failed primary; it stays there ``idle`` s while
+        the primary is still down (tries of the primary included); a phone (1000 Hz) on the
+        secondary calls the box, which answers. Returns the phone, in the call."""
         assert self.box is not None
         call = Baresip(self.pbx2, "5001", tone_hz=1000, tmp=self.tmp / "phone", **phone)
         self.phones.append(call)
@@ -90,6 +91,11 @@ class Site:
         assert moved_in < within, f"moved after {moved_in:.1f} s"
         assert reg["preferred"] is False
         assert f"{self.address(self.pbx1)} failed" in reg["moved"], reg["moved"]
+        until = time.monotonic() + idle
+        while time.monotonic() < until:
+            st = self.box.status()
+            assert st["registered"] and st["registrar"]["address"] == self.address(self.pbx2)
+            time.sleep(0.1)
         call.command("dial", f"sip:5002@{SECONDARY}:{self.pbx2.port}")
         self.box.wait_state("in_call", 15)
         call.wait_event("CALL_ESTABLISHED", 10)

@@ -72,7 +72,7 @@ def test_tls_failover_verifies_each_server_by_its_own_name(tmp_path: Path, pki) 
 
         # primary stopped: a new TLS connection to the secondary, verified as pbx2.pbx.test
         # (its certificate names nothing else), and a call from there with SRTP
-        phone = s.fail_over_and_answer(within=8, mediaenc="srtp-mand")
+        phone = s.fail_over_and_answer(within=8, idle=5, mediaenc="srtp-mand")
         assert registrar(box)["name"] == "pbx2.pbx.test"
         assert TLS_CONTACT.search(s.pbx2.contacts()), s.pbx2.contacts()
         time.sleep(1)
