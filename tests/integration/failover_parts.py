@@ -94,7 +94,8 @@ class Site:
         until = time.monotonic() + idle
         while time.monotonic() < until:
             st = self.box.status()
-            assert st["registered"] and st["registrar"]["address"] == self.address(self.pbx2)
+            assert st["registered"] and st["registrar"]["address"] == self.address(self.pbx2), \
+                f"left the secondary while the primary is down: {st['registrar']}"
             time.sleep(0.1)
         call.command("dial", f"sip:5002@{SECONDARY}:{self.pbx2.port}")
         self.box.wait_state("in_call", 15)
