@@ -190,13 +190,13 @@ class TargetSet:
     def probe_failed(self, now: float) -> None:
         self.probe_at = now + self.failback
 
-    def answered(self, target: Target, now: float, how: str = "answers again") -> Target | None:
+    def answered(self, target: Target, now: float) -> Target | None:
         """``target`` answered a probe: return to it (None: it is no longer a better one)."""
         if target not in self.targets[:self.index]:
             return None
         self.down_until.pop(target.addr, None)
         return self._move(self.targets.index(target),
-                          f"{target} {how} (preferred over {self.current})", now)
+                          f"{target} answers again (preferred over {self.current})", now)
 
     def replace(self, targets: Sequence[Target], now: float) -> bool:
         """DNS answered again: the new list, keeping the target in use when it is still in it
