@@ -417,8 +417,9 @@ class TcpTransport(asyncio.Protocol):
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
 
     def _send_probe(self, data: bytes, addr: Addr) -> None:
-        if self._probe_task is None or self._probe_task.done():  # one at a time
-            self._probe_task = asyncio.get_running_loop().create_task(self._probe(data, addr))
+        if self._probe_task is not None:  # one at a time: the user agent gave up the last one
+            self._probe_task.cancel()
+        self._probe_task = asyncio.get_running_loop().create_task(self._probe(data, addr))
 
     async def _probe(self, data: bytes, addr: Addr) -> None:
         """A failover probe (an OPTIONS to a more preferred server) over a short-lived
@@ -444,6 +445,10 @@ class TcpTransport(asyncio.Protocol):
             pass  # the probe's own transaction times out in the user agent
         finally:
             transport.close()
+        if not side.answered and self.driver is not None:  # closed on us: fail it now
+            self.driver.ua.transport_error(addr, self.driver.now(),
+                                           f"{addr[0]}:{addr[1]} closed the probe's connection")
+            self.driver.flush()
 
     def send(self, data: bytes, addr: Addr) -> None:
         if addr != self.server and self.driver is not None:
@@ -487,6 +492,7 @@ class _ProbeConnection(asyncio.Protocol):
         self.addr = addr
         self.parser = StreamParser(STREAM_MAX_MESSAGE)
         self.done = asyncio.Event()
+        self.answered = False
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -495,6 +501,7 @@ class _ProbeConnection(asyncio.Protocol):
             messages = []
             self.done.set()
         for msg in messages:
+            self.answered = True
             if self.owner.driver is not None:
                 self.owner.driver.datagram(msg, self.addr)
             self.done.set()
