@@ -1,6 +1,7 @@
 """The console's HTTPS/WSS certificate: a local CA, name-constrained to this host and private
 addresses, and a server certificate for the names asked, made with openssl and kept in the
-cache folder. Used by ``./build.sh run`` and the tests that serve over TLS."""
+cache folder. Used by ``./build.sh run`` and the tests that serve over TLS. Also the SIP TLS
+tests' throw-away authorities and PBX certificates (``make_ca``, ``make_server_cert``)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,29 @@ def _openssl(*args: str, cwd: Path) -> None:
     r = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
     if r.returncode != 0:
         raise RuntimeError(f"openssl {args[0]} failed: {r.stderr.strip().splitlines()[-1:]}")
+
+
+def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
+    """A throw-away CA for a test (2 days) in ``folder``: (certificate, key)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+             "ca.crt", "-days", "2", "-subj", f"/CN={name}", cwd=folder)
+    return folder / "ca.crt", folder / "ca.key"
+
+
+def make_server_cert(folder: Path, ca: tuple[Path, Path], san: str) -> tuple[Path, Path]:
+    """A PBX certificate signed by ``ca`` for the subjectAltName ``san`` (e.g.
+    ``DNS:pbx1.test`` or ``IP:127.0.0.1,DNS:localhost``), in ``folder`` (one per certificate):
+    (certificate, key)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "ext.cnf").write_text(f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
+                                    "extendedKeyUsage=serverAuth\n")
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "pbx.key", "-out", "pbx.csr",
+             "-subj", "/CN=intercom test PBX", cwd=folder)
+    _openssl("x509", "-req", "-in", "pbx.csr", "-CA", str(ca[0]), "-CAkey", str(ca[1]),
+             "-CAcreateserial", "-out", "pbx.crt", "-days", "2", "-extfile", "ext.cnf",
+             cwd=folder)
+    return folder / "pbx.crt", folder / "pbx.key"
 
 
 def web_certificate(names: list[str], folder: Path | None = None) -> WebCertificate:

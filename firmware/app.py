@@ -140,6 +140,8 @@ class App:
         # or the last one went unanswered): the health check tells a silent PBX from a refusal
         self.registrar_answer: int | None = None
         self.registrar_moved: tuple[str, float] | None = None  # (why, when: UNIX time)
+        self.registrar_skipped: tuple[str, ...] = ()  # why a server or DNS target is not used
+        self._skips_said: set[str] = set()
         self._update_seen: tuple[int, int, int] | None = None  # state.json's (ino, size, mtime)
 
     @property
@@ -218,6 +220,17 @@ class App:
         if self.ua.failover is not None:
             self.ua.use_targets(found.targets, self._now(), self.cfg.sip.failback_interval)
         self.trust_servers(found.trusted)
+        self.note_skipped(found.skipped)
+
+    def note_skipped(self, reasons: list[str]) -> None:
+        """Why a configured server or a target DNS named is not used (an IPv6-only name, a
+        name without an address): shown by status; each reason logged once, not at every
+        registration's new DNS answer."""
+        self.registrar_skipped = tuple(reasons)
+        for why in reasons:
+            if why not in self._skips_said and len(self._skips_said) < 64:
+                self._skips_said.add(why)
+                log.warning("SIP server skipped: %s", why)
 
     def trust_servers(self, addresses: list[str]) -> None:
         """Trust these addresses (and every failover target) as the registrar's, in the user

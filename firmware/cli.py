@@ -198,6 +198,8 @@ def _print_status(st: dict[str, Any]) -> None:
         rank = "preferred" if srv.get("preferred") else "BACKUP"
         print(f"server: {srv['address']}{name}, {rank} of {len(srv['targets'])}"
               + (f"; last moved: {srv['moved']}" if srv.get("moved") else ""))
+    for why in srv.get("skipped") or []:
+        print(f"server skipped: {why}")
     if st.get("remote"):
         dur = f", {st['call_duration']} s" if st.get("call_duration") is not None else ""
         print(f"remote: {st['remote']}{dur}")

@@ -38,7 +38,7 @@ class TlsSettings:
 
     ca_file: str | None = None  # None: the system's trust store
     verify: bool = True
-    server_name: str | None = None  # None: sip.server
+    server_name: str | None = None  # None: the name each server was found under
     cert_file: str | None = None
     key_file: str | None = field(default=None, repr=False)
 

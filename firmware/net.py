@@ -38,6 +38,7 @@ _DTMF_TYPE = re.compile(rb"(?im)^(?:content-type|c)[ \t]*:[^\r\n]*dtmf")
 _SIGNAL_LINE = re.compile(rb"(?im)^([ \t]*signal[ \t]*=).*$")
 _BODY_START = re.compile(rb"\r?\n\r?\n")
 STREAM_MAX_MESSAGE = 65535  # bytes: a stream's framing limit (the UA applies sip.max_message_size)
+PROBE_WAIT = 32.0  # s a failover probe's own connection waits for the answer (Timer F)
 
 
 class TransportUnusableError(Exception):
@@ -291,6 +292,7 @@ class TcpTransport(asyncio.Protocol):
         self._max_size = max_size
         self._closing = False
         self._reconnect_task: asyncio.Task | None = None
+        self._probe_task: asyncio.Task | None = None
         self._left = 0  # closed connections to a server we moved away from
         self._waiting: list[bytes] = []  # sent while connecting to a new server
         self._moving = False  # connecting to a server we moved to: what is sent waits
@@ -316,13 +318,17 @@ class TcpTransport(asyncio.Protocol):
         server = self.server
         try:
             await asyncio.wait_for(loop.create_connection(
-                lambda: self, server[0], server[1], **self._connect_options()), 15)
+                lambda: self, server[0], server[1], **self._connect_options(server)), 15)
         except (TimeoutError, OSError) as exc:
             self._failed(exc, server)
             raise OSError(self.last_error) from exc
 
-    def _connect_options(self) -> dict[str, Any]:
+    def _connect_options(self, addr: Addr) -> dict[str, Any]:
         return {}
+
+    def _name_for(self, addr: Addr) -> str:
+        """The name a certificate at ``addr`` must carry (quoted by connect errors)."""
+        return self.server_name
 
     def _failed(self, exc: BaseException, server: Addr) -> None:
         text = describe_connect_error(exc, server, self.server_name)
@@ -410,8 +416,45 @@ class TcpTransport(asyncio.Protocol):
         if self._reconnect_task is None or self._reconnect_task.done():
             self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
 
+    def _send_probe(self, data: bytes, addr: Addr) -> None:
+        if self._probe_task is not None:  # one at a time: the user agent gave up the last one
+            self._probe_task.cancel()
+        self._probe_task = asyncio.get_running_loop().create_task(self._probe(data, addr))
+
+    async def _probe(self, data: bytes, addr: Addr) -> None:
+        """A failover probe (an OPTIONS to a more preferred server) over a short-lived
+        connection of its own, so the working connection stays where it is (a call from the
+        server in use still reaches the box meanwhile); TLS checks that server's certificate
+        against its own name. A connection that cannot be made fails the probe at once."""
+        loop = asyncio.get_running_loop()
+        side = _ProbeConnection(self, addr)
+        try:
+            transport, _ = await asyncio.wait_for(loop.create_connection(
+                lambda: side, addr[0], addr[1], **self._connect_options(addr)), 15)
+        except (TimeoutError, OSError) as exc:
+            if self.driver is not None:
+                text = describe_connect_error(exc, addr, self._name_for(addr))
+                log.debug("SIP/%s probe: %s", self.name, text)
+                self.driver.ua.transport_error(addr, self.driver.now(), text)
+                self.driver.flush()
+            return
+        try:
+            transport.write(data)
+            await asyncio.wait_for(side.done.wait(), PROBE_WAIT)
+        except TimeoutError:
+            pass  # the probe's own transaction times out in the user agent
+        finally:
+            transport.close()
+        if not side.answered and self.driver is not None:  # closed on us: fail it now
+            self.driver.ua.transport_error(addr, self.driver.now(),
+                                           f"{addr[0]}:{addr[1]} closed the probe's connection")
+            self.driver.flush()
+
     def send(self, data: bytes, addr: Addr) -> None:
         if addr != self.server and self.driver is not None:
+            if self.driver.ua.probing(addr):
+                self._send_probe(data, addr)
+                return
             self._retarget(addr)
         if self.transport is None and self._moving:
             if sum(map(len, self._waiting)) + len(data) <= STREAM_BUFFER_MAX:
@@ -435,24 +478,64 @@ class TcpTransport(asyncio.Protocol):
         self._closing = True
         if self.transport is not None:
             self.transport.close()
-        if self._reconnect_task is not None:
-            self._reconnect_task.cancel()
+        for task in (self._reconnect_task, self._probe_task):
+            if task is not None:
+                task.cancel()
+
+
+class _ProbeConnection(asyncio.Protocol):
+    """The short-lived connection a failover probe goes over (``TcpTransport._probe``): what
+    comes back is handed to the user agent as from that server, then it is closed."""
+
+    def __init__(self, owner: TcpTransport, addr: Addr) -> None:
+        self.owner = owner
+        self.addr = addr
+        self.parser = StreamParser(STREAM_MAX_MESSAGE)
+        self.done = asyncio.Event()
+        self.answered = False
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            messages = self.parser.feed(data)
+        except RemoteProtocolError:
+            messages = []
+            self.done.set()
+        for msg in messages:
+            self.answered = True
+            if self.owner.driver is not None:
+                self.owner.driver.datagram(msg, self.addr)
+            self.done.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.done.set()
 
 
 class TlsTransport(TcpTransport):
-    """TCP with the SSL context of ``sip.tls``: the certificate is checked on every connect;
-    a failed handshake is reported and retried over TLS only, never in clear text."""
+    """TCP with the SSL context of ``sip.tls``: the certificate is checked on every connect,
+    against the name the server it connects to was found under (``sip.tls.server_name`` when
+    set); a failed handshake is reported and retried over TLS only, never in clear text."""
 
     name: ClassVar[str] = "TLS"
 
     def __init__(self, server: Addr, max_size: int, context: ssl.SSLContext,
-                 server_name: str | None = None) -> None:
+                 server_name: str | None = None, fixed_name: bool = False) -> None:
         super().__init__(server, max_size, server_name)
         self.ssl = context
+        self.fixed_name = fixed_name  # sip.tls.server_name: every server must carry that name
 
-    def _connect_options(self) -> dict[str, Any]:
-        return {"ssl": self.ssl, "server_hostname": self.server_name,
-                "ssl_handshake_timeout": 10}
+    def _name_for(self, addr: Addr) -> str:
+        # each server proves the name it was found under (its SRV target or its configured
+        # host), so a failover verifies the secondary against its own name, not the primary's
+        found = None
+        if self.driver is not None and not self.fixed_name:
+            found = self.driver.ua.server_name(addr)
+        return found or self.server_name
+
+    def _connect_options(self, addr: Addr) -> dict[str, Any]:
+        name = self._name_for(addr)
+        if addr == self.server:
+            self.server_name = name  # what this connection's errors quote
+        return {"ssl": self.ssl, "server_hostname": name, "ssl_handshake_timeout": 10}
 
     @classmethod
     async def create(cls, sip: SipSettings, server: Addr, bind: str) -> TlsTransport:
@@ -460,7 +543,8 @@ class TlsTransport(TcpTransport):
             context = tls_context(sip.tls)
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError too
             raise TransportUnusableError(f"cannot set up SIP over TLS: {exc}") from None
-        tls = cls(server, STREAM_MAX_MESSAGE, context, sip.tls.server_name or sip.server)
+        tls = cls(server, STREAM_MAX_MESSAGE, context, sip.tls.server_name or sip.server,
+                  fixed_name=sip.tls.server_name is not None)
         tls.reconnect_max = sip.retry_max
         return tls
 

@@ -1,6 +1,8 @@
 """Finding the SIP servers: RFC 3263 over DNS (NAPTR -> SRV -> A; a name without NAPTR/SRV:
 its A records with the transport's default port), a name with a port: its A records, an
-address: itself.
+address: itself. The box speaks IPv4 only (``firmware.address`` users, the RTP core): a name
+with IPv6 (AAAA) addresses but no IPv4 one, or an IPv6 address, is skipped with a reason
+(``Resolved.skipped``) and the next target is used; a name with both uses its A records.
 
 Owns the queries — dnspython's asyncio resolver, imported only when a name must be resolved,
 each query bounded (``QUERY_TIMEOUT``) and the whole resolution too (``TOTAL_TIMEOUT``), asked
@@ -16,10 +18,10 @@ import asyncio
 import random
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .address import host_port, ip
+from .address import host_port, ip, ipv4
 from .config import SipSettings
 from .sip.targets import MAX_TARGETS, Naptr, Srv, Target, capped, order_srv, pick_naptr, srv_name
 from .sip.transport import transport as sip_transport
@@ -32,10 +34,12 @@ _SYSTEM_RANDOM = random.SystemRandom()
 @dataclass(frozen=True)
 class Resolved:
     """Where REGISTER and new calls go, in order (the outbound proxy's targets when there is
-    one), and every address of the configured servers and the proxy (all trusted)."""
+    one), every address of the configured servers and the proxy (all trusted), and why a
+    configured entry or a target DNS named is not among them (``skipped``, one line each)."""
 
     targets: list[Target]
     trusted: list[str]
+    skipped: list[str] = field(default_factory=list)
 
 
 def _rand(n: int) -> int:
@@ -105,25 +109,50 @@ class Dns:
             return []
         return sorted({str(info[4][0]) for info in infos})
 
+    async def has_ipv6(self, name: str) -> bool:
+        """Whether ``name`` has IPv6 (AAAA) addresses: asked only of a name without IPv4 ones,
+        to say why it is skipped."""
+        if self.servers:
+            return bool(await self.records(name, "AAAA"))
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(loop.getaddrinfo(
+                name, None, family=socket.AF_INET6, type=socket.SOCK_DGRAM), QUERY_TIMEOUT * 2)
+        except (OSError, TimeoutError):
+            return False
+        return bool(infos)
+
+
+IPV6_ONLY = "has only IPv6 (AAAA) addresses and the box speaks IPv4 only"
+
+
+async def _no_ipv4(dns: Dns, name: str, what: str = "has no IPv4 address") -> str:
+    """Why ``name`` gives no target: IPv6 only, or ``what``."""
+    return f"{name!r} {IPV6_ONLY}" if await dns.has_ipv6(name) else f"{name!r} {what}"
+
 
 def _text(value: bytes | str) -> str:
     return value.decode("ascii", "replace") if isinstance(value, bytes) else value
 
 
 async def resolve_entry(dns: Dns, entry: str, transport: str,
-                        rand: Callable[[int], int] = _rand) -> list[Target]:
-    """One configured entry -> its targets in order; OSError when it yields none."""
+                        rand: Callable[[int], int] = _rand,
+                        skipped: list[str] | None = None) -> list[Target]:
+    """One configured entry -> its targets in order; OSError when it yields none. An SRV
+    target without an IPv4 address is left out, and why is appended to ``skipped``."""
     parsed = host_port(entry)
     if parsed is None:
         raise OSError(f"{entry!r} is not host[:port]")
     host, port = parsed
     default = sip_transport(transport).default_port
     if ip(host) is not None:
+        if ipv4(host) is None:
+            raise OSError(f"{entry!r} is an IPv6 address and the box speaks IPv4 only")
         return [Target(host, port or default, entry, "address")]
     if port is not None:
         found = await dns.addresses(host, port)
         if not found:
-            raise OSError(f"{host!r} has no IPv4 address")
+            raise OSError(await _no_ipv4(dns, host))
         return [Target(a, port, host, "A") for a in found]
     via, name = "SRV", srv_name(host, transport)
     pointed = pick_naptr(await dns.naptr(host), transport)
@@ -132,30 +161,39 @@ async def resolve_entry(dns: Dns, entry: str, transport: str,
     records = order_srv(await dns.srv(name), rand)
     if records:
         targets: list[Target] = []
+        left_out: list[str] = []
         for rec in records[:MAX_TARGETS]:
-            targets += [Target(a, rec.port, rec.target, via)
-                        for a in await dns.addresses(rec.target, rec.port)]
+            found = await dns.addresses(rec.target, rec.port)
+            if not found:
+                left_out.append(f"{await _no_ipv4(dns, rec.target)} ({via} target of "
+                                f"{name})")
+            targets += [Target(a, rec.port, rec.target, via, host) for a in found]
         if not targets:
-            raise OSError(f"the SRV targets of {name!r} have no IPv4 address")
+            raise OSError(f"the SRV targets of {name!r} have no IPv4 address: "
+                          + "; ".join(left_out))
+        if skipped is not None:
+            skipped += left_out
         return targets
     found = await dns.addresses(host, default)
     if not found:
-        raise OSError(f"{host!r} has no SRV records and no IPv4 address")
+        raise OSError(await _no_ipv4(dns, host, "has no SRV records and no IPv4 address"))
     return [Target(a, default, host, "A default") for a in found]
 
 
-async def resolve_servers(sip: SipSettings, rand: Callable[[int], int] = _rand) -> Resolved:
+async def resolve_servers(sip: SipSettings, rand: Callable[[int], int] = _rand,
+                          dns: Dns | None = None) -> Resolved:
     """Every entry of ``sip.server`` (in order) and ``sip.outbound_proxy``. Raises OSError when
-    none of the entries that carry the traffic resolves (the proxy's, else the servers')."""
-    dns = Dns([dns_server(s) for s in sip.dns_servers])
+    none of the entries that carry the traffic resolves (the proxy's, else the servers').
+    ``dns``: the queries (default: ``sip.dns_servers``, else the system's resolver)."""
+    dns = dns or Dns([dns_server(s) for s in sip.dns_servers])
 
     async def entries(items: Sequence[str]) -> tuple[list[Target], list[str]]:
         found: list[Target] = []
         problems: list[str] = []
         for entry in items:
             try:
-                found += await asyncio.wait_for(resolve_entry(dns, entry, sip.transport, rand),
-                                                TOTAL_TIMEOUT)
+                found += await asyncio.wait_for(
+                    resolve_entry(dns, entry, sip.transport, rand, problems), TOTAL_TIMEOUT)
             except TimeoutError:
                 problems.append(f"{entry}: no DNS answer within {TOTAL_TIMEOUT:g} s")
             except OSError as exc:
@@ -168,7 +206,8 @@ async def resolve_servers(sip: SipSettings, rand: Callable[[int], int] = _rand) 
         proxy, proxy_problems = await entries((sip.outbound_proxy,))
         if not proxy:
             raise OSError("; ".join(proxy_problems))
-        return Resolved(proxy, sorted({t.host for t in (*proxy, *servers)}))
+        return Resolved(proxy, sorted({t.host for t in (*proxy, *servers)}),
+                        proxy_problems + problems)
     if not servers:
         raise OSError("; ".join(problems))
-    return Resolved(servers, sorted({t.host for t in servers}))
+    return Resolved(servers, sorted({t.host for t in servers}), problems)

@@ -89,6 +89,7 @@ async def open_parts(app: App, *, on_sip: Callable[[object], None],
                        (app.local_ip, transport.local_port))
     app.ua.use_targets(targets, app.clock.time(), s.failback_interval)
     app.trust_servers(found.trusted)
+    app.note_skipped(found.skipped)
     app.driver = UaDriver(app.ua, transport.send, on_sip, app.clock)
     transport.driver = app.driver
     with contextlib.suppress(OSError):  # logged by the transport; retried with backoff

@@ -39,6 +39,7 @@ class Reported(Protocol):
     last_call_end: str | None
     registrar_answer: int | None
     registrar_moved: tuple[str, float] | None
+    registrar_skipped: tuple[str, ...]
     door_openings: int
     provisioning_status: Callable[[], dict[str, Any]] | None
     links: Links | None
@@ -107,14 +108,16 @@ def _release() -> str:
 
 
 def registrar(box: Reported) -> dict[str, Any] | None:
-    """Which server the box registers with, how it was found, and why it last moved."""
+    """Which server the box registers with, how it was found, why it last moved, and why
+    a configured server or a target DNS named is not used (``skipped``)."""
     ua = box.ua
     if ua is None:
         return None
     host, port = ua.server_addr
     out: dict[str, Any] = {"address": f"{host}:{port}", "name": None, "via": None,
                            "preferred": True, "targets": [f"{host}:{port}"], "moved": None,
-                           "moved_at": None, "moves": 0}
+                           "moved_at": None, "moves": 0,
+                           "skipped": list(box.registrar_skipped)}
     if ua.failover is not None:
         ts = ua.failover.targets
         out.update(name=ts.current.name, via=ts.current.via, preferred=ts.preferred,

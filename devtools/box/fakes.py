@@ -135,12 +135,14 @@ class FakeTransport:
 
 class FakeNetwork:
     """``unresolvable`` / ``unusable``: the errors resolving the name / opening the transport
-    raise (the start-up failure paths)."""
+    raise (the start-up failure paths); ``skipped``: the resolver's reasons for servers it
+    left out."""
 
     def __init__(self) -> None:
         self.transport = FakeTransport()
         self.unresolvable: OSError | None = None
         self.unusable: Exception | None = None
+        self.skipped: list[str] = []
 
     async def resolve_servers(self, sip: SipSettings) -> Resolved:
         """Every entry of sip.server taken as the address it names (no DNS on fakes)."""
@@ -150,7 +152,7 @@ class FakeNetwork:
         for entry in sip.servers or (sip.server,):
             host, port = host_port(entry) or (entry, None)
             targets.append(Target(host, port or sip.port, entry, "address"))
-        return Resolved(targets, sorted({t.host for t in targets}))
+        return Resolved(targets, sorted({t.host for t in targets}), list(self.skipped))
 
     def source_address(self, host: str, port: int) -> str:
         return APP_ADDR[0]

@@ -5,8 +5,9 @@ Owns one account's ``TargetSet`` (``targets.py``) in motion: a timeout, a transp
 5xx (503 with Retry-After holds that server down that long) or lost keep-alives move the
 registration to the next target at once; while registered with any but the first, an OPTIONS
 probe goes to the more preferred one every failback interval, and an answer below 500 moves
-the registration back (over TCP/TLS, one connection at a time, the registration simply tries
-the preferred server again; a failure there moves it straight back). A call is never
+the registration back (over TCP/TLS the stream adapter sends the probe over a short-lived
+connection of its own, ``probing``, so the working connection stays; the move back waits for
+the end of a call, whose server reaches the box only over that connection). A call is never
 touched: its requests go where its INVITE came from or went to. Emits ``RegistrarMoved``. A
 part of the user agent like a registration (``next_deadline`` / ``handle_timer(now)``); knows
 nothing about DNS, sockets or clocks.
@@ -55,18 +56,20 @@ class Failover:
         target = self.targets.probe_target(now)
         if target is None:
             return
-        if self._stack.transport.reliable:
-            # one connection at a time: trying the preferred server is moving to it; if it
-            # still fails, the failure moves the registration straight back. Never during a
-            # call: the call's server reaches the box only over that connection
-            if self.busy():
-                self.targets.probe_failed(now)
-                return
-            if self.targets.answered(target, now, "due to be tried again") is not None:
-                self._moved(now)
-                self.reg.move_to(target.addr, now)
+        if self._held_by_call():
+            self.targets.probe_failed(now)
             return
         self._send_probe(target, now)
+
+    def _held_by_call(self) -> bool:
+        """Over a stream the call's server reaches the box only over the connection it has:
+        no move (nor a probe that would lead to one) while a call is up."""
+        return self._stack.transport.reliable and self.busy()
+
+    def probing(self, addr: tuple[str, int]) -> bool:
+        """An OPTIONS probe to ``addr`` is under way (a stream adapter sends it beside the
+        working connection, never moving that connection for it)."""
+        return self._probe is not None and self._probe[1].addr == addr
 
     def replace(self, targets: Sequence[Target], now: float) -> None:
         """DNS answered again (the addresses may have moved)."""
@@ -109,7 +112,7 @@ class Failover:
             return
         target = self._probe[1]
         self._probe = None
-        if resp.status >= 500:  # alive but unwilling (503 overloaded): not back yet
+        if resp.status >= 500 or self._held_by_call():  # 503: alive but unwilling, not back
             self.targets.probe_failed(now)
             return
         if self.targets.answered(target, now) is not None:

@@ -3,12 +3,12 @@ policy over the ordered targets.
 
 Owns the records' meaning — NAPTR choice (RFC 3403/3263 §4.1: lowest order, then preference,
 the transport's service, flag "s"), SRV ordering (RFC 2782: priority, then weight chosen with an
-injected random) — the ``Target`` list built from them, and ``TargetSet``: which target the
-registration uses, which ones are held down after a failure (``Retry-After`` or the failback
-interval) and when the preferred one is due to be probed again. Decisions take ``now``; the
-random source is passed in. Knows nothing about DNS queries (``firmware.resolver`` asks them and
-hands the records in), sockets, clocks or the registration's messages (``failover.py`` drives
-those).
+injected random) — the ``Target`` list built from them (with the name each target must prove
+over TLS, ``Target.identity``), and ``TargetSet``: which target the registration uses, which
+ones are held down after a failure (``Retry-After`` or the failback interval) and when the
+preferred one is due to be probed again. Decisions take ``now``; the random source is passed
+in. Knows nothing about DNS queries (``firmware.resolver`` asks them and hands the records in),
+sockets, clocks or the registration's messages (``failover.py`` drives those).
 """
 
 from __future__ import annotations
@@ -48,14 +48,34 @@ class Target:
     port: int
     name: str  # the configured entry or the SRV target it came from
     via: str  # "address" (configured), "A" (name with a port), "SRV", "NAPTR", "A default"
+    domain: str = ""  # SRV/NAPTR: the configured name whose records named this target
 
     @property
     def addr(self) -> Addr:
         return (self.host, self.port)
 
+    @property
+    def identity(self) -> str:
+        """The name this server must prove over TLS: the configured host (a configured address:
+        itself), or the SRV target DNS named when that lies inside the configured domain.
+        A target outside it must prove the configured domain (RFC 5922): DNS is not
+        authenticated, and a spoofed SRV answer naming a host of the attacker's own, with a
+        certificate for it from a public CA, must not pass."""
+        if self.via == "address":
+            return self.host
+        if self.domain and not within(self.name, self.domain):
+            return self.domain
+        return self.name
+
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+def within(name: str, domain: str) -> bool:
+    """``name`` is ``domain`` or a name under it (DNS names: case-insensitive)."""
+    name, domain = name.rstrip(".").lower(), domain.rstrip(".").lower()
+    return name == domain or name.endswith("." + domain)
 
 
 def srv_name(domain: str, transport: str) -> str:
@@ -170,13 +190,13 @@ class TargetSet:
     def probe_failed(self, now: float) -> None:
         self.probe_at = now + self.failback
 
-    def answered(self, target: Target, now: float, how: str = "answers again") -> Target | None:
+    def answered(self, target: Target, now: float) -> Target | None:
         """``target`` answered a probe: return to it (None: it is no longer a better one)."""
         if target not in self.targets[:self.index]:
             return None
         self.down_until.pop(target.addr, None)
         return self._move(self.targets.index(target),
-                          f"{target} {how} (preferred over {self.current})", now)
+                          f"{target} answers again (preferred over {self.current})", now)
 
     def replace(self, targets: Sequence[Target], now: float) -> bool:
         """DNS answered again: the new list, keeping the target in use when it is still in it

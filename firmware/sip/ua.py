@@ -196,6 +196,21 @@ class UserAgent:
             self.failover.replace(targets, now)
         self.set_registrar_addresses([])
 
+    def probing(self, addr: Addr) -> bool:
+        """A failover probe to ``addr`` is under way: a stream adapter sends it over a
+        short-lived connection of its own instead of moving the working one."""
+        return self.failover is not None and self.failover.probing(addr)
+
+    def server_name(self, addr: Addr) -> str | None:
+        """The name the server at ``addr`` was found under — its SRV target, or its configured
+        host or address — which its TLS certificate must carry; None: not a failover target."""
+        if self.failover is None:
+            return None
+        for t in self.failover.targets.targets:
+            if t.addr == addr:
+                return t.identity
+        return None
+
     def set_registrar_addresses(self, addresses: list[str]) -> None:
         """Every address the registrar's name resolves to (the application resolves it at
         start and at each registration). The addresses we send to (every account's registrar)

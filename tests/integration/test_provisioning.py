@@ -22,11 +22,11 @@ import pytest
 
 from devtools.asterisk import PASSWORDS, Asterisk
 from devtools.box.process import Intercom
+from devtools.certificate import make_ca, make_server_cert
 from devtools.waiting import wait_for
 from firmware import provisioning_io as pio
 
 from . import networkd_dhcp
-from .test_tls import make_ca, make_server_cert
 
 pytestmark = pytest.mark.integration
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 import socket
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,34 +17,13 @@ import pytest
 from devtools.asterisk import Asterisk
 from devtools.baresip import Baresip
 from devtools.box.process import Intercom
+from devtools.certificate import make_ca, make_server_cert
 from devtools.loopback import free_port
 from devtools.waiting import wait_for
 
 from ..audio import baresip_heard, peak_hz, wav_array
 
 pytestmark = pytest.mark.integration
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def make_ca(folder: Path, name: str) -> tuple[Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-             "ca.crt", "-days", "2", "-subj", f"/CN={name}", cwd=folder)
-    return folder / "ca.crt", folder / "ca.key"
-
-
-def make_server_cert(folder: Path, ca: tuple[Path, Path], san: str) -> tuple[Path, Path]:
-    (folder / "ext.cnf").write_text(f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
-                                    "extendedKeyUsage=serverAuth\n")
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "pbx.key", "-out", "pbx.csr",
-             "-subj", "/CN=intercom test PBX", cwd=folder)
-    _openssl("x509", "-req", "-in", "pbx.csr", "-CA", str(ca[0]), "-CAkey", str(ca[1]),
-             "-CAcreateserial", "-out", "pbx.crt", "-days", "2", "-extfile", "ext.cnf",
-             cwd=folder)
-    return folder / "pbx.crt", folder / "pbx.key"
 
 
 @pytest.fixture(scope="module")

@@ -23,10 +23,9 @@ from typing import Any
 
 import pytest
 
+from devtools.certificate import make_ca, make_server_cert
 from firmware.update import download
 from firmware.update.state import UpdateError
-
-from .test_tls import make_ca, make_server_cert
 
 pytestmark = pytest.mark.integration
 

@@ -268,6 +268,13 @@ SDP = ("v=0\r\no=- 1 1 IN IP4 127.0.0.12\r\ns=-\r\nc=IN IP4 127.0.0.12\r\nt=0 0\
        "m=audio 31000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n")
 
 
+def test_the_user_agent_names_each_target_for_its_tls_check() -> None:
+    ua, _ = make([A, B, Target("127.0.0.14", 5061, "10.0.0.14:5061", "address")])
+    assert ua.server_name(A.addr) == "pbx1.test" and ua.server_name(B.addr) == "pbx2.test"
+    assert ua.server_name(("127.0.0.14", 5061)) == "127.0.0.14"
+    assert ua.server_name(("127.0.0.99", 5061)) is None, "not a target: no name of its own"
+
+
 def _answer_on_the_secondary(ua: UserAgent, s: Servers) -> None:
     """The primary silent: the box moves to the secondary, which calls it; the box answers."""
     s.down.add(A.addr)
@@ -349,6 +356,32 @@ def test_the_app_reports_the_server_in_use_and_trusts_every_configured_one() -> 
     run(scenario())
 
 
+def test_the_app_shows_skipped_servers_and_logs_each_reason_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A server the resolver left out (IPv6 only): status ``registrar.skipped`` says why, and
+    the log says it once, not at every new DNS answer (one follows each registration)."""
+    from devtools.box.fakes import PBX_ADDR, FakeBox, run
+
+    box = FakeBox(sip={"server": [f"{PBX_ADDR[0]}:{PBX_ADDR[1]}"], "register": True})
+    why = "'pbx1.test' has only IPv6 (AAAA) addresses and the box speaks IPv4 only"
+    box.net.skipped = [why]
+
+    async def scenario() -> None:
+        await box.app.start()
+        box.pump()
+        for _ in range(3):
+            await box.app.refresh_registrar()
+        assert box.app.status()["registrar"]["skipped"] == [why]
+        box.net.skipped = []
+        await box.app.refresh_registrar()
+        assert box.app.status()["registrar"]["skipped"] == [], "DNS answers it again: gone"
+
+    with caplog.at_level("WARNING", logger="intercom"):
+        run(scenario())
+    said = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert said == [f"SIP server skipped: {why}"]
+
+
 def test_server_lists_proxy_and_dns_servers_are_checked_and_normalised() -> None:
     from firmware.config import ConfigError, parse_config
 
@@ -379,22 +412,48 @@ def test_intercom_status_says_which_server_and_why_it_moved(
     _print_status({**base, "registrar": {
         "address": "127.0.0.12:5062", "name": "pbx2.test", "preferred": False,
         "targets": ["127.0.0.11:5060", "127.0.0.12:5062"],
-        "moved": "127.0.0.11:5060 failed: no response"}})
+        "moved": "127.0.0.11:5060 failed: no response",
+        "skipped": ["'pbx3.test' has only IPv6 (AAAA) addresses"]}})
     out = capsys.readouterr().out
     assert "server: 127.0.0.12:5062 (pbx2.test), BACKUP of 2; last moved: 127.0.0.11:5060 " \
            "failed: no response" in out
+    assert "server skipped: 'pbx3.test' has only IPv6 (AAAA) addresses" in out
     _print_status({**base, "registrar": {"address": "10.0.0.1:5060", "targets": ["10.0.0.1:5060"],
                                          "moved": None}})
     assert "server:" not in capsys.readouterr().out, "one server, never moved: nothing to say"
 
 
-def test_over_a_stream_the_return_is_a_register_on_schedule_never_during_a_call() -> None:
+def test_over_a_stream_the_return_follows_a_probe_never_during_a_call() -> None:
+    """Over TCP/TLS the probe goes beside the working connection (``UserAgent.probing``
+    tells the adapter so); none while a call needs B's stream; the move back only once A
+    answered one."""
     ua, s = make(failback=20, transport="tcp")
     _answer_on_the_secondary(ua, s)
     s.down.discard(A.addr)
     s.advance(25)  # the return was due at ~53 (moved at ~33, failback 20); no ACK: < Timer H
     assert ua.server_addr == B.addr and ua.in_call, "no move while the call needs B's stream"
+    assert not [r for a, r in s.sent if r.method == "OPTIONS"], "no probe during the call"
     ua.hangup(s.now)
     s.advance(25)
     assert ua.server_addr == A.addr and ua.registered
-    assert not [r for a, r in s.sent if r.method == "OPTIONS"], "no probe: it would need A's stream"
+    probes = [r for a, r in s.sent if a == A.addr and r.method == "OPTIONS"]
+    assert len(probes) == 1, "the move back followed one answered probe"
+    assert s.sent.index((A.addr, probes[0])) < s.sent.index((A.addr, s.registers_to(A.addr)[-1]))
+
+
+def test_over_a_stream_a_primary_still_down_never_takes_the_registration_off_the_backup() -> None:
+    """The probes to a silent A fail on their own; the registration stays with B throughout
+    (over a stream a try that moved the one connection would leave the box unreachable)."""
+    ua, s = make(failback=5, transport="tcp")
+    s.down.add(A.addr)
+    ua.start(s.now)
+    s.pump(until=40)
+    assert ua.server_addr == B.addr and ua.registered
+    seen = []
+    for _ in range(40):
+        s.advance(3)
+        seen.append((ua.server_addr, ua.registered, ua.failover is not None
+                     and ua.failover.probing(A.addr)))
+    assert {(addr, up) for addr, up, _ in seen} == {(B.addr, True)}
+    assert any(probing for *_, probing in seen), "A was probed meanwhile"
+    assert ua.counters["registrar_probes"] >= 2 and ua.counters["registrar_moves"] == 1

@@ -77,6 +77,31 @@ def test_stream_adapters_open_without_connecting() -> None:
     assert tcp.transport is None and tls.transport is None and tls.ssl.check_hostname
 
 
+def test_tls_checks_each_server_against_its_own_name() -> None:
+    """The name handed to the TLS handshake follows the server the connection goes to (a
+    failover: the secondary's own name); ``sip.tls.server_name`` fixes one for all."""
+    from types import SimpleNamespace
+
+    from firmware.sip.targets import Target
+
+    one = Target("127.0.0.11", 5061, "pbx1.pbx.test", "SRV", "pbx.test")
+    two = Target("127.0.0.12", 5061, "pbx2.pbx.test", "SRV", "pbx.test")
+    ua = UserAgent(UAConfig(server=one.host, port=5061, username="5002", transport="tls"),
+                   ("127.0.0.1", 0))
+    ua.use_targets([one, two], 0.0)
+    for fixed, names in ((None, ["pbx1.pbx.test", "pbx2.pbx.test"]),
+                         ("pbx.test", ["pbx.test", "pbx.test"])):
+        tls = _run(net.open_transport(_sip("tls", tls=TlsSettings(server_name=fixed)),
+                                      one.addr, "127.0.0.1"))
+        assert isinstance(tls, net.TlsTransport)
+        tls.driver = SimpleNamespace(ua=ua)  # type: ignore[assignment]
+        seen = []
+        for target in (one, two):
+            tls.server = target.addr
+            seen.append(tls._connect_options(target.addr)["server_hostname"])
+        assert seen == names
+
+
 def test_user_agent_over_tls_before_and_after_connecting() -> None:
     ua = UserAgent(UAConfig(server="127.0.0.1", port=5061, username="5002", transport="tls",
                             keepalive_interval=10), ("127.0.0.1", 0))
