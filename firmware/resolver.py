@@ -206,8 +206,13 @@ async def resolve_servers(sip: SipSettings, rand: Callable[[int], int] = _rand,
         proxy, proxy_problems = await entries((sip.outbound_proxy,))
         if not proxy:
             raise OSError("; ".join(proxy_problems))
-        return Resolved(proxy, sorted({t.host for t in (*proxy, *servers)}),
-                        proxy_problems + problems)
+        # the proxy's addresses first: they carry the traffic. The firewall's registrar file
+        # holds MAX_TARGETS addresses (more and it ignores the whole file)
+        hosts = list(dict.fromkeys(t.host for t in (*proxy, *servers)))
+        if len(hosts) > MAX_TARGETS:
+            problems.append(f"{len(hosts) - MAX_TARGETS} server address(es) beyond the first "
+                            f"{MAX_TARGETS} (the outbound proxy's first) are not trusted")
+        return Resolved(proxy, sorted(hosts[:MAX_TARGETS]), proxy_problems + problems)
     if not servers:
         raise OSError("; ".join(problems))
     return Resolved(servers, sorted({t.host for t in servers}), problems)

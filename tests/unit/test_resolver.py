@@ -16,7 +16,7 @@ import pytest
 
 from firmware.config import SipSettings
 from firmware.resolver import IPV6_ONLY, Dns, resolve_entry, resolve_servers
-from firmware.sip.targets import Target
+from firmware.sip.targets import MAX_TARGETS, Target
 
 ZONE = {
     ("_sips._tcp.pbx.test", "SRV"): ["10 0 5061 pbx1.pbx.test.", "20 0 5062 pbx2.pbx.test.",
@@ -87,3 +87,22 @@ def test_the_name_each_target_must_prove_over_tls() -> None:
         "PBX1.Pbx.Test."
     assert Target("10.0.0.1", 5061, "pbx1.lan", "A").identity == "pbx1.lan"
     assert Target("10.0.0.1", 5061, "10.0.0.1:5061", "address").identity == "10.0.0.1"
+
+
+def test_with_an_outbound_proxy_at_most_the_firewalls_16_addresses_are_trusted() -> None:
+    """The firewall ignores a registrar file of more than 16 addresses (firewall.py): the proxy's
+    addresses come first, the servers' fill what is left, and the rest is said, not trusted."""
+    servers = tuple(f"127.0.1.{i}:5060" for i in range(1, 15))
+    sip = SipSettings(server="127.0.1.1", servers=servers, username="5002",
+                      outbound_proxy="proxy.test")
+    zone = ZoneDns()
+    ZONE[("proxy.test", "A")] = [f"127.0.2.{i}" for i in range(1, 6)]
+    try:
+        found = asyncio.run(resolve_servers(sip, dns=zone))
+    finally:
+        del ZONE[("proxy.test", "A")]
+    assert [t.host for t in found.targets] == [f"127.0.2.{i}" for i in range(1, 6)]
+    assert len(found.trusted) == MAX_TARGETS
+    assert {f"127.0.2.{i}" for i in range(1, 6)} <= set(found.trusted), "the proxy first"
+    assert {f"127.0.1.{i}" for i in range(1, 12)} <= set(found.trusted)
+    assert "3 server address(es) beyond the first 16" in found.skipped[-1]
