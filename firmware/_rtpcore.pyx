@@ -816,9 +816,11 @@ cdef class MediaStream:
                     # out): taken and dropped, so that ticks stay one per card period and the
                     # playback queue level
                     self.cs.owed -= 1
-                    if self.card.read_c(captured, fs) > 0:
+                    got = self.card.read_c(captured, fs)
+                    if got > 0:
                         self.cs.quiet = 0
                         self.cs.late_periods += 1
+                        self.slip.samples += got  # the card's rate counts them
                     if self.card.gone:
                         self._card_lost()
                     continue
