@@ -8,6 +8,7 @@ cdef enum:
     DRAIN_FAR = 3    # frames over target+1 that count as a backlog to drain fast
     DRAIN_FAST = 5   # periods such a backlog must last before a frame is skipped
     DRAIN_SLOW = 50  # periods a smaller excess must last (1 s at 20 ms)
+    EARLY_RESYNC = 3  # far-future packets in a row (the sender's clock jumped): resync
     START_PERIODS = 50  # a stream's first second: a backlog over target+1 is stale, goes at once
     SLACK_PERIODS = 100  # a clean path with a frame in hand this long (2 s) sheds one ...
     QUIET_WAIT = 250     # ... at a pause (quiet frame) if one comes within 5 s more (so does a
@@ -34,9 +35,14 @@ cdef class JitterBuffer:
     cdef uint16_t highest_seq
     cdef int deep_ticks, slack_ticks, pops  # pops: periods since the stream started (capped)
     cdef int refused, refused_ticks  # packets refused since the last placed; periods since
+    cdef int early_run  # far-future packets in a row
     cdef uint64_t used_mask  # bit i: slots[i].used
     cdef quiet_fn quiet  # NULL: any frame may be shed; else only one it calls quiet
     cdef public uint64_t late, duplicates, reordered, resyncs, too_early, shrinks, grows
+    # clock slips the owner asked for (+: hold the playout a period, -: drop a frame), done
+    # one at a time at a pause; and those done
+    cdef public int slip_pending, slip_wait
+    cdef public uint64_t slips_held, slips_dropped
 
     cdef void reset_c(self) noexcept nogil
     cdef int put_c(self, uint32_t ts, uint16_t seq, uint32_t ssrc, const uint8_t *data,
@@ -49,3 +55,4 @@ cdef class JitterBuffer:
     cdef bint _may_shed_c(self, int waited) noexcept nogil
     cdef int _refused_c(self, uint32_t ts, uint16_t seq, uint32_t ssrc, const uint8_t *data,
                         int length, int rc) noexcept nogil
+    cdef int _slip_c(self, uint8_t *out) noexcept nogil

@@ -3,8 +3,10 @@
 
 Owns playout timing on the receive side: packets placed by timestamp, one frame popped per
 period, the playout delay grown on late packets and shrunk when the buffer stays deep, resync
-on an SSRC change, a timestamp jump, a timestamp off the frame grid or half a second of
-packets none of which could be placed (each a sender's clock that moved under the same SSRC). Of codecs it knows only which G.711 frames are pauses
+on an SSRC change, a timestamp jump, packets that keep coming off the frame grid or beyond
+the buffer, or half a second of packets none of which could be placed (each a sender's clock
+that moved under the same SSRC), and clock slips (a frame held or dropped at a pause) when the
+owner's clock and the sender's differ. Of codecs it knows only which G.711 frames are pauses
 (``_g711``'s predicates, to shed delay where no one hears it); nothing of concealment (a missing
 frame is returned as 0 bytes: the caller conceals), RTP parsing, clocks or sockets;
 ``firmware.media._reference.JitterBuffer`` is its twin, tested packet by packet.
@@ -68,6 +70,7 @@ cdef class JitterBuffer:
         self.pops = 0
         self.refused = 0
         self.refused_ticks = 0
+        self.early_run = 0
 
     cdef int put_c(self, uint32_t ts, uint16_t seq, uint32_t ssrc, const uint8_t *data,
                    int length) noexcept nogil:
@@ -89,13 +92,16 @@ cdef class JitterBuffer:
             self.highest_seq = seq
         ahead = <int32_t>(ts - self.play_ts)
         if ahead % self.frame_samples != 0:
-            # off the frame grid: the sender's media clock restarted under the same SSRC
-            # (linphonec resuming from hold moves its timestamps by half a frame, sequence
-            # unbroken). Such a frame never falls due at a playout point, nor does any after
-            # it: kept, they would be concealed for the rest of the call. Start again from it.
-            self.resyncs += 1
-            self.reset_c()
-            return self.put_c(ts, seq, ssrc, data, length) or 3
+            # off the playout grid: never played (the slot's timestamp is never due). A few in
+            # a row are the sender's clock moved by a part of a frame (a phone back from hold
+            # that kept its clock running): follow it; one alone is dropped
+            self.early_run += 1
+            if self.early_run >= EARLY_RESYNC:
+                self.resyncs += 1
+                self.reset_c()
+                return self.put_c(ts, seq, ssrc, data, length) or 3
+            self.too_early += 1
+            return 4
         if ahead < 0:
             self.late += 1
             self._unclean_c()
@@ -105,12 +111,17 @@ cdef class JitterBuffer:
                 self.play_ts -= self.frame_samples
             return self._refused_c(ts, seq, ssrc, data, length, 1)
         if ahead >= (JB_SLOTS - 1) * self.frame_samples:
-            if ahead > 8000 * 2:  # a jump of more than 2 s: the sender restarted
+            self.early_run += 1
+            # a jump of more than 2 s: the sender restarted; a smaller one that the next
+            # packets keep (a phone resuming from hold with its clock run on) is a restart
+            # too: one stray packet is dropped, a stream beyond the buffer never played
+            if ahead > 8000 * 2 or self.early_run >= EARLY_RESYNC:
                 self.resyncs += 1
                 self.reset_c()
                 return self.put_c(ts, seq, ssrc, data, length) or 3
             self.too_early += 1
             return self._refused_c(ts, seq, ssrc, data, length, 4)
+        self.early_run = 0
         if <int16_t>(seq - self.highest_seq) < 0:
             self.reordered += 1
         else:
@@ -137,6 +148,10 @@ cdef class JitterBuffer:
             return 0
         if self.refused:
             self.refused_ticks += 1
+        if self.slip_pending != 0:
+            n = self._slip_c(out)
+            if n > 0:
+                return n
         idx = (self.play_ts // self.frame_samples) % JB_SLOTS
         s = &self.slots[idx]
         if s.used and s.ts == self.play_ts:
@@ -203,6 +218,38 @@ cdef class JitterBuffer:
         self.resyncs += 1
         self.reset_c()
         return self.put_c(ts, seq, ssrc, data, length) or 3
+
+    cdef int _slip_c(self, uint8_t *out) noexcept nogil:
+        """A clock slip the owner asked for (``slip_pending``), at a pause (or after
+        QUIET_WAIT periods without one): held, the pause's frame is returned and stays due
+        (played twice: the playout one period later); dropped, it goes and the pop goes on
+        with the next. Returns the frame's length when this pop is done (a hold), else 0."""
+        cdef Slot *s = &self.slots[(self.play_ts // self.frame_samples) % JB_SLOTS]
+        cdef bint here = s.used and s.ts == self.play_ts
+        cdef bint quiet
+        self.slip_wait += 1
+        if not here:
+            return 0
+        quiet = self.quiet == NULL or self.quiet(s.data, s.length)
+        if not quiet and self.slip_wait < QUIET_WAIT:
+            return 0
+        self.slip_wait = 0
+        if self.slip_pending > 0:
+            self.slip_pending -= 1
+            self.slips_held += 1
+            memcpy(out, s.data, s.length)
+            return s.length
+        self.slip_pending += 1
+        self.slips_dropped += 1
+        s.used = 0
+        self.used_mask &= ~((<uint64_t>1) << ((self.play_ts // self.frame_samples) % JB_SLOTS))
+        self.play_ts += self.frame_samples
+        return 0
+
+    def slip(self, int frames) -> None:
+        """Ask for ``frames`` clock slips (+: hold the playout one period each, -: drop one
+        frame each), each done at the next pause."""
+        self.slip_pending += frames
 
     cdef void _skip_c(self) noexcept nogil:
         """Drop the next frame due (one period less delay); the target follows, down to the
