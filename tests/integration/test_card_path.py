@@ -92,9 +92,23 @@ class Card:
         assert self.room is not None
         return self.room.last(seconds)
 
+    def mark(self) -> int:
+        """The room's place in its track now (for ``speaker_since``)."""
+        assert self.room is not None
+        return self.room.pos
+
+    def speaker_since(self, mark: int, start: float, end: float) -> np.ndarray:
+        """What the box's loudspeaker played from ``start`` to ``end`` seconds after ``mark``."""
+        assert self.room is not None
+        a, b = mark + int(start * jack_card.RATE), mark + int(end * jack_card.RATE)
+        assert self.room.pos >= b, "the room has not played that far yet"
+        return self.room.heard[a:b].astype(np.float64) * 32768
+
 
 @pytest.fixture
 def card(tmp_path: Path) -> Iterator[Card]:
+    """The card and its room, up before the box starts and taken away after it stopped (list
+    it before ``intercom``)."""
     why = _missing()
     if why:
         pytest.skip(why)
@@ -174,6 +188,15 @@ def _xruns(status: dict) -> int:
     return int(rtp["audio_xruns"])
 
 
+def _audio_states(box: Intercom, seconds: float) -> list[str]:
+    """``audio.state`` as often as the status answers for ``seconds``."""
+    states, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        states.append(box.status()["audio"]["state"])
+        time.sleep(0.05)
+    return states
+
+
 def _thread_id(pid: int, name: str) -> int:
     """The id of ``pid``'s thread called ``name`` (thread_names' hook names Python threads)."""
     found = [int(t) for t, n in thread_names.tasks(pid) if n == name]
@@ -195,7 +218,7 @@ def _clock(wire: Wire, port: int, start: float, end: float) -> tuple[int, float]
 
 
 def test_call_carries_audio_both_ways_with_no_python_audio_thread(
-        asterisk, intercom, baresip, card, tmp_path) -> None:
+        asterisk, card, intercom, baresip, tmp_path) -> None:
     """The room's 700 Hz reaches baresip and baresip's 1000 Hz reaches the room, through
     alsa-lib both ways, and the box runs no Python thread that moves audio: the loop calls the
     card itself."""
@@ -212,8 +235,8 @@ def test_call_carries_audio_both_ways_with_no_python_audio_thread(
     _tone(_heard_by_phone(call, 1.0, -0.5), MIC_HZ, "baresip (the box's microphone)")
 
 
-def test_stalls_keep_the_clock_and_an_xrun_is_recovered(asterisk, intercom, baresip, card,
-                                                         wire, tmp_path) -> None:
+def test_stalls_keep_the_clock_and_an_xrun_is_recovered(asterisk, card, wire, intercom,
+                                                         baresip, tmp_path) -> None:
     """Two stalls mid-call. The card stops for 400 ms (jackd stopped: neither direction
     moves): the box's packet clock does not wait for it. Then the loop stops for 400 ms while
     the card runs on (the loop's thread stopped alone, as a late reader on a busy board): the
@@ -233,20 +256,25 @@ def test_stalls_keep_the_clock_and_an_xrun_is_recovered(asterisk, intercom, bare
     loop = _thread_id(call.box.proc.pid, "rtp-loop")
     with thread_stopped(loop):
         time.sleep(0.4)
+    resumed = card.mark()
+    states = _audio_states(call.box, 2.0)
     status = wait_for(lambda: (s := call.box.status()) and _xruns(s) > before and s, 5, 0.2,
                       "the xrun counted")
-    time.sleep(3.5)
+    time.sleep(1.5)
+    at_once = card.speaker_since(resumed, 0.3, 1.3)
     speaker = card.speaker(2.0)
     after = call.box.status()
     _hang_up(call)
+    assert set(states) == {"ok"}, f"the xrun was taken for a card gone: {states}"
     assert _xruns(status) >= 1
     assert after["state"] == "in_call" and after["audio"]["state"] == "ok", after["audio"]
+    _tone(at_once, FAR_HZ, "the box's speaker within 1.3 s of the xrun")
     _tone(speaker, FAR_HZ, "the box's speaker after the xrun")
     _tone(_heard_by_phone(call, -2.5, -0.5), MIC_HZ, "baresip after the xrun")
 
 
-def test_card_gone_mid_call_keeps_the_clock_and_is_reopened(asterisk, intercom, baresip, card,
-                                                            wire, tmp_path) -> None:
+def test_card_gone_mid_call_keeps_the_clock_and_is_reopened(asterisk, card, wire, intercom,
+                                                            baresip, tmp_path) -> None:
     """jackd terminated mid-call (the dongle pulled): the call stays up, the box keeps sending
     every 20 ms, the status and the error LED say the card is gone; jackd started again under
     the same name: the box reopens the card and the far end reaches the room again."""
@@ -282,8 +310,8 @@ def test_card_gone_mid_call_keeps_the_clock_and_is_reopened(asterisk, intercom, 
     _tone(_heard_by_phone(call, -2.5, -0.5), MIC_HZ, "baresip once the card was back")
 
 
-def test_card_gone_refuses_new_calls_with_480_until_it_returns(asterisk, intercom, baresip,
-                                                               card, tmp_path) -> None:
+def test_card_gone_refuses_new_calls_with_480_until_it_returns(asterisk, card, intercom,
+                                                               baresip, tmp_path) -> None:
     """The card vanishes mid-call and the call ends while it is gone: a new call to the box is
     refused with 480; once the card is back the box says so and carries audio again."""
     call = _call(intercom, baresip, card, tmp_path)
