@@ -60,6 +60,20 @@ def stop(jackd: subprocess.Popen) -> None:
         jackd.wait()
 
 
+def client(server: str, name: str = "room", timeout: float = 10.0) -> Any:
+    """A JACK client (the ``jack`` package) on the jackd ``start`` launched, once it answers."""
+    import jack
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return jack.Client(name, servername=server, no_start_server=True)
+        except jack.JackError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"jackd {server} takes no clients") from None
+            time.sleep(0.2)
+
+
 class Room:
     """The room around the box on a jackd: its output port ``mic`` is what the box's
     microphone picks up (``track``, from its first sample on), its input port ``speaker``
@@ -78,18 +92,7 @@ class Room:
         self.client: Any = None
 
     def start(self, timeout: float = 10.0) -> Room:
-        import jack
-
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.client = jack.Client(self.name, servername=self.server,
-                                          no_start_server=True)
-                break
-            except jack.JackError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"jackd {self.server} takes no clients") from None
-                time.sleep(0.2)
+        self.client = client(self.server, self.name, timeout)
         self.mic = self.client.outports.register("mic")
         self.speaker = self.client.inports.register("speaker")
         self.client.set_process_callback(self._process)
