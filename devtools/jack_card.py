@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import os
 import subprocess
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 RATE = 8000
+_serial = itertools.count()
 
 
 def available() -> bool:
@@ -30,24 +32,27 @@ def start(tmp: Path, pcm: str, playback_port: str, capture_port: str,
           period: int) -> tuple[subprocess.Popen, dict[str, str]]:
     """jackd (dummy driver, RATE Hz, ``period`` frames a cycle) and the environment under which
     alsa-lib knows the ALSA device ``pcm`` (through ``plug``), its output connected to
-    ``playback_port`` and its input to ``capture_port``."""
-    name = f"{pcm}-{os.getpid()}"
+    ``playback_port`` and its input to ``capture_port``. jackd's own messages go to
+    ``tmp/jackd.log``; the server name is new at every call (a test's jackd never meets the
+    last one's leftovers)."""
+    name = f"{pcm}-{os.getpid()}-{next(_serial)}"
     (tmp / "asoundrc").write_text(
         f'pcm.{pcm}_raw {{\n type jack\n playback_ports {{ 0 "{playback_port}" }}\n'
         f' capture_ports {{ 0 "{capture_port}" }}\n}}\n'
         f'pcm.{pcm} {{\n type plug\n slave.pcm "{pcm}_raw"\n}}\n')
     env = {"JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1",
            "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{tmp / 'asoundrc'}"}
-    return serve(env, period), env
+    return serve(env, period, tmp / "jackd.log"), env
 
 
-def serve(env: dict[str, str], period: int) -> subprocess.Popen:
+def serve(env: dict[str, str], period: int, log: Path | None = None) -> subprocess.Popen:
     """jackd's dummy driver at RATE Hz under the server name in ``env`` (as ``start`` made it):
-    the card, or the card plugged back in after ``stop``."""
-    return subprocess.Popen(["jackd", "--no-realtime", "-n", env["JACK_DEFAULT_SERVER"], "-d",
-                             "dummy", "-r", str(RATE), "-p", str(period)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, **env})
+    the card, or the card plugged back in after ``stop``; its messages appended to ``log``."""
+    with open(log or os.devnull, "ab") as out:
+        return subprocess.Popen(["jackd", "--no-realtime", "-n", env["JACK_DEFAULT_SERVER"],
+                                 "-d", "dummy", "-r", str(RATE), "-p", str(period)],
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **env})
 
 
 def stop(jackd: subprocess.Popen) -> None:

@@ -65,12 +65,13 @@ class Card:
     back under the same name."""
 
     env: dict[str, str]
+    log: Path
     jackd: subprocess.Popen | None = None
     room: jack_card.Room | None = None
     track: np.ndarray = field(default_factory=lambda: jack_card.tone(MIC_HZ, 150))
 
     def plug(self) -> None:
-        self.jackd = jack_card.serve(self.env, PERIOD)
+        self.jackd = jack_card.serve(self.env, PERIOD, self.log)
         self.room = jack_card.Room(self.env["JACK_DEFAULT_SERVER"], self.track).start()
         self.room.play()
 
@@ -113,7 +114,7 @@ def card(tmp_path: Path) -> Iterator[Card]:
     if why:
         pytest.skip(why)
     jackd, env = jack_card.start(tmp_path, PCM, "room:speaker", "room:mic", PERIOD)
-    c = Card(env, jackd)
+    c = Card(env, tmp_path / "jackd.log", jackd)
     try:
         c.room = jack_card.Room(env["JACK_DEFAULT_SERVER"], c.track).start()
         c.room.play()
@@ -159,7 +160,10 @@ def _dial(box: Intercom, phone: Baresip) -> None:
 
 
 def _hang_up(call: Call) -> None:
-    assert call.box.cmd("hangup")["ok"]
+    reply = call.box.cmd("hangup")
+    if not reply["ok"]:
+        time.sleep(0.5)
+        raise AssertionError(f"hangup: {reply} (box exit status: {call.box.proc.poll()})")
     call.phone.wait_event("CALL_CLOSED", 10)
     call.box.wait_state("idle")
 
