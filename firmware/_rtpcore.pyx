@@ -15,11 +15,19 @@ thread alone), and the two hooks between the core and the I/O: the packet transf
 refusals counted; the capture processor (``firmware.core._processor``; echo cancellation is one) sees
 every frame played and cleans every frame captured before gain and encoding. Where a sound
 card's clock is on the other side of a FIFO, the drift compensator (``firmware.core._drift``)
-resamples between the FIFO and the loop so the card's rate and the network's meet. Everything
+resamples between the FIFO and the loop so the card's rate and the network's meet. When both
+sides of a call are one sound card (or two), the loop drives it itself through
+``firmware.core._card`` (the card loop): each wake-up is a capture period arriving, the tick
+runs in it, the packet leaves at once and the frame to play goes to the card in the same
+wake-up — no FIFO, no Python thread; the card's clock is then the loop's, met with the
+network's by whole-frame slips at pauses (``ClockSlip``, made by the jitter buffer), and the
+RTP clock falls back to CLOCK_MONOTONIC (silence sent) for a period that does not come or a
+card that went, until Python hands over a reopened one (an eventfd says when). Everything
 else — RTP, RTCP, DTMF, jitter buffer, concealment, gain — is ``firmware.core._mediacore.MediaCore``,
 which this module drives with (now, packets, PCM). Also the stable import point of the codec and
 RTP functions.
-Knows nothing about SIP, SDP, sockets' creation, ciphers, echo cancellation, ALSA or files.
+Knows nothing about SIP, SDP, sockets' creation, ciphers, echo cancellation, ALSA's API (the
+card unit owns it) or files.
 """
 
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -314,6 +322,7 @@ cdef struct CardStats:
     uint64_t xruns_capture, xruns_playback, playback_dropped  # of cards given up
     uint64_t held_ticks    # ticks held back to the monotonic pace (an unpaced device)
     uint64_t late_periods  # periods that came after their slot was ticked silent (dropped)
+    uint64_t trimmed       # samples to play dropped to keep the playback queue at its level
     int quiet              # consecutive ticks without a period
     int owed               # silent ticks whose periods may still come late
     int error              # the errno that made the card go
@@ -539,7 +548,7 @@ cdef class MediaStream:
             "playback_dropped": c.playback_dropped + card.playback_dropped,
             "card_timeouts": c.timeouts, "silent_ticks": c.silent_ticks,
             "card_gone": c.gone, "card_adopted": c.adopted, "held_ticks": c.held_ticks,
-            "late_periods": c.late_periods,
+            "late_periods": c.late_periods, "playback_trimmed": c.trimmed,
             "slips_held": self.core.jb.slips_held, "slips_dropped": self.core.jb.slips_dropped,
             "card_ppm": self.slip.ppm,
         }
@@ -876,7 +885,7 @@ cdef class MediaStream:
         peer = self.have_remote
         pthread_mutex_unlock(&self.lock)
         n = self.core.tick_c(t0, _wall_ns(), captured, got, peer, play)
-        k = self.slip.tick_c(t0)
+        k = self.slip.tick_c(t0, got)
         if k != 0:
             self.core.jb.slip_pending += k
         self._protect_outbox(n)
@@ -903,7 +912,17 @@ cdef class MediaStream:
             k = self.drift.playback_c(play, out, <int>queued, 0)
             self.card.write_c(out, k)
         else:
-            self.card.write_c(play, fs)
+            # one card, one clock: before each write the queue is the prefill, give or take
+            # the wake-up's jitter. More (a period that came late was ticked as a new one) is
+            # latency that would stay: the frame's start goes instead (counted)
+            k = <int>queued - self.card.prefill - fs // 4
+            if self.card.play_running and k > 0:
+                if k > fs:
+                    k = fs
+                self.cs.trimmed += k
+                self.card.write_c(play + k, fs - k)
+            else:
+                self.card.write_c(play, fs)
         if self.card.gone:
             self._card_lost()
 
