@@ -957,6 +957,7 @@ cdef class MediaStream:
         ok = self.card.start_c() == 0
         self.card_ok = ok
         self.cs.quiet = 0
+        self.cs.owed = 0
         if ok:
             self.cs.adopted += 1
         else:

@@ -281,7 +281,7 @@ def test_xruns_on_both_sides_are_recovered_and_counted(card: Card) -> None:
         read.clear()
         assert card.room is not None
         mark = card.room.pos
-        periods(75, 25)
+        periods(100, 25)
         stats = c.stats()
     finally:
         c.close()
