@@ -8,6 +8,7 @@ cdef enum:
     DRAIN_FAR = 3    # frames over target+1 that count as a backlog to drain fast
     DRAIN_FAST = 5   # periods such a backlog must last before a frame is skipped
     DRAIN_SLOW = 50  # periods a smaller excess must last (1 s at 20 ms)
+    EARLY_RESYNC = 3  # far-future packets in a row (the sender's clock jumped): resync
     START_PERIODS = 50  # a stream's first second: a backlog over target+1 is stale, goes at once
     SLACK_PERIODS = 100  # a clean path with a frame in hand this long (2 s) sheds one ...
     QUIET_WAIT = 250     # ... at a pause (quiet frame) if one comes within 5 s more (so does a
@@ -31,6 +32,7 @@ cdef class JitterBuffer:
     cdef uint32_t play_ts, ssrc, first_ts
     cdef uint16_t highest_seq
     cdef int deep_ticks, slack_ticks, pops  # pops: periods since the stream started (capped)
+    cdef int early_run  # far-future packets in a row
     cdef uint64_t used_mask  # bit i: slots[i].used
     cdef quiet_fn quiet  # NULL: any frame may be shed; else only one it calls quiet
     cdef public uint64_t late, duplicates, reordered, resyncs, too_early, shrinks, grows

@@ -65,6 +65,7 @@ cdef class JitterBuffer:
         self.deep_ticks = 0
         self.slack_ticks = 0
         self.pops = 0
+        self.early_run = 0
 
     cdef int put_c(self, uint32_t ts, uint16_t seq, uint32_t ssrc, const uint8_t *data,
                    int length) noexcept nogil:
@@ -85,6 +86,17 @@ cdef class JitterBuffer:
             self.play_ts = ts - <uint32_t>(self.target * self.frame_samples)
             self.highest_seq = seq
         ahead = <int32_t>(ts - self.play_ts)
+        if ahead % self.frame_samples != 0:
+            # off the playout grid: never played (the slot's timestamp is never due). A few in
+            # a row are the sender's clock moved by a part of a frame (a phone back from hold
+            # that kept its clock running): follow it; one alone is dropped
+            self.early_run += 1
+            if self.early_run >= EARLY_RESYNC:
+                self.resyncs += 1
+                self.reset_c()
+                return self.put_c(ts, seq, ssrc, data, length) or 3
+            self.too_early += 1
+            return 4
         if ahead < 0:
             self.late += 1
             self._unclean_c()
@@ -94,12 +106,17 @@ cdef class JitterBuffer:
                 self.play_ts -= self.frame_samples
             return 1
         if ahead >= (JB_SLOTS - 1) * self.frame_samples:
-            if ahead > 8000 * 2:  # a jump of more than 2 s: the sender restarted
+            self.early_run += 1
+            # a jump of more than 2 s: the sender restarted; a smaller one that the next
+            # packets keep (a phone resuming from hold with its clock run on) is a restart
+            # too: one stray packet is dropped, a stream beyond the buffer never played
+            if ahead > 8000 * 2 or self.early_run >= EARLY_RESYNC:
                 self.resyncs += 1
                 self.reset_c()
                 return self.put_c(ts, seq, ssrc, data, length) or 3
             self.too_early += 1
             return 4
+        self.early_run = 0
         if <int16_t>(seq - self.highest_seq) < 0:
             self.reordered += 1
         else:

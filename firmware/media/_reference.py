@@ -184,6 +184,7 @@ class JitterBuffer:
 
     SLOTS = 64
     MAX_FRAME = 320
+    EARLY_RESYNC = 3  # far-future packets in a row: the sender's clock jumped, follow it
 
     def __init__(self, frame_samples: int = 160, target: int = 2, min_frames: int = 1,
                  max_frames: int = 10) -> None:
@@ -204,6 +205,7 @@ class JitterBuffer:
         self.deep_ticks = 0
         self.slack_ticks = 0
         self.pops = 0
+        self.early_run = 0
 
     def _slot(self, ts: int) -> int:
         return (ts // self.frame_samples) % self.SLOTS
@@ -225,6 +227,14 @@ class JitterBuffer:
             self.play_ts = (ts - self.target * fs) & M32
             self.highest_seq = seq
         ahead = _s32(ts - self.play_ts)
+        if ahead % fs != 0:  # off the playout grid: a few in a row follow the sender
+            self.early_run += 1
+            if self.early_run >= self.EARLY_RESYNC:
+                self.resyncs += 1
+                self.reset()
+                return self.put(ts, seq, ssrc, payload) or 3
+            self.too_early += 1
+            return 4
         if ahead < 0:
             self.late += 1
             self._unclean()
@@ -234,12 +244,14 @@ class JitterBuffer:
                 self.play_ts = (self.play_ts - fs) & M32
             return 1
         if ahead >= (self.SLOTS - 1) * fs:
-            if ahead > 8000 * 2:
+            self.early_run += 1
+            if ahead > 8000 * 2 or self.early_run >= self.EARLY_RESYNC:
                 self.resyncs += 1
                 self.reset()
                 return self.put(ts, seq, ssrc, payload) or 3
             self.too_early += 1
             return 4
+        self.early_run = 0
         if _s16(seq - self.highest_seq) < 0:
             self.reordered += 1
         else:

@@ -219,6 +219,33 @@ class TestJitterBuffer:
         jb = core.JitterBuffer(160, target=1)
         jb.put(0, 0, 1, b"a" * 160)
         assert jb.put(160 * 70, 70, 1, b"b" * 160) == core.JB_TOO_EARLY
+        assert jb.put(160, 1, 1, b"c" * 160) == core.JB_OK
+
+    @pytest.mark.parametrize("offset", [80, -80])
+    def test_a_stream_moved_off_the_playout_grid_resyncs(self, offset: int) -> None:
+        """A phone back from hold whose timestamps moved by half a frame: no packet would
+        ever be due again (permanent concealment); three in a row and the buffer follows."""
+        jb = core.JitterBuffer(160, target=1)
+        for k in range(3):
+            jb.put(160 * k, k, 1, b"a" * 160)
+            jb.pop()
+        base = 160 * 10 + offset
+        assert [jb.put(base + 160 * k, 10 + k, 1, b"b" * 160) for k in range(3)] == \
+            [core.JB_TOO_EARLY, core.JB_TOO_EARLY, core.JB_RESYNC]
+        jb.put(base + 160 * 3, 13, 1, b"b" * 160)
+        assert jb.pop() is None and jb.pop() == b"b" * 160
+
+    def test_a_jump_the_stream_keeps_resyncs(self) -> None:
+        """A phone back from hold with its clock run on 1.5 s (under the 2 s of a restart,
+        beyond the buffer): two packets dropped, the third follows the stream, which plays
+        again instead of staying ahead of the buffer for the rest of the call."""
+        jb = core.JitterBuffer(160, target=1)
+        jb.put(0, 0, 1, b"a" * 160)
+        jump = 12000
+        assert [jb.put(jump + 160 * k, 1 + k, 1, b"b" * 160) for k in range(3)] == \
+            [core.JB_TOO_EARLY, core.JB_TOO_EARLY, core.JB_RESYNC]
+        jb.put(jump + 160 * 3, 4, 1, b"b" * 160)
+        assert jb.pop() is None and jb.pop() == b"b" * 160
 
 
 def test_capture_processor_hook_is_the_identity_and_reaches_the_stream():
