@@ -13,7 +13,8 @@ APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
 # real peers the tests talk to (baresip with jackd's paced dummy driver, SIPp); git: the install test
 # copies the tracked files; the echo cancellers' libraries (speexdsp; WebRTC's module through a C++
 # shim, found by pkg-config); espeak-ng, which speaks the room and PESQ tests' speech at test time;
-# libasound2-plugins: alsa-lib's jack PCM, a paced 8 kHz ALSA device for the CPU benchmark.
+# libasound2-plugins: alsa-lib's jack PCM, a paced 8 kHz ALSA device for the card-path tests and
+# benchmarks.
 # nftables: the firewall test loads the image's ruleset inside a network namespace.
 # dnsmasq-base and systemd-networkd (in systemd): a real DHCP exchange hands the provisioning
 # tests option 43; openssl: the provisioned documents' signatures. mosquitto, mosquitto-clients:

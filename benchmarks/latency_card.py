@@ -17,13 +17,8 @@ buffer (sized by the box's own period and period count).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
-import struct
-import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +28,7 @@ import numpy as np
 from devtools import jack_card
 from devtools.asterisk import Asterisk
 from devtools.box.process import Intercom
+from devtools.rtp_wire import Wire
 from devtools.waiting import wait_for
 
 from . import latency
@@ -40,8 +36,6 @@ from . import latency
 RATE = 8000
 CLICK_LEVEL = 0.5  # the clicks' peak on JACK's float scale
 JACK_PERIOD = 80  # jackd's own cycle: 10 ms
-SO_TIMESTAMPNS = 35
-PACKET_OUTGOING = 4
 
 
 def _onsets(sent_at: list[int], heard: np.ndarray) -> list[float]:
@@ -50,71 +44,27 @@ def _onsets(sent_at: list[int], heard: np.ndarray) -> list[float]:
     return [float("nan") if lag is None else lag for lag in lags]
 
 
-class _Wire:
-    """RTP on ``lo`` both ways, decoded, with the kernel's receive time of every packet."""
+def click_times(wire: Wire, port: int, outbound: bool, after: float) -> list[tuple[float, int]]:
+    """For each click in the flow (to ``port`` when outbound, from it otherwise) after the
+    time ``after``: the wire time of the packet its onset is in, and the onset's place in that
+    packet's frame (samples). The frame, not the click, is what crosses the wire: the sender's
+    side owns the packetisation (the frame's first sample waits for its last), the receiver's
+    side starts when the frame arrives (ITU-T G.114's split)."""
+    from firmware.media.g711 import decode_ulaw
 
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0003))
-        self.sock.bind(("lo", 0))
-        self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        self.sock.settimeout(0.2)
-        self.packets: list[tuple[float, int, int, int, bytes]] = []  # t, sport, dport, ts, pl
-        self.stop = False
-        # the kernel stamps CLOCK_REALTIME: move it onto the monotonic clock once
-        self.offset = time.time() - time.monotonic()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop:
-            try:
-                data, anc, _, addr = self.sock.recvmsg(2048, 64)
-            except TimeoutError:
-                continue
-            if addr[2] == PACKET_OUTGOING or len(data) < 40 or data[0] >> 4 != 4:
-                continue
-            ihl = (data[0] & 15) * 4
-            if data[9] != 17:
-                continue
-            sport, dport = struct.unpack_from("!HH", data, ihl)
-            rtp = data[ihl + 8:]
-            if len(rtp) < 12 + 160 or rtp[0] >> 6 != 2 or rtp[1] & 0x7F != 0:
-                continue
-            t = time.monotonic()
-            for level, kind, value in anc:
-                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
-                    sec, nsec = struct.unpack("qq", value[:16])
-                    t = sec + nsec * 1e-9 - self.offset
-            ts = struct.unpack_from("!I", rtp, 4)[0]
-            self.packets.append((t, sport, dport, ts, bytes(rtp[12:])))
-
-    def close(self) -> None:
-        self.stop = True
-        self.thread.join(1)
-        self.sock.close()
-
-    def click_times(self, port: int, outbound: bool, after: float) -> list[tuple[float, int]]:
-        """For each click in the flow (to ``port`` when outbound, from it otherwise) after the
-        time ``after``: the wire time of the packet its onset is in, and the onset's place in
-        that packet's frame (samples). The frame, not the click, is what crosses the wire: the
-        sender's side owns the packetisation (the frame's first sample waits for its last),
-        the receiver's side starts when the frame arrives (ITU-T G.114's split)."""
-        from firmware.media.g711 import decode_ulaw
-
-        flow = [p for p in self.packets if (p[2] if outbound else p[1]) == port
-                and p[0] > after]
-        pcm = [np.frombuffer(decode_ulaw(p[4]), dtype="<i2").astype(float) for p in flow]
-        template = latency.chirp()
-        found, last = [], -1.0
-        for j, (t, *_rest) in enumerate(flow):
-            if np.abs(pcm[j]).max() <= 4000 or t - last <= 0.3 or j == 0:
-                continue
-            last = t
-            around = np.concatenate(pcm[j - 1:j + 2])  # the onset may sit in the packet before
-            k = int(np.argmax(np.abs(np.correlate(around, template, mode="valid"))))
-            first = j - 1 + k // len(pcm[j])
-            found.append((flow[first][0], k % len(pcm[j])))
-        return found
+    flow = [p for p in wire.packets if (p[2] if outbound else p[1]) == port and p[0] > after]
+    pcm = [np.frombuffer(decode_ulaw(p[4]), dtype="<i2").astype(float) for p in flow]
+    template = latency.chirp()
+    found, last = [], -1.0
+    for j, (t, *_rest) in enumerate(flow):
+        if np.abs(pcm[j]).max() <= 4000 or t - last <= 0.3 or j == 0:
+            continue
+        last = t
+        around = np.concatenate(pcm[j - 1:j + 2])  # the onset may sit in the packet before
+        k = int(np.argmax(np.abs(np.correlate(around, template, mode="valid"))))
+        first = j - 1 + k // len(pcm[j])
+        found.append((flow[first][0], k % len(pcm[j])))
+    return found
 
 
 def available() -> str | None:
@@ -133,59 +83,31 @@ def available() -> str | None:
 def run(seconds: float) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="intercom-bench-card-"))
     jackd, env = jack_card.start(tmp, "iccard", "room:speaker", "room:mic", JACK_PERIOD)
-    name = env["JACK_DEFAULT_SERVER"]
-    pbx = box = wire = client = None
-    total = int(RATE * (seconds + 40))
-    track = latency.click_track(total, CLICK_LEVEL).astype(np.float32)
-    heard = np.zeros(total, dtype=np.float32)
-    cycles = np.zeros((total // JACK_PERIOD + 16, 2))  # (first sample, monotonic time)
-    state = {"pos": 0, "cycle": 0, "playing": False}
+    pbx = box = wire = None
+    track = latency.click_track(int(RATE * (seconds + 40)), CLICK_LEVEL)
+    room = jack_card.Room(env["JACK_DEFAULT_SERVER"], track)
     try:
-        client = jack_card.client(name)
-        mic = client.outports.register("mic")
-        speaker = client.inports.register("speaker")
-
-        @client.set_process_callback
-        def process(frames: int) -> None:
-            t = time.monotonic()
-            pos = state["pos"]
-            out = mic.get_array()
-            if state["playing"] and pos + frames <= total:
-                out[:] = track[pos:pos + frames]
-                heard[pos:pos + frames] = speaker.get_array()
-                c = state["cycle"]
-                if c < len(cycles):
-                    cycles[c] = (pos, t)
-                    state["cycle"] = c + 1
-                state["pos"] = pos + frames
-            else:
-                out.fill(0)
-
-        client.activate()
+        room.start()
         # the harness's own lag: its microphone port looped into its speaker port
-        client.connect(mic, speaker)
-        state["playing"] = True
+        room.loop_through(True)
+        room.play()
         time.sleep(3.0)
-        state["playing"] = False
-        client.disconnect(mic, speaker)
-        n = state["pos"]
+        n = room.pause()
+        room.loop_through(False)
         sent = list(latency.click_starts(n))
-        own = [x for x in _onsets(sent, heard[:n]) if x == x]
+        own = [x for x in _onsets(sent, room.heard[:n]) if x == x]
         harness = float(np.median(own)) if own else 0.0
-        state.update(pos=0, cycle=0)
-        heard[:] = 0
-        cycles[:] = 0
 
         pbx = Asterisk().start()
         box = Intercom(tmp / "box", pbx.port, audio={"capture": "iccard", "playback": "iccard"},
                        log_level="info", env=env).start()
         wait_for(lambda: box.status().get("state") == "idle", 15, 0.1, "registration")
-        wire = _Wire()
+        wire = Wire()
         assert box.cmd("call", "600")["ok"]
         wait_for(lambda: box.status().get("state") == "in_call", 15, 0.1, "the echo call")
         remote = (box.status().get("media") or {}).get("remote_port")
         time.sleep(1.0)
-        state["playing"] = True
+        room.play()
         depths: list[float] = []
         end = time.monotonic() + seconds
         while time.monotonic() < end:
@@ -193,23 +115,22 @@ def run(seconds: float) -> dict[str, Any]:
             if "buffer_depth_ms" in rtp:
                 depths.append(rtp["buffer_depth_ms"])
             time.sleep(0.25)
-        state["playing"] = False
+        n, c = room.pause(), room.cycle
         rtp = box.status().get("rtp") or {}
         box.cmd("hangup")
         time.sleep(0.3)
         wire.close()
-        n, c = state["pos"], state["cycle"]
         sent = list(latency.click_starts(n))
-        lags = _onsets(sent, heard[:n])
+        lags = _onsets(sent, room.heard[:n])
         # a sample's time: its cycle's start plus its place in the cycle
-        starts, times = cycles[:c, 0], cycles[:c, 1]
+        starts, times = room.cycles[:c, 0], room.cycles[:c, 1]
 
         def when(sample: float) -> float:
             i = int(np.searchsorted(starts, sample, side="right")) - 1
             return float(times[max(i, 0)] + (sample - starts[max(i, 0)]) / RATE)
 
-        out_wire = wire.click_times(remote, True, 0.0) if remote else []
-        in_wire = wire.click_times(remote, False, 0.0) if remote else []
+        out_wire = click_times(wire, remote, True, 0.0) if remote else []
+        in_wire = click_times(wire, remote, False, 0.0) if remote else []
         rows = []
         for s, lag in zip(sent, lags, strict=False):
             if lag != lag:
@@ -238,13 +159,8 @@ def run(seconds: float) -> dict[str, Any]:
             box.stop()
         if pbx is not None:
             pbx.cleanup()
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.deactivate()
-                client.close()
-        jackd.terminate()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            jackd.wait(5)
+        room.close()
+        jack_card.stop(jackd)
 
 
 def table(r: dict[str, Any]) -> str:

@@ -44,11 +44,13 @@ def frame_rms(x: np.ndarray, frame: int = 160) -> np.ndarray:
     return np.sqrt((x[: n * frame].reshape(n, frame) ** 2).mean(axis=1))
 
 
-def baresip_heard(record: Path) -> tuple[np.ndarray, int]:
-    """What baresip decoded in a call: the largest ``*dec*`` WAV its sndfile module wrote."""
+def baresip_heard(record: Path, last_call: bool = False) -> tuple[np.ndarray, int]:
+    """What baresip decoded in a call: the largest ``*dec*`` WAV its sndfile module wrote (with
+    ``last_call``: the newest, when one phone had several calls)."""
     decoded = [p for p in record.glob("*.wav") if "dec" in p.name]
     assert decoded, f"baresip recorded nothing: {list(record.iterdir())}"
-    return wav_array(max(decoded, key=lambda p: p.stat().st_size))
+    key = (lambda p: p.stat().st_mtime) if last_call else (lambda p: p.stat().st_size)
+    return wav_array(max(decoded, key=key))
 
 
 class Recorder:
