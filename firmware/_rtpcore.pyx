@@ -439,6 +439,7 @@ cdef class MediaStream:
     cdef pthread_mutex_t card_lock  # card_next, card_old, card_pending
     cdef int card_fd  # eventfd: written when the card goes or comes back
     cdef ClockSlip slip
+    cdef uint64_t slip_xruns  # the card's xruns when the slip clock last looked
     cdef CardStats cs
 
     def __cinit__(self):
@@ -875,6 +876,7 @@ cdef class MediaStream:
         cdef int n, k
         cdef long queued
         cdef bint peer
+        cdef uint64_t xruns
         cdef int64_t c0 = _cpu_ns(), lag, t1
         if got < fs:
             memset(&captured[got], 0, (fs - got) * sizeof(int16_t))
@@ -887,9 +889,18 @@ cdef class MediaStream:
         peer = self.have_remote
         pthread_mutex_unlock(&self.lock)
         n = self.core.tick_c(t0, _wall_ns(), captured, got, peer, play)
-        k = self.slip.tick_c(t0, got)
-        if k != 0:
-            self.core.jb.slip_pending += k
+        xruns = self.card.capture_xruns + self.card.playback_xruns
+        if got < fs or xruns != self.slip_xruns:
+            # no period, or samples lost to an xrun: the count of ticks no longer measures
+            # the card's clock. The jitter buffer absorbs what the break did (a backlog, a
+            # gap) on its own; the clocks are compared again from the next period
+            self.slip_xruns = xruns
+            self.slip.restart_c()
+            self.core.jb.slip_pending = 0
+        else:
+            k = self.slip.tick_c(t0, got)
+            if k != 0:
+                self.core.jb.slip_pending += k
         self._protect_outbox(n)
         t1 = _now_ns()
         if n > 0:
@@ -919,8 +930,8 @@ cdef class MediaStream:
             # latency that would stay: the frame's start goes instead (counted)
             k = <int>queued - self.card.prefill - fs // 4
             if self.card.play_running and k > 0:
-                if k > fs:
-                    k = fs
+                if k > fs // 2:  # half a frame a tick at most: every tick writes, so a
+                    k = fs // 2  # stalled PCM's error is seen (and recovered) by the write
                 self.cs.trimmed += k
                 self.card.write_c(play + k, fs - k)
             else:

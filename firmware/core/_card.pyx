@@ -39,6 +39,7 @@ cdef extern from "<alsa/asoundlib.h>" nogil:
     ctypedef enum snd_pcm_format_t:
         SND_PCM_FORMAT_S16_LE
     ctypedef enum snd_pcm_state_t:
+        SND_PCM_STATE_RUNNING
         SND_PCM_STATE_XRUN
         SND_PCM_STATE_SUSPENDED
         SND_PCM_STATE_DISCONNECTED
@@ -393,9 +394,13 @@ cdef class Card:
         return done
 
     cdef long play_delay_c(self) noexcept nogil:
-        """Samples queued ahead of the next one written (0 when unknown)."""
+        """Samples queued ahead of the next one written (0 when unknown, or when the PCM is
+        not running: an underrun some plugins leave standing — alsa-lib's jack plugin keeps
+        its last delay — is then met by the next write, which recovers it)."""
         cdef snd_pcm_sframes_t d = 0
-        if self.gone or snd_pcm_delay(self.play, &d) < 0 or d < 0:
+        if self.gone or snd_pcm_state(self.play) != SND_PCM_STATE_RUNNING:
+            return 0
+        if snd_pcm_delay(self.play, &d) < 0 or d < 0:
             return 0
         return d
 

@@ -50,4 +50,9 @@ cdef class ClockSlip:
     cdef int64_t start_ns, anchor_ns, anchor_samples
     cdef readonly int64_t last_ns
 
+    cdef readonly int64_t restarts  # breaks in the card's periods (xruns, silent ticks)
     cdef int tick_c(self, int64_t now_ns, int samples) noexcept nogil
+    cdef void restart_c(self) noexcept nogil
+    cdef double kept_ppm
+    cdef double _span(self) noexcept nogil
+    cdef double _ppm(self) noexcept nogil

@@ -317,6 +317,7 @@ cdef class DriftCompensator:
 
 
 cdef int64_t SLIP_SETTLE_NS = 1000000000  # the card's first second: its start, not its rate
+cdef double SLIP_BREAK = 3.0  # frames of difference that are a break, not a crystal
 
 
 cdef class ClockSlip:
@@ -329,7 +330,9 @@ cdef class ClockSlip:
     slow: drop a frame), else 0. The wake-up's jitter (a few ms) stays far below the frame
     it takes to slip, so slips do not flap. ``ppm`` is the card's own rate: the samples read
     from it against the monotonic time, from the end of its first second (positive: the card
-    runs fast; ticks without a period, on the monotonic clock, count no samples).
+    runs fast). A break in the card's periods (a tick without one, an xrun) is no rate:
+    the owner calls ``restart_c`` and both are measured again from the next period; so is a
+    difference of SLIP_BREAK frames or more, which no crystal makes between two slips.
     """
 
     def __init__(self, int frame_samples=160):
@@ -337,6 +340,12 @@ cdef class ClockSlip:
 
     cdef int tick_c(self, int64_t now_ns, int samples) noexcept nogil:
         cdef double frames_net, debt
+        if self.start_ns != 0:
+            # frames the network delivered since the first tick against frames consumed
+            frames_net = (now_ns - self.start_ns) * 8e-6 / self.frame_samples
+            debt = self.ticks - frames_net - self.slips
+            if debt >= SLIP_BREAK or debt <= -SLIP_BREAK:
+                self.restart_c()  # a break, not a rate: this tick starts the next measure
         self.ticks += 1
         self.samples += samples
         self.last_ns = now_ns
@@ -348,9 +357,6 @@ cdef class ClockSlip:
         if self.anchor_ns == self.start_ns and now_ns - self.start_ns >= SLIP_SETTLE_NS:
             self.anchor_ns = now_ns  # the rate from here: the start's phase is not a rate
             self.anchor_samples = self.samples
-        # frames the network delivered since the first tick against frames consumed
-        frames_net = (now_ns - self.start_ns) * 8e-6 / self.frame_samples
-        debt = (self.ticks - 1) - frames_net - self.slips
         if debt >= 1.0:
             self.slips += 1
             return 1
@@ -359,6 +365,23 @@ cdef class ClockSlip:
             return -1
         return 0
 
+    cdef void restart_c(self) noexcept nogil:
+        """Measure afresh from the next tick (the slips asked for so far stay asked); ``ppm``
+        keeps the last rate measured until the new measurement has its second."""
+        if self._span() >= 1.0:
+            self.kept_ppm = self._ppm()
+        self.restarts += 1
+        self.ticks = 0
+        self.slips = 0
+        self.samples = 0
+        self.start_ns = 0
+        self.anchor_ns = 0
+        self.anchor_samples = 0
+        self.last_ns = 0
+
+    def restart(self) -> None:
+        self.restart_c()
+
     def tick(self, long long now_ns, int samples=-1) -> int:
         """One tick at ``now_ns`` (a virtual clock in tests) with ``samples`` read from the
         card (a frame when -1): the slip to make (+1, -1, 0)."""
@@ -366,8 +389,14 @@ cdef class ClockSlip:
 
     @property
     def ppm(self) -> float:
-        """The card's rate against the monotonic clock (0 until a second has been seen)."""
-        cdef double span = (self.last_ns - self.anchor_ns) * 1e-9
-        if self.anchor_ns == self.start_ns or span < 1.0:
+        """The card's rate against the monotonic clock (0 until a second has been seen; after
+        a restart the last rate measured before it)."""
+        return round(self.kept_ppm if self._span() < 1.0 else self._ppm(), 1)
+
+    cdef double _span(self) noexcept nogil:
+        if self.anchor_ns == self.start_ns:
             return 0.0
-        return round(((self.samples - self.anchor_samples) / 8000.0 / span - 1.0) * 1e6, 1)
+        return (self.last_ns - self.anchor_ns) * 1e-9
+
+    cdef double _ppm(self) noexcept nogil:
+        return ((self.samples - self.anchor_samples) / 8000.0 / self._span() - 1.0) * 1e6

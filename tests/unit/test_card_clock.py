@@ -130,3 +130,21 @@ def test_a_card_that_does_not_exist_is_one_line_naming_it() -> None:
     text = str(err.value)
     assert text.startswith("ALSA capture device 'no_such_pcm_for_the_test' cannot be opened: ")
     assert "\n" not in text and err.value.errno > 0, text
+
+
+def test_a_break_in_the_cards_periods_restarts_the_clock_and_asks_no_slips() -> None:
+    """A loop stalled 400 ms (the card overran meanwhile) is 20 frames of difference in one go:
+    no crystal does that, so it is no rate and no slip (the jitter buffer absorbs the backlog
+    itself); the clock measures afresh and keeps the last rate it had until it has a new one."""
+    clock = ClockSlip(FS)
+    period = PERIOD_NS * (1 - 300e-6)  # a card 300 ppm fast
+    t0 = 1_000_000_000
+    slips = [clock.tick(t0 + int(k * period)) for k in range(200)]
+    assert clock.ppm == pytest.approx(300, abs=2)
+    t = t0 + int(200 * period) + 400_000_000  # the stall
+    slips += [clock.tick(t + int(k * period)) for k in range(50)]
+    assert sum(abs(s) for s in slips) == 0, "four seconds at 300 ppm make no whole frame"
+    assert clock.restarts == 1
+    assert clock.ppm == pytest.approx(300, abs=2), "the last rate until a new second is in"
+    clock.restart()
+    assert clock.restarts == 2 and clock.ticks == 0
