@@ -821,7 +821,7 @@ cdef class MediaStream:
                     if got > 0:
                         self.cs.quiet = 0
                         self.cs.late_periods += 1
-                        self.slip.samples += got  # the card's rate counts them
+                        self.slip.count_c(got)  # the card's rate counts them
                     if self.card.gone:
                         self._card_lost()
                     continue
@@ -896,11 +896,11 @@ cdef class MediaStream:
             # gap) on its own; the clocks are compared again from the next period
             self.slip_xruns = xruns
             self.slip.restart_c()
-            self.core.jb.slip_pending = 0
+            self.core.jb.forget_slips_c()
         else:
             k = self.slip.tick_c(t0, got)
             if k != 0:
-                self.core.jb.slip_pending += k
+                self.core.jb.ask_slips_c(k)
         self._protect_outbox(n)
         t1 = _now_ns()
         if n > 0:

@@ -53,6 +53,7 @@ cdef class ClockSlip:
     cdef readonly int64_t restarts  # breaks in the card's periods (xruns, silent ticks)
     cdef int tick_c(self, int64_t now_ns, int samples) noexcept nogil
     cdef void restart_c(self) noexcept nogil
+    cdef void count_c(self, int samples) noexcept nogil
     cdef double kept_ppm
     cdef double _span(self) noexcept nogil
     cdef double _ppm(self) noexcept nogil

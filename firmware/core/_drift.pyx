@@ -365,6 +365,11 @@ cdef class ClockSlip:
             return -1
         return 0
 
+    cdef void count_c(self, int samples) noexcept nogil:
+        """Samples read from the card outside a tick (a late period dropped): its rate counts
+        them."""
+        self.samples += samples
+
     cdef void restart_c(self) noexcept nogil:
         """Measure afresh from the next tick (the slips asked for so far stay asked); ``ppm``
         keeps the last rate measured until the new measurement has its second."""

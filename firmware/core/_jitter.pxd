@@ -56,3 +56,5 @@ cdef class JitterBuffer:
     cdef int _refused_c(self, uint32_t ts, uint16_t seq, uint32_t ssrc, const uint8_t *data,
                         int length, int rc) noexcept nogil
     cdef int _slip_c(self, uint8_t *out) noexcept nogil
+    cdef void ask_slips_c(self, int frames) noexcept nogil
+    cdef void forget_slips_c(self) noexcept nogil

@@ -246,10 +246,18 @@ cdef class JitterBuffer:
         self.play_ts += self.frame_samples
         return 0
 
-    def slip(self, int frames) -> None:
+    cdef void ask_slips_c(self, int frames) noexcept nogil:
         """Ask for ``frames`` clock slips (+: hold the playout one period each, -: drop one
         frame each), each done at the next pause."""
         self.slip_pending += frames
+
+    cdef void forget_slips_c(self) noexcept nogil:
+        """The slips asked for and not yet made are no longer wanted."""
+        self.slip_pending = 0
+
+    def slip(self, int frames) -> None:
+        """``ask_slips_c`` from Python."""
+        self.ask_slips_c(frames)
 
     cdef void _skip_c(self) noexcept nogil:
         """Drop the next frame due (one period less delay); the target follows, down to the
