@@ -54,19 +54,26 @@ class CardMedia(FakeMedia):
         return self.sessions[-1]
 
 
+async def card_call(box: FakeBox, media: CardMedia) -> CardSession:
+    """The box started, its call button pressed and the call answered: the call's session."""
+    await box.app.start()
+    box.board.press("call")
+    box.pump()
+    box.pbx.answer(LocalMedia(PBX_ADDR[0], 30000), box.clock.now)
+    box.pump()
+    assert box.app.state == "in_call"
+    session = media.sessions[0]
+    assert isinstance(session, CardSession)
+    return session
+
+
 def test_a_card_that_goes_mid_call_keeps_the_call_and_comes_back() -> None:
     box = FakeBox()
     box.app.media_control.parts = media = CardMedia()
 
     async def scenario() -> None:
-        await box.app.start()
-        box.board.press("call")
-        box.pump()
-        box.pbx.answer(LocalMedia(PBX_ADDR[0], 30000), box.clock.now)
-        box.pump()
-        assert box.app.state == "in_call"
-        session = media.sessions[0]
-        assert isinstance(session, CardSession) and session.card_fd in box.clock.readers
+        session = await card_call(box, media)
+        assert session.card_fd in box.clock.readers
         assert box.app.status()["audio"]["card"] == "ok"
 
         session.lose()
@@ -115,13 +122,7 @@ def test_a_card_still_gone_when_the_call_ends_refuses_new_calls() -> None:
     box.app.media_control.audio = audio = Unplugged()
 
     async def scenario() -> None:
-        await box.app.start()
-        box.board.press("call")
-        box.pump()
-        box.pbx.answer(LocalMedia(PBX_ADDR[0], 30000), box.clock.now)
-        box.pump()
-        session = media.sessions[0]
-        assert isinstance(session, CardSession)
+        session = await card_call(box, media)
         session.lose()
         audio.gone = True
         box.advance(0.1)
