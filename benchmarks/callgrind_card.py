@@ -40,7 +40,7 @@ from devtools.box.process import Intercom
 from devtools.tones import tone_wav
 from devtools.waiting import wait_for
 
-from .latency_card import _Wire
+from .latency_card import Wire
 
 PACKETS_PER_SECOND = 50
 _SUMMARY = re.compile(r"^(?:summary|totals): (\d+)", re.M)
@@ -68,7 +68,7 @@ def _control(pid: int, *args: str) -> None:
                    check=True)
 
 
-def _measure(pid: int, seconds: float, wire: _Wire) -> tuple[float, float, float]:
+def _measure(pid: int, seconds: float) -> tuple[float, float, float]:
     """Instrumentation on for ``seconds`` of call, then dumped and off: (window start, end) on
     the monotonic clock and its length."""
     _control(pid, "-i", "on")
@@ -100,7 +100,7 @@ def thread_counts(out: Path, pid: int) -> dict[str, int]:
     return counts
 
 
-def _packets(wire: _Wire, t0: float, t1: float, match: Any) -> int:
+def _packets(wire: Wire, t0: float, t1: float, match: Any) -> int:
     return sum(1 for p in wire.packets if t0 <= p[0] <= t1 and match(p[1], p[2]))
 
 
@@ -117,10 +117,10 @@ def _box(pbx: Asterisk, tmp: Path, aec: str, seconds: float, env: dict) -> dict[
         assert box.cmd("call", "600")["ok"]
         wait_for(lambda: box.status().get("state") == "in_call", 60, 0.5, "the echo call")
         remote = (box.status().get("media") or {}).get("remote_port")
-        wire = _Wire()
+        wire = Wire()
         time.sleep(3)
         assert box.proc is not None
-        t0, t1, span = _measure(box.proc.pid, seconds, wire)
+        t0, t1, span = _measure(box.proc.pid, seconds)
         sent = _packets(wire, t0, t1, lambda sport, dport: dport == remote)
         rtp = box.status().get("rtp") or {}
         counts = thread_counts(out, box.proc.pid)
@@ -142,12 +142,12 @@ def _baresip(pbx: Asterisk, tmp: Path, seconds: float) -> dict[str, Any]:
     wire = None
     try:
         phone.start()
-        wire = _Wire()
+        wire = Wire()
         phone.command("dial", f"sip:600@127.0.0.1:{pbx.port}")
         phone.wait_event("CALL_ESTABLISHED", 60)
         time.sleep(3)
         assert phone.proc is not None
-        t0, t1, span = _measure(phone.proc.pid, seconds, wire)
+        t0, t1, span = _measure(phone.proc.pid, seconds)
         lo, hi = phone.rtp_ports
         sent = _packets(wire, t0, t1, lambda sport, dport: lo <= sport <= hi)
         counts = thread_counts(out, phone.proc.pid)

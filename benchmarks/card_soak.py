@@ -8,7 +8,7 @@ dummy driver at 8000 Hz, 10 ms cycles (devtools/jack_card.py: a paced card witho
 two busy-loop processes keep both cores busy (benchmarks/loop.py's); one G.711 call to
 Asterisk's Echo() (extension 600) with the default echo canceller (speex). A packet socket on
 ``lo`` takes the kernel's time of every RTP packet the box sends (benchmarks/latency_card.py's
-_Wire); the send interval error is |interval - 20 ms|. The box's status is read every 10 s:
+Wire); the send interval error is |interval - 20 ms|. The box's status is read every 10 s:
 card xruns (``audio.xruns``, where the build reports them), its own send lag at ``sendto``,
 late sends, ``rtp.drift_ppm``.
 
@@ -33,8 +33,8 @@ from devtools.asterisk import Asterisk
 from devtools.box.process import Intercom
 from devtools.waiting import wait_for
 
-from .latency_card import _Wire, _xruns
-from .loop import _busy_loops
+from .latency_card import Wire, xruns_in
+from .loop import busy_loops
 
 PTIME = 0.02
 JACK_PERIOD = 80  # jackd's cycle: 10 ms, a USB card's order of magnitude
@@ -59,13 +59,13 @@ def soak(pbx: Asterisk, tmp: Path, label: str, audio: dict, env: dict,
     wire = None
     try:
         wait_for(lambda: box.status().get("state") == "idle", 20, 0.1, "registration")
-        wire = _Wire()
+        wire = Wire()
         assert box.cmd("call", "600")["ok"]
         wait_for(lambda: box.status().get("state") == "in_call", 15, 0.1, "the echo call")
         remote = (box.status().get("media") or {}).get("remote_port")
         time.sleep(2)  # past the call's start (jitter buffer, card prefill)
         start_status = box.status()
-        hogs = _busy_loops(2)
+        hogs = busy_loops(2)
         t0 = time.monotonic()
         samples = []
         while (now := time.monotonic()) < t0 + seconds:
@@ -88,7 +88,7 @@ def soak(pbx: Asterisk, tmp: Path, label: str, audio: dict, env: dict,
     for m in range(int(seconds // 60) or 1):
         window = [t for t in sent if t0 + 60 * m <= t < t0 + 60 * (m + 1)]
         errs = _errors_us(window)
-        x = [(_xruns(s) or 0) for at, s in samples if at <= 60 * (m + 1)]
+        x = [(xruns_in(s) or 0) for at, s in samples if at <= 60 * (m + 1)]
         per_minute.append({"minute": m + 1, "packets": len(window), "p99_us": _pct(errs, 0.99),
                            "max_us": errs[-1] if errs else float("nan"),
                            "xruns": x[-1] if x else None})
@@ -101,13 +101,13 @@ def soak(pbx: Asterisk, tmp: Path, label: str, audio: dict, env: dict,
         "p50_us": statistics.median(errs) if errs else float("nan"),
         "p99_us": _pct(errs, 0.99), "max_us": errs[-1] if errs else float("nan"),
         "wire_ppm": ((len(sent) - 1) * PTIME / span - 1) * 1e6 if span else float("nan"),
-        "xruns": (None if _xruns(samples[-1][1]) is None else
-                  _xruns(samples[-1][1]) - (_xruns(start_status) or 0)) if samples else None,
+        "xruns": (None if xruns_in(samples[-1][1]) is None else
+                  xruns_in(samples[-1][1]) - (xruns_in(start_status) or 0)) if samples else None,
         "drift_ppm": rtp.get("drift_ppm"),
         "send_lag_p99_us": rtp.get("send_lag_p99_us"),
         "late_sends": rtp.get("late_sends", 0) - first_rtp.get("late_sends", 0),
         "realtime": rtp.get("realtime"),
-        "per_minute": per_minute,
+        "per_minute": per_minute, "harness_drops": wire.dropped,
     }
 
 
@@ -139,13 +139,15 @@ def table(rows: list[dict[str, Any]]) -> str:
     ref = rows[0]["p99_us"]
     out = ["| path (2 busy cores, realtime_priority 10, one Echo() call) | minutes | packets "
            "| send interval p50 µs | p99 µs | max µs | p99 vs reference | xruns (target 0) "
-           "| rtp.drift_ppm | wire ppm vs monotonic | box: send lag p99 µs | late sends |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| rtp.drift_ppm | wire ppm vs monotonic | box: send lag p99 µs | late sends "
+           "| packets the harness dropped |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r['label']} | {r['seconds'] / 60:.1f} | {r['packets']} "
                    f"| {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['max_us']:.0f} "
                    f"| {r['p99_us'] / ref:.2f}x | {_f(r['xruns'])} | {_f(r['drift_ppm'], '+.1f')} "
-                   f"| {r['wire_ppm']:+.0f} | {_f(r['send_lag_p99_us'])} | {r['late_sends']} |")
+                   f"| {r['wire_ppm']:+.0f} | {_f(r['send_lag_p99_us'])} | {r['late_sends']} "
+                   f"| {r['harness_drops']} |")
     card = rows[-1]
     out.append("\n| card path, minute | packets | send interval p99 µs | max µs | xruns so far |")
     out.append("|---:|---:|---:|---:|---:|")

@@ -33,6 +33,7 @@ import numpy as np
 from devtools import jack_card
 from devtools.asterisk import Asterisk
 from devtools.box.process import Intercom
+from devtools.realtime import realtime
 from devtools.waiting import wait_for
 
 from . import latency
@@ -42,6 +43,8 @@ CLICK_LEVEL = 0.5  # the clicks' peak on JACK's float scale
 JACK_PERIOD = 80  # jackd's own cycle: 10 ms
 SO_TIMESTAMPNS = 35
 PACKET_OUTGOING = 4
+SO_RCVBUFFORCE = 33
+SOL_PACKET, PACKET_STATISTICS = 263, 6
 # issue #20's targets for the medians, by row: capture side, playback side
 TARGETS_MS = {1: 40, 3: 50}
 
@@ -52,22 +55,26 @@ def _onsets(sent_at: list[int], heard: np.ndarray) -> list[float]:
     return [float("nan") if lag is None else lag for lag in lags]
 
 
-class _Wire:
+class Wire:
     """RTP on ``lo`` both ways, decoded, with the kernel's receive time of every packet."""
 
     def __init__(self) -> None:
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0003))
         self.sock.bind(("lo", 0))
         self.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        # seconds of traffic, should this thread be starved (busy cores): the kernel stamps
+        # packets on arrival, late reading does not move them, a full buffer drops them
+        self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
         self.sock.settimeout(0.2)
         self.packets: list[tuple[float, int, int, int, bytes]] = []  # t, sport, dport, ts, pl
+        self.dropped = 0
         self.stop = False
         # the kernel stamps CLOCK_REALTIME: move it onto the monotonic clock once
         self.offset = time.time() - time.monotonic()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _run(self) -> None:
+    def _read(self) -> None:
         while not self.stop:
             try:
                 data, anc, _, addr = self.sock.recvmsg(2048, 64)
@@ -90,9 +97,23 @@ class _Wire:
             ts = struct.unpack_from("!I", rtp, 4)[0]
             self.packets.append((t, sport, dport, ts, bytes(rtp[12:])))
 
+    def _run(self) -> None:
+        with realtime():  # below the box's loop: measures without competing with it
+            self._read()
+
+    def drops(self) -> int:
+        """Packets the kernel dropped from this socket (its buffer full): gaps on the wire
+        that are the harness's, not the sender's."""
+        if self.sock.fileno() < 0:
+            return self.dropped
+        self.dropped += struct.unpack("II", self.sock.getsockopt(
+            SOL_PACKET, PACKET_STATISTICS, 8))[1]  # reading resets the kernel's counters
+        return self.dropped
+
     def close(self) -> None:
         self.stop = True
         self.thread.join(1)
+        self.drops()
         self.sock.close()
 
     def click_times(self, port: int, outbound: bool, after: float) -> list[tuple[float, int]]:
@@ -119,13 +140,19 @@ class _Wire:
         return found
 
 
-def _xruns(status: dict[str, Any]) -> int | None:
+def xruns_in(status: dict[str, Any]) -> int | None:
     """The box's count of card under- and overruns in its status, wherever this build keeps
-    it (``audio.xruns``, else ``rtp.xruns``), or None if it keeps none."""
-    for section in ("audio", "rtp"):
-        value = (status.get(section) or {}).get("xruns")
-        if isinstance(value, int):
-            return value
+    it: ``xruns``, or the sum of ``capture_xruns``/``playback_xruns``-style counters, in
+    ``audio`` (or a section inside it), else in ``rtp``; None if it keeps none."""
+    audio = status.get("audio") or {}
+    places = [audio, *(v for v in audio.values() if isinstance(v, dict)),
+              status.get("rtp") or {}]
+    for section in places:
+        if isinstance(section.get("xruns"), int):
+            return section["xruns"]
+        parts = [v for k, v in section.items() if k.endswith("xruns_in") and isinstance(v, int)]
+        if parts:
+            return sum(parts)
     return None
 
 
@@ -202,7 +229,7 @@ def run(seconds: float) -> dict[str, Any]:
         box = Intercom(tmp / "box", pbx.port, audio={"capture": "iccard", "playback": "iccard"},
                        log_level="info", env=env).start()
         wait_for(lambda: box.status().get("state") == "idle", 15, 0.1, "registration")
-        wire = _Wire()
+        wire = Wire()
         assert box.cmd("call", "600")["ok"]
         wait_for(lambda: box.status().get("state") == "in_call", 15, 0.1, "the echo call")
         remote = (box.status().get("media") or {}).get("remote_port")
@@ -218,7 +245,7 @@ def run(seconds: float) -> dict[str, Any]:
         state["playing"] = False
         status = box.status()
         rtp = status.get("rtp") or {}
-        xruns = _xruns(status)
+        xruns = xruns_in(status)
         box.cmd("hangup")
         time.sleep(0.3)
         wire.close()
