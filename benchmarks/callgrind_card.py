@@ -40,6 +40,7 @@ from devtools.box.process import Intercom
 from devtools.tones import tone_wav
 from devtools.waiting import wait_for
 
+from . import threadroles
 from .latency_card import Wire
 
 PACKETS_PER_SECOND = 50
@@ -90,7 +91,7 @@ def thread_counts(out: Path, pid: int) -> dict[str, int]:
         m = _SUMMARY.search(text)
         if not m:
             continue
-        if "MediaStream__loop" in text:
+        if threadroles.LOOP_CODE.search(text):
             role = "loop"
         elif "libjack" in text and "PyEval" not in text:
             role = "plugin"

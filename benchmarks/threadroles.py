@@ -23,6 +23,9 @@ MAIN, LOOP, PLUGIN, CAPTURE, PLAYBACK, PYTHON, OTHER = (
 BOX_ROLES = (MAIN, LOOP, CAPTURE, PLAYBACK, PYTHON, OTHER)
 
 _THREAD = re.compile(r"^Thread \d+ \(Thread 0x[0-9a-f]+ \(LWP (\d+)\)", re.M)
+# the media loop's Cython code: the loop-paced one (MediaStream._loop) and the card-clocked one
+# (a MediaStream loop, or the card's own code in firmware/core/_card.pyx, under it)
+LOOP_CODE = re.compile(r"MediaStream_\w*loop|_card_\d*Card_\w+")
 
 
 def available() -> bool:
@@ -47,7 +50,7 @@ def classify(pid: int, tid: int, stack: str) -> str:
     """The role of one thread from the code on its stack."""
     if tid == pid:
         return MAIN
-    if "MediaStream__loop" in stack or "_card" in stack and "snd_pcm" in stack:
+    if LOOP_CODE.search(stack):
         return LOOP
     python = "pythread_wrapper" in stack or "thread_run" in stack
     if "libjack" in stack and not python:
