@@ -41,7 +41,7 @@ from devtools.tones import tone_wav
 from devtools.waiting import wait_for
 
 from . import threadroles
-from .latency_card import Wire
+from .latency_card import Wire, xruns_in
 
 PACKETS_PER_SECOND = 50
 _SUMMARY = re.compile(r"^(?:summary|totals): (\d+)", re.M)
@@ -123,10 +123,11 @@ def _box(pbx: Asterisk, tmp: Path, aec: str, seconds: float, env: dict) -> dict[
         assert box.proc is not None
         t0, t1, span = _measure(box.proc.pid, seconds)
         sent = _packets(wire, t0, t1, lambda sport, dport: dport == remote)
-        rtp = box.status().get("rtp") or {}
+        status = box.status()
+        rtp = status.get("rtp") or {}
         counts = thread_counts(out, box.proc.pid)
         return {"who": f"intercom, ALSA path, echo canceller {aec}", "counts": counts,
-                "packets": sent, "span": span, "xruns": rtp.get("xruns"),
+                "packets": sent, "span": span, "xruns": xruns_in(status),
                 "late": rtp.get("late_wakeups")}
     finally:
         if wire is not None:
@@ -198,8 +199,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         if "plugin" in r["counts"]:
             out.append(f"| &nbsp;&nbsp;the box less the jack plugin | {own / 1e6:.2f} | "
                        f"{own / ref_rate:.2f}x | | | | |")
-    late = [f"{r['who']}: late wake-ups {r['late']}, xruns {r['xruns']}" for r in rows
-            if r["late"] is not None]
+    late = [f"{r['who']}: {r['late']} late wake-ups of its loop since the call began"
+            + (f", {r['xruns']} card xruns" if r["xruns"] is not None else "")
+            for r in rows if r["late"] is not None]
     out.append("\nA call-second is 50 RTP packets sent by the process in the window (a process "
                "that cannot keep real time under valgrind sends fewer: see the last column). "
                + "; ".join(late))

@@ -153,7 +153,7 @@ def _phase(pbx: Asterisk, tmp: Path, audio: dict, env: dict, label: str, seconds
         time.sleep(1)
         roles = threadroles.roles(box.proc.pid) if split and threadroles.available() else {}
         if roles:
-            time.sleep(1)  # gdb stopped the process: let the call settle again
+            time.sleep(2)  # gdb stopped the process: let the call (and the card) settle
         assert phone.proc is not None
         ours, theirs = Meter(box.proc.pid), Meter(phone.proc.pid)
         for _ in range(windows):  # interleaved: both calls run all the time
