@@ -160,7 +160,7 @@ def _phase(pbx: Asterisk, tmp: Path, audio: dict, env: dict, label: str, seconds
             ours.window(seconds / windows)
             theirs.window(seconds / windows)
         rows = [{"client": label, "meter": ours, "idle": idle, "rss": _rss_mb(box.proc.pid),
-                 "roles": roles},
+                 "roles": roles if split else None},
                 {"client": "baresip 1.0.0 (reference, same phase)", "meter": theirs,
                  "idle": None, "rss": _rss_mb(phone.proc.pid)}]
         box.cmd("hangup")
@@ -255,6 +255,9 @@ def table(phases: list[list[dict]]) -> str:
                        f"{m.cpu_per_min() / ref:.2f}x | {m.wakeups():.0f} | {r['rss']:.1f} |")
             if r.get("roles"):
                 out.extend(_split_rows(r, ref))
+            elif r.get("roles") == {}:
+                out.append("| &nbsp;&nbsp;(the jack plugin's threads not told apart: gdb is "
+                           "missing or could not attach) | | | | |")
     if any(rows[0].get("roles") for rows in phases):
         out.append("\nWake-ups per second in the call (context switches of every thread):\n")
         out.append(wakeups_table([rows for rows in phases if rows[0].get("roles")]))
