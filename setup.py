@@ -9,7 +9,8 @@ sockets, ``_processor`` around the PCM played and captured), the SRTP transform 
 (``_srtp``; Debian ``libsrtp2-dev`` to build, ``libsrtp2-1`` to run) and the echo cancellers
 (``_aec``: speexdsp, ``libspeexdsp-dev``; the WebRTC audio processing module through a C++ shim
 when pkg-config finds ``webrtc-audio-processing-1`` or ``webrtc-audio-processing``, else built
-without it).
+without it) and the sound card the loop drives itself (``_card``: alsa-lib, ``libasound2-dev``
+to build, ``libasound2`` to run).
 """
 
 import shutil
@@ -80,7 +81,7 @@ if (HERE / "firmware" / "_rtpcore.pyx").exists():
     ext_modules = cythonize(
         [unit(name) for name in ("_transform", "_processor", "_g711", "_rtp", "_jitter", "_rtcp",
                                  "_dtmf", "_conceal", "_plc", "_drift", "_mediacore")] +
-        [aec, unit("_srtp", libraries=["srtp2"]),
+        [aec, unit("_srtp", libraries=["srtp2"]), unit("_card", libraries=["asound"]),
          Extension("firmware._rtpcore", ["firmware/_rtpcore.pyx"], extra_compile_args=flags)],
         language_level=3,
     )

@@ -11,7 +11,9 @@ from __future__ import annotations
 import glob
 import os
 import subprocess
+import time
 from pathlib import Path
+from typing import Any
 
 RATE = 8000
 
@@ -37,3 +39,17 @@ def start(tmp: Path, pcm: str, playback_port: str, capture_port: str,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env={**os.environ, **env})
     return jackd, env
+
+
+def client(server: str, name: str = "room", timeout: float = 10.0) -> Any:
+    """A JACK client (the ``jack`` package) on the jackd ``start`` launched, once it answers."""
+    import jack
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return jack.Client(name, servername=server, no_start_server=True)
+        except jack.JackError:
+            if time.monotonic() > deadline:
+                raise RuntimeError("jackd's dummy driver did not start") from None
+            time.sleep(0.2)

@@ -25,7 +25,8 @@ Knows nothing about SIP, SDP, sockets' creation, ciphers, echo cancellation, ALS
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from libc.stdlib cimport malloc, free
-from libc.errno cimport errno, EINTR
+from libc.errno cimport errno, EINTR, ETIMEDOUT
+from posix.unistd cimport write as fd_write
 from posix.time cimport (clock_gettime, clock_nanosleep, timespec, CLOCK_MONOTONIC,
                          CLOCK_REALTIME, CLOCK_THREAD_CPUTIME_ID)
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
@@ -35,7 +36,8 @@ from firmware.core._processor cimport CaptureProcessor
 from firmware.core._rtp cimport RtpHeader, rtp_parse_c
 from firmware.core._jitter cimport MAX_FRAME
 from firmware.core._mediacore cimport MediaCore, OUTBOX, PACKET_MAX
-from firmware.core._drift cimport DriftCompensator, RS_BUF
+from firmware.core._drift cimport ClockSlip, DriftCompensator, RS_BUF
+from firmware.core._card cimport Card, CARD_READY, CARD_TIMEOUT, CARD_GONE
 from firmware.core._conceal cimport Concealer
 from firmware.address import ipv4
 
@@ -305,6 +307,29 @@ cdef struct IoStats:
     uint32_t send_lag_hist[HIST]  # deadline -> sendto, per tick that sent
 
 
+cdef struct CardStats:
+    uint64_t timeouts      # capture periods that did not come by the deadline (silent ticks)
+    uint64_t silent_ticks  # ticks on the monotonic clock without a captured period
+    uint64_t gone, adopted # times the card went; cards adopted after it did
+    uint64_t xruns_capture, xruns_playback, playback_dropped  # of cards given up
+    uint64_t held_ticks    # ticks held back to the monotonic pace (an unpaced device)
+    uint64_t late_periods  # periods that came after their slot was ticked silent (dropped)
+    int quiet              # consecutive ticks without a period
+    int owed               # silent ticks whose periods may still come late
+    int error              # the errno that made the card go
+
+
+# the card loop: a capture period may come this late after its monotonic deadline before the
+# loop ticks without it; this many missed in a row and the card is gone. Periods that come
+# faster than the network's pace wait (a device that is not paced, such as alsa-lib's file
+# plugin): the loop may run CARD_BURST periods ahead (a card that delivers in bursts), beyond
+# that at most 1/CARD_FAST faster than the monotonic clock (far more than any crystal is off)
+cdef int64_t CARD_GRACE_NS = 5000000
+cdef int CARD_GONE_AFTER = 50
+cdef int CARD_BURST = 3
+cdef int CARD_FAST = 200
+
+
 cdef inline int _bucket(int64_t ns) noexcept nogil:
     cdef int64_t us = ns // 1000
     if us < 0:
@@ -397,13 +422,25 @@ cdef class MediaStream:
     cdef int64_t need_win[WINDOW]  # wall time from when the wake-up was due to packet ready
     cdef int win_pos
     cdef int out_len[OUTBOX]  # the outbox's packets as protected (-1: refused, not sent)
+    # the card loop: the sound card this loop drives itself (None: the FIFO paths)
+    cdef Card card
+    cdef Card card_next  # handed over by Python, adopted at the next tick
+    cdef Card card_old   # given up by the loop, closed by Python (never on this thread)
+    cdef bint card_pending, card_ok, card_separate
+    cdef pthread_mutex_t card_lock  # card_next, card_old, card_pending
+    cdef int card_fd  # eventfd: written when the card goes or comes back
+    cdef ClockSlip slip
+    cdef CardStats cs
 
     def __cinit__(self):
         pthread_mutex_init(&self.lock, NULL)
+        pthread_mutex_init(&self.card_lock, NULL)
         self.cycle = NULL
+        self.card_fd = -1
 
     def __dealloc__(self):
         pthread_mutex_destroy(&self.lock)
+        pthread_mutex_destroy(&self.card_lock)
         if self.cycle != NULL:
             free(self.cycle)
 
@@ -434,6 +471,78 @@ cdef class MediaStream:
         """Before ``run()``: match the sound card's clock on the sides where a card drains the
         sink FIFO (playback) or fills the source FIFO (capture)."""
         self.drift = DriftCompensator(self.core.frame_samples, playback, capture)
+
+    def use_card(self, Card card, int notify_fd=-1) -> None:
+        """Before ``run()``: both sides are this sound card (or two: ``card``'s capture and
+        playback PCMs). ``run()`` then runs the card loop: woken by each capture period, the
+        period captured, the tick, the frame played and the packet sent in one wake-up; no FIFO,
+        no Python thread. ``notify_fd`` (an eventfd) is written when the card goes or comes
+        back (``card_state``)."""
+        if self.ran:
+            raise RuntimeError("the card is given before run()")
+        self.card = card
+        self.card_ok = not card.gone
+        self.card_fd = notify_fd
+        self.slip = ClockSlip(self.core.frame_samples)
+        # a second card's crystal is not the first's: its playback queue steers a resampler
+        self.card_separate = card.capture_name != card.playback_name
+        self.drift = DriftCompensator(self.core.frame_samples, self.card_separate, False)
+        memset(&self.cs, 0, sizeof(CardStats))
+
+    def offer_card(self, Card card) -> None:
+        """A card reopened (by Python, off the loop) for the loop to adopt at its next tick; the
+        one it replaces is left for ``retired_card()``."""
+        if self.card is None:
+            raise RuntimeError("not a card stream")
+        pthread_mutex_lock(&self.card_lock)
+        old = self.card_next
+        self.card_next = card
+        self.card_pending = True
+        pthread_mutex_unlock(&self.card_lock)
+        if old is not None:  # offered twice before the loop took the first: never used
+            old.close()
+
+    def retired_card(self):
+        """The card the loop gave up for a newer one (to be closed here, off the loop), or
+        None."""
+        pthread_mutex_lock(&self.card_lock)
+        old = self.card_old
+        self.card_old = None
+        pthread_mutex_unlock(&self.card_lock)
+        return old
+
+    @property
+    def card_state(self) -> str:
+        """"ok" or "gone" for a card stream, "none" otherwise."""
+        if self.card is None:
+            return "none"
+        return "ok" if self.card_ok else "gone"
+
+    @property
+    def the_card(self):
+        """The card the loop drives now (None: not a card stream)."""
+        return self.card
+
+    def card_stats(self) -> dict:
+        """The card loop's figures (empty without a card)."""
+        cdef CardStats c = self.cs
+        if self.card is None:
+            return {}
+        card = self.card
+        return {
+            "card": "ok" if self.card_ok else "gone",
+            "card_error": c.error,
+            "audio_xruns": c.xruns_capture + c.xruns_playback + card.capture_xruns
+                           + card.playback_xruns,
+            "capture_xruns": c.xruns_capture + card.capture_xruns,
+            "playback_xruns": c.xruns_playback + card.playback_xruns,
+            "playback_dropped": c.playback_dropped + card.playback_dropped,
+            "card_timeouts": c.timeouts, "silent_ticks": c.silent_ticks,
+            "card_gone": c.gone, "card_adopted": c.adopted, "held_ticks": c.held_ticks,
+            "late_periods": c.late_periods,
+            "slips_held": self.core.jb.slips_held, "slips_dropped": self.core.jb.slips_dropped,
+            "card_ppm": self.slip.ppm,
+        }
 
     def set_capture_cycle(self, pcm) -> None:
         """Before ``run()``: the captured signal is ``pcm`` (little-endian 16-bit samples, at
@@ -595,6 +704,10 @@ cdef class MediaStream:
             "lead_us": self.lead_ns / 1000.0,
         })
         out.update(self.drift.stats())
+        if self.card is not None:
+            out.update(self.card_stats())
+            if not self.card_separate:
+                out["drift_ppm"] = self.slip.ppm
         return out
 
     # ------------------------------------------------------------------ the loop
@@ -607,7 +720,10 @@ cdef class MediaStream:
             self.realtime_ok = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0
         self.ran = True
         with nogil:
-            self._loop()
+            if self.card is not None:
+                self._card_loop()
+            else:
+                self._loop()
             if self.have_remote:
                 n = self.core.bye_c(_now_ns(), _wall_ns())
                 self._protect_outbox(n)
@@ -656,6 +772,178 @@ cdef class MediaStream:
             deadline += period
             if _now_ns() - deadline > 10 * period:  # suspended for long: do not burst
                 deadline = _now_ns() + period
+
+    cdef void _card_loop(self) noexcept nogil:
+        """The card loop: each wake-up is a capture period arriving (``poll`` on the card), then
+        the tick — datagrams in, the period through the processor into the core, the packet
+        protected and sent at once, the frame to play through the processor to the card. The
+        RTP clock never stops: a period that has not come by its monotonic deadline (the last
+        tick + one period + CARD_GRACE_NS) is a silent tick, and a card that is gone (an error,
+        or CARD_GONE_AFTER periods missed in a row) leaves the loop ticking on
+        CLOCK_MONOTONIC, sending silence, until Python hands over a reopened card."""
+        cdef int64_t period = <int64_t>self.core.ptime_ms * 1000000
+        cdef int64_t step = period - period // CARD_FAST
+        cdef int64_t deadline, tat, t0, late
+        cdef int16_t captured[MAX_FRAME]
+        cdef int fs = self.core.frame_samples
+        cdef int rc, got, timeout_ms
+        cdef bint from_card
+        if self.card.start_c() != 0:
+            self._card_lost()
+        t0 = _now_ns()
+        deadline = t0 + period
+        tat = t0  # the pace's theoretical time of the next tick (a GCRA: rate and burst)
+        while not self.stop_flag:
+            if self.card_pending:
+                self._adopt_card()
+            got = 0
+            from_card = False
+            if self.card_ok:
+                timeout_ms = <int>((deadline + CARD_GRACE_NS - _now_ns() + 999999) // 1000000)
+                rc = self.card.wait_c(timeout_ms)
+                if rc == CARD_READY and self.cs.owed > 0 and \
+                        _now_ns() < deadline - period // 2:
+                    # the late period of a slot already ticked without it (silence went
+                    # out): taken and dropped, so that ticks stay one per card period and the
+                    # playback queue level
+                    self.cs.owed -= 1
+                    if self.card.read_c(captured, fs) > 0:
+                        self.cs.quiet = 0
+                        self.cs.late_periods += 1
+                    if self.card.gone:
+                        self._card_lost()
+                    continue
+                if rc == CARD_READY:
+                    from_card = True
+                    if _now_ns() < tat - CARD_BURST * period:  # ahead of any card's pace
+                        self.cs.held_ticks += 1
+                        self._sleep_until(tat - CARD_BURST * period)
+                    got = self.card.read_c(captured, fs)
+                    if got > 0:
+                        self.cs.quiet = 0
+                elif rc == CARD_TIMEOUT:
+                    self.cs.timeouts += 1
+                    self.cs.quiet += 1
+                    if self.cs.quiet >= CARD_GONE_AFTER:
+                        self.card.mark_gone_c(ETIMEDOUT)
+                if self.card.gone:
+                    self._card_lost()
+            else:
+                self._sleep_until(deadline)
+            t0 = _now_ns()
+            if not from_card:
+                self.cs.silent_ticks += 1
+                if self.card_ok and self.cs.owed < CARD_BURST:
+                    self.cs.owed += 1
+            elif got > 0 and self.cs.owed > 0 and self.card.capture_avail_c() < fs:
+                self.cs.owed = 0  # on time again, nothing behind: the late one never came
+            late = t0 - deadline
+            self.io.ticks += 1
+            if late > 0:
+                self.io.sum_wakeup_late_ns += late
+                if <uint64_t>late > self.io.max_wakeup_late_ns:
+                    self.io.max_wakeup_late_ns = late
+                if late > LATE_NS + CARD_GRACE_NS:
+                    self.io.late_wakeups += 1
+            if got < 0:
+                got = 0
+            tat = (tat if tat > t0 else t0) + step
+            if from_card:
+                deadline = t0 + period  # the card's pace
+            else:
+                deadline += period
+                if _now_ns() - deadline > 10 * period:  # suspended for long: do not burst
+                    deadline = _now_ns() + period
+            self._card_tick(t0, captured, got)
+
+    cdef void _card_tick(self, int64_t t0, int16_t *captured, int got) noexcept nogil:
+        """One wake-up's work: ``got`` samples captured (the rest is silence)."""
+        cdef int16_t play[MAX_FRAME]
+        cdef int16_t out[2 * MAX_FRAME + 8]
+        cdef int fs = self.core.frame_samples
+        cdef int n, k
+        cdef long queued
+        cdef bint peer
+        cdef int64_t c0 = _cpu_ns(), lag, t1
+        if got < fs:
+            memset(&captured[got], 0, (fs - got) * sizeof(int16_t))
+        self._receive(t0)
+        if self.proc is not None:
+            # what the card captured after this period and still holds
+            self.proc.capture_c(captured, fs,
+                                self.card.capture_avail_c() if self.card_ok else 0)
+        pthread_mutex_lock(&self.lock)
+        peer = self.have_remote
+        pthread_mutex_unlock(&self.lock)
+        n = self.core.tick_c(t0, _wall_ns(), captured, got, peer, play)
+        k = self.slip.tick_c(t0)
+        if k != 0:
+            self.core.jb.slip_pending += k
+        self._protect_outbox(n)
+        t1 = _now_ns()
+        if n > 0:
+            # the packet leaves as soon as its captured period is encoded: the wire interval
+            # follows the card's periods; send_lag is the period's arrival -> sendto
+            self._send_outbox(n)
+            lag = _now_ns() - t0
+            self.io.send_lag_hist[_bucket(lag)] += 1
+            if lag > self.io.max_send_lag_ns:
+                self.io.max_send_lag_ns = lag
+            if lag >= LATE_NS:
+                self.io.late_sends += 1
+        self.io.work_hist[_bucket(t1 - t0)] += 1
+        if t1 - t0 > self.io.max_work_ns:
+            self.io.max_work_ns = t1 - t0
+        queued = self.card.play_delay_c() if self.card_ok else 0
+        if self.proc is not None:
+            self.proc.playback_c(play, fs, <int>queued)
+        if not self.card_ok:
+            return
+        if self.card_separate:
+            k = self.drift.playback_c(play, out, <int>queued, 0)
+            self.card.write_c(out, k)
+        else:
+            self.card.write_c(play, fs)
+        if self.card.gone:
+            self._card_lost()
+
+    cdef void _card_lost(self) noexcept nogil:
+        """The card went: the loop goes on without it (silence, the monotonic clock)."""
+        if not self.card_ok:
+            return
+        self.card_ok = False
+        self.cs.gone += 1
+        self.cs.error = self.card.error
+        self._card_notify()
+
+    cdef void _card_notify(self) noexcept nogil:
+        cdef uint64_t one = 1
+        if self.card_fd >= 0:
+            fd_write(self.card_fd, &one, 8)
+
+    cdef void _adopt_card(self) noexcept nogil:
+        """The card Python reopened replaces the one that went (which Python closes)."""
+        cdef bint ok
+        with gil:
+            pthread_mutex_lock(&self.card_lock)
+            if self.card_next is not None:
+                self.cs.xruns_capture += self.card.capture_xruns
+                self.cs.xruns_playback += self.card.playback_xruns
+                self.cs.playback_dropped += self.card.playback_dropped
+                self.card_old = self.card
+                self.card = self.card_next
+                self.card_next = None
+            self.card_pending = False
+            pthread_mutex_unlock(&self.card_lock)
+        ok = self.card.start_c() == 0
+        self.card_ok = ok
+        self.cs.quiet = 0
+        if ok:
+            self.cs.adopted += 1
+        else:
+            self.cs.gone += 1
+            self.cs.error = self.card.error
+        self._card_notify()
 
     cdef void _sleep_until(self, int64_t when) noexcept nogil:
         cdef timespec t

@@ -1,7 +1,8 @@
 """The call's media as the intercom drives it: the RTP port pair, the session a negotiated
-MediaParams starts, moves and stops, the ring and ringback tones, the eventfd wake-up for
-RFC 4733 keys, the ALSA probe (now and every 10 s while a device is missing) and the media
-timeout (a peer that vanished without a BYE).
+MediaParams starts, moves and stops, the ring and ringback tones, the eventfd wake-ups for
+RFC 4733 keys and for the call's sound card going or coming back (reopened every 1.5 s while it
+is gone, the call staying up), the ALSA probe (now and every 10 s while a device is missing) and
+the media timeout (a peer that vanished without a BYE).
 
 Owns those parts' lifetime and what the status shows of them. Tells the intercom what happened
 through the callbacks it is given (a supervisor event, a received key, a timed-out call); must
@@ -11,6 +12,7 @@ not know SIP, the supervisor's states or the control socket.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -25,6 +27,7 @@ from .sip.sdp import LocalMedia
 log = logging.getLogger("intercom")
 
 PROBE_EVERY = 10  # seconds between two ALSA probes while a device is missing
+REOPEN_EVERY = 1.5  # seconds between two tries to reopen a call's sound card that went
 
 
 class MediaControl:
@@ -53,6 +56,9 @@ class MediaControl:
         self._watch: Handle | None = None  # the media-timeout poll while media runs
         self._rx_mark: tuple[int, float] | None = None  # (RTP packets received, when seen)
         self._probe: Handle | None = None
+        self._card_fd = -1
+        self._card_gone = False  # the call's sound card went (the call goes on without it)
+        self._reopen: Handle | None = None
 
     @property
     def clock(self) -> Clock:
@@ -88,6 +94,8 @@ class MediaControl:
     # --------------------------------------------------------------- audio devices
     def check_audio(self) -> None:
         """Probe ALSA devices now and every 10 s while they are missing."""
+        if self.session is not None and self._card_gone:
+            return  # the card loop's own state: reopened by _reopen_card, not probed
         a = self.cfg.audio
         problems = []
         for spec, capture in ((a.capture, True), (a.playback, False)):
@@ -123,7 +131,12 @@ class MediaControl:
             except AudioError as exc:
                 log.warning("cannot play the %s tone: %s", kind, exc)
                 return
-            self.tones = self.audio.tone(cast(Sink, sink), kind)
+            try:
+                self.tones = self.audio.tone(cast(Sink, sink), kind)
+            except AudioError as exc:
+                log.warning("cannot play the %s tone: %s", kind, exc)
+                sink.close()
+                return
             self.tones.start()
 
     # --------------------------------------------------------------- the session
@@ -151,7 +164,17 @@ class MediaControl:
                                   noise_suppression=a.noise_suppression, agc=a.agc)
         self.session = self.parts.session(
             self.ports, source, sink, settings, f"{self.cfg.sip.username}@{self.ip}")
-        self.session.start(media)
+        try:
+            self.session.start(media)
+        except AudioError as exc:  # the card the loop was to drive would not open
+            log.error("audio unavailable: %s", exc)
+            session, self.session = self.session, None
+            session.stop()
+            source.close()
+            sink.close()
+            self.audio_error = str(exc)
+            self._report(sv.AudioFailed(str(exc)))
+            return
         self._show(media)
         self._ticks = -1
         self._start_watch()
@@ -159,6 +182,12 @@ class MediaControl:
         self._digit_fd = self.session.digit_fd
         if self._digit_fd >= 0:
             self.clock.add_reader(self._digit_fd, self._drain_digits)
+        # the loop drives the sound card itself: it writes to this fd when the card goes or
+        # comes back
+        self._card_fd = self.session.card_fd
+        self._card_gone = False
+        if self._card_fd >= 0:
+            self.clock.add_reader(self._card_fd, self._card_changed)
 
     def update(self, media: MediaParams, in_call: bool) -> None:
         """A re-INVITE (hold, resume, move): the running session follows; a call that had no
@@ -179,6 +208,13 @@ class MediaControl:
         if self._digit_fd >= 0:
             self.clock.remove_reader(self._digit_fd)
             self._digit_fd = -1
+        if self._card_fd >= 0:
+            self.clock.remove_reader(self._card_fd)
+            self._card_fd = -1
+        if self._reopen is not None:
+            self._reopen.cancel()
+            self._reopen = None
+        card_gone, self._card_gone = self._card_gone, False
         if self.session is not None:
             session, self.session = self.session, None
             late = len(session.received_digits())
@@ -187,6 +223,8 @@ class MediaControl:
             session.source.close()
             session.sink.close()
         self.params = None
+        if card_gone:  # still gone when the call ended: probed every PROBE_EVERY from now on
+            self.check_audio()
         return late
 
     def ticking(self) -> bool:
@@ -197,6 +235,36 @@ class MediaControl:
         ok = self.session.running and ticks != self._ticks
         self._ticks = ticks
         return ok
+
+    # --------------------------------------------------------------- the call's sound card
+    def _card_changed(self) -> None:
+        """The loop's card went (error LED, new calls 480, the call stays up: silence is
+        sent) or a reopened one took over."""
+        if self.session is None:
+            return
+        state = self.session.card_state()
+        if state == "gone" and not self._card_gone:
+            self._card_gone = True
+            err = int(self.session.stats().get("card_error", 0))
+            why = os.strerror(err) if err else "no capture period for 1 s"
+            reason = f"sound card {self.cfg.audio.capture!r} is gone during the call ({why})"
+            self.audio_error = reason
+            self._report(sv.AudioLost(reason))
+            self._reopen = self.clock.call_later(REOPEN_EVERY, self._reopen_card)
+        elif state == "ok" and self._card_gone:
+            self._card_gone = False
+            self.audio_error = None
+            if self._reopen is not None:
+                self._reopen.cancel()
+                self._reopen = None
+            self._report(sv.AudioRecovered())
+
+    def _reopen_card(self) -> None:
+        self._reopen = None
+        if self.session is None or not self._card_gone:
+            return
+        self.session.reopen_card()
+        self._reopen = self.clock.call_later(REOPEN_EVERY, self._reopen_card)
 
     def _drain_digits(self) -> None:
         if self.session is not None:

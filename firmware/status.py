@@ -132,6 +132,7 @@ def report(box: Reported) -> dict[str, Any]:
     if box.call_started is not None and box.driver is not None:
         duration = round(box.driver.now() - box.call_started, 1)
     release = _release()
+    rtp = session.stats() if session else mc.last_stats
     return {
         "version": __version__ if release == UNKNOWN_VERSION else release,
         "registered": bool(ua and ua.registered),
@@ -146,12 +147,16 @@ def report(box: Reported) -> dict[str, Any]:
         "username": box.cfg.sip.username,
         "transport": box.cfg.sip.transport,
         "media": mc.params,
-        "rtp": session.stats() if session else mc.last_stats,
+        "rtp": rtp,
         "realtime": realtime(box),
         "audio": {"capture": a.capture, "playback": a.playback,
                   "state": "error" if mc.audio_error else "ok",
                   "error": mc.audio_error, "echo_canceller": a.echo_canceller,
-                  "aec": session.canceller_stats() if session else {}},
+                  "aec": session.canceller_stats() if session else {},
+                  # the card the media loop drives (the call's, or the last call's): "ok" |
+                  # "gone", or None when no call ran on one; its xruns, both sides
+                  "card": (rtp or {}).get("card"),
+                  "xruns": (rtp or {}).get("audio_xruns", 0)},
         "leds": box.board.states() if box.board else {},
         "gpio": box.board.report() if box.board else {},
         "door_openings": box.door_openings,

@@ -92,6 +92,7 @@ class EventKind(StrEnum):
     LOCKOUT_OVER = "LockoutOver"
     AUDIO_FAILED = "AudioFailed"
     AUDIO_RECOVERED = "AudioRecovered"
+    AUDIO_LOST = "AudioLost"
     USER_CALL = "UserCall"
     USER_ANSWER = "UserAnswer"
     USER_HANGUP = "UserHangup"
@@ -204,6 +205,16 @@ class AudioRecovered:
 
 
 @dataclass(frozen=True)
+class AudioLost:
+    """The sound card went during a call (unplugged): error LED and new calls refused as for
+    AudioFailed, but the call stays up (the media loop keeps its RTP clock and sends silence
+    until the card is back: AudioRecovered)."""
+
+    kind: ClassVar[EventKind] = EventKind.AUDIO_LOST
+    reason: str
+
+
+@dataclass(frozen=True)
 class UpdateAlert:
     """The last update was rolled back and nobody acknowledged it yet (``reason`` says why);
     None: no such alert (any more). The error LED blinks slowly while nothing worse is wrong."""
@@ -241,8 +252,8 @@ class UserHangup:
 
 TimerEvent = RingTimeout | AutoAnswerDue | MaxDurationReached | CodeTimeout | LockoutOver
 Event = (Press | RegistrationUp | RegistrationDown | Incoming | RemoteRinging | Connected | Ended
-         | Digit | TimerEvent | AudioFailed | AudioRecovered | UserCall | UserAnswer | UserHangup
-         | UpdateAlert | OpenDoor)
+         | Digit | TimerEvent | AudioFailed | AudioRecovered | AudioLost | UserCall | UserAnswer
+         | UserHangup | UpdateAlert | OpenDoor)
 
 # what each timer fires; every Timer has exactly one (checked at import)
 TIMER_EVENTS: dict[Timer, type[TimerEvent]] = {
@@ -683,7 +694,7 @@ class Supervisor:
         self.audio_ok = True
         return [Led("error", self._error_led()), Log("info", "audio devices are back")]
 
-    def _audio_failed(self, ev: AudioFailed) -> list[Command]:
+    def _audio_failed(self, ev: AudioFailed | AudioLost) -> list[Command]:
         self.audio_ok = False
         self.audio_reason = ev.reason
         return [Led("error", "fast"), Log("error", ev.reason)]
@@ -742,6 +753,8 @@ TRANSITIONS: tuple[Row, ...] = tuple([
     *_rows((S.CALLING, S.IN_CALL), E.AUDIO_FAILED, None, X._audio_failed, X._hangup),
     Row(S.RINGING, E.AUDIO_FAILED, None, (X._audio_failed, X._reject_unavailable)),
     *_rows(_ALL, E.AUDIO_RECOVERED, None, X._audio_recovered),
+    # a card that goes during a call: the call stays up (silence sent), new calls refused
+    *_rows(_ALL, E.AUDIO_LOST, None, X._audio_failed),
     *_rows(_ALL, E.UPDATE_ALERT, None, X._update_alert),
     # the door by command: the same relay and the same lockout as the door code
     *_rows(_ALL, E.OPEN_DOOR, None, X._open_door, guard=UNLOCKED),

@@ -180,6 +180,7 @@ class FakeSession:
         self._pending = ""
         self.running = False
         self.digit_fd = os.eventfd(0, os.EFD_NONBLOCK)
+        self.card_fd = -1  # no sound card the loop drives
 
     def start(self, media: MediaParams) -> None:
         self.media.append(media)
@@ -214,6 +215,12 @@ class FakeSession:
     def send_dtmf(self, digits: str) -> int:
         self.sent_dtmf += digits
         return len(digits)
+
+    def card_state(self) -> str:
+        return "none"
+
+    def reopen_card(self) -> bool:
+        return False
 
 
 class FakeMedia:

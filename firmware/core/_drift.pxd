@@ -41,3 +41,12 @@ cdef class DriftCompensator:
     cdef int capture_need_c(self, int level, int64_t since_ns) noexcept nogil
     cdef int capture_c(self, int16_t *frame, int16_t *raw, int got) noexcept nogil
     cdef bint blocks_settled(self, FillControl c) noexcept nogil
+
+
+cdef class ClockSlip:
+    cdef readonly int frame_samples
+    cdef readonly int64_t ticks, slips  # slips: + held, - dropped (asked for)
+    cdef int64_t start_ns, anchor_ns, anchor_ticks
+    cdef readonly int64_t last_ns
+
+    cdef int tick_c(self, int64_t now_ns) noexcept nogil

@@ -16,7 +16,10 @@ when the card runs fast). The targets have floors so that wherever the card's pe
 between the loop's ticks, the card never finds the playback FIFO empty and the loop never finds
 the capture FIFO short (a few ms more latency on each side). A side without a sound card behind
 its FIFO (a WAV file, a tone: paced by the loop itself) is off and passes frames untouched. Resampling, not dropping or repeating samples: no click, even on a
-pure tone. Knows nothing about RTP, sockets, threads or ALSA; time is the caller's ticks.
+pure tone. Where the loop itself is clocked by the card (the card loop: no FIFO between them),
+``ClockSlip`` measures the card's rate against the monotonic clock the network's packets keep
+and turns the accumulated difference into whole-frame slips for the jitter buffer to make at a
+pause. Knows nothing about RTP, sockets, threads or ALSA; time is the caller's.
 """
 
 from libc.stdint cimport int16_t, int64_t
@@ -311,3 +314,58 @@ cdef class DriftCompensator:
             buf[i] = <int16_t>(mv[2 * i] | (mv[2 * i + 1] << 8))
         n = self.capture_c(frame, buf, got)
         return PyBytes_FromStringAndSize(<char *>frame, self.frame_samples * 2), n
+
+
+cdef int64_t SLIP_SETTLE_NS = 1000000000  # the card's first second: its start, not its rate
+
+
+cdef class ClockSlip:
+    """The card-clocked loop against the network's clock, one tick per captured frame.
+
+    Each tick consumes one frame from the jitter buffer; the far end fills it at its own pace,
+    here taken as CLOCK_MONOTONIC's. ``tick_c`` counts the ticks against the monotonic time
+    since the first and returns a slip when the difference, less the slips already asked for,
+    reaches one frame: +1 (the card runs fast: hold the playout one period), -1 (it runs
+    slow: drop a frame), else 0. The wake-up's jitter (a few ms) stays far below the frame
+    it takes to slip, so slips do not flap. ``ppm`` is the card's rate measured the same way,
+    from the end of its first second (positive: the card runs fast).
+    """
+
+    def __init__(self, int frame_samples=160):
+        self.frame_samples = frame_samples
+
+    cdef int tick_c(self, int64_t now_ns) noexcept nogil:
+        cdef double frames_net, debt
+        self.ticks += 1
+        self.last_ns = now_ns
+        if self.start_ns == 0:
+            self.start_ns = now_ns
+            self.anchor_ns = now_ns
+            self.anchor_ticks = self.ticks
+            return 0
+        if self.anchor_ns == self.start_ns and now_ns - self.start_ns >= SLIP_SETTLE_NS:
+            self.anchor_ns = now_ns  # the rate from here: the start's phase is not a rate
+            self.anchor_ticks = self.ticks
+        # frames the network delivered since the first tick against frames consumed
+        frames_net = (now_ns - self.start_ns) * 8e-6 / self.frame_samples
+        debt = (self.ticks - 1) - frames_net - self.slips
+        if debt >= 1.0:
+            self.slips += 1
+            return 1
+        if debt <= -1.0:
+            self.slips -= 1
+            return -1
+        return 0
+
+    def tick(self, long long now_ns) -> int:
+        """One tick at ``now_ns`` (a virtual clock in tests): the slip to make (+1, -1, 0)."""
+        return self.tick_c(now_ns)
+
+    @property
+    def ppm(self) -> float:
+        """The card's rate against the monotonic clock (0 until a second has been seen)."""
+        cdef double span = (self.last_ns - self.anchor_ns) * 1e-9
+        if self.anchor_ns == self.start_ns or span < 1.0:
+            return 0.0
+        return round(((self.ticks - self.anchor_ticks) * self.frame_samples / 8000.0 / span
+                      - 1.0) * 1e6, 1)

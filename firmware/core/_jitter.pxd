@@ -34,6 +34,10 @@ cdef class JitterBuffer:
     cdef uint64_t used_mask  # bit i: slots[i].used
     cdef quiet_fn quiet  # NULL: any frame may be shed; else only one it calls quiet
     cdef public uint64_t late, duplicates, reordered, resyncs, too_early, shrinks, grows
+    # clock slips the owner asked for (+: hold the playout a period, -: drop a frame), done
+    # one at a time at a pause; and those done
+    cdef public int slip_pending, slip_wait
+    cdef public uint64_t slips_held, slips_dropped
 
     cdef void reset_c(self) noexcept nogil
     cdef int put_c(self, uint32_t ts, uint16_t seq, uint32_t ssrc, const uint8_t *data,
@@ -44,3 +48,4 @@ cdef class JitterBuffer:
     cdef void _skip_c(self) noexcept nogil
     cdef void _unclean_c(self) noexcept nogil
     cdef bint _may_shed_c(self, int waited) noexcept nogil
+    cdef int _slip_c(self, uint8_t *out) noexcept nogil

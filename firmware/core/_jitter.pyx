@@ -122,6 +122,10 @@ cdef class JitterBuffer:
         cdef int n = 0, depth, excess, idx, threshold
         if not self.started:
             return 0
+        if self.slip_pending != 0:
+            n = self._slip_c(out)
+            if n > 0:
+                return n
         idx = (self.play_ts // self.frame_samples) % JB_SLOTS
         s = &self.slots[idx]
         if s.used and s.ts == self.play_ts:
@@ -174,6 +178,38 @@ cdef class JitterBuffer:
             else:
                 self.slack_ticks = 0
         return n
+
+    cdef int _slip_c(self, uint8_t *out) noexcept nogil:
+        """A clock slip the owner asked for (``slip_pending``), at a pause (or after
+        QUIET_WAIT periods without one): held, the pause's frame is returned and stays due
+        (played twice: the playout one period later); dropped, it goes and the pop goes on
+        with the next. Returns the frame's length when this pop is done (a hold), else 0."""
+        cdef Slot *s = &self.slots[(self.play_ts // self.frame_samples) % JB_SLOTS]
+        cdef bint here = s.used and s.ts == self.play_ts
+        cdef bint quiet
+        self.slip_wait += 1
+        if not here:
+            return 0
+        quiet = self.quiet == NULL or self.quiet(s.data, s.length)
+        if not quiet and self.slip_wait < QUIET_WAIT:
+            return 0
+        self.slip_wait = 0
+        if self.slip_pending > 0:
+            self.slip_pending -= 1
+            self.slips_held += 1
+            memcpy(out, s.data, s.length)
+            return s.length
+        self.slip_pending += 1
+        self.slips_dropped += 1
+        s.used = 0
+        self.used_mask &= ~((<uint64_t>1) << ((self.play_ts // self.frame_samples) % JB_SLOTS))
+        self.play_ts += self.frame_samples
+        return 0
+
+    def slip(self, int frames) -> None:
+        """Ask for ``frames`` clock slips (+: hold the playout one period each, -: drop one
+        frame each), each done at the next pause."""
+        self.slip_pending += frames
 
     cdef void _skip_c(self) noexcept nogil:
         """Drop the next frame due (one period less delay); the target follows, down to the

@@ -1,10 +1,14 @@
-"""ALSA capture and playback through pyalsaaudio: 8 kHz mono S16_LE via the ``plug`` layer,
-20 ms capture periods and 10 ms playback periods, one thread per direction feeding the media
-stream's FIFOs directly.
+"""ALSA devices by name, and where only one side of the audio is a card (the mixed case: a
+microphone with a WAV playback, or the reverse; ring tones outside a call): capture and
+playback through pyalsaaudio, 8 kHz mono S16_LE via the ``plug`` layer, 20 ms capture periods
+and 10 ms playback periods, one thread per direction feeding the media stream's FIFOs.
 
-Owns opening devices by name (with a clear error when one is missing), xrun recovery that keeps
-the call going, and pacing for ALSA plugins that are not (file/null). Knows nothing about RTP
-or SIP: it moves PCM between a device and a FIFO.
+When both sides of a call are ALSA devices the media loop drives the card itself
+(``firmware.core._card`` through alsa-lib, no thread here): this module then only names the
+devices (``card_pcm``: ``usb`` resolved to the USB card by its id). It also owns listing and
+probing devices (with a clear error when one is missing), and for its threads xrun recovery
+that keeps the call going and pacing for ALSA plugins that are not (file/null). Knows nothing
+about RTP or SIP: it moves PCM between a device and a FIFO.
 """
 
 from __future__ import annotations
@@ -82,9 +86,14 @@ def probe(device: str, capture: bool) -> None:
 
 
 class _Worker:
+    """One side of a sound card by name. Opened when attached to a FIFO (its own thread: the
+    mixed case, a ring tone); a call whose other side is a card too opens neither here: the
+    loop drives both through ``firmware.core._card`` (``card_pcm`` is the name it opens)."""
+
     def __init__(self, device: str, capture: bool) -> None:
         self.device = device
-        self.pcm = open_pcm(device, capture)
+        self.card_pcm = resolve(device, capture)  # `usb` with no USB card: AudioError now
+        self.pcm: Any = None
         self._capture = capture
         self.xruns = 0
         self.errors = 0
@@ -100,7 +109,9 @@ class _Worker:
         return PERIOD if self._capture else PLAY_PERIOD * PLAYBACK_PERIODS
 
     def attach(self, fifo: Any) -> None:
-        """Start moving audio to/from ``fifo`` (a ``_rtpcore.PcmFifo``)."""
+        """Open the device and start moving audio to/from ``fifo`` (a ``_rtpcore.PcmFifo``);
+        AudioError when it cannot be opened."""
+        self.pcm = open_pcm(self.card_pcm, self._capture)
         self.fifo = fifo
         self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
         self._thread.start()
@@ -118,10 +129,13 @@ class _Worker:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(1.0)
+        if self.pcm is None:
+            return
         try:
             self.pcm.close()
         except Exception:  # noqa: BLE001 - closing a device that vanished
             pass
+        self.pcm = None
 
 
 class AlsaSource(_Worker):

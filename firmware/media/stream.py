@@ -2,8 +2,11 @@
 
 Owns socket allocation (an even RTP port and RTCP on the next one), turning negotiated media
 parameters into a running ``_rtpcore.MediaStream`` (with an SRTP transform when SDES keys were
-agreed, re-keyed when a re-INVITE brings new ones), which path each side's audio takes (a sound
-card's own thread on the FIFO; a source that is one stretch of PCM repeated, such as a tone, and
+agreed, re-keyed when a re-INVITE brings new ones), which path each side's audio takes (both
+sides sound cards: the loop drives the card itself through ``firmware.core._card``, clocked by
+its capture periods, and this module opens it, watches it through ``card_fd`` and reopens it by
+its names while it is gone, off the loop thread; one side a card: that card's own thread on the
+FIFO; a source that is one stretch of PCM repeated, such as a tone, and
 a sink that keeps nothing handed to the loop itself, so a tone into a null sink runs on the loop
 thread alone; anything else moved between the FIFOs and the source/sink by a plain Python pump
 thread, so the real-time loop never needs the GIL), the eventfd the loop writes to when a DTMF
@@ -27,10 +30,11 @@ from .._rtpcore import MediaStream
 from ..address import ipv4
 from ..core._aec import AecError, EchoCanceller
 from ..core._aec import create as create_canceller
+from ..core._card import Card, CardError
 from ..core._processor import CaptureProcessor
 from ..core._srtp import SrtpTransform
 from ..events import MediaParams, SrtpParams
-from .audio import Sink, Source, cycle_of, discards
+from .audio import AudioError, Sink, Source, cycle_of, discards
 from .settings import StreamSettings
 
 log = logging.getLogger("intercom.media")
@@ -92,11 +96,73 @@ class RtpSession:
         self.transform: SrtpTransform | None = None
         # readable when an RFC 4733 key arrived: the loop thread writes to it without the GIL
         self._digit_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        # both sides a sound card: the loop drives it (the names it opens), and writes to this
+        # eventfd when the card goes or comes back
+        cap, play = getattr(source, "card_pcm", None), getattr(sink, "card_pcm", None)
+        self.card_names: tuple[str, str] | None = (cap, play) if cap and play else None
+        self._card_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC) \
+            if self.card_names else -1
+        self._reopening: threading.Thread | None = None
+        self._handed = False  # a reopened card went to the loop since reopen_card last looked
+        self.card_error: str | None = None  # why the card went, or the last reopen failed
 
     @property
     def digit_fd(self) -> int:
         """Watch this (asyncio add_reader); then call received_digits()."""
         return self._digit_fd
+
+    @property
+    def card_fd(self) -> int:
+        """Readable when the card loop's card went or came back (-1: not a card session);
+        then call card_state()."""
+        return self._card_fd
+
+    def card_state(self) -> str:
+        """"ok" or "gone" while a card session runs; "none" otherwise. Clears card_fd."""
+        if self._card_fd >= 0:
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._card_fd)
+        return self.stream.card_state if self.stream is not None else "none"
+
+    def reopen_card(self) -> bool:
+        """While the card is gone: try to open it again by its names (``plughw:CARD=<id>``
+        finds a USB card wherever it comes back), off the loop thread, and hand it to the
+        loop, which adopts it at its next tick. Call every second or two; True when a card
+        was handed over. The open runs on a short-lived thread (a device that hangs on open
+        never stalls the caller); the card the loop gave up is closed here."""
+        stream = self.stream
+        if stream is None or self.card_names is None:
+            return False
+        retired = stream.retired_card()
+        if retired is not None:
+            retired.close()
+        if stream.card_state != "gone":
+            return False
+        if self._reopening is not None and self._reopening.is_alive():
+            return False
+        handed = self._handed
+        self._handed = False
+        if handed:
+            return True
+        self._reopening = threading.Thread(target=self._reopen, args=(stream,),
+                                           name="card-reopen", daemon=True)
+        self._reopening.start()
+        return False
+
+    def _reopen(self, stream: MediaStream) -> None:
+        assert self.card_names is not None
+        try:
+            card = open_card(*self.card_names)
+        except AudioError as exc:
+            self.card_error = str(exc)
+            log.debug("card still gone: %s", exc)
+            return
+        if self.stream is not stream:  # the session stopped meanwhile
+            card.close()
+            return
+        stream.offer_card(card)
+        self._handed = True
+        log.info("sound card %s is back: handed to the media loop", self.card_names[0])
 
     @property
     def running(self) -> bool:
@@ -110,15 +176,43 @@ class RtpSession:
         self.srtp = media.srtp
         self.transform = None if media.srtp is None else SrtpTransform(
             media.srtp.suite, media.srtp.local_key, media.srtp.remote_key)
+        card = open_card(*self.card_names) if self.card_names else None  # AudioError
         self.stream = MediaStream(
             self.ports.rtp.fileno(), self.ports.rtcp.fileno(), media.payload_type, media.ptime,
             media.dtmf_payload_type or 101, rng.getrandbits(32), rng.getrandbits(16),
             rng.getrandbits(32), s.latch, s.jitter_target_ms, s.jitter_min_ms, s.jitter_max_ms,
-            self.cname, self.transform, processor=self._canceller(),
+            self.cname, self.transform, processor=self._canceller(card is not None),
             notify_fd=self._digit_fd)
         self.stream.spin_us = s.spin_us
         self.stream.tx_gain_q12 = _q12(s.capture_gain_db)
         self.stream.rx_gain_q12 = _q12(s.playback_gain_db)
+        if card is not None:
+            # both sides a card: the loop drives it, clocked by its capture periods; no FIFO,
+            # no thread, no pump
+            self.stream.use_card(card, self._card_fd)
+            self._cycled = False
+            self._pump_source = self._pump_sink = False
+        else:
+            self._wire_fifos()
+        self._apply(media)
+        self._pump_once()  # the first frames are ready before the first tick
+        self._loop_thread = threading.Thread(target=self.stream.run,
+                                             args=(s.realtime_priority,),
+                                             name="rtp-loop", daemon=True)
+        self._loop_thread.start()
+        # nothing to move in Python (ALSA, tone, null): no pump thread waking every 40 ms
+        self._pump_thread = None
+        if self._pump_source or self._pump_sink:
+            self._pump_thread = threading.Thread(target=self._pump, name="audio-pump",
+                                                 daemon=True)
+            self._pump_thread.start()
+        log.info("media: %s/%d ms to %s:%d (%s, %s)", media.codec, media.ptime,
+                 media.remote_addr, media.remote_port, media.direction,
+                 f"SRTP {media.srtp.suite}" if media.srtp else "plain RTP")
+
+    def _wire_fifos(self) -> None:
+        """Which path each side takes when the loop does not drive a card itself."""
+        assert self.stream is not None
         # devices with their own thread (ALSA) feed/drain the FIFOs directly
         card_source = hasattr(self.source, "attach")
         card_sink = hasattr(self.sink, "attach")
@@ -137,26 +231,13 @@ class RtpSession:
         self._pump_sink = not card_sink and not self.stream.discard_playback
         # a sound card's crystal is not the network's: match rates where a card is the far side
         self.stream.enable_drift_control(card_sink, card_source)
-        self._apply(media)
-        self._pump_once()  # the first frames are ready before the first tick
-        self._loop_thread = threading.Thread(target=self.stream.run,
-                                             args=(s.realtime_priority,),
-                                             name="rtp-loop", daemon=True)
-        self._loop_thread.start()
-        # nothing to move in Python (ALSA, tone, null): no pump thread waking every 40 ms
-        self._pump_thread = None
-        if self._pump_source or self._pump_sink:
-            self._pump_thread = threading.Thread(target=self._pump, name="audio-pump",
-                                                 daemon=True)
-            self._pump_thread.start()
-        log.info("media: %s/%d ms to %s:%d (%s, %s)", media.codec, media.ptime,
-                 media.remote_addr, media.remote_port, media.direction,
-                 f"SRTP {media.srtp.suite}" if media.srtp else "plain RTP")
 
-    def _canceller(self) -> CaptureProcessor | None:
-        """The echo canceller for this call, its reference lined up with the card's buffers."""
+    def _canceller(self, card_loop: bool = False) -> CaptureProcessor | None:
+        """The echo canceller for this call, its reference lined up with the card's buffers
+        (in the card loop the loop tells it the card's own queues every period)."""
         s = self.settings
-        card = getattr(self.source, "latency_samples", 0) + getattr(self.sink, "latency_samples", 0)
+        card = 0 if card_loop else (getattr(self.source, "latency_samples", 0)
+                                    + getattr(self.sink, "latency_samples", 0))
         try:
             return create_canceller(s.echo_canceller, s.echo_tail_ms, s.noise_suppression,
                                     s.agc, card)
@@ -276,6 +357,10 @@ class RtpSession:
             self.source.read(self.stream.cycle_position)
         self._pump_once_final()
         self.final_stats = self.stream.stats()
+        if self.stream.the_card is not None:  # the loop has ended: its cards are ours to close
+            for card in (self.stream.the_card, self.stream.retired_card()):
+                if card is not None:
+                    card.close()
         self.stream = None
         self.transform = None
         self._running = _held_lock()
@@ -289,6 +374,9 @@ class RtpSession:
         if self._digit_fd >= 0:  # only now: the loop thread that writes to it has ended
             os.close(self._digit_fd)
             self._digit_fd = -1
+        if self._card_fd >= 0:
+            os.close(self._card_fd)
+            self._card_fd = -1
 
     def _pump_once_final(self) -> None:
         assert self.stream is not None
@@ -296,6 +384,15 @@ class RtpSession:
             received = self.stream.sink.read()
             if received:
                 self.sink.write(received)
+
+
+def open_card(capture: str, playback: str) -> Card:
+    """The sound card the loop drives, by its ALSA names; AudioError naming the device and
+    alsa-lib's reason when it cannot be opened."""
+    try:
+        return Card(capture, playback)
+    except CardError as exc:
+        raise AudioError(str(exc)) from None
 
 
 def _held_lock() -> threading.Lock:

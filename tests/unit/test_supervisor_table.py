@@ -101,6 +101,7 @@ EXPECTED = {
     **expect((CAL, INC), "AudioFailed", (_, ("audio_failed", "hangup"))),
     (RNG, "AudioFailed"): (_, ("audio_failed", "reject_unavailable")),
     **expect(ALL, "AudioRecovered", (_, ("audio_recovered",))),
+    **expect(ALL, "AudioLost", (_, ("audio_failed",))),
     **expect(ALL, "UpdateAlert", (_, ("update_alert",))),
     **expect(ALL, "OpenDoor", by_lockout((_, ("open_door",)), (_, ("refuse_locked",)))),
 }
