@@ -4,7 +4,9 @@ card_soak``): one call of ten minutes on the box's sound-card path under load, i
 
 Set-up: the box as its own process (``intercom run``) with ``media.realtime_priority`` (10,
 SCHED_FIFO) and both audio sides on one ALSA device, alsa-lib's jack plugin on a private jackd's
-dummy driver at 8000 Hz, 10 ms cycles (devtools/jack_card.py: a paced card without a card);
+dummy driver at 8000 Hz, 10 ms cycles, jackd at SCHED_FIFO 20 (devtools/jack_card.py: a paced
+card without a card; on a card-clocked box the wire keeps the card's time, so the stand-in
+card must keep time under load as a real card's interrupt does);
 two busy-loop processes keep both cores busy (benchmarks/loop.py's); one G.711 call to
 Asterisk's Echo() (extension 600) with the default echo canceller (speex). A packet socket on
 ``lo`` takes the kernel's time of every RTP packet the box sends (benchmarks/latency_card.py's
@@ -39,6 +41,10 @@ from .loop import busy_loops
 PTIME = 0.02
 JACK_PERIOD = 80  # jackd's cycle: 10 ms, a USB card's order of magnitude
 STATUS_EVERY = 10.0
+# jackd's dummy driver is the card's clock: at SCHED_FIFO above the box's loop (10), as a
+# card's interrupt is above any process; at normal priority the busy loops make it a card
+# whose periods come milliseconds late (measured: wire p99 10.7 ms, +5700 ppm)
+JACK_PRIORITY = 20
 
 
 def _errors_us(times: list[float]) -> list[float]:
@@ -88,7 +94,8 @@ def soak(pbx: Asterisk, tmp: Path, label: str, audio: dict, env: dict,
     for m in range(int(seconds // 60) or 1):
         window = [t for t in sent if t0 + 60 * m <= t < t0 + 60 * (m + 1)]
         errs = _errors_us(window)
-        x = [(xruns_in(s) or 0) for at, s in samples if at <= 60 * (m + 1)]
+        base = xruns_in(start_status) or 0  # the count at the minute's end (next sample)
+        x = [(xruns_in(s) or 0) - base for at, s in samples if at <= 60 * (m + 1) + 1]
         per_minute.append({"minute": m + 1, "packets": len(window), "p99_us": _pct(errs, 0.99),
                            "max_us": errs[-1] if errs else float("nan"),
                            "xruns": x[-1] if x else None})
@@ -116,7 +123,7 @@ def run(minutes: float, reference_minutes: float) -> list[dict[str, Any]]:
     tmp = Path(tempfile.mkdtemp(prefix="intercom-card-soak-"))
     pbx = Asterisk().start()
     jackd, env = jack_card.start(tmp, "icsoak", "system:playback_1", "system:capture_1",
-                                 JACK_PERIOD)
+                                 JACK_PERIOD, realtime=JACK_PRIORITY)
     try:
         time.sleep(0.7)
         ref = soak(pbx, tmp / "ref", "reference: tone:700 source, null sink (no card), speex",

@@ -322,7 +322,7 @@ def table(r: dict[str, Any]) -> str:
                "with the drift control and would otherwise move up to 20 ms between the sides).")
     fifos = "".join(f", {label} {rtp[key]:.0f} ms" for key, label in (
         ("playback_fifo_max_ms", "its playback FIFO reached"),
-        ("capture_fifo_max_ms", "its capture FIFO")) if key in rtp)
+        ("capture_fifo_max_ms", "its capture FIFO")) if rtp.get(key))
     xruns = f"; card xruns {r['xruns']}" if r.get("xruns") is not None else ""
     out.append(f"\nThe harness's own lag (its output looped into its input in the same jackd, "
                f"subtracted above): {r['harness_ms']:.0f} ms. The paced device ran "

@@ -23,10 +23,12 @@ def available() -> bool:
 
 
 def start(tmp: Path, pcm: str, playback_port: str, capture_port: str,
-          period: int) -> tuple[subprocess.Popen, dict[str, str]]:
+          period: int, realtime: int = 0) -> tuple[subprocess.Popen, dict[str, str]]:
     """jackd (dummy driver, RATE Hz, ``period`` frames a cycle) and the environment under which
     alsa-lib knows the ALSA device ``pcm`` (through ``plug``), its output connected to
-    ``playback_port`` and its input to ``capture_port``."""
+    ``playback_port`` and its input to ``capture_port``. ``realtime``: jackd's SCHED_FIFO
+    priority (0: normal scheduling), for a clock that keeps time on busy cores, as a card's
+    interrupt does."""
     name = f"{pcm}-{os.getpid()}"
     (tmp / "asoundrc").write_text(
         f'pcm.{pcm}_raw {{\n type jack\n playback_ports {{ 0 "{playback_port}" }}\n'
@@ -34,7 +36,8 @@ def start(tmp: Path, pcm: str, playback_port: str, capture_port: str,
         f'pcm.{pcm} {{\n type plug\n slave.pcm "{pcm}_raw"\n}}\n')
     env = {"JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1",
            "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{tmp / 'asoundrc'}"}
-    jackd = subprocess.Popen(["jackd", "--no-realtime", "-n", name, "-d", "dummy", "-r",
+    scheduling = ["-R", "-P", str(realtime)] if realtime else ["--no-realtime"]
+    jackd = subprocess.Popen(["jackd", *scheduling, "-n", name, "-d", "dummy", "-r",
                               str(RATE), "-p", str(period)], stdin=subprocess.DEVNULL,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              env={**os.environ, **env})
