@@ -45,6 +45,7 @@ from .latency_card import Wire, xruns_in
 
 PACKETS_PER_SECOND = 50
 _SUMMARY = re.compile(r"^(?:summary|totals): (\d+)", re.M)
+_OB = re.compile(r"c?ob=\((\d+)\)(?: (.*))?")
 
 
 def available() -> str | None:
@@ -101,6 +102,62 @@ def thread_counts(out: Path, pid: int) -> dict[str, int]:
     return counts
 
 
+def objects(text: str) -> dict[str, int]:
+    """{object file (full path): instructions executed in its own code} of one callgrind
+    file: the cost lines under each ``ob=``, less the inclusive cost lines after ``calls=``."""
+    names: dict[str, str] = {}
+    out: dict[str, int] = {}
+    ob, skip = "???", False
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line[0].isdigit() or line[0] in "+-*":
+            if skip:  # a call's inclusive cost: the callee's own lines count it
+                skip = False
+                continue
+            fields = line.split()
+            if len(fields) > 1:
+                out[ob] = out.get(ob, 0) + int(fields[1])
+        elif line.startswith(("ob=", "cob=")):
+            m = _OB.match(line)
+            if m:
+                if m.group(2):
+                    names[m.group(1)] = m.group(2)
+                if line[0] == "o":
+                    ob = names.get(m.group(1), "???")
+            elif line[0] == "o":
+                ob = line[3:]
+        elif line.startswith("calls="):
+            skip = True
+    return out
+
+
+def group(path: str) -> str:
+    """Where an object file's instructions belong in the loop thread's breakdown."""
+    name = path.rsplit("/", 1)[-1]
+    if "speexdsp" in name:
+        return "speexdsp"
+    if name.startswith(("libasound", "libjack")):
+        return "alsa-lib + jack plugin"
+    if "/firmware/" in path:
+        return "box core (Cython)"
+    if name.startswith(("libc.", "libm.", "ld-linux")):
+        return "libc, libm"
+    return "other"
+
+
+GROUPS = ("box core (Cython)", "speexdsp", "alsa-lib + jack plugin", "libc, libm", "other")
+
+
+def loop_objects(out: Path, pid: int) -> dict[str, int]:
+    """The media loop thread's instructions by object file (full path), first dump."""
+    for path in sorted(glob.glob(f"{out}/cg.{pid}.1-*")):
+        text = Path(path).read_text(errors="replace")
+        if threadroles.LOOP_CODE.search(text):
+            return objects(text)
+    return {}
+
+
 def _packets(wire: Wire, t0: float, t1: float, match: Any) -> int:
     return sum(1 for p in wire.packets if t0 <= p[0] <= t1 and match(p[1], p[2]))
 
@@ -127,6 +184,7 @@ def _box(pbx: Asterisk, tmp: Path, aec: str, seconds: float, env: dict) -> dict[
         rtp = status.get("rtp") or {}
         counts = thread_counts(out, box.proc.pid)
         return {"who": f"intercom, ALSA path, echo canceller {aec}", "counts": counts,
+                "loop_objects": loop_objects(out, box.proc.pid),
                 "packets": sent, "span": span, "xruns": xruns_in(status),
                 "late": rtp.get("late_wakeups")}
     finally:
@@ -199,6 +257,22 @@ def table(rows: list[dict[str, Any]]) -> str:
         if "plugin" in r["counts"]:
             out.append(f"| &nbsp;&nbsp;the box less the jack plugin | {own / 1e6:.2f} | "
                        f"{own / ref_rate:.2f}x | | | | |")
+    boxes = [r for r in rows if r.get("loop_objects")]
+    if boxes:
+        out.append("\n| media loop thread, M instructions per call-second | "
+                   + " | ".join(GROUPS) + " | top modules of the box's core |")
+        out.append("|---|" + "---:|" * len(GROUPS) + "---|")
+    for r in boxes:
+        call_s = max(r["packets"] / PACKETS_PER_SECOND, 1e-9)
+        by: dict[str, float] = {}
+        for path, n in r["loop_objects"].items():
+            by[group(path)] = by.get(group(path), 0) + n / call_s
+        core = sorted(((n, path.rsplit("/", 1)[-1].split(".")[0])
+                       for path, n in r["loop_objects"].items()
+                       if group(path) == GROUPS[0]), reverse=True)[:3]
+        top = ", ".join(f"{name} {n / call_s / 1e6:.2f}" for n, name in core)
+        out.append(f"| {r['who']} | " + " | ".join(f"{by.get(g, 0) / 1e6:.2f}" for g in GROUPS)
+                   + f" | {top} |")
     late = [f"{r['who']}: {r['late']} late wake-ups of its loop since the call began"
             + (f", {r['xruns']} card xruns" if r["xruns"] is not None else "")
             for r in rows if r["late"] is not None]

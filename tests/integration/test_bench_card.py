@@ -103,3 +103,14 @@ def test_callgrind_counts_only_the_window_it_is_switched_on_for(tmp_path: Path) 
     assert set(short) == {"other"} and short["other"] > 1_000_000
     # four times the window, about four times the instructions (not the start-up's)
     assert 2.5 < long["other"] / short["other"] < 6, (short, long)
+    # the breakdown by object file adds up to each thread's total, and the work is Python's
+    by_object: dict[str, int] = {}
+    for path in (tmp_path / "long").glob("cg.*.1-*"):
+        text = path.read_text()
+        per_file = callgrind_card.objects(text)
+        assert sum(per_file.values()) == int(text.split("\nsummary: ")[1].split()[0])
+        for ob, n in per_file.items():
+            by_object[ob] = by_object.get(ob, 0) + n
+    assert sum(by_object.values()) == long["other"]
+    top = max(by_object, key=by_object.__getitem__)
+    assert "python" in top.rsplit("/", 1)[-1], top
