@@ -15,11 +15,19 @@ thread alone), and the two hooks between the core and the I/O: the packet transf
 refusals counted; the capture processor (``firmware.core._processor``; echo cancellation is one) sees
 every frame played and cleans every frame captured before gain and encoding. Where a sound
 card's clock is on the other side of a FIFO, the drift compensator (``firmware.core._drift``)
-resamples between the FIFO and the loop so the card's rate and the network's meet. Everything
+resamples between the FIFO and the loop so the card's rate and the network's meet. When both
+sides of a call are one sound card (or two), the loop drives it itself through
+``firmware.core._card`` (the card loop): each wake-up is a capture period arriving, the tick
+runs in it, the packet leaves at once and the frame to play goes to the card in the same
+wake-up — no FIFO, no Python thread; the card's clock is then the loop's, met with the
+network's by whole-frame slips at pauses (``ClockSlip``, made by the jitter buffer), and the
+RTP clock falls back to CLOCK_MONOTONIC (silence sent) for a period that does not come or a
+card that went, until Python hands over a reopened one (an eventfd says when). Everything
 else — RTP, RTCP, DTMF, jitter buffer, concealment, gain — is ``firmware.core._mediacore.MediaCore``,
 which this module drives with (now, packets, PCM). Also the stable import point of the codec and
 RTP functions.
-Knows nothing about SIP, SDP, sockets' creation, ciphers, echo cancellation, ALSA or files.
+Knows nothing about SIP, SDP, sockets' creation, ciphers, echo cancellation, ALSA's API (the
+card unit owns it) or files.
 """
 
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t

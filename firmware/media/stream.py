@@ -138,6 +138,12 @@ class RtpSession:
             retired.close()
         if stream.card_state != "gone":
             return False
+        gone = stream.the_card
+        if gone is not None and not gone.closed:
+            # the loop no longer touches a card it found gone: released before the same
+            # device is opened again (the jack plugin crashes closing a client of a server
+            # that died once a new one is up)
+            gone.close()
         if self._reopening is not None and self._reopening.is_alive():
             return False
         handed = self._handed

@@ -11,6 +11,7 @@ tone), its ``speaker`` port records what the box plays. The peer sends 1013 Hz a
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import threading
 import time
@@ -61,23 +62,84 @@ class Room:
             self.client.close()
 
 
+class Card:
+    """jackd on its dummy driver with the ALSA device ``boxcard`` wired to the room's ports;
+    ``stop()`` and ``start()`` take the device away and bring it back (jackd and the room)."""
+
+    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.tmp = tmp
+        self.monkeypatch = monkeypatch
+        self.jackd: Any = None
+        self.room: Room | None = None
+        self.start()
+
+    def start(self) -> Room:
+        self.jackd, env = jack_card.start(self.tmp, "boxcard", "room:speaker", "room:mic", 80)
+        for k, v in env.items():
+            self.monkeypatch.setenv(k, v)  # alsa-lib re-reads its configuration on a change
+        self.room = Room(env["JACK_DEFAULT_SERVER"], 10.0)
+        return self.room
+
+    def stop(self) -> None:
+        if self.room is not None:
+            self.room.close()
+            self.room = None
+        if self.jackd is not None:
+            self.jackd.terminate()
+            with contextlib.suppress(Exception):
+                self.jackd.wait(5)
+            self.jackd = None
+
+
 @pytest.fixture
 def card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """jackd on its dummy driver, the ALSA device ``boxcard`` wired to the room's ports."""
     if not jack_card.available():
         pytest.skip("alsa-lib's jack plugin (libasound2-plugins) is missing")
     pytest.importorskip("jack", reason="the JACK-Client package is missing")
-    jackd, env = jack_card.start(tmp_path, "boxcard", "room:speaker", "room:mic", 80)
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)  # alsa-lib re-reads its configuration when the path changes
-    room = Room(env["JACK_DEFAULT_SERVER"], 10.0)
+    c = Card(tmp_path, monkeypatch)
     try:
-        yield room
+        yield c
     finally:
-        room.close()
-        jackd.terminate()
-        with contextlib.suppress(Exception):
-            jackd.wait(5)
+        c.stop()
+
+
+class Peer:
+    """The far end: a plain UDP socket sending a 1013 Hz RTP packet every 20 ms on its own
+    (the monotonic) clock and keeping, with its arrival time, every datagram the box sends."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.got: list[tuple[float, bytes]] = []
+        self.k = 0
+        self.start = 0.0
+
+    def run(self, to_port: int, seconds: float) -> None:
+        if not self.k:
+            self.start = time.monotonic()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            k = self.k
+            pcm = b"".join(int(8000 * np.sin(2 * np.pi * FAR_HZ * (k * 160 + i) / RATE))
+                           .to_bytes(2, "little", signed=True) for i in range(160))
+            self.sock.sendto(core.rtp_pack(0, False, k, k * 160, 0x1234, core.encode_ulaw(pcm)),
+                             ("127.0.0.1", to_port))
+            self.k += 1
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    self.got.append((time.monotonic(), self.sock.recv(2048)))
+            time.sleep(max(0.0, self.start + self.k * 0.02 - time.monotonic()))
+
+    def audio(self, since: float = 0.0, until: float = float("inf")) -> np.ndarray:
+        """What the box sent between two times, decoded."""
+        frames = [p for t, d in self.got if since <= t < until
+                  for p in [core.rtp_parse(d)] if p[0] == 0]
+        return pcm_array(b"".join(core.decode_ulaw(p[5]) for p in frames))
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def python_threads() -> set[str]:
@@ -87,39 +149,39 @@ def python_threads() -> set[str]:
             if not isinstance(t, threading._DummyThread)}  # noqa: SLF001
 
 
-def test_a_call_on_the_card_loop_carries_audio_both_ways_without_python_threads(card: Room) \
-        -> None:
-    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    peer.bind(("127.0.0.1", 0))
-    peer.setblocking(False)
+def box_on_card() -> tuple[RtpPorts, RtpSession]:
     ports = RtpPorts("127.0.0.1")
-    session = RtpSession(ports, AlsaSource("boxcard"), AlsaSink("boxcard"))
-    got: list[bytes] = []
+    return ports, RtpSession(ports, AlsaSource("boxcard"), AlsaSink("boxcard"))
+
+
+def hang_up(ports: RtpPorts, session: RtpSession) -> None:
+    session.stop()
+    session.source.close()
+    session.sink.close()
+    ports.close()
+
+
+def heard_tone(room: Room, hz: float, skip: float = 1.0) -> None:
+    """The room's speaker played ``hz`` (after its first ``skip`` seconds)."""
+    heard = (room.heard[int(skip * RATE):room.pos] * 32767).astype(np.float64)
+    assert len(heard) > RATE and np.abs(heard).max() > 2000, "the speaker played something"
+    assert abs(peak_hz(heard) - hz) < 10, "the peer's RTP reached the speaker"
+    assert tone_snr_db(heard, hz) > 10
+
+
+def test_a_call_on_the_card_loop_carries_audio_both_ways_without_python_threads(card: Card) \
+        -> None:
+    peer = Peer()
+    ports, session = box_on_card()
     before = python_threads()
-    session.start(MediaParams("127.0.0.1", peer.getsockname()[1], 0, "PCMU", 101, 20,
-                              "sendrecv"))
+    session.start(MediaParams("127.0.0.1", peer.port, 0, "PCMU", 101, 20, "sendrecv"))
     try:
         assert session.stream is not None and session.stream.card_state == "ok"
         threads = python_threads() - before
-        start = time.monotonic()
-        k = 0
-        while time.monotonic() - start < 4.0:
-            # the far end: a 1013 Hz packet every 20 ms, on its own (the monotonic) clock
-            pcm = b"".join(int(8000 * np.sin(2 * np.pi * FAR_HZ * (k * 160 + i) / RATE))
-                           .to_bytes(2, "little", signed=True) for i in range(160))
-            peer.sendto(core.rtp_pack(0, False, k, k * 160, 0x1234, core.encode_ulaw(pcm)),
-                        ("127.0.0.1", ports.port))
-            k += 1
-            with contextlib.suppress(BlockingIOError):
-                while True:
-                    got.append(peer.recv(2048))
-            time.sleep(max(0.0, start + k * 0.02 - time.monotonic()))
+        peer.run(ports.port, 4.0)
         stats = session.stats()
     finally:
-        session.stop()
-        session.source.close()
-        session.sink.close()
-        ports.close()
+        hang_up(ports, session)
         peer.close()
     # only the loop's own thread: no card thread, no pump
     assert threads == {"rtp-loop"}, threads
@@ -127,13 +189,60 @@ def test_a_call_on_the_card_loop_carries_audio_both_ways_without_python_threads(
     assert stats["card"] == "ok" and stats["held_ticks"] == 0, stats
     # the card's clock paces the loop: 50 packets a second, give or take the start
     assert 180 <= stats["sent"] <= 210, stats
-    frames = [p for p in map(core.rtp_parse, got) if p[0] == 0]
-    sent = pcm_array(b"".join(core.decode_ulaw(p[5]) for p in frames))[RATE:]
+    sent = peer.audio(peer.start + 1.0)
     assert len(sent) > RATE, len(sent)
     assert abs(peak_hz(sent) - MIC_HZ) < 10, "the room's microphone went out as RTP"
-    assert tone_snr_db(sent, MIC_HZ) > 20
-    heard = card.heard[RATE:card.pos]
-    heard = (heard * 32767).astype(np.float64)
-    assert len(heard) > RATE and np.abs(heard).max() > 2000, "the speaker played something"
-    assert abs(peak_hz(heard) - FAR_HZ) < 10, "the peer's RTP reached the speaker"
-    assert tone_snr_db(heard, FAR_HZ) > 20
+    assert tone_snr_db(sent, MIC_HZ) > 10
+    assert card.room is not None
+    heard_tone(card.room, FAR_HZ)
+
+
+def test_a_card_that_goes_leaves_the_rtp_clock_running_and_is_reopened(card: Card) -> None:
+    """jackd stopped mid-call: the card is reported gone (its eventfd wakes the caller), the
+    box keeps sending a packet every 20 ms (silence) from its own clock; jackd back: the
+    session reopens the card by name, the loop adopts it, audio flows both ways again."""
+    peer = Peer()
+    ports, session = box_on_card()
+    session.start(MediaParams("127.0.0.1", peer.port, 0, "PCMU", 101, 20, "sendrecv"))
+    try:
+        peer.run(ports.port, 1.5)
+        assert session.card_state() == "ok"
+        card.stop()
+        gone_at = time.monotonic()
+        while not select.select([session.card_fd], [], [], 0)[0] and \
+                time.monotonic() - gone_at < 3:
+            peer.run(ports.port, 0.02)
+        went = time.monotonic() - gone_at
+        assert session.card_state() == "gone", session.stats()
+        peer.run(ports.port, 1.0)
+        assert not session.reopen_card(), "no card to reopen while jackd is down"
+        peer.run(ports.port, 1.0)
+        gone_stats = session.stats()
+        restart_at = time.monotonic()
+        room = card.start()
+        back_at = time.monotonic()
+        while session.card_state() != "ok" and time.monotonic() - back_at < 10:
+            session.reopen_card()
+            peer.run(ports.port, 0.5)
+        assert session.card_state() == "ok", session.stats()
+        ok_at, ok_pos = time.monotonic(), room.pos
+        peer.run(ports.port, 3.0)
+        stats = session.stats()
+    finally:
+        hang_up(ports, session)
+        peer.close()
+    assert went < 2.0, went  # 50 periods missed in a row
+    assert gone_stats["card"] == "gone" and gone_stats["card_gone"] == 1, gone_stats
+    # the RTP clock never stopped: while the card was gone, 50 packets a second, 160 apart
+    window = [core.rtp_parse(d) for t, d in peer.got
+              if gone_at + went + 0.2 <= t < restart_at]
+    span = restart_at - (gone_at + went + 0.2)
+    assert abs(len(window) - 50 * span) <= 3, (len(window), span)
+    steps = {(b[3] - a[3]) & 0xFFFFFFFF for a, b in zip(window, window[1:], strict=False)}
+    assert steps == {160}, steps
+    assert np.abs(peer.audio(gone_at + went + 0.2, restart_at)).max() == 0, "silence while gone"
+    # back: adopted, the microphone goes out again and the speaker plays the peer
+    assert stats["card"] == "ok" and stats["card_adopted"] == 1, stats
+    sent = peer.audio(ok_at + 0.5)
+    assert abs(peak_hz(sent) - MIC_HZ) < 10 and tone_snr_db(sent, MIC_HZ) > 10
+    heard_tone(room, FAR_HZ, ok_pos / RATE + 0.5)
