@@ -6,7 +6,8 @@ Fair by construction: both run 8 kHz mono in and out at their normal log level (
 ``info``, baresip without ``-v``). baresip: aufile reading an 8 kHz mono 700 Hz WAV, jack at
 8000 Hz mono on jackd's paced dummy driver. The box: ``tone:700`` into ``null``, which its
 media loop makes and drops itself (no Python thread moves audio in that call), and its
-production path, ALSA through media/alsa.py's threads, on alsa-lib's jack plugin (Debian
+production path, ALSA (both sides one device: the card-clocked loop of firmware/core/_card.pyx
+where the build has it, else media/alsa.py's threads), on alsa-lib's jack plugin (Debian
 libasound2-plugins) on a second dummy jackd at 8000 Hz. jackd is not counted for either.
 Per-thread figures for the box say where its time goes.
 
