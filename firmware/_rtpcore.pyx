@@ -322,6 +322,7 @@ cdef struct CardStats:
     uint64_t xruns_capture, xruns_playback, playback_dropped  # of cards given up
     uint64_t held_ticks    # ticks held back to the monotonic pace (an unpaced device)
     uint64_t late_periods  # periods that came after their slot was ticked silent (dropped)
+    uint64_t trimmed       # samples to play dropped to keep the playback queue at its level
     int quiet              # consecutive ticks without a period
     int owed               # silent ticks whose periods may still come late
     int error              # the errno that made the card go
@@ -547,7 +548,7 @@ cdef class MediaStream:
             "playback_dropped": c.playback_dropped + card.playback_dropped,
             "card_timeouts": c.timeouts, "silent_ticks": c.silent_ticks,
             "card_gone": c.gone, "card_adopted": c.adopted, "held_ticks": c.held_ticks,
-            "late_periods": c.late_periods,
+            "late_periods": c.late_periods, "playback_trimmed": c.trimmed,
             "slips_held": self.core.jb.slips_held, "slips_dropped": self.core.jb.slips_dropped,
             "card_ppm": self.slip.ppm,
         }
@@ -884,7 +885,7 @@ cdef class MediaStream:
         peer = self.have_remote
         pthread_mutex_unlock(&self.lock)
         n = self.core.tick_c(t0, _wall_ns(), captured, got, peer, play)
-        k = self.slip.tick_c(t0)
+        k = self.slip.tick_c(t0, got)
         if k != 0:
             self.core.jb.slip_pending += k
         self._protect_outbox(n)
@@ -911,7 +912,17 @@ cdef class MediaStream:
             k = self.drift.playback_c(play, out, <int>queued, 0)
             self.card.write_c(out, k)
         else:
-            self.card.write_c(play, fs)
+            # one card, one clock: before each write the queue is the prefill, give or take
+            # the wake-up's jitter. More (a period that came late was ticked as a new one) is
+            # latency that would stay: the frame's start goes instead (counted)
+            k = <int>queued - self.card.prefill - fs // 4
+            if self.card.play_running and k > 0:
+                if k > fs:
+                    k = fs
+                self.cs.trimmed += k
+                self.card.write_c(play + k, fs - k)
+            else:
+                self.card.write_c(play, fs)
         if self.card.gone:
             self._card_lost()
 
@@ -946,6 +957,7 @@ cdef class MediaStream:
         ok = self.card.start_c() == 0
         self.card_ok = ok
         self.cs.quiet = 0
+        self.cs.owed = 0
         if ok:
             self.cs.adopted += 1
         else:

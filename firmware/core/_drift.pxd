@@ -46,7 +46,8 @@ cdef class DriftCompensator:
 cdef class ClockSlip:
     cdef readonly int frame_samples
     cdef readonly int64_t ticks, slips  # slips: + held, - dropped (asked for)
-    cdef int64_t start_ns, anchor_ns, anchor_ticks
+    cdef readonly int64_t samples  # read from the card
+    cdef int64_t start_ns, anchor_ns, anchor_samples
     cdef readonly int64_t last_ns
 
-    cdef int tick_c(self, int64_t now_ns) noexcept nogil
+    cdef int tick_c(self, int64_t now_ns, int samples) noexcept nogil

@@ -327,25 +327,27 @@ cdef class ClockSlip:
     since the first and returns a slip when the difference, less the slips already asked for,
     reaches one frame: +1 (the card runs fast: hold the playout one period), -1 (it runs
     slow: drop a frame), else 0. The wake-up's jitter (a few ms) stays far below the frame
-    it takes to slip, so slips do not flap. ``ppm`` is the card's rate measured the same way,
-    from the end of its first second (positive: the card runs fast).
+    it takes to slip, so slips do not flap. ``ppm`` is the card's own rate: the samples read
+    from it against the monotonic time, from the end of its first second (positive: the card
+    runs fast; ticks without a period, on the monotonic clock, count no samples).
     """
 
     def __init__(self, int frame_samples=160):
         self.frame_samples = frame_samples
 
-    cdef int tick_c(self, int64_t now_ns) noexcept nogil:
+    cdef int tick_c(self, int64_t now_ns, int samples) noexcept nogil:
         cdef double frames_net, debt
         self.ticks += 1
+        self.samples += samples
         self.last_ns = now_ns
         if self.start_ns == 0:
             self.start_ns = now_ns
             self.anchor_ns = now_ns
-            self.anchor_ticks = self.ticks
+            self.anchor_samples = self.samples
             return 0
         if self.anchor_ns == self.start_ns and now_ns - self.start_ns >= SLIP_SETTLE_NS:
             self.anchor_ns = now_ns  # the rate from here: the start's phase is not a rate
-            self.anchor_ticks = self.ticks
+            self.anchor_samples = self.samples
         # frames the network delivered since the first tick against frames consumed
         frames_net = (now_ns - self.start_ns) * 8e-6 / self.frame_samples
         debt = (self.ticks - 1) - frames_net - self.slips
@@ -357,9 +359,10 @@ cdef class ClockSlip:
             return -1
         return 0
 
-    def tick(self, long long now_ns) -> int:
-        """One tick at ``now_ns`` (a virtual clock in tests): the slip to make (+1, -1, 0)."""
-        return self.tick_c(now_ns)
+    def tick(self, long long now_ns, int samples=-1) -> int:
+        """One tick at ``now_ns`` (a virtual clock in tests) with ``samples`` read from the
+        card (a frame when -1): the slip to make (+1, -1, 0)."""
+        return self.tick_c(now_ns, self.frame_samples if samples < 0 else samples)
 
     @property
     def ppm(self) -> float:
@@ -367,5 +370,4 @@ cdef class ClockSlip:
         cdef double span = (self.last_ns - self.anchor_ns) * 1e-9
         if self.anchor_ns == self.start_ns or span < 1.0:
             return 0.0
-        return round(((self.ticks - self.anchor_ticks) * self.frame_samples / 8000.0 / span
-                      - 1.0) * 1e6, 1)
+        return round(((self.samples - self.anchor_samples) / 8000.0 / span - 1.0) * 1e6, 1)

@@ -137,19 +137,20 @@ class RtpSession:
         if retired is not None:
             retired.close()
         if stream.card_state != "gone":
+            self._handed = False  # adopted (or never gone)
             return False
-        gone = stream.the_card
-        if gone is not None and not gone.closed:
-            # the loop no longer touches a card it found gone: released before the same
-            # device is opened again (the jack plugin crashes closing a client of a server
-            # that died once a new one is up)
-            gone.close()
         if self._reopening is not None and self._reopening.is_alive():
             return False
-        handed = self._handed
-        self._handed = False
-        if handed:
+        if self._handed:  # the loop takes it at its next tick
+            self._handed = False
             return True
+        # nothing offered, nothing being opened: the card the loop holds is the one that
+        # went, and the loop no longer touches it. Released before the same device is opened
+        # again (the jack plugin crashes closing a client of a server that died once a new
+        # one is up)
+        gone = stream.the_card
+        if gone is not None and not gone.closed:
+            gone.close()
         self._reopening = threading.Thread(target=self._reopen, args=(stream,),
                                            name="card-reopen", daemon=True)
         self._reopening.start()

@@ -75,6 +75,10 @@ class Card:
 
     def start(self) -> Room:
         self.jackd, env = jack_card.start(self.tmp, "boxcard", "room:speaker", "room:mic", 80)
+        # a second name for the same ports: playback "on another card" (its own PCM, its own
+        # queue, steered by the resampler; the clock here is the same)
+        with (self.tmp / "asoundrc").open("a") as f:
+            f.write('pcm.boxspeaker {\n type plug\n slave.pcm "boxcard_raw"\n}\n')
         for k, v in env.items():
             self.monkeypatch.setenv(k, v)  # alsa-lib re-reads its configuration on a change
         self.room = Room(env["JACK_DEFAULT_SERVER"], 10.0)
@@ -149,9 +153,9 @@ def python_threads() -> set[str]:
             if not isinstance(t, threading._DummyThread)}  # noqa: SLF001
 
 
-def box_on_card() -> tuple[RtpPorts, RtpSession]:
+def box_on_card(playback: str = "boxcard") -> tuple[RtpPorts, RtpSession]:
     ports = RtpPorts("127.0.0.1")
-    return ports, RtpSession(ports, AlsaSource("boxcard"), AlsaSink("boxcard"))
+    return ports, RtpSession(ports, AlsaSource("boxcard"), AlsaSink(playback))
 
 
 def hang_up(ports: RtpPorts, session: RtpSession) -> None:
@@ -169,10 +173,13 @@ def heard_tone(room: Room, hz: float, skip: float = 1.0) -> None:
     assert tone_snr_db(heard, hz) > 10
 
 
-def test_a_call_on_the_card_loop_carries_audio_both_ways_without_python_threads(card: Card) \
-        -> None:
+@pytest.mark.parametrize("playback", ["boxcard", "boxspeaker"])
+def test_a_call_on_the_card_loop_carries_audio_both_ways_without_python_threads(
+        card: Card, playback: str) -> None:
+    """Capture and playback on one card (one clock), or playback on another name (the
+    playback resampler steered by that PCM's own queue)."""
     peer = Peer()
-    ports, session = box_on_card()
+    ports, session = box_on_card(playback)
     before = python_threads()
     session.start(MediaParams("127.0.0.1", peer.port, 0, "PCMU", 101, 20, "sendrecv"))
     try:
@@ -187,6 +194,8 @@ def test_a_call_on_the_card_loop_carries_audio_both_ways_without_python_threads(
     assert threads == {"rtp-loop"}, threads
     # a paced card is never held back to the network's pace (that is for unpaced plugins)
     assert stats["card"] == "ok" and stats["held_ticks"] == 0, stats
+    # the playback queue: level (one card) or steered (another): never a growing backlog
+    assert stats["playback_trimmed"] <= 160 * stats["silent_ticks"], stats
     # the card's clock paces the loop: 50 packets a second, give or take the start
     assert 180 <= stats["sent"] <= 210, stats
     sent = peer.audio(peer.start + 1.0)
@@ -246,3 +255,38 @@ def test_a_card_that_goes_leaves_the_rtp_clock_running_and_is_reopened(card: Car
     sent = peer.audio(ok_at + 0.5)
     assert abs(peak_hz(sent) - MIC_HZ) < 10 and tone_snr_db(sent, MIC_HZ) > 10
     heard_tone(room, FAR_HZ, ok_pos / RATE + 0.5)
+
+
+def test_xruns_on_both_sides_are_recovered_and_counted(card: Card) -> None:
+    """The card on real alsa-lib, its reader and writer stalled 300 ms (longer than either
+    buffer): an overrun and an underrun, each recovered (prepare, start, the prefill) and
+    counted, and the microphone's tone is read and the peer's played again after."""
+    from firmware.core._card import Card as AlsaCard
+
+    c = AlsaCard("boxcard", "boxcard")
+    far = (np.sin(2 * np.pi * FAR_HZ * np.arange(160 * 100) / RATE) * 8000).astype("<i2")
+    read: list[bytes] = []
+
+    def periods(n: int, start: int) -> None:
+        for k in range(n):
+            assert c.wait(100) == 1, c.stats()
+            read.append(c.read(160))
+            c.write(far[(start + k) % 100 * 160:][:160].tobytes())
+
+    try:
+        assert c.start()
+        periods(25, 0)
+        assert (c.capture_xruns, c.playback_xruns) == (0, 0), c.stats()
+        time.sleep(0.3)
+        read.clear()
+        assert card.room is not None
+        mark = card.room.pos
+        periods(100, 25)
+        stats = c.stats()
+    finally:
+        c.close()
+    assert stats["capture_xruns"] >= 1 and stats["playback_xruns"] >= 1, stats
+    assert not stats["gone"], stats
+    mic = pcm_array(b"".join(read[25:]))
+    assert abs(peak_hz(mic) - MIC_HZ) < 10 and tone_snr_db(mic, MIC_HZ) > 10
+    heard_tone(card.room, FAR_HZ, mark / RATE + 0.5)
