@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one entry point: ./build.sh run | test | bench | soak | image | bundle | setup. Orchestration only: every apt and pip step
+# The one entry point: ./build.sh run | test | bench | soak | card-soak | image | bundle | setup. Orchestration only: every apt and pip step
 # of the project lives here, so a fresh Debian machine (as root) needs nothing else.
 set -euo pipefail
 
@@ -20,11 +20,14 @@ APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
 # tests option 43; openssl: the provisioned documents' signatures. mosquitto, mosquitto-clients:
 # the broker the events tests and ./build.sh run publish to (mosquitto_passwd, mosquitto_sub).
 # linphone-cli: linphonec, the seed's SIP client, as a peer; kamailio: registrar/proxy in front
-# of Asterisk (tests/integration/test_linphone.py, test_kamailio.py).
+# of Asterisk (tests/integration/test_linphone.py, test_kamailio.py). valgrind: callgrind's
+# instruction counts per call-second (benchmarks/callgrind_card.py); gdb: the CPU benchmark tells
+# the jack plugin's threads in the box from the box's own by their backtraces.
 DEB_PACKAGES=(mmdebstrap python3 python3-venv python3-dev gcc iproute2 baresip-core sip-tester
   jackd2 libasound2-dev alsa-utils libsrtp2-dev git
   libspeexdsp-dev libwebrtc-audio-processing-dev g++ pkg-config espeak-ng libasound2-plugins
-  nftables dnsmasq-base systemd openssl mosquitto mosquitto-clients linphone-cli kamailio)
+  nftables dnsmasq-base systemd openssl mosquitto mosquitto-clients linphone-cli kamailio
+  valgrind gdb)
 
 log() { printf '\n==> %s\n' "$*"; }
 
@@ -344,6 +347,15 @@ cmd_soak() {
   "$VENV/bin/python" -m benchmarks.soak "$@"
 }
 
+# ten minutes of one call on the jack-plugin card with 2 busy cores and real-time priority
+# (benchmarks/card_soak.py): xruns, send interval p99 on the wire, drift; --minutes M for
+# another length. Not part of test.
+cmd_card_soak() {
+  setup
+  cd "$ROOT"
+  "$VENV/bin/python" -m benchmarks.card_soak "$@"
+}
+
 # the long loops ./build.sh test leaves out (pytest's `slow` marker, see pyproject.toml): the
 # hour of clock drift simulated, the session-timer refresh 45 s into a call (RFC 4028's floor)
 cmd_slow() {
@@ -377,11 +389,12 @@ case "${1:-help}" in
   bench) shift; cmd_bench "$@" ;;
   slow) shift; cmd_slow "$@" ;;
   soak) shift; cmd_soak "$@" ;;
+  card-soak) shift; cmd_card_soak "$@" ;;
   fuzz) shift; cmd_fuzz "$@" ;;
   image) shift; setup; cmd_image "$@" ;;
   bundle) shift; cmd_bundle "$@" ;;
   setup) setup ;;
   *)
-    echo "usage: ./build.sh run | test [pytest args] | slow [pytest args] | bench [--quick] [--only storm [--boxes N]] | soak [--calls N] | fuzz | image | bundle [--version V] | setup"
+    echo "usage: ./build.sh run | test [pytest args] | slow [pytest args] | bench [--quick] [--only storm [--boxes N]] | soak [--calls N] | card-soak [--minutes M] | fuzz | image | bundle [--version V] | setup"
     exit 2 ;;
 esac

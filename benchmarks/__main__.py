@@ -11,6 +11,8 @@ from . import (
     aec,
     bundle,
     button,
+    callgrind_card,
+    card_soak,
     codec,
     cpu,
     drift,
@@ -42,9 +44,10 @@ def machine() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(prog="benchmarks")
     p.add_argument("--quick", action="store_true", help="short runs (10 s loops)")
-    p.add_argument("--only", choices=["codec", "loop", "cpu", "button", "flood", "srtp",
-                                      "webrtc", "aec", "drift", "speech", "latency", "bundle",
-                                      "install_load", "update", "storm"])
+    p.add_argument("--only", choices=["codec", "loop", "cpu", "card_cpu", "callgrind",
+                                      "button", "flood", "srtp", "webrtc", "aec", "drift",
+                                      "speech", "latency", "latency_card", "bundle",
+                                      "install_load", "update", "storm", "card_soak"])
     p.add_argument("--boxes", type=int, default=100,
                    help="storm: how many box processes (default 100; --quick: 10)")
     args = p.parse_args()
@@ -63,12 +66,25 @@ def main() -> None:
         print(f"## CPU: the intercom and baresip, each in a G.711 call to Asterisk Echo() at the "
               f"same time, 8 kHz mono both, {seconds / 2:.0f} s of interleaved windows each\n")
         print(cpu.table(cpu.run(seconds / 2)), "\n", flush=True)
+    if args.only == "card_cpu":  # the ALSA phases of the above alone
+        print(f"## CPU on the card path: the intercom (ALSA through alsa-lib's jack plugin, echo "
+              f"canceller off and speex) and baresip, each in a G.711 call to Asterisk Echo() "
+              f"at the same time, {seconds / 2:.0f} s of interleaved windows each\n")
+        print(cpu.table(cpu.run(seconds / 2, paths=("alsa",))), "\n", flush=True)
+    if args.only in (None, "callgrind"):
+        call_s = 5 if args.quick else 20
+        print(f"## Instructions per call-second under callgrind ({call_s} s of call each): the "
+              "intercom on its ALSA path against baresip 1.0.0, each in a call to Echo()\n")
+        why = callgrind_card.available()
+        print(callgrind_card.table(callgrind_card.run(call_s)) if why is None
+              else f"not measured: {why}", "\n", flush=True)
     if args.only in (None, "speech"):
         print("## Speech quality under loss and jitter (PESQ), the intercom against baresip\n")
         print(speech.table(speech.run()), "\n", flush=True)
     if args.only in (None, "latency"):
         print("## Mouth-to-ear latency: a click through the box, Asterisk and back\n")
         print(latency.table(latency.run(5 if args.quick else 20)), "\n", flush=True)
+    if args.only in (None, "latency", "latency_card"):
         print("### The same through the box's ALSA path (alsa-lib, a paced 8 kHz device), timed "
               "at the microphone, on the wire and at the speaker\n")
         why = latency_card.available()
@@ -110,6 +126,12 @@ def main() -> None:
         why = update.update_available()
         print(update.update_table(update.run_update()) if why is None
               else f"not measured: {why}", "\n", flush=True)
+    if args.only == "card_soak":  # ten minutes (--quick: one): only when asked for
+        minutes, ref = (1.0, 0.5) if args.quick else (10.0, 2.0)
+        print(f"## Card soak: {minutes:g} min on the jack-plugin card, 2 busy cores, real-time "
+              "priority, one call to Asterisk Echo(); reference: the tone/null path, "
+              f"{ref:g} min\n")
+        print(card_soak.table(card_soak.run(minutes, ref)), "\n", flush=True)
     if args.only == "storm":  # minutes of 2N processes: only when asked for
         n = 10 if args.quick and args.boxes == 100 else args.boxes
         print(f"## Registration storm: {n} boxes against one Asterisk, cold start, an "

@@ -25,7 +25,7 @@ SO_TIMESTAMPNS = 35  # Linux, x86 and arm64 alike; SCM_TIMESTAMPNS has the same 
 PTIME_NS = 20_000_000
 
 
-def _busy_loops(n: int) -> list[subprocess.Popen]:
+def busy_loops(n: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
 
@@ -36,7 +36,7 @@ def measure(kind: str, seconds: float, load: bool, rt: int = 0, spin_us: int = 0
     rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     rx.bind(("127.0.0.1", 0))
     rx.settimeout(2.0)
-    hogs = _busy_loops(2) if load else []
+    hogs = busy_loops(2) if load else []
     sender = subprocess.Popen([sys.executable, "-m", "benchmarks.senders", kind,
                                str(rx.getsockname()[1]), str(seconds + 1.0), str(rt)],
                               stdout=subprocess.PIPE, text=True,

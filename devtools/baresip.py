@@ -31,10 +31,12 @@ class Baresip:
                  tone_hz: int = 440, record_dir: Path | None = None, tmp: Path | None = None,
                  paced: bool | None = None, mediaenc: str | None = None,
                  source_wav: Path | None = None, rate: int = 48000, channels: int = 2,
-                 modules: tuple[str, ...] = ()):
+                 modules: tuple[str, ...] = (), prefix: tuple[str, ...] = ()):
         """``source_wav``: send that WAV (aufile) instead of ausine's tone; ``rate`` and
         ``channels``: the source's and the (jack) player's format (ausine needs 48000/2);
-        ``modules``: more baresip modules (e.g. ``plc.so``, its loss concealment)."""
+        ``modules``: more baresip modules (e.g. ``plc.so``, its loss concealment);
+        ``prefix``: a command baresip runs under (e.g. valgrind's)."""
+        self.prefix = list(prefix)
         self.ext = ext
         self.rate = rate
         # the Asterisk's own loopback address (a second PBX may sit on 127.0.0.12)
@@ -101,16 +103,18 @@ class Baresip:
                  str(self.rate), "-p", str(self.rate // 50)], stdin=subprocess.DEVNULL,
                 stdout=self.log, stderr=subprocess.STDOUT, env=env)
             time.sleep(0.5)
-        self.proc = subprocess.Popen(["baresip", "-f", str(self.dir)], stdin=subprocess.DEVNULL,
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen([*self.prefix, "baresip", "-f", str(self.dir)],
+                                     stdin=subprocess.DEVNULL, stdout=self.log,
+                                     stderr=subprocess.STDOUT, env=env)
         def connect():
             try:
                 return socket.create_connection(("127.0.0.1", self.ctrl_port), timeout=1)
             except OSError:
                 return None
-        self.sock = wait_for(connect, 10, 0.1, "baresip ctrl_tcp")
+        wait = 60 if self.prefix else 10  # under valgrind it starts far slower
+        self.sock = wait_for(connect, wait, 0.1, "baresip ctrl_tcp")
         self.sock.settimeout(0.2)
-        wait_for(lambda: self.asterisk.registered(self.ext), 10, 0.1,
+        wait_for(lambda: self.asterisk.registered(self.ext), wait, 0.1,
                  f"baresip {self.ext} to register")
         return self
 

@@ -29,12 +29,13 @@ def available() -> bool:
 
 
 def start(tmp: Path, pcm: str, playback_port: str, capture_port: str,
-          period: int) -> tuple[subprocess.Popen, dict[str, str]]:
+          period: int, realtime: int = 0) -> tuple[subprocess.Popen, dict[str, str]]:
     """jackd (dummy driver, RATE Hz, ``period`` frames a cycle) and the environment under which
     alsa-lib knows the ALSA device ``pcm`` (through ``plug``), its output connected to
     ``playback_port`` and its input to ``capture_port``. jackd's own messages go to
     ``tmp/jackd.log``; the server name is new at every call (a test's jackd never meets the
-    last one's leftovers)."""
+    last one's leftovers). ``realtime``: jackd's SCHED_FIFO priority (0: normal scheduling),
+    for a clock that keeps time on busy cores, as a card's interrupt does."""
     name = f"{pcm}-{os.getpid()}-{next(_serial)}"
     (tmp / "asoundrc").write_text(
         f'pcm.{pcm}_raw {{\n type jack\n playback_ports {{ 0 "{playback_port}" }}\n'
@@ -42,14 +43,16 @@ def start(tmp: Path, pcm: str, playback_port: str, capture_port: str,
         f'pcm.{pcm} {{\n type plug\n slave.pcm "{pcm}_raw"\n}}\n')
     env = {"JACK_DEFAULT_SERVER": name, "JACK_NO_AUDIO_RESERVATION": "1",
            "ALSA_CONFIG_PATH": f"/usr/share/alsa/alsa.conf:{tmp / 'asoundrc'}"}
-    return serve(env, period, tmp / "jackd.log"), env
+    return serve(env, period, tmp / "jackd.log", realtime), env
 
 
-def serve(env: dict[str, str], period: int, log: Path | None = None) -> subprocess.Popen:
+def serve(env: dict[str, str], period: int, log: Path | None = None,
+          realtime: int = 0) -> subprocess.Popen:
     """jackd's dummy driver at RATE Hz under the server name in ``env`` (as ``start`` made it):
     the card, or the card plugged back in after ``stop``; its messages appended to ``log``."""
+    scheduling = ["-R", "-P", str(realtime)] if realtime else ["--no-realtime"]
     with open(log or os.devnull, "ab") as out:
-        return subprocess.Popen(["jackd", "--no-realtime", "-n", env["JACK_DEFAULT_SERVER"],
+        return subprocess.Popen(["jackd", *scheduling, "-n", env["JACK_DEFAULT_SERVER"],
                                  "-d", "dummy", "-r", str(RATE), "-p", str(period)],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 env={**os.environ, **env})

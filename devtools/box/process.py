@@ -24,13 +24,16 @@ class Intercom:
     def __init__(self, tmp: Path, server_port: int, **sip: Any) -> None:
         """``sip``: keys of the ``sip`` section, plus the sections ``calls``, ``audio``,
         ``media``, ``gpio``, ``update``, ``mqtt``, ``webhooks`` and ``system``, ``env`` (the
-        process's extra environment) and ``log_level`` (default debug)."""
+        process's extra environment), ``log_level`` (default debug), ``prefix`` (a command the
+        box runs under, e.g. valgrind's) and ``start_timeout`` (s until the control socket)."""
         self.dir = tmp
         self.sock = tmp / "control.sock"
         self.log_path = tmp / "intercom.log"
         sections = {k: sip.pop(k) for k in ("calls", "audio", "media", "gpio", "update",
                                             "mqtt", "webhooks", "system") if k in sip}
         self.env = sip.pop("env", {})
+        self.prefix: list[str] = list(sip.pop("prefix", ()))
+        self.start_timeout: float = sip.pop("start_timeout", 10)
         if not sip.get("local_port"):
             sip.pop("local_port", None)  # 0 or None: a free one, as box_config picks
         log_level = sip.pop("log_level", "debug")
@@ -41,11 +44,11 @@ class Intercom:
 
     def start(self) -> Intercom:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "firmware", "run", "--config", str(self.config)],
+            [*self.prefix, sys.executable, "-m", "firmware", "run", "--config", str(self.config)],
             cwd=REPO, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
-        wait_for(lambda: self.sock.exists() or self.proc.poll() is not None, 10, 0.05,
-                 "the control socket")
+        wait_for(lambda: self.sock.exists() or self.proc.poll() is not None, self.start_timeout,
+                 0.05, "the control socket")
         assert self.proc.poll() is None, self.log()
         return self
 
