@@ -133,6 +133,18 @@ def test_the_compiled_core_is_a_closed_layer() -> None:
     assert "from firmware.core." in (PKG / "_rtpcore.pyx").read_text()
 
 
+def test_tests_start_event_loops_through_run_apart() -> None:
+    """In the whole suite the browser tests' Playwright keeps an event loop marked as running in
+    the main thread, where ``asyncio.run`` refuses to start: a test that calls it passes alone
+    and fails in ``./build.sh test`` (seen: tests/unit/test_resolver.py). Tests go through
+    ``devtools.waiting.run_apart`` (a thread of its own), or start a thread themselves."""
+    tests = PKG.parent / "tests"
+    offenders = [f"{p.relative_to(tests)}:{n}" for p in tests.rglob("*.py")
+                 for n, line in enumerate(p.read_text().splitlines(), 1)
+                 if "asyncio.run(" in line and "threading.Thread" not in line]
+    assert not offenders, f"asyncio.run in a test's own thread: {offenders}"
+
+
 def test_only_config_imports_yaml() -> None:
     for path in PKG.rglob("*.py"):
         if path.name != "config.py":

@@ -12,7 +12,6 @@ import re
 import stat
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from devtools.box.fakes import (
     FakeMedia,
     FakeNetwork,
 )
+from devtools.waiting import run_apart
 from firmware import provisioning_io as pio
 from firmware import supervisor as sv
 from firmware.app import App
@@ -66,22 +66,8 @@ def ca(tmp_path: Path) -> Path:
 # ----------------------------------------------------------------------------- URL, config
 
 def _run(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """``asyncio.run`` on a thread of its own: a loop another test left marked as running in
-    the main thread (seen in the full suite) must not decide this test."""
-    failure: list[BaseException] = []
-
-    def main() -> None:
-        try:
-            asyncio.run(asyncio.wait_for(scenario(), 30))
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
-            failure.append(exc)
-
-    thread = threading.Thread(target=main)
-    thread.start()
-    thread.join(60)
-    assert not thread.is_alive(), "the scenario did not finish"
-    if failure:
-        raise failure[0]
+    """The scenario within 30 s, on a thread of its own (``run_apart``)."""
+    run_apart(asyncio.wait_for(scenario(), 30))
 
 def test_url_substitution_and_what_status_shows() -> None:
     assert url_for("https://p/i/{mac}.yaml", "b827eb123456") == "https://p/i/b827eb123456.yaml"

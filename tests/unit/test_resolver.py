@@ -8,12 +8,12 @@ test_failover_tls.py."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import dns.rdata
 import pytest
 
+from devtools.waiting import run_apart
 from firmware.config import SipSettings
 from firmware.resolver import IPV6_ONLY, Dns, resolve_entry, resolve_servers
 from firmware.sip.targets import MAX_TARGETS, Target
@@ -44,7 +44,7 @@ class ZoneDns(Dns):
 
 def test_an_ipv6_only_srv_target_is_skipped_with_a_reason_and_the_next_used() -> None:
     zone, skipped = ZoneDns(), []
-    found = asyncio.run(resolve_entry(zone, "pbx.test", "tls", lambda n: 0, skipped))
+    found = run_apart(resolve_entry(zone, "pbx.test", "tls", lambda n: 0, skipped))
     assert [(t.host, t.port, t.name) for t in found] == \
         [("127.0.0.12", 5062, "pbx2.pbx.test"), ("127.0.0.13", 5063, "pbx3.pbx.test")]
     assert skipped == [f"'pbx1.pbx.test' {IPV6_ONLY} (SRV target of _sips._tcp.pbx.test)"]
@@ -53,30 +53,30 @@ def test_an_ipv6_only_srv_target_is_skipped_with_a_reason_and_the_next_used() ->
 
 def test_every_entry_ipv6_only_is_one_error_naming_why() -> None:
     with pytest.raises(OSError, match=r"'v6\.test' has only IPv6 \(AAAA\) addresses"):
-        asyncio.run(resolve_entry(ZoneDns(), "v6.test:5060", "udp"))
+        run_apart(resolve_entry(ZoneDns(), "v6.test:5060", "udp"))
     with pytest.raises(OSError, match=r"'v6\.test' has only IPv6"):
-        asyncio.run(resolve_entry(ZoneDns(), "v6.test", "udp"))
+        run_apart(resolve_entry(ZoneDns(), "v6.test", "udp"))
     with pytest.raises(OSError, match="no SRV records and no IPv4 address"):
-        asyncio.run(resolve_entry(ZoneDns(), "nothing.test", "udp"))
+        run_apart(resolve_entry(ZoneDns(), "nothing.test", "udp"))
     with pytest.raises(OSError, match="is an IPv6 address and the box speaks IPv4 only"):
-        asyncio.run(resolve_entry(ZoneDns(), "[::1]:5060", "udp"))
+        run_apart(resolve_entry(ZoneDns(), "[::1]:5060", "udp"))
 
 
 def test_a_server_list_moves_on_past_ipv6_only_entries_and_says_so() -> None:
     sip = SipSettings(server="v6.test", servers=("v6.test:5060", "[::1]:5070", "v4.test:5080"),
                       username="5002")
-    found = asyncio.run(resolve_servers(sip, dns=ZoneDns()))
+    found = run_apart(resolve_servers(sip, dns=ZoneDns()))
     assert [str(t) for t in found.targets] == ["127.0.0.14:5080"]
     assert found.trusted == ["127.0.0.14"], "a skipped name is not trusted"
     assert found.skipped == [f"'v6.test' {IPV6_ONLY}",
                              "'[::1]:5070' is an IPv6 address and the box speaks IPv4 only"]
     with pytest.raises(OSError, match=r"'v6\.test' has only IPv6.*'\[::1\]:5070' is an IPv6"):
-        asyncio.run(resolve_servers(SipSettings(server="v6.test", servers=(
+        run_apart(resolve_servers(SipSettings(server="v6.test", servers=(
             "v6.test:5060", "[::1]:5070"), username="5002"), dns=ZoneDns()))
 
 
 def test_the_name_each_target_must_prove_over_tls() -> None:
-    found = asyncio.run(resolve_entry(ZoneDns(), "pbx.test", "tls", lambda n: 0))
+    found = run_apart(resolve_entry(ZoneDns(), "pbx.test", "tls", lambda n: 0))
     assert [t.identity for t in found] == ["pbx2.pbx.test", "pbx3.pbx.test"], \
         "an SRV target inside the configured domain: its own name"
     # outside the domain (a name ending in it is not inside it): the configured domain
@@ -98,7 +98,7 @@ def test_with_an_outbound_proxy_at_most_the_firewalls_16_addresses_are_trusted()
     zone = ZoneDns()
     ZONE[("proxy.test", "A")] = [f"127.0.2.{i}" for i in range(1, 6)]
     try:
-        found = asyncio.run(resolve_servers(sip, dns=zone))
+        found = run_apart(resolve_servers(sip, dns=zone))
     finally:
         del ZONE[("proxy.test", "A")]
     assert [t.host for t in found.targets] == [f"127.0.2.{i}" for i in range(1, 6)]
