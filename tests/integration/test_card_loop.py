@@ -25,6 +25,7 @@ from devtools import jack_card
 from firmware import _rtpcore as core
 from firmware.events import MediaParams
 from firmware.media.alsa import AlsaSink, AlsaSource
+from firmware.media.settings import StreamSettings
 from firmware.media.stream import RtpPorts, RtpSession
 
 from ..audio import pcm_array, peak_hz, tone_snr_db
@@ -290,3 +291,47 @@ def test_xruns_on_both_sides_are_recovered_and_counted(card: Card) -> None:
     mic = pcm_array(b"".join(read[25:]))
     assert abs(peak_hz(mic) - MIC_HZ) < 10 and tone_snr_db(mic, MIC_HZ) > 10
     heard_tone(card.room, FAR_HZ, mark / RATE + 0.5)
+
+
+def echo_left(card: Card, canceller: str) -> float:
+    """A call on the card with an echo path: the box's speaker port also wired into its own
+    microphone port (unit gain, a JACK cycle of delay, besides the room's 700 Hz). The far
+    end's 1013 Hz, as it comes back in what the box sends over the last two of six seconds,
+    relative to the room's 700 Hz there (dB)."""
+    assert card.room is not None
+    client = card.room.client
+    peer = Peer()
+    ports = RtpPorts("127.0.0.1")
+    session = RtpSession(ports, AlsaSource("boxcard"), AlsaSink("boxcard"),
+                         StreamSettings(echo_canceller=canceller))
+    session.start(MediaParams("127.0.0.1", peer.port, 0, "PCMU", 101, 20, "sendrecv"))
+    try:
+        box_out = client.get_all_connections("room:speaker")[0]
+        box_in = client.get_all_connections("room:mic")[0]
+        client.connect(box_out, box_in)
+        peer.run(ports.port, 6.0)
+    finally:
+        hang_up(ports, session)
+        peer.close()
+    sent = peer.audio(peer.start + 4.0)
+    assert len(sent) > RATE, len(sent)
+    spectrum = np.abs(np.fft.rfft(sent * np.hanning(len(sent))))
+    freqs = np.fft.rfftfreq(len(sent), 1 / RATE)
+
+    def level(hz: float) -> float:
+        return float(spectrum[np.abs(freqs - hz) < 15].max())
+
+    return 20 * np.log10(level(FAR_HZ) / level(MIC_HZ))
+
+
+def test_the_echo_canceller_in_the_card_loop_removes_the_speakers_echo(card: Card) -> None:
+    """Issue #20 item 4, in part: with a real echo path through the card, the canceller fed by
+    the card loop (its reference each period, the card's own queues as the delay hint) takes
+    the far end's tone out of what the box sends — speex (the default) against the same call
+    with the canceller off (seen: off -0.2 dB; speex -21 to -39 dB). What it does not show: the
+    delay hint's precision. Speex finds an echo anywhere inside its 128 ms tail by itself (the
+    hint forced to 0 passed too, -43 dB); only a reference off by more than the tail fails."""
+    off = echo_left(card, "off")
+    speex = echo_left(card, "speex")
+    assert off > -6, f"the echo path carries the far end back ({off:.1f} dB against the room)"
+    assert speex < off - 15, f"speex left the echo at {speex:.1f} dB (off: {off:.1f} dB)"
