@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .processes import end
+
 RATE = 8000
 _serial = itertools.count()
 
@@ -60,12 +62,7 @@ def serve(env: dict[str, str], period: int, log: Path | None = None,
 
 def stop(jackd: subprocess.Popen) -> None:
     """SIGTERM, as a card that is pulled out: jackd tells its clients it is going."""
-    jackd.terminate()
-    try:
-        jackd.wait(5)
-    except subprocess.TimeoutExpired:
-        jackd.kill()
-        jackd.wait()
+    end(jackd, 5)
 
 
 def client(server: str, name: str = "room", timeout: float = 10.0) -> Any:

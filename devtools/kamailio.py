@@ -17,6 +17,7 @@ from pathlib import Path
 from .asterisk import PASSWORDS
 from .loopback import free_port
 from .paths import REPO
+from .processes import end
 from .waiting import wait_for
 
 CONFIG = REPO / "pbx" / "kamailio" / "kamailio.cfg"
@@ -90,13 +91,7 @@ class Kamailio:
                 return False
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end(self.proc)
         self.proc = None
 
     def log_text(self) -> str:

@@ -27,6 +27,7 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
+from .processes import end
 from .waiting import wait_for
 
 ATTEMPTS = 3
@@ -202,11 +203,5 @@ class RaucHost:
 
     def stop(self) -> None:
         for proc in (self._service, self._bus):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            end(proc)
         self._service = self._bus = None

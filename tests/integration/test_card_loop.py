@@ -90,9 +90,7 @@ class Card:
             self.room.close()
             self.room = None
         if self.jackd is not None:
-            self.jackd.terminate()
-            with contextlib.suppress(Exception):
-                self.jackd.wait(5)
+            jack_card.stop(self.jackd)
             self.jackd = None
 
 
