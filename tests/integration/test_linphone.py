@@ -120,7 +120,10 @@ def test_direct_media_between_the_box_and_linphone(asterisk, box, linphone,
     and resume, and linphonec's own RFC 4733 events open the door."""
     write_mic_tone(800)
     reset_speaker()
-    phone = linphone(play_wav=tone_wav(tmp_path / "900.wav", 900, 30, rate=8000),
+    # 1013 Hz, not a multiple of 100: G.711 turns a tone on the 100 Hz grid (900) into lines
+    # 100 Hz apart, one of them exactly on the box's 800 Hz, and speex cancels the visitor's
+    # steady tone against that coherent trace in its reference (faded out in 1 run of 6)
+    phone = linphone(play_wav=tone_wav(tmp_path / "1013.wav", 1013, 30, rate=8000),
                      record_wav=tmp_path / "heard.wav", auto_answer=True)
     b = box()
     b.wait_state("idle")
@@ -144,5 +147,5 @@ def test_direct_media_between_the_box_and_linphone(asterisk, box, linphone,
     st = b.wait_state("idle")
     assert st["last_call_end"] == "remote hangup" and st["door_openings"] == 1
     heard = pcm_array(speaker_pcm())
-    assert abs(peak_hz(heard[-8000 * 2:]) - 900) < 15, "the box heard linphonec after resume"
+    assert abs(peak_hz(heard[-8000 * 2:]) - 1013) < 15, "the box heard linphonec after resume"
     assert abs(heard_by(phone) - 800) < 15, "linphonec heard the box after resume"
