@@ -188,7 +188,8 @@ class RtpSession:
             self.ports.rtp.fileno(), self.ports.rtcp.fileno(), media.payload_type, media.ptime,
             media.dtmf_payload_type or 101, rng.getrandbits(32), rng.getrandbits(16),
             rng.getrandbits(32), s.latch, s.jitter_target_ms, s.jitter_min_ms, s.jitter_max_ms,
-            self.cname, self.transform, processor=self._canceller(card is not None),
+            self.cname, self.transform,
+            processor=self._canceller(media.ptime * 8, card is not None),
             notify_fd=self._digit_fd)
         self.stream.spin_us = s.spin_us
         self.stream.tx_gain_q12 = _q12(s.capture_gain_db)
@@ -239,7 +240,7 @@ class RtpSession:
         # a sound card's crystal is not the network's: match rates where a card is the far side
         self.stream.enable_drift_control(card_sink, card_source)
 
-    def _canceller(self, card_loop: bool = False) -> CaptureProcessor | None:
+    def _canceller(self, frame_samples: int, card_loop: bool = False) -> CaptureProcessor | None:
         """The echo canceller for this call, its reference lined up with the card's buffers
         (in the card loop the loop tells it the card's own queues every period)."""
         s = self.settings
@@ -247,7 +248,7 @@ class RtpSession:
                                     + getattr(self.sink, "latency_samples", 0))
         try:
             return create_canceller(s.echo_canceller, s.echo_tail_ms, s.noise_suppression,
-                                    s.agc, card)
+                                    s.agc, card, frame_samples)
         except AecError as exc:  # checked at start-up; a call without one beats no call
             log.error("echo canceller %s unavailable, call runs without: %s",
                       s.echo_canceller, exc)
