@@ -3,9 +3,10 @@ plugin on jackd's dummy driver, paced like a card's crystal), driven by the Cyth
 through ``firmware.core._card`` — no Python audio thread in the box's process — against a plain
 RTP peer socket on loopback.
 
-A JACK client of this test is the room: its ``mic`` port is the box's microphone (a 700 Hz
-tone), its ``speaker`` port records what the box plays. The peer sends 1013 Hz as RTP every
-20 ms and keeps what the box sends. Both judged by FFT.
+The room is ``devtools.jack_card.Room``: its ``mic`` port is the box's microphone (a 700 Hz
+tone, and the room's echo when a test asks), its ``speaker`` port records what the box plays.
+The peer sends 1013 Hz (or noise) as RTP every 20 ms and keeps what the box sends. Both judged
+by FFT.
 """
 
 from __future__ import annotations
@@ -347,7 +348,9 @@ def test_the_delay_hint_puts_an_echo_beyond_the_tail_back_inside_it(card: Card) 
     far end noise (no period to slide along) and the tail the shortest (16 ms; speex models
     20 ms in 10 ms blocks): only a reference moved back by the card's queues (less the margin,
     4 ms) has the echo inside the tail (it lands at 14 ms; at 25 ms without the hint). Seen:
-    off -5.7 dB, speex -33 to -36 dB; the hint forced to 0: HINT0; 40 ms too long: HINT40."""
+    off -5.7 dB, speex -34.9 to -35.8 dB; the hint forced to 0, or 40 ms too long, -5.3 dB;
+    so too before the canceller's first figure stopped standing (it was read at the first
+    frame, before playback ran: 0, and moves only when off by more than 20 ms)."""
     off, _ = echo_left(card, "off", noise=True, room_echo=ROOM_ECHO)
     speex, figures = echo_left(card, "speex", ECHO_TAIL_MS, noise=True, room_echo=ROOM_ECHO)
     assert off > -8, f"the room's echo carries the far end back ({off:.1f} dB against the room)"
