@@ -356,3 +356,44 @@ def test_the_delay_hint_puts_an_echo_beyond_the_tail_back_inside_it(card: Card) 
     assert off > -8, f"the room's echo carries the far end back ({off:.1f} dB against the room)"
     assert speex < off - 15, (f"speex left the echo at {speex:.1f} dB (off: {off:.1f} dB) with "
                               f"the reference {figures['delay_ms']} ms back")
+
+
+@pytest.mark.parametrize("card", [80, JACK_PERIOD_20MS, 320], indirect=True)
+def test_the_cards_two_queues_read_at_one_instant_are_the_echos_delay(card: Card) -> None:
+    """What the hint stands on, tick by tick as the card loop reads it: a period read, then the
+    card's playback delay and capture backlog, then a frame of the far end's noise written. The
+    room's echo (at 0 ms) in the frame read at each tick lies, by correlation, exactly the two
+    figures' sum behind the frame written at the tick before, with card periods of 10, 20 and
+    40 ms (the last: two frames a period, ticks 0 and 40 ms apart, where the playback delay
+    kept from the last write is 20 ms off either way, alternately)."""
+    from firmware.core._card import Card as AlsaCard
+
+    room = card.room
+    assert room is not None
+    c = AlsaCard("boxcard", "boxcard")
+    far = far_noise()
+    frames: list[bytes] = []
+    hints: list[int] = []
+    room.echo = 0
+    try:
+        assert c.start()
+        for k in range(150):
+            assert c.wait(200) == 1, c.stats()
+            frames.append(c.read(160))
+            hints.append(c.play_delay + c.capture_avail)
+            c.write(far[k * 160:(k + 1) * 160].tobytes())
+        stats = c.stats()
+    finally:
+        room.echo = None
+        c.close()
+    assert (stats["capture_xruns"], stats["playback_xruns"], stats["playback_dropped"]) == \
+        (0, 0, 0), stats
+    played = far.astype(np.float64)
+    found = []
+    for k in range(50, 150):
+        # the sample captured i into tick k's frame against the one written i into tick
+        # k-1's, ``lag`` samples earlier: 800 (100 ms) is far more than this card holds
+        before = played[(k - 1) * 160 - 800:k * 160]
+        fit = np.correlate(before, pcm_array(frames[k]), "valid")
+        found.append(800 - int(np.argmax(fit)))
+    assert found == hints[50:150], list(zip(found, hints[50:150], strict=True))
