@@ -84,8 +84,10 @@ class Room:
     microphone picks up (``track``, from its first sample on), its input port ``speaker``
     what the box's loudspeaker plays, both handled in one process cycle, so a sample played at
     ``track[i]`` and one heard at ``heard[i]`` are the same instant. ``cycles`` keeps each
-    cycle's first sample and CLOCK_MONOTONIC time. Made with the ``jack`` package (JACK-Client
-    on PyPI); ``start`` waits for jackd to take clients."""
+    cycle's first sample and CLOCK_MONOTONIC time. ``echo``: the room's own echo, what the
+    speaker played ``echo`` samples ago added to the microphone at unit gain (None: none).
+    Made with the ``jack`` package (JACK-Client on PyPI); ``start`` waits for jackd to take
+    clients."""
 
     def __init__(self, server: str, track: np.ndarray, name: str = "room") -> None:
         self.server, self.name = server, name
@@ -94,6 +96,7 @@ class Room:
         self.cycles = np.zeros((len(self.track) // 16 + 16, 2))  # (first sample, monotonic)
         self.pos = self.cycle = 0
         self.playing = False
+        self.echo: int | None = None
         self.client: Any = None
 
     def start(self, timeout: float = 10.0) -> Room:
@@ -108,8 +111,12 @@ class Room:
         t = time.monotonic()
         pos, out = self.pos, self.mic.get_array()
         if self.playing and pos + frames <= len(self.track):
-            out[:] = self.track[pos:pos + frames]
             self.heard[pos:pos + frames] = self.speaker.get_array()
+            out[:] = self.track[pos:pos + frames]
+            echo = self.echo
+            a = pos - (echo or 0)
+            if echo is not None and a + frames > 0:
+                out[max(0, -a):] += self.heard[max(0, a):a + frames]
             if self.cycle < len(self.cycles):
                 self.cycles[self.cycle] = (pos, t)
                 self.cycle += 1

@@ -887,7 +887,11 @@ cdef class MediaStream:
             memset(&captured[got], 0, (fs - got) * sizeof(int16_t))
         self._receive(t0)
         if self.proc is not None:
-            # what the card captured after this period and still holds
+            # the card's two queues read at one instant, now: what it holds to play ahead of
+            # the last frame written (a frame of none: no sample stored) and what it captured
+            # after this period. The figure from the last write is stale when periods come in
+            # bursts (a card period of two frames: 0 and 40 ms apart)
+            self.proc.playback_c(play, 0, <int>self.card.play_delay_c() if self.card_ok else 0)
             self.proc.capture_c(captured, fs,
                                 self.card.capture_avail_c() if self.card_ok else 0)
         pthread_mutex_lock(&self.lock)

@@ -86,7 +86,6 @@ cdef class EchoCanceller(CaptureProcessor):
     cdef readonly int device_delay, tail, margin, delay, delay_changes, errors, block
     cdef readonly int64_t frames
     cdef int pending, pending_frames
-    cdef bint started
     cdef int16_t ref[MAX_BLOCK]
 
     def __cinit__(self, *args, **kwargs):
@@ -122,8 +121,10 @@ cdef class EchoCanceller(CaptureProcessor):
             target = 0
         if target > RING - self.tail - 2 * 320:
             target = RING - self.tail - 2 * 320
-        if not self.started:
-            self.started = True
+        if self.frames < MOVE_FRAMES:
+            # the first half second follows the queues as they fill (a card's playback starts
+            # behind its prefill at the first write): a first figure read before then would
+            # stand while the true one is less than MOVE_OFF away
             self.delay = target
             return
         if target - self.delay > MOVE_OFF or self.delay - target > MOVE_OFF:

@@ -3,9 +3,10 @@ plugin on jackd's dummy driver, paced like a card's crystal), driven by the Cyth
 through ``firmware.core._card`` — no Python audio thread in the box's process — against a plain
 RTP peer socket on loopback.
 
-A JACK client of this test is the room: its ``mic`` port is the box's microphone (a 700 Hz
-tone), its ``speaker`` port records what the box plays. The peer sends 1013 Hz as RTP every
-20 ms and keeps what the box sends. Both judged by FFT.
+The room is ``devtools.jack_card.Room``: its ``mic`` port is the box's microphone (a 700 Hz
+tone, and the room's echo when a test asks), its ``speaker`` port records what the box plays.
+The peer sends 1013 Hz (or noise) as RTP every 20 ms and keeps what the box sends. Both judged
+by FFT.
 """
 
 from __future__ import annotations
@@ -33,56 +34,35 @@ from ..audio import pcm_array, peak_hz, tone_snr_db
 pytestmark = pytest.mark.integration
 RATE = 8000
 MIC_HZ, FAR_HZ = 700.0, 1013.0
-
-
-class Room:
-    """The JACK client standing for the room: a tone into the box's microphone, its speaker
-    recorded (the process callback copies arrays: nothing else)."""
-
-    def __init__(self, server: str, seconds: float) -> None:
-        self.client = jack_card.client(server)
-        self.mic = self.client.outports.register("mic")
-        self.speaker = self.client.inports.register("speaker")
-        self.heard = np.zeros(int(RATE * seconds), dtype=np.float32)
-        self.pos = 0
-        self.phase = 0
-        self.client.set_process_callback(self._process)
-        self.client.activate()
-
-    def _process(self, frames: int) -> None:
-        n = np.arange(self.phase, self.phase + frames)
-        self.mic.get_array()[:] = 0.25 * np.sin(2 * np.pi * MIC_HZ * n / RATE)
-        self.phase += frames
-        if self.pos + frames <= len(self.heard):
-            self.heard[self.pos:self.pos + frames] = self.speaker.get_array()
-            self.pos += frames
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.client.deactivate()
-            self.client.close()
+NOISE_BAND = (1000.0, 3500.0)
+JACK_PERIOD_20MS = 160  # the card's period one frame: its queue ahead of a write the prefill
+ROOM_ECHO = 80  # the room's echo: 10 ms after the speaker
+ECHO_TAIL_MS = 16
 
 
 class Card:
     """jackd on its dummy driver with the ALSA device ``boxcard`` wired to the room's ports;
     ``stop()`` and ``start()`` take the device away and bring it back (jackd and the room)."""
 
-    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch, period: int = 80) -> None:
         self.tmp = tmp
         self.monkeypatch = monkeypatch
+        self.period = period
         self.jackd: Any = None
-        self.room: Room | None = None
+        self.room: jack_card.Room | None = None
         self.start()
 
-    def start(self) -> Room:
-        self.jackd, env = jack_card.start(self.tmp, "boxcard", "room:speaker", "room:mic", 80)
+    def start(self) -> jack_card.Room:
+        self.jackd, env = jack_card.start(self.tmp, "boxcard", "room:speaker", "room:mic",
+                                          self.period)
         # a second name for the same ports: playback "on another card" (its own PCM, its own
         # queue, steered by the resampler; the clock here is the same)
         with (self.tmp / "asoundrc").open("a") as f:
             f.write('pcm.boxspeaker {\n type plug\n slave.pcm "boxcard_raw"\n}\n')
         for k, v in env.items():
             self.monkeypatch.setenv(k, v)  # alsa-lib re-reads its configuration on a change
-        self.room = Room(env["JACK_DEFAULT_SERVER"], 10.0)
+        self.room = jack_card.Room(env["JACK_DEFAULT_SERVER"], jack_card.tone(MIC_HZ, 60)).start()
+        self.room.play()
         return self.room
 
     def stop(self) -> None:
@@ -95,22 +75,42 @@ class Card:
 
 
 @pytest.fixture
-def card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def card(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Any:
+    """The card (its jackd period in frames: 10 ms unless the test asks, ``indirect``)."""
     if not jack_card.available():
         pytest.skip("alsa-lib's jack plugin (libasound2-plugins) is missing")
     pytest.importorskip("jack", reason="the JACK-Client package is missing")
-    c = Card(tmp_path, monkeypatch)
+    c = Card(tmp_path, monkeypatch, getattr(request, "param", 80))
     try:
         yield c
     finally:
         c.stop()
 
 
-class Peer:
-    """The far end: a plain UDP socket sending a 1013 Hz RTP packet every 20 ms on its own
-    (the monotonic) clock and keeping, with its arrival time, every datagram the box sends."""
+def far_tone() -> np.ndarray:
+    """The far end's usual voice: 1013 Hz, one second of it (it repeats)."""
+    return (8000 * np.sin(2 * np.pi * FAR_HZ * np.arange(RATE) / RATE)).astype("<i2")
 
-    def __init__(self) -> None:
+
+def far_noise() -> np.ndarray:
+    """A far end with no period: noise from 1 to 3.5 kHz (clear of the room's 700 Hz), five
+    seconds of it (it repeats). A tone is no test of the echo's delay: a steady sine later or
+    earlier is a mix of the sine now and one sample ago, so a canceller removes it at any lag."""
+    x = np.random.default_rng(20).standard_normal(5 * RATE)
+    spectrum = np.fft.rfft(x)
+    freqs = np.fft.rfftfreq(len(x), 1 / RATE)
+    spectrum[(freqs < NOISE_BAND[0]) | (freqs > NOISE_BAND[1])] = 0
+    x = np.fft.irfft(spectrum, len(x))
+    return (x * 3000 / x.std()).astype("<i2")
+
+
+class Peer:
+    """The far end: a plain UDP socket sending RTP every 20 ms on its own (the monotonic) clock
+    (``far``: the samples, repeated; a 1013 Hz tone unless told) and keeping, with its arrival
+    time, every datagram the box sends."""
+
+    def __init__(self, far: np.ndarray | None = None) -> None:
+        self.far = far_tone() if far is None else far
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.setblocking(False)
@@ -125,8 +125,7 @@ class Peer:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             k = self.k
-            pcm = b"".join(int(8000 * np.sin(2 * np.pi * FAR_HZ * (k * 160 + i) / RATE))
-                           .to_bytes(2, "little", signed=True) for i in range(160))
+            pcm = np.take(self.far, np.arange(k * 160, k * 160 + 160), mode="wrap").tobytes()
             self.sock.sendto(core.rtp_pack(0, False, k, k * 160, 0x1234, core.encode_ulaw(pcm)),
                              ("127.0.0.1", to_port))
             self.k += 1
@@ -164,9 +163,9 @@ def hang_up(ports: RtpPorts, session: RtpSession) -> None:
     ports.close()
 
 
-def heard_tone(room: Room, hz: float, skip: float = 1.0) -> None:
+def heard_tone(room: jack_card.Room, hz: float, skip: float = 1.0) -> None:
     """The room's speaker played ``hz`` (after its first ``skip`` seconds)."""
-    heard = (room.heard[int(skip * RATE):room.pos] * 32767).astype(np.float64)
+    heard = room.heard[int(skip * RATE):room.pos].astype(np.float64) * 32768
     assert len(heard) > RATE and np.abs(heard).max() > 2000, "the speaker played something"
     assert abs(peak_hz(heard) - hz) < 10, "the peer's RTP reached the speaker"
     assert tone_snr_db(heard, hz) > 10
@@ -291,45 +290,110 @@ def test_xruns_on_both_sides_are_recovered_and_counted(card: Card) -> None:
     heard_tone(card.room, FAR_HZ, mark / RATE + 0.5)
 
 
-def echo_left(card: Card, canceller: str) -> float:
+def echo_left(card: Card, canceller: str, tail_ms: int = 128, noise: bool = False,
+              room_echo: int | None = None) -> tuple[float, dict[str, Any]]:
     """A call on the card with an echo path: the box's speaker port also wired into its own
-    microphone port (unit gain, a JACK cycle of delay, besides the room's 700 Hz). The far
-    end's 1013 Hz, as it comes back in what the box sends over the last two of six seconds,
-    relative to the room's 700 Hz there (dB)."""
-    assert card.room is not None
-    client = card.room.client
-    peer = Peer()
+    microphone port (unit gain, besides the room's 700 Hz), or with ``room_echo`` the room's
+    own echo that many samples after the speaker played. The far end's tone (or ``noise``),
+    as it comes back in what the box sends over the last two of six seconds, relative to the
+    room's 700 Hz there (dB: the power in the far end's band against the room tone's), and the
+    canceller's figures at the end."""
+    room = card.room
+    assert room is not None
+    client = room.client
+    peer = Peer(far_noise() if noise else None)
     ports = RtpPorts("127.0.0.1")
     session = RtpSession(ports, AlsaSource("boxcard"), AlsaSink("boxcard"),
-                         StreamSettings(echo_canceller=canceller))
+                         StreamSettings(echo_canceller=canceller, echo_tail_ms=tail_ms))
     session.start(MediaParams("127.0.0.1", peer.port, 0, "PCMU", 101, 20, "sendrecv"))
     try:
-        box_out = client.get_all_connections("room:speaker")[0]
-        box_in = client.get_all_connections("room:mic")[0]
-        client.connect(box_out, box_in)
+        if room_echo is None:
+            box_out = client.get_all_connections("room:speaker")[0]
+            box_in = client.get_all_connections("room:mic")[0]
+            client.connect(box_out, box_in)
+        room.echo = room_echo
         peer.run(ports.port, 6.0)
+        figures = session.canceller_stats()
     finally:
+        room.echo = None
         hang_up(ports, session)
         peer.close()
     sent = peer.audio(peer.start + 4.0)
     assert len(sent) > RATE, len(sent)
-    spectrum = np.abs(np.fft.rfft(sent * np.hanning(len(sent))))
+    power = np.abs(np.fft.rfft(sent * np.hanning(len(sent)))) ** 2
     freqs = np.fft.rfftfreq(len(sent), 1 / RATE)
-
-    def level(hz: float) -> float:
-        return float(spectrum[np.abs(freqs - hz) < 15].max())
-
-    return 20 * np.log10(level(FAR_HZ) / level(MIC_HZ))
+    low, high = NOISE_BAND if noise else (FAR_HZ - 15, FAR_HZ + 15)
+    far = power[(freqs >= low) & (freqs <= high)].sum()
+    mic = power[np.abs(freqs - MIC_HZ) <= 15].sum()
+    return float(10 * np.log10(far / mic)), figures
 
 
 def test_the_echo_canceller_in_the_card_loop_removes_the_speakers_echo(card: Card) -> None:
     """Issue #20 item 4, in part: with a real echo path through the card, the canceller fed by
     the card loop (its reference each period, the card's own queues as the delay hint) takes
     the far end's tone out of what the box sends — speex (the default) against the same call
-    with the canceller off (seen: off -0.2 dB; speex -21 to -39 dB). What it does not show: the
-    delay hint's precision. Speex finds an echo anywhere inside its 128 ms tail by itself (the
-    hint forced to 0 passed too, -43 dB); only a reference off by more than the tail fails."""
-    off = echo_left(card, "off")
-    speex = echo_left(card, "speex")
+    with the canceller off (seen: off -0.2 dB; speex -21 to -47 dB). A steady tone does not
+    test the delay hint (a canceller removes a sine at any lag); the next test does."""
+    off, _ = echo_left(card, "off")
+    speex, _ = echo_left(card, "speex")
     assert off > -6, f"the echo path carries the far end back ({off:.1f} dB against the room)"
     assert speex < off - 15, f"speex left the echo at {speex:.1f} dB (off: {off:.1f} dB)"
+
+
+@pytest.mark.parametrize("card", [JACK_PERIOD_20MS], indirect=True)
+def test_the_delay_hint_puts_an_echo_beyond_the_tail_back_inside_it(card: Card) -> None:
+    """Issue #20 item 4: the card's own queues (``snd_pcm_delay`` ahead of the last frame
+    written + the capture not yet read, both read at one instant) are the delay hint. Here they
+    are 15 ms (the prefill; a 20 ms card period), the room's echo 10 ms after the speaker, the
+    far end noise (no period to slide along) and the tail the shortest (16 ms; speex models
+    20 ms in 10 ms blocks): only a reference moved back by the card's queues (less the margin,
+    4 ms) has the echo inside the tail (it lands at 14 ms; at 25 ms without the hint). Seen:
+    off -5.7 dB, speex -34.9 to -35.8 dB; the hint forced to 0, or 40 ms too long, -5.3 dB;
+    so too before the canceller's first figure stopped standing (it was read at the first
+    frame, before playback ran: 0, and moves only when off by more than 20 ms)."""
+    off, _ = echo_left(card, "off", noise=True, room_echo=ROOM_ECHO)
+    speex, figures = echo_left(card, "speex", ECHO_TAIL_MS, noise=True, room_echo=ROOM_ECHO)
+    assert off > -8, f"the room's echo carries the far end back ({off:.1f} dB against the room)"
+    assert speex < off - 15, (f"speex left the echo at {speex:.1f} dB (off: {off:.1f} dB) with "
+                              f"the reference {figures['delay_ms']} ms back")
+
+
+@pytest.mark.parametrize("card", [80, JACK_PERIOD_20MS, 320], indirect=True)
+def test_the_cards_two_queues_read_at_one_instant_are_the_echos_delay(card: Card) -> None:
+    """What the hint stands on, tick by tick as the card loop reads it: a period read, then the
+    card's playback delay and capture backlog, then a frame of the far end's noise written. The
+    room's echo (at 0 ms) in the frame read at each tick lies, by correlation, exactly the two
+    figures' sum behind the frame written at the tick before, with card periods of 10, 20 and
+    40 ms (the last: two frames a period, ticks 0 and 40 ms apart, where the playback delay
+    kept from the last write is 20 ms off either way, alternately)."""
+    from firmware.core._card import Card as AlsaCard
+
+    room = card.room
+    assert room is not None
+    c = AlsaCard("boxcard", "boxcard")
+    far = far_noise()
+    frames: list[bytes] = []
+    hints: list[int] = []
+    room.echo = 0
+    try:
+        assert c.start()
+        for k in range(150):
+            assert c.wait(200) == 1, c.stats()
+            frames.append(c.read(160))
+            hints.append(c.play_delay + c.capture_avail)
+            c.write(far[k * 160:(k + 1) * 160].tobytes())
+        stats = c.stats()
+    finally:
+        room.echo = None
+        c.close()
+    assert (stats["capture_xruns"], stats["playback_xruns"], stats["playback_dropped"]) == \
+        (0, 0, 0), stats
+    played = far.astype(np.float64)
+    found = []
+    for k in range(50, 150):
+        # the sample captured i into tick k's frame against the one written i into tick
+        # k-1's, ``lag`` samples earlier: 800 (100 ms) is far more than this card holds
+        before = played[(k - 1) * 160 - 800:k * 160]
+        fit = np.correlate(before, pcm_array(frames[k]), "valid")
+        found.append(800 - int(np.argmax(fit)))
+    assert found == hints[50:150], list(zip(found, hints[50:150], strict=True))

@@ -114,11 +114,13 @@ def test_other_packet_times(ptime: int) -> None:
 
 def test_a_moving_backlog_moves_the_reference_once_it_settles() -> None:
     """A backlog that jumps for one frame does not move the reference; one that stays off by
-    more than 20 ms for half a second does, once."""
+    more than 20 ms for half a second does, once (after the first half second, which follows
+    the queues as they fill)."""
     c = _aec.create("speex")
     silent = bytes(320)
-    c.playback(silent, 400)
-    c.capture(silent)
+    for _ in range(25):
+        c.playback(silent, 400)
+        c.capture(silent)
     start = c.delay
     c.playback(silent, 1200)  # one late tick
     c.capture(silent)
@@ -129,6 +131,19 @@ def test_a_moving_backlog_moves_the_reference_once_it_settles() -> None:
         c.playback(silent, 1200)
         c.capture(silent)
     assert (c.delay, c.delay_changes) == (start + 800, 1)
+
+
+def test_the_first_half_second_follows_a_playback_queue_as_it_fills() -> None:
+    """A card's playback starts behind its prefill at the first write: the first frames see an
+    empty queue, then the prefill (15 ms: less than the 20 ms a settled figure must be off by
+    to move). The reference follows it there, not the empty queue of the first frame."""
+    c = _aec.create("speex", tail_ms=16)
+    silent = bytes(320)
+    c.capture(silent)
+    for _ in range(30):
+        c.playback(silent, 120)
+        c.capture(silent)
+    assert (c.delay, c.delay_changes) == (120 - c.margin, 0)
 
 
 def test_bad_choices_are_one_line_errors() -> None:
