@@ -13,6 +13,7 @@ import contextlib
 import glob
 import itertools
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -28,6 +29,19 @@ _serial = itertools.count()
 
 def available() -> bool:
     return bool(glob.glob("/usr/lib/*/alsa-lib/libasound_module_pcm_jack.so"))
+
+
+def missing() -> str | None:
+    """Why this card and its room cannot run here (None: they can)."""
+    if shutil.which("jackd") is None:
+        return "jackd (Debian jackd2) is not installed"
+    if not available():
+        return "alsa-lib's jack plugin (Debian libasound2-plugins) is not installed"
+    try:
+        import jack  # noqa: F401
+    except (ImportError, OSError) as exc:
+        return f"the JACK-Client module cannot load: {exc}"
+    return None
 
 
 def start(tmp: Path, pcm: str, playback_port: str, capture_port: str,

@@ -39,6 +39,24 @@ def tone_snr_db(x: np.ndarray, hz: float, rate: int = 8000) -> float:
     return float(10 * np.log10(spectrum[band].sum() / max(spectrum[~band].sum(), 1e-9)))
 
 
+def tone_frames(x: np.ndarray, hz: float, rate: int = 8000, frame: int = 160,
+                purity: float = 0.9) -> float:
+    """The share of ``frame``-sample frames of ``x`` in which the tone ``hz`` (its FFT bin and
+    the two beside it) holds at least ``purity`` of the energy: a signal cut by gaps or
+    splices of silence scores the frames between them, where one SNR over the whole would
+    be spread by every edge. ``frame`` must hold whole cycles of ``hz``."""
+    k = hz * frame / rate
+    assert abs(k - round(k)) < 1e-9, f"{frame} samples hold no whole number of {hz} Hz cycles"
+    n = len(x) // frame
+    assert n > 0, "less than one frame"
+    power = np.abs(np.fft.rfft(x[: n * frame].reshape(n, frame), axis=1)) ** 2
+    power[:, 0] = 0
+    k = int(round(k))
+    band = power[:, max(k - 1, 1):k + 2].sum(axis=1)
+    total = power.sum(axis=1)
+    return float(((total > 0) & (band >= purity * total)).mean())
+
+
 def frame_rms(x: np.ndarray, frame: int = 160) -> np.ndarray:
     n = len(x) // frame
     return np.sqrt((x[: n * frame].reshape(n, frame) ** 2).mean(axis=1))

@@ -6,13 +6,14 @@ boot partition with mtools, taking files from that partition or from the root sl
 the virt device tree with named GPIO lines, the QEMU virt command line that boots the card
 through U-Boot and its A/B boot script, a network namespace holding only loopback (so nothing
 the guest or Asterisk sends can leave this machine), QMP, and reading what the guest reports on
-its serial console (INTERCOM-GPIO / INTERCOM-STATUS / INTERCOM-CHAIN lines, written by
+its serial console (INTERCOM-GPIO / -STATUS / -SOUND / -CHAIN lines, written by
 images/overlay/usr/lib/intercom/selftest-report).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -167,9 +168,11 @@ def loopback_namespace() -> Iterator[str]:
 
 
 class Qemu:
-    def __init__(self, args: list[str], console: Path, netns: str, qmp: Path | None = None
-                 ) -> None:
+    def __init__(self, args: list[str], console: Path, netns: str, qmp: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        """``env``: added to QEMU's environment (an ``-audiodev alsa`` device's asoundrc)."""
         self.cmd = ["ip", "netns", "exec", netns, "qemu-system-aarch64", *args]
+        self.env = {**os.environ, **env} if env else None
         if qmp is not None:
             self.cmd += ["-qmp", f"unix:{qmp},server=on,wait=off"]
         self.qmp_path = qmp
@@ -180,7 +183,7 @@ class Qemu:
     def start(self) -> Qemu:
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
                                      stdout=open(self.log.with_suffix(".qemu"), "ab"),
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, env=self.env)
         self.started = time.monotonic()
         return self
 

@@ -16,7 +16,6 @@ README, "What the tests do not prove", and docs/notes/card-path.md.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -46,18 +45,6 @@ MIC_HZ, FAR_HZ = 700, 1000  # the room's voice into the box; baresip's tone
 AUDIO_THREADS = {"AlsaSource", "AlsaSink", "audio-pump"}
 MAX_GAP = 0.060  # seconds between two of the box's packets on the wire, at worst
 SETTLE = 0.3  # seconds for the packet socket's reader to catch up with the wire
-
-
-def _missing() -> str | None:
-    if shutil.which("jackd") is None:
-        return "jackd (Debian jackd2) is not installed"
-    if not jack_card.available():
-        return "alsa-lib's jack plugin (Debian libasound2-plugins) is not installed"
-    try:
-        import jack  # noqa: F401
-    except (ImportError, OSError) as exc:
-        return f"the JACK-Client module cannot load: {exc}"
-    return None
 
 
 @dataclass
@@ -111,7 +98,7 @@ class Card:
 def card(tmp_path: Path) -> Iterator[Card]:
     """The card and its room, up before the box starts and taken away after it stopped (list
     it before ``intercom``)."""
-    why = _missing()
+    why = jack_card.missing()
     if why:
         pytest.skip(why)
     jackd, env = jack_card.start(tmp_path, PCM, "room:speaker", "room:mic", PERIOD)
