@@ -798,7 +798,7 @@ cdef class MediaStream:
         CLOCK_MONOTONIC, sending silence, until Python hands over a reopened card."""
         cdef int64_t period = <int64_t>self.core.ptime_ms * 1000000
         cdef int64_t step = period - period // CARD_FAST
-        cdef int64_t deadline, tat, t0, late
+        cdef int64_t deadline, tat, t0, late, first
         cdef int16_t captured[MAX_FRAME]
         cdef int fs = self.core.frame_samples
         cdef int rc, got, timeout_ms
@@ -807,7 +807,15 @@ cdef class MediaStream:
             self._card_lost()
         t0 = _now_ns()
         deadline = t0 + period
-        tat = t0  # the pace's theoretical time of the next tick (a GCRA: rate and burst)
+        # the pace's theoretical time of the next tick (a GCRA: rate and burst), started with no
+        # burst in hand, and the first tick not before a period has passed, as a card's first
+        # period comes: a device that is not paced (alsa-lib's file plugin) sent CARD_BURST + 1
+        # packets in the instant after the 200 OK, before Asterisk had its ACK out; Asterisk
+        # relayed them with an SSRC of its own, then the box's stream with the box's, and
+        # baresip dropped all of the latter (test_appliance, 1 run in ~15). The burst
+        # allowance builds up by 1/CARD_FAST of a period a tick
+        tat = t0 + CARD_BURST * period
+        first = t0 + period
         while not self.stop_flag:
             if self.card_pending:
                 self._adopt_card()
@@ -832,6 +840,10 @@ cdef class MediaStream:
                     continue
                 if rc == CARD_READY:
                     from_card = True
+                    if first > 0:
+                        if _now_ns() < first:
+                            self._sleep_until(first)
+                        first = 0
                     if _now_ns() < tat - CARD_BURST * period:  # ahead of any card's pace
                         self.cs.held_ticks += 1
                         self._sleep_until(tat - CARD_BURST * period)
