@@ -127,9 +127,12 @@ cdef class EchoCanceller(CaptureProcessor):
             # stand while the true one is less than MOVE_OFF away
             self.delay = target
             return
-        if target - self.delay > MOVE_OFF or self.delay - target > MOVE_OFF:
-            if self.pending_frames > 0 and (target - self.pending > MOVE_OFF
-                                            or self.pending - target > MOVE_OFF):
+        # off by more than the margin the tail keeps in hand (20 ms at most) for half a second:
+        # with a short tail a 20 ms error would leave the echo outside it for the call
+        cdef int off = self.margin if self.margin < MOVE_OFF else MOVE_OFF
+        if target - self.delay > off or self.delay - target > off:
+            if self.pending_frames > 0 and (target - self.pending > off
+                                            or self.pending - target > off):
                 self.pending_frames = 0  # a different new value: start counting again
             if self.pending_frames == 0:
                 self.pending = target
