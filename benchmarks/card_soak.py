@@ -45,7 +45,6 @@ STATUS_EVERY = 10.0
 # jackd's dummy driver is the card's clock: at SCHED_FIFO above the box's loop (10), as a
 # card's interrupt is above any process; at normal priority the busy loops make it a card
 # whose periods come milliseconds late (measured: wire p99 10.7 ms, +5700 ppm)
-JACK_PRIORITY = 20
 
 
 def _errors_us(times: list[float]) -> list[float]:
@@ -129,7 +128,7 @@ def run(minutes: float, reference_minutes: float) -> list[dict[str, Any]]:
     tmp = Path(tempfile.mkdtemp(prefix="intercom-card-soak-"))
     pbx = Asterisk().start()
     jackd, env = jack_card.start(tmp, "icsoak", "system:playback_1", "system:capture_1",
-                                 JACK_PERIOD, realtime=JACK_PRIORITY)
+                                 JACK_PERIOD, realtime=jack_card.CARD_PRIORITY)
     try:
         time.sleep(0.7)
         ref = soak(pbx, tmp / "ref", "reference: tone:700 source, null sink (no card), speex",

@@ -330,6 +330,7 @@ cdef struct CardStats:
     uint64_t trimmed       # samples to play dropped to keep the playback queue at its level
     int quiet              # consecutive ticks without a period
     int owed               # silent ticks whose periods may still come late
+    int over               # consecutive ticks with the playback queue above its level
     int error              # the errno that made the card go
 
 
@@ -342,6 +343,12 @@ cdef int64_t CARD_GRACE_NS = 5000000
 cdef int CARD_GONE_AFTER = 50
 cdef int CARD_BURST = 3
 cdef int CARD_FAST = 200
+# one card: the playback queue is trimmed back to its level only when it has stood above it for
+# this many ticks in a row. A moment above is no backlog: alsa-lib's jack plugin runs capture
+# and playback as two jack clients, and the loop, woken by the capture side, can read the
+# playback queue before that cycle took its period (10 ms more, for that instant: a trim of
+# 5 ms of speech, in CI); a card's two DMA pointers move at their own interrupts likewise
+cdef int CARD_TRIM_AFTER = 3
 
 
 cdef inline int _bucket(int64_t ns) noexcept nogil:
@@ -947,10 +954,15 @@ cdef class MediaStream:
             self.card.write_c(out, k)
         else:
             # one card, one clock: before each write the queue is the prefill, give or take
-            # the wake-up's jitter. More (a period that came late was ticked as a new one) is
-            # latency that would stay: the frame's start goes instead (counted)
+            # the wake-up's jitter. More, tick after tick (a period that came late was ticked
+            # as a new one), is latency that would stay: the frame's start goes instead
+            # (counted); more for a tick or two is the moment's view (CARD_TRIM_AFTER)
             k = <int>queued - self.card.prefill - fs // 4
             if self.card.play_running and k > 0:
+                self.cs.over += 1
+            else:
+                self.cs.over = 0
+            if self.cs.over >= CARD_TRIM_AFTER:
                 if k > fs // 2:  # half a frame a tick at most: every tick writes, so a
                     k = fs // 2  # stalled PCM's error is seen (and recovered) by the write
                 self.cs.trimmed += k
@@ -992,6 +1004,7 @@ cdef class MediaStream:
         self.card_ok = ok
         self.cs.quiet = 0
         self.cs.owed = 0
+        self.cs.over = 0
         if ok:
             self.cs.adopted += 1
         else:

@@ -1,7 +1,8 @@
 """The card loop on real alsa-lib: both sides of a call on one ALSA device (alsa-lib's jack
-plugin on jackd's dummy driver, paced like a card's crystal), driven by the Cython loop itself
-through ``firmware.core._card`` — no Python audio thread in the box's process — against a plain
-RTP peer socket on loopback.
+plugin on jackd's dummy driver, paced like a card's crystal and, like a card's DMA, above the
+machine's load: SCHED_FIFO 20), driven by the Cython loop itself through ``firmware.core._card``
+at the box's default SCHED_FIFO priority — no Python audio thread in the box's process — against
+a plain RTP peer socket on loopback.
 
 The room is ``devtools.jack_card.Room``: its ``mic`` port is the box's microphone (a 700 Hz
 tone, and the room's echo when a test asks), its ``speaker`` port records what the box plays.
@@ -24,6 +25,7 @@ import pytest
 
 from devtools import jack_card
 from firmware import _rtpcore as core
+from firmware.config import MediaSettings
 from firmware.events import MediaParams
 from firmware.media.alsa import AlsaSink, AlsaSource
 from firmware.media.settings import StreamSettings
@@ -38,6 +40,9 @@ NOISE_BAND = (1000.0, 3500.0)
 JACK_PERIOD_20MS = 160  # the card's period one frame: its queue ahead of a write the prefill
 ROOM_ECHO = 80  # the room's echo: 10 ms after the speaker
 ECHO_TAIL_MS = 16
+# as a box runs: its loop at the configured default, the card (jackd) above it and above the
+# load of the machine, as a card's DMA is (jack_card.CARD_PRIORITY)
+BOX_PRIORITY = MediaSettings().realtime_priority
 
 
 class Card:
@@ -54,7 +59,7 @@ class Card:
 
     def start(self) -> jack_card.Room:
         self.jackd, env = jack_card.start(self.tmp, "boxcard", "room:speaker", "room:mic",
-                                          self.period)
+                                          self.period, realtime=jack_card.CARD_PRIORITY)
         # a second name for the same ports: playback "on another card" (its own PCM, its own
         # queue, steered by the resampler; the clock here is the same)
         with (self.tmp / "asoundrc").open("a") as f:
@@ -153,7 +158,8 @@ def python_threads() -> set[str]:
 
 def box_on_card(playback: str = "boxcard") -> tuple[RtpPorts, RtpSession]:
     ports = RtpPorts("127.0.0.1")
-    return ports, RtpSession(ports, AlsaSource("boxcard"), AlsaSink(playback))
+    return ports, RtpSession(ports, AlsaSource("boxcard"), AlsaSink(playback),
+                             StreamSettings(realtime_priority=BOX_PRIORITY))
 
 
 def hang_up(ports: RtpPorts, session: RtpSession) -> None:
@@ -190,8 +196,11 @@ def test_a_call_on_the_card_loop_carries_audio_both_ways_without_python_threads(
         peer.close()
     # only the loop's own thread: no card thread, no pump
     assert threads == {"rtp-loop"}, threads
-    # a paced card is never held back to the network's pace (that is for unpaced plugins)
-    assert stats["card"] == "ok" and stats["held_ticks"] == 0, stats
+    # a paced card is never held back to the network's pace (that is for unpaced plugins). A
+    # cycle of jackd's that came late (the room's Python callback waits for the GIL: silent
+    # ticks) delivers its periods in a burst after them, and that burst may be held
+    assert stats["card"] == "ok", stats
+    assert stats["held_ticks"] == 0 or stats["silent_ticks"] > 0, stats
     # the playback queue: level (one card) or steered (another): never a growing backlog
     assert stats["playback_trimmed"] <= 160 * stats["silent_ticks"], stats
     # the card's clock paces the loop: 50 packets a second, give or take the start
@@ -304,7 +313,8 @@ def echo_left(card: Card, canceller: str, tail_ms: int = 128, noise: bool = Fals
     peer = Peer(far_noise() if noise else None)
     ports = RtpPorts("127.0.0.1")
     session = RtpSession(ports, AlsaSource("boxcard"), AlsaSink("boxcard"),
-                         StreamSettings(echo_canceller=canceller, echo_tail_ms=tail_ms))
+                         StreamSettings(echo_canceller=canceller, echo_tail_ms=tail_ms,
+                                        realtime_priority=BOX_PRIORITY))
     session.start(MediaParams("127.0.0.1", peer.port, 0, "PCMU", 101, 20, "sendrecv"))
     try:
         if room_echo is None:
