@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 
 from devtools import jack_card
+from devtools.realtime import realtime
 from firmware import _rtpcore as core
 from firmware.config import MediaSettings
 from firmware.events import MediaParams
@@ -275,10 +276,11 @@ def test_xruns_on_both_sides_are_recovered_and_counted(card: Card) -> None:
     read: list[bytes] = []
 
     def periods(n: int, start: int) -> None:
-        for k in range(n):
-            assert c.wait(100) == 1, c.stats()
-            read.append(c.read(160))
-            c.write(far[(start + k) % 100 * 160:][:160].tobytes())
+        with realtime(BOX_PRIORITY):  # the loop's priority: only the stall below is a stall
+            for k in range(n):
+                assert c.wait(100) == 1, c.stats()
+                read.append(c.read(160))
+                c.write(far[(start + k) % 100 * 160:][:160].tobytes())
 
     try:
         assert c.start()
@@ -387,11 +389,13 @@ def test_the_cards_two_queues_read_at_one_instant_are_the_echos_delay(card: Card
     room.echo = 0
     try:
         assert c.start()
-        for k in range(150):
-            assert c.wait(200) == 1, c.stats()
-            frames.append(c.read(160))
-            hints.append(c.play_delay + c.capture_avail)
-            c.write(far[k * 160:(k + 1) * 160].tobytes())
+        # this thread is the card loop here: at the loop's priority, as the card's clock is
+        with realtime(BOX_PRIORITY):
+            for k in range(150):
+                assert c.wait(200) == 1, c.stats()
+                frames.append(c.read(160))
+                hints.append(c.play_delay + c.capture_avail)
+                c.write(far[k * 160:(k + 1) * 160].tobytes())
         stats = c.stats()
     finally:
         room.echo = None
