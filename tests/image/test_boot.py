@@ -16,7 +16,8 @@ holds only loopback (the guest reaches it as 10.0.2.2 through QEMU's user networ
   into the line-in and records the line-out. Asterisk's Playtones tone must be found by FFT in
   the room's recording, the room's tone in Asterisk's recording of what the box sent, and the
   box's status must show the call ran on the card. (The hard power cut and the boot after it:
-  tests/image/test_update.py, during an install.)
+  tests/image/test_update.py, during an install. A USB sound card, the guest's snd-usb-audio
+  and ``audio: usb`` found by the box itself: also there, playback only.)
 - ``-M raspi3b``: the image's own kernel and initrd (from root slot A) and bcm2837-rpi-3-b.dtb
   from its SD card, started directly by QEMU (U-Boot through QEMU's emulated SD host reads at
   ~0.5 MB/s: 66 s for the kernel alone), the card itself on the BCM2835 SD host, networking

@@ -11,6 +11,14 @@ One machine, in this order (each step needs the one before it):
 3. A signed v2 is pulled and installed while idle; a button press during the install still calls,
    the reboot waits for that call's end; v2 boots from slot B, is marked good, registers from the
    provisioned configuration kept on /data (the provisioning server is gone by then) and reports v2.
+   The call plays through a USB sound card: the box's speaker is ``audio: playback: usb`` and
+   the machine has QEMU's usb-audio (behind qemu-xhci) played into a WAV on the host
+   (tests/image/usb_audio.py); the guest's snd-usb-audio drives it. The box must have found the
+   card by itself (the guest's /proc/asound shows the USB card's playback PCM open in the call:
+   the firmware's status names only the configured ``usb``), and Asterisk's 1000 Hz tone must
+   be in the WAV by FFT. Every later boot starts from this configuration, so both machines
+   have the device (without it the box runs, but with an audio error, "no USB sound card ...",
+   and refuses calls).
 4. v3, whose intercom cannot start, is pulled; the power is cut while RAUC writes it (QEMU killed):
    the box boots v2 again and registers.
 5. The box pulls v3 again and installs it. v3's ``intercom`` command cannot start, and with it
@@ -19,7 +27,11 @@ One machine, in this order (each step needs the one before it):
    reboots; the box is back on v2 by itself, registered, and v2's check reports the rollback.
 
 What this does not prove: a Pi's own firmware starting U-Boot (rpi_arm64) from the FAT partition,
-and SD-card writes under a real power cut (hw/BOARDS.md).
+and SD-card writes under a real power cut (hw/BOARDS.md); nor a real USB dongle: QEMU's
+usb-audio runs on QEMU's clock (no crystal of its own, no drift against the Pi), with no real USB
+timing (emulated isochronous transfers: nothing late or lost on a bus), and playback only (the
+box's microphone here is ``silence``; the card loop through a kernel driver both ways is
+test_boot's HD Audio card).
 """
 
 from __future__ import annotations
@@ -55,6 +67,14 @@ from .qemu import (
     virt_args,
     virt_dtb,
 )
+from .usb_audio import (
+    open_playback,
+    sound_cards,
+    tone_after,
+    usb_audio_args,
+    usb_card,
+    wav_samples,
+)
 
 pytestmark = [pytest.mark.image,
               pytest.mark.skipif(built_image() is None or not uboot_qemu().exists(),
@@ -62,13 +82,25 @@ pytestmark = [pytest.mark.image,
 VIRT = ["-cpu", "cortex-a72", "-smp", "2", "-m", "1024"]
 MAC = "52:54:00:c0:ff:ee"
 PORT = 8443
+TONE_HZ = 1000
+# Asterisk's tone in the USB speaker's WAV, from 1.5 s after it began (under TCG the guest's
+# first second of USB playback can underrun; the start of playback is tested on the host's ALSA
+# in tests/integration): the SNR of 2 s, and the share of clean 20 ms frames to the tone's end.
+# The call runs during a RAUC install under TCG: the guest's USB playback falls behind and what
+# it did not deliver is missing from the WAV (51-55 s of frames for the 60 s call, no silence),
+# so each gap is a phase jump: a second holding one reads 12-17 dB, a clean one 31 dB. Seen in 3
+# runs: SNR 28.0-31.0 dB over the 2 s, clean frames 97.2-98.3 %; the bounds leave room for gaps
+# falling in the 2 s (a wrong or absent tone reads below -30 dB and 0 % clean).
+SKIP_S, MEASURE_S = 1.5, 2.0
+MIN_SNR_DB = 10
+MIN_CLEAN = 0.5
 # 7100: answers and stays in the call for 60 s with a tone (RTP: the box ends a call without
 # media after media.timeout), then hangs up itself at priority 6
-DIALPLAN = """
+DIALPLAN = f"""
 [intercom](+)
 exten => 7100,1,NoOp(door box calling during an update)
  same => n,Answer()
- same => n,Playtones(1000)
+ same => n,Playtones({TONE_HZ})
  same => n,Wait(60)
  same => n,StopPlaytones()
  same => n,Hangup()
@@ -184,7 +216,11 @@ def test_provisioned_box_refuses_bad_bundles_updates_survives_a_power_cut_and_ro
                 "update": {"url": f"https://10.0.2.2:{PORT}/update/intercom.raucb",
                            "ca_file": "/boot/firmware/site-ca.pem", "interval": 60},
                 "calls": {"default_target": "7100"},
-                "audio": {"capture": "silence", "playback": "null"},
+                # the speaker is the USB card the box finds by itself (QEMU's usb-audio); its
+                # playback is checked after the call. Every later boot starts from this
+                # configuration: without a USB card the box reports an audio error and
+                # refuses calls.
+                "audio": {"capture": "silence", "playback": "usb"},
                 "gpio": {"buttons": {"call": {"pin": 17, "active_high": True,
                                               "pull_up": False, "bounce_ms": 10},
                                      "hangup": None, "talk": None, "answer": None}},
@@ -193,7 +229,9 @@ def test_provisioned_box_refuses_bad_bundles_updates_survives_a_power_cut_and_ro
             mtools(img, "mcopy", "-o", str(ca), "::site-ca.pem")
             dtb = virt_dtb(tmp_path, VIRT)
             console = tmp_path / "console.log"
-            args = virt_args(img, console, dtb=dtb, mac=MAC, machine=VIRT)
+            speaker = tmp_path / "usb-speaker.wav"
+            args = [*virt_args(img, console, dtb=dtb, mac=MAC, machine=VIRT),
+                    *usb_audio_args(speaker)]
             vm = Qemu(args, console, ns, qmp=tmp_path / "qmp.sock").start()
             try:
                 # 1. v1 from slot A, provisioned, registered
@@ -206,6 +244,14 @@ def test_provisioned_box_refuses_bad_bundles_updates_survives_a_power_cut_and_ro
                 st = wait_for(lambda: (vm.last("STATUS") or {}).get("provisioning"), 60, 1,
                               "the provisioning status")
                 assert st.get("source") == "server", st
+                # the speaker: ``usb`` found (else an audio error, and the button refused; a
+                # card that enumerates after the intercom started is probed again every 10 s)
+                try:
+                    wait_for(lambda: ((vm.last("STATUS") or {}).get("audio") or {})
+                             .get("state") == "ok", 30, 1, "the box's USB speaker")
+                except AssertionError:
+                    raise AssertionError("the box's USB speaker: "
+                                         f"{(vm.last('STATUS') or {}).get('audio')}") from None
                 applied = st.get("applied")
                 assert served(log, f"{mac}.yaml"), "the box did not ask for its MAC's file"
                 # from here on the provisioning server has nothing: the box lives on its cache
@@ -241,6 +287,7 @@ def test_provisioned_box_refuses_bad_bundles_updates_survives_a_power_cut_and_ro
                 # the dial plan reached its own Hangup(): the box never cut the call short
                 assert re.search(r"Executing \[7100@(?:door|intercom):6\] Hangup",
                                  pbx.log_text()), "the call did not last its 60 s"
+                check_usb_speaker(vm, speaker)
                 when = "during" if during else "before"
                 BOOT_TIMINGS.append(f"update test: the button pressed {when} the install "
                                     "called; the reboot waited for that call")
@@ -273,7 +320,8 @@ def test_provisioned_box_refuses_bad_bundles_updates_survives_a_power_cut_and_ro
                 vm.power_off()
 
             console2 = tmp_path / "console2.log"
-            vm = Qemu(virt_args(img, console2, dtb=dtb, mac=MAC, machine=VIRT), console2, ns,
+            vm = Qemu([*virt_args(img, console2, dtb=dtb, mac=MAC, machine=VIRT),
+                       *usb_audio_args(tmp_path / "usb-speaker2.wav")], console2, ns,
                       qmp=tmp_path / "qmp2.sock").start()
             try:
                 wait_for(lambda: vm.last("BOOT") and (vm.last("STATUS") or {})
@@ -300,3 +348,36 @@ def test_provisioned_box_refuses_bad_bundles_updates_survives_a_power_cut_and_ro
                 vm.power_off()
         finally:
             pbx.cleanup()
+
+
+def check_usb_speaker(vm: Qemu, speaker: Path) -> None:
+    """After the call: the box resolved ``audio: usb`` to the guest's USB card (the firmware
+    reports the configured name, not what it resolved to: the guest's /proc/asound shows that
+    card's playback PCM open in the call, and it is the guest's only card), and Asterisk's tone
+    came out of it, through snd-usb-audio and QEMU's usb-audio, into the host's WAV."""
+    in_call = [st for _, st in vm.reports("STATUS") if st.get("state") == "in_call"]
+    assert in_call, "no status was reported in the call"
+    audio = in_call[-1]["audio"]
+    assert audio["playback"] == "usb" and audio["state"] == "ok", audio
+    sounds = [s for _, s in vm.reports("SOUND")]
+    cards = [(c, s) for c, s in ((usb_card(s), s) for s in sounds) if c is not None]
+    assert cards, f"the guest found no USB sound card: {sounds[-1:] or 'no SOUND report'}"
+    (number, ident), sound = cards[-1]
+    assert len(sound_cards(sound)) == 1, f"not the guest's only card: {sound['cards']}"
+    opened = [p for p in (open_playback(s, number) for s in sounds) if p is not None]
+    assert opened, f"the USB card {ident} (card {number}) was never open for playback"
+    x = wav_samples(speaker)
+    tone = tone_after(x, TONE_HZ, SKIP_S, MEASURE_S)
+    line = (f"update test, USB speaker (QEMU usb-audio, guest snd-usb-audio): audio: usb -> "
+            f"plughw:CARD={ident},DEV=0 (card {number}), open in the call with "
+            + ", ".join(opened[-1].splitlines()) +
+            f"; the tone's frames span {tone['played_s']:.1f} s (the call: 60 s); from "
+            f"{SKIP_S} s for {MEASURE_S} s: {tone['peak_hz']:.1f} Hz, SNR "
+            f"{tone['snr_db']:.1f} dB; to its end: clean 20 ms frames {tone['clean']:.1%}, "
+            f"SNR of each second ({tone['seconds']}) median {tone['median_snr_db']:.1f} dB, "
+            f"worst {tone['worst_snr_db']:.1f} dB")
+    print(line)
+    BOOT_TIMINGS.append(line)
+    assert abs(tone["peak_hz"] - TONE_HZ) < 10, line
+    assert tone["snr_db"] > MIN_SNR_DB, line
+    assert tone["clean"] >= MIN_CLEAN, line
