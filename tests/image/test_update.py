@@ -248,7 +248,7 @@ def test_provisioned_box_refuses_bad_bundles_updates_survives_a_power_cut_and_ro
                 # card that enumerates after the intercom started is probed again every 10 s)
                 try:
                     wait_for(lambda: ((vm.last("STATUS") or {}).get("audio") or {})
-                             .get("state") == "ok", 30, 1, "the box's USB speaker")
+                             .get("state") == "ok", 90, 1, "the box's USB speaker")
                 except AssertionError:
                     raise AssertionError("the box's USB speaker: "
                                          f"{(vm.last('STATUS') or {}).get('audio')}") from None
