@@ -42,9 +42,6 @@ from .loop import busy_loops
 PTIME = 0.02
 JACK_PERIOD = 80  # jackd's cycle: 10 ms, a USB card's order of magnitude
 STATUS_EVERY = 10.0
-# jackd's dummy driver is the card's clock: at SCHED_FIFO above the box's loop (10), as a
-# card's interrupt is above any process; at normal priority the busy loops make it a card
-# whose periods come milliseconds late (measured: wire p99 10.7 ms, +5700 ppm)
 
 
 def _errors_us(times: list[float]) -> list[float]:
@@ -127,6 +124,9 @@ def run(minutes: float, reference_minutes: float) -> list[dict[str, Any]]:
     """The reference (tone/null, no card) first, then the card soak."""
     tmp = Path(tempfile.mkdtemp(prefix="intercom-card-soak-"))
     pbx = Asterisk().start()
+    # jackd's dummy driver is the card's clock, above the box's loop as a card's interrupt is
+    # above any process; at normal priority the busy loops made it a card whose periods came
+    # milliseconds late (measured: wire p99 10.7 ms, +5700 ppm)
     jackd, env = jack_card.start(tmp, "icsoak", "system:playback_1", "system:capture_1",
                                  JACK_PERIOD, realtime=jack_card.CARD_PRIORITY)
     try:

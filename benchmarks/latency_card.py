@@ -36,8 +36,6 @@ from . import latency
 RATE = 8000
 CLICK_LEVEL = 0.5  # the clicks' peak on JACK's float scale
 JACK_PERIOD = 80  # jackd's own cycle: 10 ms
-# jackd's dummy driver is the card's clock: at SCHED_FIFO, above the box's loop (10), as a card's
-# interrupt is; at normal priority it fell 3-7 % behind the clock on a busy machine
 # issue #20's targets for the medians, by row: capture side, playback side
 TARGETS_MS = {1: 40, 3: 50}
 
@@ -102,8 +100,10 @@ def available() -> str | None:
 
 def run(seconds: float) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="intercom-bench-card-"))
+    # jackd's dummy driver is the card's clock, above the box's loop as a card's interrupt is;
+    # at normal priority it fell 3-7 % behind the clock on a busy machine
     jackd, env = jack_card.start(tmp, "iccard", "room:speaker", "room:mic", JACK_PERIOD,
-                                     realtime=jack_card.CARD_PRIORITY)
+                                 realtime=jack_card.CARD_PRIORITY)
     pbx = box = wire = None
     track = latency.click_track(int(RATE * (seconds + 40)), CLICK_LEVEL)
     room = jack_card.Room(env["JACK_DEFAULT_SERVER"], track)
