@@ -389,7 +389,7 @@ def test_the_cards_two_queues_read_at_one_instant_are_the_echos_delay(card: Card
     room.echo = 0
     try:
         assert c.start()
-        # this thread is the card loop here: at the loop's priority, as the card's clock is
+        # this thread stands in for the card loop: it runs at the loop's priority
         with realtime(BOX_PRIORITY):
             for k in range(150):
                 assert c.wait(200) == 1, c.stats()
