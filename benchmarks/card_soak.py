@@ -11,8 +11,10 @@ two busy-loop processes keep both cores busy (benchmarks/loop.py's); one G.711 c
 Asterisk's Echo() (extension 600) with the default echo canceller (speex). A packet socket on
 ``lo`` takes the kernel's time of every RTP packet the box sends (benchmarks/latency_card.py's
 Wire); the send interval error is |interval - 20 ms|. The box's status is read every 10 s:
-card xruns (``audio.xruns``, where the build reports them), its own send lag at ``sendto``,
-late sends, ``rtp.drift_ppm``.
+card xruns (``audio.xruns``, where the build reports them), its own send lag at ``sendto``
+(with speex on, from the card clock's time + the lead it sends at), the lead, how far the card's
+periods strayed from that clock (``rtp.card_jitter_p99_us``: what the wire would carry if the box
+sent each packet when ready), late sends, ``rtp.drift_ppm``.
 
 Reference in the same run: the same box, load and call for a shorter time on the tone:700 /
 null path (no card: the loop paces itself), so that what the card path adds to the wire's
@@ -114,6 +116,8 @@ def soak(pbx: Asterisk, tmp: Path, label: str, audio: dict, env: dict,
                   xruns_in(samples[-1][1]) - (xruns_in(start_status) or 0)) if samples else None,
         "drift_ppm": rtp.get("drift_ppm"),
         "send_lag_p99_us": rtp.get("send_lag_p99_us"),
+        "lead_us": rtp.get("lead_us"),
+        "card_jitter_p99_us": rtp.get("card_jitter_p99_us"),
         "late_sends": rtp.get("late_sends", 0) - first_rtp.get("late_sends", 0),
         "realtime": rtp.get("realtime"),
         "per_minute": per_minute, "harness_drops": wire.dropped, "ended": ended,
@@ -151,14 +155,15 @@ def table(rows: list[dict[str, Any]]) -> str:
     ref = rows[0]["p99_us"]
     out = ["| path (2 busy cores, realtime_priority 10, one Echo() call) | minutes | packets "
            "| send interval p50 µs | p99 µs | max µs | p99 vs reference | xruns (target 0) "
-           "| rtp.drift_ppm | wire ppm vs monotonic | box: send lag p99 µs | late sends "
-           "| packets the harness dropped |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "| rtp.drift_ppm | wire ppm vs monotonic | box: send lag p99 µs | lead µs "
+           "| card's periods vs card clock p99 µs | late sends | packets the harness dropped |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         out.append(f"| {r['label']} | {r['seconds'] / 60:.1f} | {r['packets']} "
                    f"| {r['p50_us']:.0f} | {r['p99_us']:.0f} | {r['max_us']:.0f} "
                    f"| {r['p99_us'] / ref:.2f}x | {_f(r['xruns'])} | {_f(r['drift_ppm'], '+.1f')} "
-                   f"| {r['wire_ppm']:+.0f} | {_f(r['send_lag_p99_us'])} | {r['late_sends']} "
+                   f"| {r['wire_ppm']:+.0f} | {_f(r['send_lag_p99_us'])} | {_f(r['lead_us'])} "
+                   f"| {_f(r['card_jitter_p99_us'])} | {r['late_sends']} "
                    f"| {r['harness_drops']} |")
     card = rows[-1]
     out.append("\n| card path, minute | packets | send interval p99 µs | max µs | xruns so far |")

@@ -18,8 +18,11 @@ card's clock is on the other side of a FIFO, the drift compensator (``firmware.c
 resamples between the FIFO and the loop so the card's rate and the network's meet. When both
 sides of a call are one sound card (or two), the loop drives it itself through
 ``firmware.core._card`` (the card loop): each wake-up is a capture period arriving, the tick
-runs in it, the packet leaves at once and the frame to play goes to the card in the same
-wake-up — no FIFO, no Python thread; the card's clock is then the loop's, met with the
+runs in it and the frame to play goes to the card in the same wake-up — no FIFO, no Python
+thread; the packet leaves at once, or, when a capture processor works between the period and the
+packet, at the card clock's time (the periods' arrivals smoothed) plus a measured lead, so that
+neither the work nor the card's delivery jitter reaches the wire; the card's clock is then the
+loop's, met with the
 network's by whole-frame slips at pauses (``ClockSlip``, made by the jitter buffer), and the
 RTP clock falls back to CLOCK_MONOTONIC (silence sent) for a period that does not come or a
 card that went, until Python hands over a reopened one (an eventfd says when). Everything
@@ -328,10 +331,12 @@ cdef struct CardStats:
     uint64_t held_ticks    # ticks held back to the monotonic pace (an unpaced device)
     uint64_t late_periods  # periods that came after their slot was ticked silent (dropped)
     uint64_t trimmed       # samples to play dropped to keep the playback queue at its level
+    uint64_t relocks       # times the card clock was taken afresh from a period's arrival
     int quiet              # consecutive ticks without a period
     int owed               # silent ticks whose periods may still come late
     int over               # consecutive ticks with the playback queue above its level
     int error              # the errno that made the card go
+    uint32_t jitter_hist[HIST]  # |a period's arrival - the card clock's prediction|
 
 
 # the card loop: a capture period may come this late after its monotonic deadline before the
@@ -349,6 +354,15 @@ cdef int CARD_FAST = 200
 # playback queue before that cycle took its period (10 ms more, for that instant: a trim of
 # 5 ms of speech, in CI); a card's two DMA pointers move at their own interrupts likewise
 cdef int CARD_TRIM_AFTER = 3
+# the card clock the paced send follows (a second-order loop on the periods' arrivals, gains
+# 1/8 and 1/128: damped, it follows a card's few hundred ppm and averages out the jitter of its
+# deliveries; an arrival's error is clipped to CARD_CLIP_NS first). A period further than CARD_SNAP_NS from the clock's prediction (a stall, an xrun,
+# a new card) takes the clock afresh; the clock's period stays within 1/200 of the nominal one.
+# The paced send's lead falls by at most LEAD_FALL_NS a tick (each change is an interval error
+# on the wire) and rises at once (a packet later than its lead leaves late, counted)
+cdef int64_t CARD_SNAP_NS = 2000000
+cdef int64_t CARD_CLIP_NS = 250000  # an arrival's error counts up to this (a crystal: ~4 µs)
+cdef int64_t LEAD_FALL_NS = 10000
 
 
 cdef inline int _bucket(int64_t ns) noexcept nogil:
@@ -453,6 +467,8 @@ cdef class MediaStream:
     cdef ClockSlip slip
     cdef uint64_t slip_xruns  # the card's xruns when the slip clock last looked
     cdef CardStats cs
+    # the card clock: when the period just ticked was due (0: not locked) and its period
+    cdef int64_t clk, clk_per
 
     def __cinit__(self):
         pthread_mutex_init(&self.lock, NULL)
@@ -497,8 +513,9 @@ cdef class MediaStream:
     def use_card(self, Card card, int notify_fd=-1) -> None:
         """Before ``run()``: both sides are this sound card (or two: ``card``'s capture and
         playback PCMs). ``run()`` then runs the card loop: woken by each capture period, the
-        period captured, the tick, the frame played and the packet sent in one wake-up; no FIFO,
-        no Python thread. ``notify_fd`` (an eventfd) is written when the card goes or comes
+        period captured, the tick, the frame played and the packet sent in one wake-up (two
+        with a capture processor: the packet waits for the card clock's time + the lead); no
+        FIFO, no Python thread. ``notify_fd`` (an eventfd) is written when the card goes or comes
         back (``card_state``)."""
         if self.ran:
             raise RuntimeError("the card is given before run()")
@@ -562,6 +579,9 @@ cdef class MediaStream:
             "card_timeouts": c.timeouts, "silent_ticks": c.silent_ticks,
             "card_gone": c.gone, "card_adopted": c.adopted, "held_ticks": c.held_ticks,
             "late_periods": c.late_periods, "playback_trimmed": c.trimmed,
+            "clock_relocks": c.relocks,
+            # how far the periods' arrivals stray from the card clock the paced send follows
+            "card_jitter_p99_us": _quantile_us(c.jitter_hist, 0.99, CARD_SNAP_NS),
             "slips_held": self.core.jb.slips_held, "slips_dropped": self.core.jb.slips_dropped,
             "card_ppm": self.slip.ppm,
         }
@@ -890,18 +910,49 @@ cdef class MediaStream:
                 deadline += period
                 if _now_ns() - deadline > 10 * period:  # suspended for long: do not burst
                     deadline = _now_ns() + period
+            self._card_clock(t0, from_card and got == fs, period)
             self._card_tick(t0, captured, got)
 
+    cdef void _card_clock(self, int64_t t0, bint period_came, int64_t period) noexcept nogil:
+        """The card clock: when this tick's period was due, smoothed over the arrivals (a
+        card hands periods over with the jitter of its interrupts, a USB card at its 1 ms
+        frames). A tick without a full period unlocks it; the next period takes it afresh."""
+        cdef int64_t due, e
+        if not period_came:
+            self.clk = 0
+            return
+        if self.clk != 0:
+            due = self.clk + self.clk_per
+            e = t0 - due
+            if -CARD_SNAP_NS < e < CARD_SNAP_NS:
+                self.cs.jitter_hist[_bucket(e if e > 0 else -e)] += 1
+                if e > CARD_CLIP_NS:  # one stray period moves the clock by CARD_CLIP_NS / 8
+                    e = CARD_CLIP_NS
+                elif e < -CARD_CLIP_NS:
+                    e = -CARD_CLIP_NS
+                self.clk = due + e // 8
+                self.clk_per += e // 128
+                if self.clk_per > period + period // 200:
+                    self.clk_per = period + period // 200
+                elif self.clk_per < period - period // 200:
+                    self.clk_per = period - period // 200
+                return
+        self.cs.relocks += 1
+        self.clk = t0
+        self.clk_per = period
+
     cdef void _card_tick(self, int64_t t0, int16_t *captured, int got) noexcept nogil:
-        """One wake-up's work: ``got`` samples captured (the rest is silence)."""
+        """One wake-up's work: ``got`` samples captured (the rest is silence). Without a
+        capture processor the packet leaves as soon as it is made; with one (the echo
+        canceller's work lies between the period's arrival and the packet) it leaves at the
+        card clock's time plus a measured lead, after the frame to play went to the card — the
+        wire keeps the card's pace, not the jitter of its deliveries or of the work."""
         cdef int16_t play[MAX_FRAME]
-        cdef int16_t out[2 * MAX_FRAME + 8]
         cdef int fs = self.core.frame_samples
         cdef int n, k
-        cdef long queued
-        cdef bint peer
+        cdef bint peer, paced
         cdef uint64_t xruns
-        cdef int64_t lag, t1
+        cdef int64_t t1, due
         if got < fs:
             memset(&captured[got], 0, (fs - got) * sizeof(int16_t))
         self._receive(t0)
@@ -931,20 +982,61 @@ cdef class MediaStream:
                 self.core.jb.ask_slips_c(k)
         self._protect_outbox(n)
         t1 = _now_ns()
-        if n > 0:
-            # the packet leaves as soon as its captured period is encoded: the wire interval
-            # follows the card's periods; send_lag is the period's arrival -> sendto
-            self._send_outbox(n)
-            lag = _now_ns() - t0
-            self.io.send_lag_hist[_bucket(lag)] += 1
-            if lag > self.io.max_send_lag_ns:
-                self.io.max_send_lag_ns = lag
-            if lag >= LATE_NS:
-                self.io.late_sends += 1
         self.io.work_hist[_bucket(t1 - t0)] += 1
         if t1 - t0 > self.io.max_work_ns:
             self.io.max_work_ns = t1 - t0
-        queued = self.card.play_delay_c() if self.card_ok else 0
+        paced = self.proc is not None and self.clk != 0
+        if paced:
+            self._card_lead(t1 - self.clk, <int64_t>self.core.ptime_ms * 1000000)
+        elif n > 0:
+            self._card_send(n, t0)  # a silent tick, or nothing between the period and the send
+        self._card_play(play)
+        if paced and n > 0:
+            due = self.clk + self.lead_ns
+            if _now_ns() < due:
+                self._sleep_until(due)
+            self._card_send(n, due)
+
+    cdef void _card_send(self, int n, int64_t due) noexcept nogil:
+        """The outbox out now; how far after ``due`` it left (the period's arrival, or the card
+        clock's time + the lead) is the send lag."""
+        cdef int64_t lag = _now_ns() - due
+        self._send_outbox(n)
+        if lag < 0:
+            lag = 0
+        self.io.send_lag_hist[_bucket(lag)] += 1
+        if lag > self.io.max_send_lag_ns:
+            self.io.max_send_lag_ns = lag
+        if lag >= LATE_NS:
+            self.io.late_sends += 1
+
+    cdef void _card_lead(self, int64_t need, int64_t period) noexcept nogil:
+        """The paced send's lead after the card clock: the worst ``need`` (the clock's time ->
+        the packet ready: the delivery's lateness and the work) of the window, +25 % +
+        LEAD_SLACK_NS, within [LEAD_MIN_NS, 3/4 period]; up at once, down by LEAD_FALL_NS a tick."""
+        cdef int i
+        cdef int64_t worst = 0, lead
+        self.need_win[self.win_pos] = need
+        self.win_pos = (self.win_pos + 1) % WINDOW
+        for i in range(WINDOW):
+            if self.need_win[i] > worst:
+                worst = self.need_win[i]
+        lead = worst + worst // 4 + LEAD_SLACK_NS
+        if lead < LEAD_MIN_NS:
+            lead = LEAD_MIN_NS
+        if lead > period * 3 // 4:
+            lead = period * 3 // 4
+        if lead < self.lead_ns - LEAD_FALL_NS:
+            lead = self.lead_ns - LEAD_FALL_NS
+        self.lead_ns = lead
+
+    cdef void _card_play(self, int16_t *play) noexcept nogil:
+        """The frame to play: to the canceller as its reference, then to the card (through
+        the drift resampler when playback is a card of its own)."""
+        cdef int16_t out[2 * MAX_FRAME + 8]
+        cdef int fs = self.core.frame_samples
+        cdef int k
+        cdef long queued = self.card.play_delay_c() if self.card_ok else 0
         if self.proc is not None:
             self.proc.playback_c(play, fs, <int>queued)
         if not self.card_ok:
@@ -1005,6 +1097,7 @@ cdef class MediaStream:
         self.cs.quiet = 0
         self.cs.owed = 0
         self.cs.over = 0
+        self.clk = 0
         if ok:
             self.cs.adopted += 1
         else:
