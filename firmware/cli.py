@@ -226,7 +226,9 @@ def _print_status(st: dict[str, Any]) -> None:
                   f"after their deadline (p99; max {rtp.get('send_lag_max_us', 0.0):.0f}, "
                   f"{rtp.get('late_sends', 0)} over 1 ms), work per tick "
                   f"{rtp.get('work_p99_us', 0.0):.0f} µs (p99), "
-                  + (f"done {lead:.0f} µs ahead" if lead else "done at the deadline"))
+                  + (f"done {lead:.0f} µs ahead" if lead else "done at the deadline")
+                  + (f"; the card's periods {rtp['card_jitter_p99_us']:.0f} µs off its clock "
+                     "(p99)" if "card_jitter_p99_us" in rtp else ""))
     aec = (st.get("audio") or {}).get("aec") or {}
     if aec:
         print(f"echo canceller: {aec['kind']}, reference delay {aec['delay_ms']:.0f} ms "

@@ -30,8 +30,13 @@ def test_in_call_status_shows_when_the_loop_sends(capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert ("media loop timing: packets at the socket 40 µs after their deadline (p99; max 310, "
             "0 over 1 ms), work per tick 8150 µs (p99), done 10290 µs ahead") in out
+    assert "periods" not in out
     _print_status({**BASE, "rtp": {**rtp, "lead_us": 0.0}, "audio": {"aec": {}}})
     assert "done at the deadline" in capsys.readouterr().out
+    # on the card loop: how far the card's periods strayed from the clock the packets keep
+    _print_status({**BASE, "rtp": {**rtp, "card_jitter_p99_us": 90.0}, "audio": {"aec": {}}})
+    assert ("done 10290 µs ahead; the card's periods 90 µs off its clock (p99)"
+            in capsys.readouterr().out)
 
 
 def test_idle_status_has_no_audio_lines(capsys: pytest.CaptureFixture[str]) -> None:
