@@ -5,9 +5,9 @@ is gone, the call staying up), the ALSA probe (now and every 10 s while a device
 the media timeout (a peer that vanished without a BYE).
 
 Owns those parts' lifetime and what the status shows of them (among it the ALSA device each
-side last opened, ``usb`` resolved to a card: the one in use now). Tells the intercom what happened
-through the callbacks it is given (a supervisor event, a received key, a timed-out call); must
-not know SIP, the supervisor's states or the control socket.
+side last opened, ``usb`` as the card it resolved to: the one in use now). Tells the intercom
+what happened through the callbacks it is given (a supervisor event, a received key, a
+timed-out call); must not know SIP, the supervisor's states or the control socket.
 """
 
 from __future__ import annotations
