@@ -215,8 +215,10 @@ def _print_status(st: dict[str, Any]) -> None:
                 None: "not known until the first call"}[rt.get("active")]
         print(f"media loop: realtime priority {rt['priority']}: {took}")
     rtp = st.get("rtp") or {}
+    devices = _audio_devices(st.get("audio") or {})
     if st.get("remote") and rtp:
-        print(f"audio: {rtp.get('lost', 0)} lost, {rtp.get('concealed_ms', 0)} ms concealed "
+        print(f"audio: {devices + '; ' if devices else ''}"
+              f"{rtp.get('lost', 0)} lost, {rtp.get('concealed_ms', 0)} ms concealed "
               f"({rtp.get('bridged_ms', 0)} ms bridged), "
               f"jitter buffer {rtp.get('buffer_depth_ms', 0)} ms, "
               f"sound card drift {rtp.get('drift_ppm', 0.0):+.1f} ppm")
@@ -229,6 +231,8 @@ def _print_status(st: dict[str, Any]) -> None:
                   + (f"done {lead:.0f} µs ahead" if lead else "done at the deadline")
                   + (f"; the card's periods {rtp['card_jitter_p99_us']:.0f} µs off its clock "
                      "(p99)" if "card_jitter_p99_us" in rtp else ""))
+    elif devices:
+        print(f"audio: {devices}")
     aec = (st.get("audio") or {}).get("aec") or {}
     if aec:
         print(f"echo canceller: {aec['kind']}, reference delay {aec['delay_ms']:.0f} ms "
@@ -249,6 +253,17 @@ def _print_status(st: dict[str, Any]) -> None:
         print(f"provisioning: {prov['url']} ({prov.get('source')}), applied {applied}, "
               f"last fetch: {prov.get('last_result') or 'not yet'}"
               + (f" - {prov['last_error']}" if prov.get("last_error") else ""))
+
+
+def _audio_devices(audio: dict[str, Any]) -> str:
+    """Both sides as configured, with the ALSA device opened where it differs (``usb``:
+    the card it resolved to); empty while no side has opened a device."""
+    sides = [(side, audio.get(side), audio.get(f"{side}_device"))
+             for side in ("capture", "playback")]
+    if not any(device for _, _, device in sides):
+        return ""
+    return ", ".join(f"{side} {name}" + (f" ({device})" if device and device != name else "")
+                     for side, name, device in sides)
 
 
 def _print_update(up: dict[str, Any]) -> None:

@@ -4,9 +4,10 @@ RFC 4733 keys and for the call's sound card going or coming back (reopened every
 is gone, the call staying up), the ALSA probe (now and every 10 s while a device is missing) and
 the media timeout (a peer that vanished without a BYE).
 
-Owns those parts' lifetime and what the status shows of them. Tells the intercom what happened
-through the callbacks it is given (a supervisor event, a received key, a timed-out call); must
-not know SIP, the supervisor's states or the control socket.
+Owns those parts' lifetime and what the status shows of them (among it the ALSA device each
+side last opened, ``usb`` as the card it resolved to: the one in use now). Tells the intercom
+what happened through the callbacks it is given (a supervisor event, a received key, a
+timed-out call); must not know SIP, the supervisor's states or the control socket.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ class MediaControl:
         self.params: dict[str, Any] | None = None  # the negotiated media, as the status shows it
         self.last_stats: dict[str, Any] | None = None  # the last call's final RTP statistics
         self.audio_error: str | None = None
+        # the ALSA name each side last opened or probed (``usb`` resolved at that open), None
+        # before, after a failed open, or for a side that is not a device (tone, WAV, null)
+        self.devices: dict[str, str | None] = {"capture": None, "playback": None}
         self._digit_fd = -1
         self._ticks = -1
         self._watch: Handle | None = None  # the media-timeout poll while media runs
@@ -101,8 +105,9 @@ class MediaControl:
         for spec, capture in ((a.capture, True), (a.playback, False)):
             if self.audio.is_device(spec) and self.session is None:
                 try:
-                    self.audio.probe(spec, capture)
+                    self._opened(capture, self.audio.probe(spec, capture))
                 except AudioError as exc:
+                    self._opened(capture, None)
                     problems.append(str(exc))
         if problems and self.audio_error != problems[0]:
             self.audio_error = problems[0]
@@ -130,7 +135,9 @@ class MediaControl:
                 sink = self.audio.open(self.cfg.audio.playback, capture=False)
             except AudioError as exc:
                 log.warning("cannot play the %s tone: %s", kind, exc)
+                self._opened(False, None)
                 return
+            self._opened(False, _device(sink))
             try:
                 self.tones = self.audio.tone(cast(Sink, sink), kind)
             except AudioError as exc:
@@ -153,6 +160,7 @@ class MediaControl:
                 raise
         except AudioError as exc:
             log.error("audio unavailable: %s", exc)
+            self.devices = {"capture": None, "playback": None}
             self.audio_error = str(exc)
             self._report(sv.AudioFailed(str(exc)))
             return
@@ -172,9 +180,13 @@ class MediaControl:
             session.stop()
             source.close()
             sink.close()
+            self.devices = {"capture": None, "playback": None}
             self.audio_error = str(exc)
             self._report(sv.AudioFailed(str(exc)))
             return
+        # the names the call opened: the card loop reopens a card that went by these, and the
+        # next call or probe resolves ``usb`` afresh
+        self.devices = {"capture": _device(source), "playback": _device(sink)}
         self._show(media)
         self._ticks = -1
         self._start_watch()
@@ -266,6 +278,9 @@ class MediaControl:
         self.session.reopen_card()
         self._reopen = self.clock.call_later(REOPEN_EVERY, self._reopen_card)
 
+    def _opened(self, capture: bool, name: str | None) -> None:
+        self.devices["capture" if capture else "playback"] = name
+
     def _drain_digits(self) -> None:
         if self.session is not None:
             for digit in self.session.received_digits():
@@ -313,3 +328,10 @@ class MediaControl:
             if self._timed_out(why):
                 return
         self._watch = self.clock.call_later(self._poll(), self._check)
+
+
+def _device(side: Source | Sink) -> str | None:
+    """The ALSA name a source or sink opens (``card_pcm``: ``usb`` resolved), None when it is
+    not a device."""
+    name = getattr(side, "card_pcm", None)
+    return name if isinstance(name, str) else None

@@ -111,7 +111,7 @@ class TonePlayback(Protocol):
 
 class Audio(Protocol):
     def is_device(self, spec: str) -> bool: ...
-    def probe(self, spec: str, capture: bool) -> None: ...  # raises AudioError
+    def probe(self, spec: str, capture: bool) -> str: ...  # the name opened; AudioError
     def open(self, spec: str, capture: bool) -> Source | Sink: ...
     def tone(self, sink: Sink, kind: str) -> TonePlayback: ...
 
@@ -189,10 +189,10 @@ class RealAudio:
     def is_device(self, spec: str) -> bool:
         return is_alsa(spec)
 
-    def probe(self, spec: str, capture: bool) -> None:
+    def probe(self, spec: str, capture: bool) -> str:
         from .media.alsa import probe
 
-        probe(spec, capture)
+        return probe(spec, capture)
 
     def open(self, spec: str, capture: bool) -> Source | Sink:
         if is_alsa(spec):

@@ -153,6 +153,9 @@ def report(box: Reported) -> dict[str, Any]:
         "rtp": rtp,
         "realtime": realtime(box),
         "audio": {"capture": a.capture, "playback": a.playback,
+                  # the ALSA device each side opened last (``usb``: the card it resolved to)
+                  "capture_device": mc.devices["capture"],
+                  "playback_device": mc.devices["playback"],
                   "state": "error" if mc.audio_error else "ok",
                   "error": mc.audio_error, "echo_canceller": a.echo_canceller,
                   "aec": session.canceller_stats() if session else {},

@@ -259,8 +259,8 @@ class FakeAudio:
     def is_device(self, spec: str) -> bool:
         return False
 
-    def probe(self, spec: str, capture: bool) -> None:
-        pass
+    def probe(self, spec: str, capture: bool) -> str:
+        return spec
 
     def open(self, spec: str, capture: bool) -> Any:
         return SilenceSource() if capture else NullSink()

@@ -53,10 +53,18 @@ class Intercom:
         return self
 
     def cmd(self, *args: str) -> dict:
-        r = subprocess.run([sys.executable, "-m", "firmware", "--socket", str(self.sock), *args],
-                           capture_output=True, text=True, cwd=REPO, timeout=20)
+        r = self._cli(*args)
         out = r.stdout.strip()
         return json.loads(out) if out.startswith("{") else {"ok": False, "error": r.stderr}
+
+    def says(self, *args: str) -> str:
+        """What the CLI prints for people (``says("status")``); stderr too when it fails."""
+        r = self._cli(*args)
+        return r.stdout if r.returncode == 0 else r.stdout + r.stderr
+
+    def _cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "firmware", "--socket", str(self.sock),
+                               *args], capture_output=True, text=True, cwd=REPO, timeout=20)
 
     def status(self) -> dict:
         return self.cmd("status", "--json")

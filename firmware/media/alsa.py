@@ -80,9 +80,12 @@ def open_pcm(device: str, capture: bool, periods: int = 0) -> Any:
         raise AudioError(f"ALSA {what} device {device!r} cannot be opened: {exc}") from None
 
 
-def probe(device: str, capture: bool) -> None:
-    """Open and close the device once: raises AudioError with the reason when it is missing."""
-    open_pcm(device, capture).close()
+def probe(device: str, capture: bool) -> str:
+    """Open and close the device once: the ALSA name opened (``usb`` resolved now); raises
+    AudioError with the reason when it is missing."""
+    name = resolve(device, capture)
+    open_pcm(name, capture).close()
+    return name
 
 
 class _Worker:

@@ -14,9 +14,9 @@ One machine, in this order (each step needs the one before it):
    The call plays through a USB sound card: the box's speaker is ``audio: playback: usb`` and
    the machine has QEMU's usb-audio (behind qemu-xhci) played into a WAV on the host
    (tests/image/usb_audio.py); the guest's snd-usb-audio drives it. The box must have found the
-   card by itself (the guest's /proc/asound shows the USB card's playback PCM open in the call:
-   the firmware's status names only the configured ``usb``), and Asterisk's 1000 Hz tone must
-   be in the WAV by FFT. Every later boot starts from this configuration, so both machines
+   card by itself (its status names the device ``usb`` resolved to, and it is the guest's only
+   card in /proc/asound, whose playback PCM is open in the call), and Asterisk's 1000 Hz tone
+   must be in the WAV by FFT. Every later boot starts from this configuration, so both machines
    have the device (without it the box runs, but with an audio error, "no USB sound card ...",
    and refuses calls).
 4. v3, whose intercom cannot start, is pulled; the power is cut while RAUC writes it (QEMU killed):
@@ -351,10 +351,10 @@ def test_provisioned_box_refuses_bad_bundles_updates_survives_a_power_cut_and_ro
 
 
 def check_usb_speaker(vm: Qemu, speaker: Path) -> None:
-    """After the call: the box resolved ``audio: usb`` to the guest's USB card (the firmware
-    reports the configured name, not what it resolved to: the guest's /proc/asound shows that
-    card's playback PCM open in the call, and it is the guest's only card), and Asterisk's tone
-    came out of it, through snd-usb-audio and QEMU's usb-audio, into the host's WAV."""
+    """After the call: the box resolved ``audio: usb`` to the guest's USB card (its status in
+    the call names ``plughw:CARD=<id>,DEV=0`` with the id the guest's /proc/asound gives its
+    only card, whose playback PCM was open in the call), and Asterisk's tone came out of it,
+    through snd-usb-audio and QEMU's usb-audio, into the host's WAV."""
     in_call = [st for _, st in vm.reports("STATUS") if st.get("state") == "in_call"]
     assert in_call, "no status was reported in the call"
     audio = in_call[-1]["audio"]
@@ -364,12 +364,15 @@ def check_usb_speaker(vm: Qemu, speaker: Path) -> None:
     assert cards, f"the guest found no USB sound card: {sounds[-1:] or 'no SOUND report'}"
     (number, ident), sound = cards[-1]
     assert len(sound_cards(sound)) == 1, f"not the guest's only card: {sound['cards']}"
+    assert audio.get("playback_device") == f"plughw:CARD={ident},DEV=0", \
+        f"the device the box says it opened for `usb`, the guest's card being {ident}: {audio}"
+    assert audio.get("capture_device") is None, audio  # `silence` is no device
     opened = [p for p in (open_playback(s, number) for s in sounds) if p is not None]
     assert opened, f"the USB card {ident} (card {number}) was never open for playback"
     x = wav_samples(speaker)
     tone = tone_after(x, TONE_HZ, SKIP_S, MEASURE_S)
     line = (f"update test, USB speaker (QEMU usb-audio, guest snd-usb-audio): audio: usb -> "
-            f"plughw:CARD={ident},DEV=0 (card {number}), open in the call with "
+            f"{audio['playback_device']} (status; card {number}), open in the call with "
             + ", ".join(opened[-1].splitlines()) +
             f"; the tone's frames span {tone['played_s']:.1f} s (the call: 60 s); from "
             f"{SKIP_S} s for {MEASURE_S} s: {tone['peak_hz']:.1f} Hz, SNR "

@@ -223,6 +223,10 @@ def test_call_carries_audio_both_ways_with_no_python_audio_thread(
     assert "rtp-loop" in threads, f"the loop thread names itself (hook on?): {threads}"
     assert not AUDIO_THREADS & set(threads), f"Python audio threads in the call: {threads}"
     assert status["audio"]["state"] == "ok", status["audio"]
+    # the device the loop opened, both sides (a name that is not `usb` stays as configured)
+    assert (status["audio"]["capture_device"], status["audio"]["playback_device"]) == \
+        (PCM, PCM), status["audio"]
+    assert f"audio: capture {PCM}, playback {PCM}\n" in call.box.says("status")
     _tone(speaker, FAR_HZ, "the box's speaker (room recording)")
     _tone(_heard_by_phone(call, 1.0, -0.5), MIC_HZ, "baresip (the box's microphone)")
 
@@ -317,11 +321,16 @@ def test_card_gone_refuses_new_calls_with_480_until_it_returns(asterisk, card, i
     status = call.box.status()
     assert status["last_call_end"] == "rejected (480 Temporarily Unavailable)", status
     assert status["audio"]["state"] == "error" and status["leds"]["error"] == "blinking"
+    # no device is open: none is named (the error says which could not be)
+    assert status["audio"]["capture_device"] is None, status["audio"]
     card.plug()
     # idle, the box probes a missing card every 10 s (media_control.PROBE_EVERY)
     wait_for(lambda: call.box.status()["audio"]["state"] == "ok", 12, 0.2,
              "audio.state ok once the card is back")
-    assert call.box.status()["leds"]["error"] != "blinking"
+    status = call.box.status()
+    assert status["leds"]["error"] != "blinking"
+    assert status["audio"]["capture_device"] == status["audio"]["playback_device"] == PCM, \
+        f"the card the probe found: {status['audio']}"
     _dial(call.box, call.phone)
     time.sleep(3)
     speaker = card.speaker(2.0)

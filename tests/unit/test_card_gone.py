@@ -111,9 +111,10 @@ class Unplugged(FakeAudio):
     def is_device(self, spec: str) -> bool:
         return True
 
-    def probe(self, spec: str, capture: bool) -> None:
+    def probe(self, spec: str, capture: bool) -> str:
         if self.gone:
             raise AudioError(f"ALSA device {spec!r} cannot be opened: No such device")
+        return spec
 
 
 def test_a_card_still_gone_when_the_call_ends_refuses_new_calls() -> None:

@@ -43,3 +43,18 @@ def test_idle_status_has_no_audio_lines(capsys: pytest.CaptureFixture[str]) -> N
     _print_status({**BASE, "state": "idle", "remote": None, "rtp": {}, "audio": {"aec": {}}})
     out = capsys.readouterr().out
     assert "state: idle" in out and "audio:" not in out and "echo canceller" not in out
+
+
+def test_audio_line_names_the_device_usb_resolved_to(capsys: pytest.CaptureFixture[str]) -> None:
+    audio = {"capture": "silence", "playback": "usb", "capture_device": None,
+             "playback_device": "plughw:CARD=Audio,DEV=0", "aec": {}}
+    _print_status({**BASE, "state": "idle", "remote": None, "rtp": {}, "audio": audio})
+    assert "audio: capture silence, playback usb (plughw:CARD=Audio,DEV=0)\n" in \
+        capsys.readouterr().out
+    _print_status({**BASE, "rtp": {"lost": 3}, "audio": audio})
+    assert "audio: capture silence, playback usb (plughw:CARD=Audio,DEV=0); 3 lost, " in \
+        capsys.readouterr().out
+    # a name that is the device itself is not repeated
+    _print_status({**BASE, "state": "idle", "remote": None, "rtp": {},
+                   "audio": {**audio, "playback": "hw:1", "playback_device": "hw:1"}})
+    assert "audio: capture silence, playback hw:1\n" in capsys.readouterr().out

@@ -20,9 +20,10 @@ class MissingCard(FakeAudio):
     def is_device(self, spec: str) -> bool:
         return True
 
-    def probe(self, spec: str, capture: bool) -> None:
+    def probe(self, spec: str, capture: bool) -> str:
         if not self.plugged:
             raise AudioError(f"audio device {spec!r} not found")
+        return spec
 
     def open(self, spec: str, capture: bool) -> Any:
         self.probe(spec, capture)
