@@ -129,22 +129,27 @@ def _stream_to_receiver(processor: Any, seconds: float, alsa: Any = None,
         ports.close()
 
 
+def _grid_errors(rtp: list[tuple[int, Any]]) -> tuple[float, float]:
+    """No gap in the sequence numbers; the send-interval error's p50 and p90 (µs) at the
+    receiver after the first half second (the loop learns the cost from the first frames)."""
+    seqs = [p[2] for _, p in rtp]
+    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False)), "a gap"
+    arrivals = [t for t, _ in rtp[25:]]
+    errors = sorted(abs(b - a - PERIOD_NS) / 1000 for a, b in zip(arrivals, arrivals[1:],
+                                                                 strict=False))
+    return errors[len(errors) // 2], errors[int(0.9 * (len(errors) - 1))]
+
+
 def test_packets_leave_on_the_grid_while_processing_costs_8_ms(slow_processor: Any) -> None:
     speex = _aec.create("speex")
     assert speex is not None and speex.name == "speex"
     proc = slow_processor(speex, 8.0, 2)  # 8 ms on every other frame: 0, 8, 0, 8 ms ...
     got, st = _stream_to_receiver(proc, 4.0)
     rtp = [(t, core.rtp_parse(d)) for t, d in got]
-    seqs = [p[2] for _, p in rtp]
-    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False)), "a gap"
+    p50, p90 = _grid_errors(rtp)
     assert {(b[3] - a[3]) % 2**32 for (_, a), (_, b) in zip(rtp, rtp[1:], strict=False)} \
         == {160}
     assert len(rtp) >= 190, len(rtp)
-    # the grid, after the first half second (the loop learns the cost from the first frames)
-    arrivals = [t for t, _ in rtp[25:]]
-    errors = sorted(abs(b - a - PERIOD_NS) / 1000 for a, b in zip(arrivals, arrivals[1:],
-                                                                 strict=False))
-    p50, p90 = errors[len(errors) // 2], errors[int(0.9 * (len(errors) - 1))]
     # without the split every other interval is 28 or 12 ms: an error of 8,000 µs
     assert p90 < 2000, f"send-interval error p50 {p50:.0f} µs, p90 {p90:.0f} µs, stats {st}"
     # the audio: the tone, whole, through speex and the burn
@@ -175,14 +180,9 @@ def test_on_the_card_loop_packets_keep_the_cards_pace_while_processing_costs_8_m
     finally:
         alsa.close()
     rtp = [(t, core.rtp_parse(d)) for t, d in got if d[1] & 0x7F == 0]
-    seqs = [p[2] for _, p in rtp]
-    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False)), "a gap"
+    p50, p90 = _grid_errors(rtp)
     assert len(rtp) >= 190, len(rtp)
     assert st["card"] == "ok" and st["silent_ticks"] == 0 and st["audio_xruns"] == 0, st
-    arrivals = [t for t, _ in rtp[25:]]
-    errors = sorted(abs(b - a - PERIOD_NS) / 1000 for a, b in zip(arrivals, arrivals[1:],
-                                                                 strict=False))
-    p50, p90 = errors[len(errors) // 2], errors[int(0.9 * (len(errors) - 1))]
     # sent when ready, every other interval is 28 or 12 ms: an error of 8,000 µs
     assert p90 < 2000, f"send-interval error p50 {p50:.0f} µs, p90 {p90:.0f} µs, stats {st}"
     # the room's microphone, through speex and the burn
