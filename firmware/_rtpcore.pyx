@@ -22,8 +22,7 @@ runs in it and the frame to play goes to the card in the same wake-up — no FIF
 thread; the packet leaves at once, or, when a capture processor works between the period and the
 packet, at the card clock's time (the periods' arrivals smoothed) plus a measured lead, so that
 neither the work nor the card's delivery jitter reaches the wire; the card's clock is then the
-loop's, met with the
-network's by whole-frame slips at pauses (``ClockSlip``, made by the jitter buffer), and the
+loop's, met with the network's by whole-frame slips at pauses (``ClockSlip``, made by the jitter buffer), and the
 RTP clock falls back to CLOCK_MONOTONIC (silence sent) for a period that does not come or a
 card that went, until Python hands over a reopened one (an eventfd says when). Everything
 else — RTP, RTCP, DTMF, jitter buffer, concealment, gain — is ``firmware.core._mediacore.MediaCore``,
@@ -356,8 +355,9 @@ cdef int CARD_FAST = 200
 cdef int CARD_TRIM_AFTER = 3
 # the card clock the paced send follows (a second-order loop on the periods' arrivals, gains
 # 1/8 and 1/128: damped, it follows a card's few hundred ppm and averages out the jitter of its
-# deliveries; an arrival's error is clipped to CARD_CLIP_NS first). A period further than CARD_SNAP_NS from the clock's prediction (a stall, an xrun,
-# a new card) takes the clock afresh; the clock's period stays within 1/200 of the nominal one.
+# deliveries; an arrival's error is clipped to CARD_CLIP_NS first). A period further than
+# CARD_SNAP_NS from the clock's prediction (a stall, an xrun, a new card) takes the clock
+# afresh; the clock's period stays within 1/200 of the nominal one.
 # The paced send's lead falls by at most LEAD_FALL_NS a tick (each change is an interval error
 # on the wire) and rises at once (a packet later than its lead leaves late, counted)
 cdef int64_t CARD_SNAP_NS = 2000000
@@ -403,6 +403,17 @@ cdef double _quantile_us(const uint32_t *hist, double q, int64_t max_ns) noexcep
                 return max_ns / 1000.0
             return top
     return max_ns / 1000.0
+
+
+cdef inline int64_t _lead_for(int64_t worst, int64_t period) noexcept nogil:
+    """How far ahead of its send a packet is prepared, for the worst need seen: +25 %
+    + LEAD_SLACK_NS, within [LEAD_MIN_NS, 3/4 of the period]."""
+    cdef int64_t lead = worst + worst // 4 + LEAD_SLACK_NS
+    if lead < LEAD_MIN_NS:
+        return LEAD_MIN_NS
+    if lead > period * 3 // 4:
+        return period * 3 // 4
+    return lead
 
 
 cdef inline int64_t _now_ns() noexcept nogil:
@@ -778,7 +789,7 @@ cdef class MediaStream:
         long as the work fits in the lead; the lead follows the work it measures."""
         cdef int64_t period = <int64_t>self.core.ptime_ms * 1000000
         cdef int64_t deadline = _now_ns() + period
-        cdef int64_t late, target, t0, t1, c0, lag
+        cdef int64_t late, target, t0, t1, c0
         cdef int n
         cdef bint ahead
         while not self.stop_flag:
@@ -804,13 +815,7 @@ cdef class MediaStream:
             if ahead:
                 self._wait_for(deadline)
             if n > 0:
-                lag = _now_ns() - deadline
-                self._send_outbox(n)
-                self.io.send_lag_hist[_bucket(lag)] += 1
-                if lag > self.io.max_send_lag_ns:
-                    self.io.max_send_lag_ns = lag
-                if lag >= LATE_NS:
-                    self.io.late_sends += 1
+                self._send_due(n, deadline)
             deadline += period
             if _now_ns() - deadline > 10 * period:  # suspended for long: do not burst
                 deadline = _now_ns() + period
@@ -989,17 +994,17 @@ cdef class MediaStream:
         if paced:
             self._card_lead(t1 - self.clk, <int64_t>self.core.ptime_ms * 1000000)
         elif n > 0:
-            self._card_send(n, t0)  # a silent tick, or nothing between the period and the send
+            self._send_due(n, t0)  # a silent tick, or nothing between the period and the send
         self._card_play(play)
         if paced and n > 0:
             due = self.clk + self.lead_ns
             if _now_ns() < due:
                 self._sleep_until(due)
-            self._card_send(n, due)
+            self._send_due(n, due)
 
-    cdef void _card_send(self, int n, int64_t due) noexcept nogil:
-        """The outbox out now; how far after ``due`` it left (the period's arrival, or the card
-        clock's time + the lead) is the send lag."""
+    cdef void _send_due(self, int n, int64_t due) noexcept nogil:
+        """The outbox out now; how far after ``due`` it left (the deadline; on the card loop
+        the period's arrival, or the card clock's time + the lead) is the send lag."""
         cdef int64_t lag = _now_ns() - due
         self._send_outbox(n)
         if lag < 0:
@@ -1021,11 +1026,7 @@ cdef class MediaStream:
         for i in range(WINDOW):
             if self.need_win[i] > worst:
                 worst = self.need_win[i]
-        lead = worst + worst // 4 + LEAD_SLACK_NS
-        if lead < LEAD_MIN_NS:
-            lead = LEAD_MIN_NS
-        if lead > period * 3 // 4:
-            lead = period * 3 // 4
+        lead = _lead_for(worst, period)
         if lead < self.lead_ns - LEAD_FALL_NS:
             lead = self.lead_ns - LEAD_FALL_NS
         self.lead_ns = lead
@@ -1133,7 +1134,7 @@ cdef class MediaStream:
         makes late packets (counted), never a loop that falls behind. ``work`` (wall time from
         the wake-up) is what ``stats()`` reports."""
         cdef int i
-        cdef int64_t max_cpu = 0, max_need = 0, lead
+        cdef int64_t max_cpu = 0, max_need = 0
         self.io.work_hist[_bucket(work)] += 1
         if work > self.io.max_work_ns:
             self.io.max_work_ns = work
@@ -1153,12 +1154,7 @@ cdef class MediaStream:
         if not self.split:
             self.lead_ns = 0
             return
-        lead = max_need + max_need // 4 + LEAD_SLACK_NS
-        if lead < LEAD_MIN_NS:
-            lead = LEAD_MIN_NS
-        if lead > period * 3 // 4:
-            lead = period * 3 // 4
-        self.lead_ns = lead
+        self.lead_ns = _lead_for(max_need, period)
 
     cdef int _tick(self, int64_t now_ns) noexcept nogil:
         """One period's work for the packets due at ``now_ns``: datagrams in, a captured frame
