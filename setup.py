@@ -7,12 +7,14 @@ puts it) and, in ``firmware/core/``, the sans-I/O core ``_mediacore`` and its un
 ``_plc``, ``_drift``), the two hooks between core and I/O (``_transform`` between packets and
 sockets, ``_processor`` around the PCM played and captured), the SRTP transform on libsrtp2
 (``_srtp``; Debian ``libsrtp2-dev`` to build, ``libsrtp2-1`` to run) and the echo cancellers
-(``_aec``: speexdsp, ``libspeexdsp-dev``; the WebRTC audio processing module through a C++ shim
+(``_aec``: speexdsp — the private static ``-O3`` copy build.sh builds when
+``INTERCOM_SPEEXDSP`` names its prefix, else the system's, ``libspeexdsp-dev``; the WebRTC audio processing module through a C++ shim
 when pkg-config finds ``webrtc-audio-processing-1`` or ``webrtc-audio-processing``, else built
 without it) and the sound card the loop drives itself (``_card``: alsa-lib, ``libasound2-dev``
 to build, ``libasound2`` to run).
 """
 
+import os
 import shutil
 import subprocess
 import sys
@@ -60,6 +62,25 @@ def _webrtc_flags() -> tuple[str, list[str], list[str]] | None:
     return None
 
 
+def _speexdsp() -> dict[str, list[str]]:
+    """How ``_aec`` links speexdsp: statically, the copy build.sh built (``INTERCOM_SPEEXDSP``:
+    its prefix, with include/speex/ and lib/libspeexdsp.a; its symbols stay inside the module),
+    or the system's libspeexdsp (a plain ``pip install .``)."""
+    prefix = os.environ.get("INTERCOM_SPEEXDSP", "")
+    if not prefix:
+        print("setup.py: _aec links the system's libspeexdsp (INTERCOM_SPEEXDSP is not set)",
+              file=sys.stderr)
+        return {"libraries": ["speexdsp"]}
+    archive = Path(prefix) / "lib" / "libspeexdsp.a"
+    if not archive.is_file() or not (Path(prefix) / "include" / "speex" / "speex_echo.h").is_file():
+        raise SystemExit(f"setup.py: INTERCOM_SPEEXDSP={prefix} has no lib/libspeexdsp.a and "
+                         "include/speex/speex_echo.h (./build.sh setup builds them)")
+    print(f"setup.py: _aec links speexdsp statically from {archive}", file=sys.stderr)
+    return {"include_dirs": [str(Path(prefix) / "include")], "extra_objects": [str(archive)],
+            "depends": [str(archive)], "libraries": ["m"],
+            "extra_link_args": ["-Wl,--exclude-libs,libspeexdsp.a"]}
+
+
 ext_modules = []
 if (HERE / "firmware" / "_rtpcore.pyx").exists():
     from Cython.Build import cythonize
@@ -71,13 +92,17 @@ if (HERE / "firmware" / "_rtpcore.pyx").exists():
         return Extension(f"firmware.core.{name}", [f"{CORE}/{name}.pyx"], extra_compile_args=flags,
                          **kw)
 
-    aec = unit("_aec", libraries=["speexdsp"], include_dirs=[CORE])
+    speex = _speexdsp()
+    aec = unit("_aec", libraries=speex["libraries"],
+               include_dirs=speex.get("include_dirs", []) + [CORE],
+               extra_objects=speex.get("extra_objects", []), depends=speex.get("depends", []),
+               extra_link_args=speex.get("extra_link_args", []))
     webrtc = _webrtc_flags()
     if webrtc:  # the C++ shim over whichever WebRTC module this system has (0.3 or 1.x)
         aec.sources.append(f"{CORE}/_webrtc_shim.cpp")
         aec.define_macros += [("HAVE_WEBRTC", "1"), (webrtc[0], "1")]
         aec.extra_compile_args = flags + webrtc[1]
-        aec.extra_link_args = webrtc[2] + ["-lstdc++"]
+        aec.extra_link_args += webrtc[2] + ["-lstdc++"]
     ext_modules = cythonize(
         [unit(name) for name in ("_transform", "_processor", "_g711", "_rtp", "_jitter", "_rtcp",
                                  "_dtmf", "_conceal", "_plc", "_drift", "_mediacore")] +

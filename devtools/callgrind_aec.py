@@ -6,13 +6,18 @@ The signal is the AEC room test's (devtools/room.py: far-end speech from espeak-
 soft-clipping speaker and a room impulse response, the visitor talking over it, the echo path
 changing), driven through the product's ``_aec.SpeexCanceller`` frame by frame. Each part is
 counted in its own callgrind run (``--toggle-collect`` on that function only, so the signal's
-making is not counted) and its top functions listed by their own cost. Debian's libspeexdsp is
-stripped: its internal functions (the FFT, the filterbank) have no names. A build of the same
-version with ``-g`` and Debian's flags, put first with ``LD_LIBRARY_PATH``, executes the same
-instruction count (checked: 164,813,008 both for 500 frames of the filter) and names them.
+making is not counted) and its top functions listed by their own cost. The product's speexdsp is
+the ``-O3`` static copy build.sh builds inside ``_aec`` (``INTERCOM_SPEEXDSP``; its functions are
+named), or Debian's libspeexdsp when ``_aec`` was built without it. Debian's is stripped: its
+internal functions (the FFT, the filterbank) have no names. A build of the same version with
+``-g`` and Debian's flags, put first with ``LD_LIBRARY_PATH``, executes the same instruction count
+(checked: 164,813,008 both for 500 frames of the filter) and names them.
 
-Wall time uses ctypes on the same loaded libspeexdsp, set up as ``SpeexCanceller`` sets it up,
-timing each call; its output is checked to be sample-identical to the product's before it counts.
+Wall time uses ctypes on Debian's libspeexdsp (``libspeexdsp.so.1``: the product's own library
+when ``_aec`` links it, not the private copy), set up as ``SpeexCanceller`` sets it up, timing
+each call; its output is checked to be sample-identical to the product's before it counts (the
+``-O3`` copy's output is Debian's, sample for sample, on x86:
+tests/integration/test_aec_speexdsp.py).
 
     python -m devtools.callgrind_aec [--seconds 24] [--tail 128] [--repeats 5] [--wall-only]
 """
@@ -89,12 +94,20 @@ def count(part: str, seconds: float, tail_ms: int, tmp: Path) -> dict:
     return result
 
 
+def products_speexdsp() -> str:
+    """Which speexdsp ``_aec`` runs: the libspeexdsp it made the loader map, or its own copy
+    (before a ``_Twin`` maps Debian's into this process)."""
+    maps = Path("/proc/self/maps").read_text()
+    mapped = sorted({ln.split()[-1] for ln in maps.splitlines() if "libspeexdsp" in ln})
+    return ", ".join(mapped) if mapped else f"its own, inside {Path(_aec.__file__).name}"
+
+
 class _Twin:
     """speexdsp through ctypes, set up as ``_aec.SpeexCanceller`` does (20 ms blocks, the
     preprocessor on the echo state, denoise on at 0 dB, AGC off), so each call can be timed."""
 
     def __init__(self, tail_ms: int) -> None:
-        lib = ctypes.CDLL("libspeexdsp.so.1")  # the copy _aec already loaded
+        lib = ctypes.CDLL("libspeexdsp.so.1")  # Debian's (or what LD_LIBRARY_PATH puts first)
         lib.speex_echo_state_init.restype = ctypes.c_void_p
         lib.speex_preprocess_state_init.restype = ctypes.c_void_p
         for name in ("speex_echo_cancellation", "speex_preprocess_run", "speex_echo_ctl",
@@ -173,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.drive:
         print(json.dumps(drive(args.seconds, args.tail)))
         return 0
-    print(f"libspeexdsp: LD_LIBRARY_PATH={os.environ.get('LD_LIBRARY_PATH', '')!r}; "
+    print(f"the product's speexdsp: {products_speexdsp()}; the twin's: libspeexdsp.so.1, "
+          f"LD_LIBRARY_PATH={os.environ.get('LD_LIBRARY_PATH', '')!r}; "
           f"tail {args.tail} ms, 20 ms blocks, {args.seconds:g} s of the room signal")
     times = wall(args.seconds, args.tail, args.repeats)
     if args.wall_only:

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Turns a fresh arm64 Debian root (from mmdebstrap) into the intercom appliance root:
 # the firmware compiled inside the root (qemu-user), the service, the read-only layout.
-# Usage: INTERCOM_SIGNING_CERT=cert.pem images/customize.sh ROOT REPO
-# (the certificate whose key signs update bundles: the image's RAUC keyring; never the key)
+# Usage: INTERCOM_SIGNING_CERT=cert.pem INTERCOM_SPEEXDSP=PREFIX images/customize.sh ROOT REPO
+# (the certificate whose key signs update bundles: the image's RAUC keyring; never the key; the
+# arm64 speexdsp build.sh cross-built for this root, include/ and lib/libspeexdsp.a)
 set -euo pipefail
 ROOT=$1
 REPO=$2
 CERT=${INTERCOM_SIGNING_CERT:?customize.sh: INTERCOM_SIGNING_CERT names the bundle signing certificate}
+SPEEXDSP=${INTERCOM_SPEEXDSP:?customize.sh: INTERCOM_SPEEXDSP names the arm64 speexdsp build.sh built for the root}
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/pyproject.toml")
 HERE=$(cd "$(dirname "$0")" && pwd)
 in_root() { chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
@@ -24,8 +26,10 @@ trap 'umount "$ROOT/proc" 2>/dev/null || true' EXIT
 # libraries): about 2 minutes of CPU where gcc under qemu-user took 20. Without a cross compiler
 # or the host's Cython, the root builds it all itself. The compiled extensions are cached in
 # $INTERCOM_CACHE/img/firmware-<key>, the key hashing what they are built from (.pyx/.pxd/C++
-# sources, setup.py, the root's packages, this section): a firmware change that leaves them
-# alone is not recompiled.
+# sources, setup.py, the root's packages, this section, the speexdsp build): a firmware change
+# that leaves them alone is not recompiled. _aec links speexdsp statically from the copy
+# build.sh cross-built -O3 for this root (INTERCOM_SPEEXDSP), copied into the sources so that
+# both ways of compiling see it; libspeexdsp1 stays in the root (nothing of the box needs it).
 fw_src=$ROOT/usr/src/intercom
 fw_dist=$ROOT/usr/src/intercom-dist
 rm -rf "$fw_src" "$fw_dist"
@@ -34,6 +38,7 @@ cp -r "$REPO/firmware" "$REPO/hw" "$REPO/pyproject.toml" "$REPO/setup.py" "$REPO
   "$fw_src/"
 find "$fw_src" \( -name '*.so' -o -name '*.c' -o -name __pycache__ \) \
   -exec rm -rf {} + 2>/dev/null || true
+cp -r "$SPEEXDSP" "$fw_src/speexdsp"
 in_root apt-get install -y -q --no-install-recommends $(grep -v '^#' "$HERE/build-packages.txt")
 fw_img_cache=${INTERCOM_CACHE:-/var/cache/intercom}/img
 fw_cy_version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' \
@@ -54,6 +59,7 @@ fw_key=$( { (cd "$fw_src" && find setup.py firmware firmware/core -maxdepth 1 -t
     -o -name '*.pyx' -o -name '*.pxd' -o -name '*.cpp' -o -name '*.h' \) -print0 \
     | LC_ALL=C sort -z | xargs -0 sha256sum)
   cat "$ROOT/var/lib/dpkg/status"
+  echo "$(basename "$SPEEXDSP")"
   sed -n '/^# 1\. /,/^# 2\. /p' "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-16)
 fw_cache=$fw_img_cache/firmware-$fw_key
 [ ! -x "$fw_cython/bin/python" ] || (cd "$fw_src" && "$fw_cython/bin/python" -m \
@@ -80,14 +86,15 @@ if [ -x "$fw_cython/bin/python" ] && command -v aarch64-linux-gnu-gcc >/dev/null
     'import sysconfig; print(sysconfig.get_paths()["include"])')
   (cd "$fw_src" && env QEMU_LD_PREFIX="$ROOT" PATH="$fw_bin:$PATH" \
     CC="aarch64-linux-gnu-gcc --sysroot=$ROOT" CXX="aarch64-linux-gnu-g++ --sysroot=$ROOT" \
-    CPPFLAGS="-I$fw_inc" PKG_CONFIG_SYSROOT_DIR="$ROOT" \
+    CPPFLAGS="-I$fw_inc" PKG_CONFIG_SYSROOT_DIR="$ROOT" INTERCOM_SPEEXDSP="$fw_src/speexdsp" \
     PKG_CONFIG_LIBDIR="$ROOT/usr/lib/aarch64-linux-gnu/pkgconfig:$ROOT/usr/share/pkgconfig" \
     "$ROOT/usr/bin/python3" -c "$fw_build")
   rm -rf "$fw_bin"
 else
   echo "customize.sh: no aarch64-linux-gnu-gcc/g++ (or Cython) on the host: compiling under" \
     "qemu-user" >&2
-  in_root sh -c "cd /usr/src/intercom && python3 -c '$fw_build'"
+  in_root sh -c "cd /usr/src/intercom && INTERCOM_SPEEXDSP=/usr/src/intercom/speexdsp \
+    python3 -c '$fw_build'"
 fi
 in_root sh -c 'pip3 install --no-deps --no-index --break-system-packages \
   --root-user-action=ignore --prefix=/usr /usr/src/intercom-dist/*.whl'
@@ -97,6 +104,15 @@ in_root python3 -c "import firmware._rtpcore, firmware.core._srtp, firmware.gpio
 import firmware.core._aec as aec
 assert aec.unavailable('webrtc') is None, aec.unavailable('webrtc')
 print('firmware OK, WebRTC', aec.webrtc_version())"
+# ... and speexdsp is the -O3 copy inside _aec, not Debian's libspeexdsp.so (a build that fell
+# back to the system's library fails here)
+fw_aec=$ROOT$(in_root python3 -c 'import firmware.core._aec as aec; print(aec.__file__)')
+if readelf -d "$fw_aec" | grep -q 'NEEDED.*libspeexdsp'; then
+  echo "customize.sh: $fw_aec links Debian's libspeexdsp, not the -O3 copy in $SPEEXDSP" >&2
+  exit 1
+fi
+readelf -s "$fw_aec" | grep -qw speex_echo_cancellation \
+  || { echo "customize.sh: $fw_aec has no speex_echo_cancellation of its own" >&2; exit 1; }
 # kept only once the root has imported them
 if [ ! -d "$fw_cache" ]; then
   rm -rf "$fw_cache.tmp"
