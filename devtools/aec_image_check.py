@@ -26,8 +26,26 @@ FRAME = 160
 TMP = "tmp/intercom-aec-check"
 
 
+class _DebianSpeex:
+    """Inside the image: the root's own libspeexdsp1 (trixie's package) through
+    devtools/speex_twin.py, set up as ``_aec``'s speex, with the canceller's face."""
+
+    def __init__(self) -> None:
+        from speex_twin import SpeexTwin  # beside this file in the root
+
+        self.twin = SpeexTwin(128)
+        self.played = b""
+
+    def playback(self, pcm: bytes, backlog: int) -> None:
+        self.played = pcm
+
+    def capture(self, pcm: bytes, backlog: int) -> bytes:
+        return self.twin.frame(self.played, pcm)
+
+
 def main(folder: str, kinds: list[str]) -> None:
-    """Inside the image: ``folder``/played.raw and mic.raw -> out-KIND.raw per canceller."""
+    """Inside the image: ``folder``/played.raw and mic.raw -> out-KIND.raw per canceller
+    (KIND ``debian-speex``: Debian's libspeexdsp, the reference for the box's own speexdsp)."""
     from firmware.core._aec import create, webrtc_version
 
     base = Path(folder)
@@ -35,7 +53,7 @@ def main(folder: str, kinds: list[str]) -> None:
     n = min(len(played), len(mic)) // (2 * FRAME) * 2 * FRAME
     print("webrtc", webrtc_version(), flush=True)
     for kind in kinds:
-        canceller = create(kind, 128, False, False, 0)
+        canceller = _DebianSpeex() if kind == "debian-speex" else create(kind, 128, False, False, 0)
         out = bytearray()
         t0 = time.process_time()
         for i in range(0, n, 2 * FRAME):
@@ -44,6 +62,12 @@ def main(folder: str, kinds: list[str]) -> None:
         us = (time.process_time() - t0) / (n // (2 * FRAME)) * 1e6
         (base / f"out-{kind}.raw").write_bytes(bytes(out))
         print("cpu", kind, f"{us:.0f}", flush=True)
+
+
+def image_aec(root: Path) -> Path | None:
+    """The image's own ``firmware.core._aec`` extension (arm64) in ``root``, if installed."""
+    found = sorted(root.glob("usr/local/lib/python3*/dist-packages/firmware/core/_aec*.so"))
+    return found[0] if found else None
 
 
 def image_root() -> Path | None:
@@ -71,6 +95,7 @@ def in_image(root: Path, played: Any, mic: Any, kinds: tuple[str, ...] = ("webrt
         (work / "played.raw").write_bytes(to_pcm(played))
         (work / "mic.raw").write_bytes(to_pcm(mic))
         shutil.copy(__file__, work / "aec_image_check.py")
+        shutil.copy(Path(__file__).with_name("speex_twin.py"), work / "speex_twin.py")
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
         r = subprocess.run(["chroot", str(root), "python3", f"/{TMP}/aec_image_check.py",
                             f"/{TMP}", *kinds], capture_output=True, text=True, env=env,

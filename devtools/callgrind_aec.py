@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from devtools import room
+from devtools import room, speex_twin
 from firmware.core import _aec
 
 PARTS = ("speex_echo_cancellation", "speex_preprocess_run")
@@ -102,31 +102,9 @@ def products_speexdsp() -> str:
     return ", ".join(mapped) if mapped else f"its own, inside {Path(_aec.__file__).name}"
 
 
-class _Twin:
-    """speexdsp through ctypes, set up as ``_aec.SpeexCanceller`` does (20 ms blocks, the
-    preprocessor on the echo state, denoise on at 0 dB, AGC off), so each call can be timed."""
-
-    def __init__(self, tail_ms: int) -> None:
-        lib = ctypes.CDLL("libspeexdsp.so.1")  # Debian's (or what LD_LIBRARY_PATH puts first)
-        lib.speex_echo_state_init.restype = ctypes.c_void_p
-        lib.speex_preprocess_state_init.restype = ctypes.c_void_p
-        for name in ("speex_echo_cancellation", "speex_preprocess_run", "speex_echo_ctl",
-                     "speex_preprocess_ctl", "speex_echo_state_destroy",
-                     "speex_preprocess_state_destroy"):
-            getattr(lib, name).argtypes = None
-        self.lib = lib
-        self.echo = ctypes.c_void_p(lib.speex_echo_state_init(room.FRAME, tail_ms * 8))
-        self.pre = ctypes.c_void_p(lib.speex_preprocess_state_init(room.FRAME, room.RATE))
-        rate, on, off, zero = (ctypes.c_int(v) for v in (room.RATE, 1, 0, 0))
-        lib.speex_echo_ctl(self.echo, 24, ctypes.byref(rate))  # SPEEX_ECHO_SET_SAMPLING_RATE
-        lib.speex_preprocess_ctl(self.pre, 24, self.echo)  # SPEEX_PREPROCESS_SET_ECHO_STATE
-        lib.speex_preprocess_ctl(self.pre, 0, ctypes.byref(on))  # SET_DENOISE
-        lib.speex_preprocess_ctl(self.pre, 18, ctypes.byref(zero))  # SET_NOISE_SUPPRESS
-        lib.speex_preprocess_ctl(self.pre, 2, ctypes.byref(off))  # SET_AGC
-
-    def close(self) -> None:
-        self.lib.speex_preprocess_state_destroy(self.pre)
-        self.lib.speex_echo_state_destroy(self.echo)
+class _Twin(speex_twin.SpeexTwin):
+    """Debian's libspeexdsp set up as ``_aec.SpeexCanceller`` (devtools/speex_twin.py), each
+    call timed."""
 
     def run(self, played: np.ndarray, mic: np.ndarray) -> tuple[np.ndarray, float, float]:
         """Output and the mean ns per frame of each part (the reference is the frame played
@@ -198,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     first = counts[PARTS[0]]
     frames = first["frames"]
     total = sum(c["instructions"] for c in counts.values())
-    print(f"\n| part | instructions / 20 ms frame | share | wall µs / frame (best of "
-          f"{args.repeats}) |\n|---|---:|---:|---:|")
+    print(f"\n| part | instructions / 20 ms frame | share | wall µs / frame, the twin's "
+          f"libspeexdsp (best of {args.repeats}) |\n|---|---:|---:|---:|")
     for part in PARTS:
         n = counts[part]["instructions"] / frames
         print(f"| {part} | {n:,.0f} | {100 * n * frames / total:.0f} % | "

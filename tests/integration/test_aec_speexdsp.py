@@ -20,7 +20,7 @@ pytest.importorskip("firmware.core._aec", reason=compiled.REASON)
 pytest.importorskip("numpy", reason=compiled.EXTRAS_REASON)
 import numpy as np
 
-from devtools import callgrind_aec, room
+from devtools import callgrind_aec, elf, room
 from devtools.paths import REPO
 from firmware.core import _aec
 
@@ -29,22 +29,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.compiled]
 PRIVATE = os.environ.get("INTERCOM_SPEEXDSP", "")
 
 
-def readelf(*args: str) -> str:
-    return subprocess.run(["readelf", "-W", *args, _aec.__file__], capture_output=True,
-                          text=True, check=True, timeout=60).stdout
-
-
 @pytest.mark.skipif(not PRIVATE, reason="INTERCOM_SPEEXDSP is not set: this _aec was built "
                                         "against the system's libspeexdsp (./build.sh sets it)")
 def test_aec_carries_the_private_speexdsp_and_needs_no_libspeexdsp() -> None:
-    needed = [ln for ln in readelf("-d").splitlines() if "(NEEDED)" in ln]
-    assert needed and not any("libspeexdsp" in ln for ln in needed), needed
+    module = Path(_aec.__file__)
+    needed = elf.needed(module)
+    assert "libc.so.6" in needed and not any("libspeexdsp" in n for n in needed), needed
     # the library's entry points are inside the module, bound locally (hidden: nothing loaded
     # beside it, Debian's libspeexdsp included, can stand in for them)
-    defined = {f[-1]: f for f in (ln.split() for ln in readelf("-s").splitlines())
-               if len(f) >= 8 and f[-1].startswith("speex_") and f[6] != "UND"}
+    own = elf.defined(module, "speex_")
     for name in ("speex_echo_cancellation", "speex_preprocess_run", "speex_echo_state_init"):
-        assert name in defined and defined[name][4] == "LOCAL", (name, defined.get(name))
+        assert own.get(name) == "LOCAL", (name, own)
     # and a fresh interpreter that imports it maps no libspeexdsp
     maps = subprocess.run([sys.executable, "-c", "import firmware.core._aec as a; "
                            "print(a.__file__); print(open('/proc/self/maps').read())"],
