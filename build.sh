@@ -144,15 +144,13 @@ speexdsp_source() {
 # once. Sets SPEEXDSP_PREFIX.
 speexdsp_build() {
   local dir=$1 cc=$2 host=${3:-} sysroot=${4:-} key prefix src
+  command -v "${cc%% *}" >/dev/null || {
+    echo "build.sh: no ${cc%% *} to build speexdsp with" >&2; exit 1; }
   speexdsp_source
   key=$( { echo "$SPEEXDSP_SHA256 $SPEEXDSP_CFLAGS $SPEEXDSP_CPPFLAGS ${SPEEXDSP_CONFIGURE[*]} $host"
     declare -f speexdsp_build
     $cc --version | head -n 1
-    if [ -n "$sysroot" ]; then
-      grep -A7 '^Package: libc6-dev$' "$sysroot/var/lib/dpkg/status" | grep '^Version:'
-    else
-      dpkg-query -W libc6-dev
-    fi; } | sha256sum | cut -c1-16)
+    dpkg-query --admindir="$sysroot/var/lib/dpkg" -W libc6-dev || true; } | sha256sum | cut -c1-16)
   prefix=$dir/speexdsp-$key
   if [ ! -f "$prefix/lib/libspeexdsp.a" ]; then
     log "building speexdsp 1.2.1 -O3 ${host:-for this machine} (cached in $prefix)"
@@ -169,6 +167,7 @@ speexdsp_build() {
       echo "build.sh: speexdsp did not build for ${host:-this machine} (log: $src/build.log)" >&2
       exit 1
     fi
+    cp "$src/config.h" "$prefix.tmp/config.h"  # what configure chose (float, smallft, SIMD)
     rm -rf "$src" "$prefix.tmp/share" "$prefix.tmp/lib/pkgconfig" "$prefix.tmp/lib/"*.la
     rm -rf "$prefix"
     mv "$prefix.tmp" "$prefix"

@@ -107,11 +107,12 @@ print('firmware OK, WebRTC', aec.webrtc_version())"
 # ... and speexdsp is the -O3 copy inside _aec, not Debian's libspeexdsp.so (a build that fell
 # back to the system's library fails here)
 fw_aec=$ROOT$(in_root python3 -c 'import firmware.core._aec as aec; print(aec.__file__)')
-if readelf -d "$fw_aec" | grep -q 'NEEDED.*libspeexdsp'; then
+fw_elf=$(readelf -W -d -s "$fw_aec")
+if grep -q 'NEEDED.*libspeexdsp' <<<"$fw_elf"; then
   echo "customize.sh: $fw_aec links Debian's libspeexdsp, not the -O3 copy in $SPEEXDSP" >&2
   exit 1
 fi
-readelf -s "$fw_aec" | grep -qw speex_echo_cancellation \
+grep -Eq ' FUNC +LOCAL .* speex_echo_cancellation$' <<<"$fw_elf" \
   || { echo "customize.sh: $fw_aec has no speex_echo_cancellation of its own" >&2; exit 1; }
 # kept only once the root has imported them
 if [ ! -d "$fw_cache" ]; then
