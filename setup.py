@@ -7,11 +7,11 @@ puts it) and, in ``firmware/core/``, the sans-I/O core ``_mediacore`` and its un
 ``_plc``, ``_drift``), the two hooks between core and I/O (``_transform`` between packets and
 sockets, ``_processor`` around the PCM played and captured), the SRTP transform on libsrtp2
 (``_srtp``; Debian ``libsrtp2-dev`` to build, ``libsrtp2-1`` to run) and the echo cancellers
-(``_aec``: speexdsp — the private static ``-O3`` copy build.sh builds when
-``INTERCOM_SPEEXDSP`` names its prefix, else the system's, ``libspeexdsp-dev``; the WebRTC audio processing module through a C++ shim
-when pkg-config finds ``webrtc-audio-processing-1`` or ``webrtc-audio-processing``, else built
-without it) and the sound card the loop drives itself (``_card``: alsa-lib, ``libasound2-dev``
-to build, ``libasound2`` to run).
+(``_aec``: speexdsp, linked statically from the ``-O3`` copy build.sh builds when
+``INTERCOM_SPEEXDSP`` names its prefix, else the system's, ``libspeexdsp-dev``; the WebRTC audio
+processing module through a C++ shim when pkg-config finds ``webrtc-audio-processing-1`` or
+``webrtc-audio-processing``, else built without it) and the sound card the loop drives itself
+(``_card``: alsa-lib, ``libasound2-dev`` to build, ``libasound2`` to run).
 """
 
 import os
