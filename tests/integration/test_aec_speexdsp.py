@@ -29,8 +29,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.compiled]
 PRIVATE = os.environ.get("INTERCOM_SPEEXDSP", "")
 
 
-@pytest.mark.skipif(not PRIVATE, reason="INTERCOM_SPEEXDSP is not set: this _aec was built "
-                                        "against the system's libspeexdsp (./build.sh sets it)")
+@pytest.mark.skipif(not PRIVATE, reason="INTERCOM_SPEEXDSP is not set: not a ./build.sh run, "
+                                        "which builds the -O3 copy and sets it")
 def test_aec_carries_the_private_speexdsp_and_needs_no_libspeexdsp() -> None:
     module = Path(_aec.__file__)
     needed = elf.needed(module)
