@@ -136,8 +136,8 @@ def objects(text: str) -> dict[str, int]:
 def group(path: str) -> str:
     """Where an object file's instructions belong in the loop thread's breakdown."""
     name = path.rsplit("/", 1)[-1]
-    if "speexdsp" in name:
-        return "speexdsp"
+    if "speexdsp" in name or name.startswith("_aec."):
+        return ECHO  # the box links speexdsp into _aec (build.sh's -O3 copy): one column
     if name.startswith(("libasound", "libjack")):
         return "alsa-lib + jack plugin"
     if "/firmware/" in path:
@@ -147,7 +147,8 @@ def group(path: str) -> str:
     return "other"
 
 
-GROUPS = ("box core (Cython)", "speexdsp", "alsa-lib + jack plugin", "libc, libm", "other")
+ECHO = "echo canceller (_aec, speexdsp)"
+GROUPS = ("box core (Cython)", ECHO, "alsa-lib + jack plugin", "libc, libm", "other")
 
 
 def loop_objects(out: Path, pid: int) -> dict[str, int]:
