@@ -44,7 +44,6 @@ def test_the_images_cancellers_clean_the_room_and_keep_the_visitor(reports: dict
     assert r.near.level_db >= -6 and r.near.correlation >= 0.7 and r.near.lag_ms <= 30, r.near
 
 
-
 def test_the_images_speex_is_its_own_o3_copy_not_debians_library() -> None:
     assert ROOT is not None
     module = aec_image_check.image_aec(ROOT)
