@@ -109,11 +109,32 @@ cdef extern from "<sys/socket.h>" nogil:
         unsigned int msg_len
     int recvmmsg(int, mmsghdr *, unsigned int, int, timespec *)
     ssize_t sendto(int, const void *, size_t, int, const sockaddr *, socklen_t)
+    ssize_t sendmsg(int, const msghdr *, int)
     int setsockopt(int, int, int, const void *, socklen_t)
+    size_t CMSG_SPACE(size_t)
+    size_t CMSG_LEN(size_t)
     int MSG_DONTWAIT
     int SOL_SOCKET
     int SO_TIMESTAMPNS
     int SCM_TIMESTAMPNS
+
+# the kernel sends a datagram at the time it carries (SO_TXTIME; the fq qdisc holds it till
+# then). Defined here: older libc headers lack them (Linux's values, since 4.19)
+cdef extern from *:
+    """
+    #ifndef SO_TXTIME
+    #define SO_TXTIME 61
+    #endif
+    #ifndef SCM_TXTIME
+    #define SCM_TXTIME SO_TXTIME
+    #endif
+    struct intercom_sock_txtime { int clockid; unsigned int flags; };
+    """
+    int SO_TXTIME
+    int SCM_TXTIME
+    struct intercom_sock_txtime:
+        int clockid
+        unsigned int flags
 
 cdef extern from "<netinet/in.h>" nogil:
     ctypedef uint32_t in_addr_t
@@ -480,6 +501,9 @@ cdef class MediaStream:
     cdef CardStats cs
     # the card clock: when the period just ticked was due (0: not locked) and its period
     cdef int64_t clk, clk_per
+    # the kernel sends each RTP packet at its time (SO_TXTIME on the RTP socket, the fq qdisc
+    # on its way out): the loop hands it over ahead, with no second wake-up to send it
+    cdef readonly bint kernel_pacing
 
     def __cinit__(self):
         pthread_mutex_init(&self.lock, NULL)
@@ -520,6 +544,23 @@ cdef class MediaStream:
         """Before ``run()``: match the sound card's clock on the sides where a card drains the
         sink FIFO (playback) or fills the source FIFO (capture)."""
         self.drift = DriftCompensator(self.core.frame_samples, playback, capture)
+
+    def use_kernel_pacing(self) -> bool:
+        """Before ``run()``: hand each RTP packet to the kernel as soon as it is ready, with its
+        departure time (``SO_TXTIME``, CLOCK_MONOTONIC), instead of waking again to send it at
+        that time. Only where the packets' way out holds them to their time (the ``fq`` qdisc;
+        ``firmware.media.pacing`` decides): elsewhere they would leave early. The loop then
+        prepares every packet ahead (the lead) in one wake-up a period, on the tone path and
+        the card path alike, with or without a capture processor. False (and nothing changed)
+        when the kernel refuses the option."""
+        cdef intercom_sock_txtime opt
+        if self.ran:
+            raise RuntimeError("kernel pacing is chosen before run()")
+        opt.clockid = CLOCK_MONOTONIC
+        opt.flags = 0
+        self.kernel_pacing = setsockopt(self.rtp_fd, SOL_SOCKET, SO_TXTIME, &opt,
+                                        sizeof(opt)) == 0
+        return self.kernel_pacing
 
     def use_card(self, Card card, int notify_fd=-1) -> None:
         """Before ``run()``: both sides are this sound card (or two: ``card``'s capture and
@@ -755,6 +796,7 @@ cdef class MediaStream:
             "send_lag_max_us": s.max_send_lag_ns / 1000.0,
             "late_sends": s.late_sends,
             "lead_us": self.lead_ns / 1000.0,
+            "kernel_pacing": bool(self.kernel_pacing),
         })
         out.update(self.drift.stats())
         if self.card is not None:
@@ -780,7 +822,7 @@ cdef class MediaStream:
             if self.have_remote:
                 n = self.core.bye_c(_now_ns(), _wall_ns())
                 self._protect_outbox(n)
-                self._send_outbox(n)
+                self._send_outbox(n, 0)
 
     cdef void _loop(self) noexcept nogil:
         """Each period: wake (at the deadline, or ``lead_ns`` before it once the work has shown
@@ -812,8 +854,8 @@ cdef class MediaStream:
             self._protect_outbox(n)
             t1 = _now_ns()
             self._learn(t1 - t0, _cpu_ns() - c0, t1 - target, period)
-            if ahead:
-                self._wait_for(deadline)
+            if ahead and not self.kernel_pacing:
+                self._wait_for(deadline)  # the second wake-up: the kernel does not pace
             if n > 0:
                 self._send_due(n, deadline)
             deadline += period
@@ -990,7 +1032,9 @@ cdef class MediaStream:
         self.io.work_hist[_bucket(t1 - t0)] += 1
         if t1 - t0 > self.io.max_work_ns:
             self.io.max_work_ns = t1 - t0
-        paced = self.proc is not None and self.clk != 0
+        # paced: the packet leaves at the card clock's time + the lead, not when its period
+        # came — where work lies between the two, or where pacing costs no second wake-up
+        paced = (self.proc is not None or self.kernel_pacing) and self.clk != 0
         if paced:
             self._card_lead(t1 - self.clk, <int64_t>self.core.ptime_ms * 1000000)
         elif n > 0:
@@ -998,15 +1042,16 @@ cdef class MediaStream:
         self._card_play(play)
         if paced and n > 0:
             due = self.clk + self.lead_ns
-            if _now_ns() < due:
-                self._sleep_until(due)
+            if not self.kernel_pacing and _now_ns() < due:
+                self._sleep_until(due)  # the second wake-up: the kernel does not pace
             self._send_due(n, due)
 
     cdef void _send_due(self, int n, int64_t due) noexcept nogil:
-        """The outbox out now; how far after ``due`` it left (the deadline; on the card loop
-        the period's arrival, or the card clock's time + the lead) is the send lag."""
+        """The outbox out now — with ``due`` as the RTP packets' departure time when the
+        kernel paces; how far after ``due`` they reached the socket (the deadline; on the card
+        loop the period's arrival, or the card clock's time + the lead) is the send lag."""
         cdef int64_t lag = _now_ns() - due
-        self._send_outbox(n)
+        self._send_outbox(n, due if self.kernel_pacing else 0)
         if lag < 0:
             lag = 0
         self.io.send_lag_hist[_bucket(lag)] += 1
@@ -1146,7 +1191,9 @@ cdef class MediaStream:
                 max_cpu = self.work_win[i]
             if self.need_win[i] > max_need:
                 max_need = self.need_win[i]
-        if self.split:
+        if self.kernel_pacing:
+            self.split = True  # ahead costs no wake-up: the wake-up's lateness stays off the wire
+        elif self.split:
             if max_cpu < SPLIT_OFF_NS:
                 self.split = False
         elif max_cpu > SPLIT_ON_NS:
@@ -1240,9 +1287,10 @@ cdef class MediaStream:
             if self.out_len[i] < 0:
                 self.io.protect_errors += 1
 
-    cdef void _send_outbox(self, int n) noexcept nogil:
+    cdef void _send_outbox(self, int n, int64_t at) noexcept nogil:
         """The outbox's protected packets to the peer as it is now (it may have moved since
-        they were made; none when it has gone)."""
+        they were made; none when it has gone). ``at`` > 0: the RTP packets carry it as their
+        departure time (kernel pacing; RTCP goes at once)."""
         cdef int i
         cdef bint peer
         cdef sockaddr_in to
@@ -1256,12 +1304,41 @@ cdef class MediaStream:
             pthread_mutex_unlock(&self.lock)
             if not peer:  # the peer went (hold, clear_remote) after the packet was made
                 continue
-            rc = sendto(self.rtcp_fd if self.core.out[i].rtcp else self.rtp_fd,
-                        self.core.out_data[i], self.out_len[i], 0, <sockaddr *>&to, sizeof(to))
+            if at > 0 and not self.core.out[i].rtcp:
+                rc = self._send_at(self.core.out_data[i], self.out_len[i], &to, at)
+            else:
+                rc = sendto(self.rtcp_fd if self.core.out[i].rtcp else self.rtp_fd,
+                            self.core.out_data[i], self.out_len[i], 0, <sockaddr *>&to,
+                            sizeof(to))
             if rc > 0:
                 self.core.sent_c(i)
             else:
                 self.io.send_errors += 1
+
+    cdef ssize_t _send_at(self, const uint8_t *data, int n, sockaddr_in *to,
+                          int64_t at) noexcept nogil:
+        """One RTP datagram handed to the kernel with its departure time (``SCM_TXTIME``)."""
+        cdef iovec iov
+        cdef msghdr msg
+        cdef uint64_t control[4]  # CMSG_SPACE(8) (24 bytes), 8-byte aligned
+        cdef cmsghdr *c
+        cdef uint64_t t = <uint64_t>at
+        iov.iov_base = <void *>data
+        iov.iov_len = n
+        memset(&msg, 0, sizeof(msg))
+        memset(control, 0, sizeof(control))
+        msg.msg_name = to
+        msg.msg_namelen = sizeof(sockaddr_in)
+        msg.msg_iov = &iov
+        msg.msg_iovlen = 1
+        msg.msg_control = control
+        msg.msg_controllen = CMSG_SPACE(sizeof(uint64_t))
+        c = CMSG_FIRSTHDR(&msg)
+        c.cmsg_level = SOL_SOCKET
+        c.cmsg_type = SCM_TXTIME
+        c.cmsg_len = CMSG_LEN(sizeof(uint64_t))
+        memcpy(CMSG_DATA(c), &t, sizeof(uint64_t))
+        return sendmsg(self.rtp_fd, &msg, 0)
 
     cdef void _receive(self, int64_t now_ns) noexcept nogil:
         cdef uint8_t bufs[RECV_BATCH][1500]

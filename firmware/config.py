@@ -103,6 +103,7 @@ class MediaSettings:
     jitter_max_ms: int = 200
     realtime_priority: int = 10  # SCHED_FIFO for the 20 ms loop; refused = normal scheduling
     spin_us: int = 0
+    kernel_pacing: bool = True  # SO_TXTIME where the way out is the fq qdisc (the image's)
     latch: bool = False
     srtp: str = "off"  # off | optional | required; unset: required over TLS, else off
     timeout: float = 30.0  # s without an RTP packet (not on hold) -> hang up; 0 = never

@@ -166,6 +166,7 @@ class MediaControl:
             return
         settings = StreamSettings(m.jitter_target_ms, m.jitter_min_ms, m.jitter_max_ms,
                                   m.realtime_priority, m.latch, spin_us=m.spin_us,
+                                  kernel_pacing=m.kernel_pacing,
                                   capture_gain_db=a.capture_gain_db,
                                   playback_gain_db=a.playback_gain_db,
                                   echo_canceller=a.echo_canceller, echo_tail_ms=a.echo_tail_ms,

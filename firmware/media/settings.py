@@ -20,6 +20,7 @@ class StreamSettings:
     latch: bool = False  # follow the source address of the first packet (NAT)
     prefill_ms: int = 80  # how much PCM the pump keeps queued ahead of the loop
     spin_us: int = 0  # wake this early and spin to the deadline (CPU for timing accuracy)
+    kernel_pacing: bool = True  # the kernel sends packets at their times where its qdisc can
     capture_gain_db: float = 0.0
     playback_gain_db: float = 0.0
     echo_canceller: str = "off"  # off | speex | webrtc (firmware.core._aec)

@@ -35,6 +35,7 @@ from ..core._processor import CaptureProcessor
 from ..core._srtp import SrtpTransform
 from ..events import MediaParams, SrtpParams
 from .audio import AudioError, Sink, Source, cycle_of, discards
+from .pacing import egress
 from .settings import StreamSettings
 
 log = logging.getLogger("intercom.media")
@@ -90,6 +91,7 @@ class RtpSession:
         self._pump_thread: threading.Thread | None = None
         self._running = _held_lock()  # released when the session stops: wakes the pump at once
         self.final_stats: dict | None = None
+        self.pacing: dict[str, Any] = {}
         self._pump_source = self._pump_sink = True
         self._cycled = False  # the loop takes the source's cycle itself
         self.srtp: SrtpParams | None = None
@@ -192,6 +194,7 @@ class RtpSession:
             processor=self._canceller(media.ptime * 8, card is not None),
             notify_fd=self._digit_fd)
         self.stream.spin_us = s.spin_us
+        self.pacing = self._choose_pacing(media)
         self.stream.tx_gain_q12 = _q12(s.capture_gain_db)
         self.stream.rx_gain_q12 = _q12(s.playback_gain_db)
         if card is not None:
@@ -217,6 +220,20 @@ class RtpSession:
         log.info("media: %s/%d ms to %s:%d (%s, %s)", media.codec, media.ptime,
                  media.remote_addr, media.remote_port, media.direction,
                  f"SRTP {media.srtp.suite}" if media.srtp else "plain RTP")
+
+    def _choose_pacing(self, media: MediaParams) -> dict[str, Any]:
+        """Who keeps the packets' send times: the kernel where the way out to the peer holds
+        a stamped packet to its time (``firmware.media.pacing``), else the loop (a second
+        wake-up a period once the work costs). Decided once, as the call's media starts."""
+        assert self.stream is not None
+        addr = ipv4(media.remote_addr)
+        way = egress(addr) if addr is not None and addr != "0.0.0.0" else None
+        kernel = (self.settings.kernel_pacing and way is not None and way.kernel_paces
+                  and self.stream.use_kernel_pacing())
+        out: dict[str, Any] = {"pacing": "kernel" if kernel else "loop"}
+        if way is not None:
+            out["egress"] = f"{way.device} ({way.qdisc})"
+        return out
 
     def _wire_fifos(self) -> None:
         """Which path each side takes when the loop does not drive a card itself."""
@@ -321,7 +338,7 @@ class RtpSession:
     def stats(self) -> dict:
         if self.stream is None:
             return self.final_stats or {}
-        return self.stream.stats()
+        return {**self.stream.stats(), **self.pacing}
 
     def _pump_once(self) -> None:
         assert self.stream is not None
@@ -364,7 +381,7 @@ class RtpSession:
         if self._cycled:  # the source moves on by what the loop took (its phase carries on)
             self.source.read(self.stream.cycle_position)
         self._pump_once_final()
-        self.final_stats = self.stream.stats()
+        self.final_stats = {**self.stream.stats(), **self.pacing}
         if self.stream.the_card is not None:  # the loop has ended: its cards are ours to close
             for card in (self.stream.the_card, self.stream.retired_card()):
                 if card is not None:

@@ -299,6 +299,11 @@ def check_card_loop(vm: Qemu, after: dict) -> None:
     # have been opened again (card_adopted)
     assert audio["card"] == "ok" and card.get("card") == "ok", (audio, card)
     assert audio["state"] == "ok" and card["card_adopted"] == card["card_gone"], (audio, card)
+    # the packets' send times were the kernel's: the image puts fq on its links (sysctl.d), the
+    # box found it on its way out to the PBX (rtnetlink) and handed each packet over ahead,
+    # stamped with its time (SO_TXTIME) — Debian's arm64 kernel and qdisc, not this host's
+    assert card.get("pacing") == "kernel" and card.get("kernel_pacing") is True, card
+    assert card.get("egress", "").endswith(("(fq)", "(mq(fq))")), card
     opened = [s for _, s in vm.reports("SOUND") if len(s) > 1]  # the only card's PCMs
     assert opened, "the guest's /proc/asound showed no open PCM in the call"
     params = {k: v for k, v in opened[-1].items() if k != "cards"}

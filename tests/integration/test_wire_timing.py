@@ -12,41 +12,25 @@ bound is generous for a shared 2-core machine; the precise figures are the loop 
 from __future__ import annotations
 
 import importlib.util
-import shutil
-import socket
-import struct
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from firmware import _rtpcore as core
 from firmware.core import _aec
-from firmware.media.stream import RtpPorts
 
 from ..audio import pcm_array, peak_hz, tone_snr_db
+from ..wire_grid import (
+    TONE_HZ,
+    build_slow_processor,
+    grid_errors,
+    load_slow_processor,
+    stream_to_receiver,
+)
 from .test_card_loop import BOX_PRIORITY, MIC_HZ, card  # noqa: F401 (the card fixture)
 
 pytestmark = pytest.mark.integration
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-SO_TIMESTAMPNS = 35  # Linux (x86 and arm64); SCM_TIMESTAMPNS has the same value
-PERIOD_NS = 20_000_000
-TONE_HZ = 1000.0
-BUILD = """
-import sys
-from Cython.Build import cythonize
-from setuptools import Extension, setup
-setup(script_args=["build_ext", "--inplace", "-q"],
-      ext_modules=cythonize([Extension("slow_processor", ["slow_processor.pyx"])],
-                            include_path=[sys.argv[1]], language_level=3, quiet=True))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -55,98 +39,16 @@ def slow_processor(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., An
     if importlib.util.find_spec("Cython") is None:
         pytest.fail("building the slow processor test double needs Cython (pip install "
                     "'.[test]')")
-    out = tmp_path_factory.mktemp("slow_processor")
-    shutil.copy(HERE / "slow_processor.pyx", out)
-    r = subprocess.run([sys.executable, "-c", BUILD, str(REPO)], cwd=out, capture_output=True,
-                       text=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
-    built = sorted(out.glob("slow_processor*.so"))
-    assert built, list(out.iterdir())
-    spec = importlib.util.spec_from_file_location("slow_processor", built[0])
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.SlowProcessor  # type: ignore[no-any-return]
-
-
-def _tone_cycle() -> bytes:
-    """One second of a 1 kHz tone: a whole number of cycles, so it repeats seamlessly."""
-    t = np.arange(8000) / 8000
-    return (np.sin(2 * np.pi * TONE_HZ * t) * 8000).astype("<i2").tobytes()
-
-
-def _receive(rx: socket.socket, seconds: float) -> list[tuple[int, bytes]]:
-    """(kernel arrival ns, datagram) for ``seconds`` from the first datagram."""
-    got: list[tuple[int, bytes]] = []
-    end = None
-    while end is None or time.monotonic() < end:
-        try:
-            data, anc, _, _ = rx.recvmsg(2048, 64)
-        except TimeoutError:
-            break
-        stamp = next((struct.unpack("qq", p[:16]) for lvl, typ, p in anc
-                      if lvl == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS), None)
-        assert stamp is not None, "no kernel timestamp"
-        got.append((stamp[0] * 1_000_000_000 + stamp[1], data))
-        if end is None:
-            end = time.monotonic() + seconds
-    return got
-
-
-def _stream_to_receiver(processor: Any, seconds: float, alsa: Any = None,
-                        priority: int = 10) -> tuple[list[tuple[int, bytes]], dict]:
-    """The stream (the tone cycled, or the ``alsa`` card's microphone: the card loop) to a
-    receiver."""
-    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    rx_rtcp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # RTCP lands here, not astray
-    ports = RtpPorts("127.0.0.1")
-    try:
-        rx.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        rx.bind(("127.0.0.1", 0))
-        rx_rtcp.bind(("127.0.0.1", 0))
-        rx.settimeout(2.0)
-        stream = core.MediaStream(ports.rtp.fileno(), ports.rtcp.fileno(), processor=processor)
-        if alsa is None:
-            stream.set_capture_cycle(_tone_cycle())
-            stream.discard_playback = True
-        else:
-            stream.use_card(alsa)
-        stream.set_remote("127.0.0.1", rx.getsockname()[1], rx_rtcp.getsockname()[1])
-        loop = threading.Thread(target=stream.run, args=(priority,), daemon=True,
-                                name="rtp-loop")
-        loop.start()
-        try:
-            got = _receive(rx, seconds)
-        finally:
-            stream.stop()
-            loop.join(2.0)
-        assert not loop.is_alive()
-        return got, stream.stats()
-    finally:
-        rx.close()
-        rx_rtcp.close()
-        ports.close()
-
-
-def _grid_errors(rtp: list[tuple[int, Any]]) -> tuple[float, float]:
-    """No gap in the sequence numbers; the send-interval error's p50 and p90 (µs) at the
-    receiver after the first half second (the loop learns the cost from the first frames)."""
-    seqs = [p[2] for _, p in rtp]
-    assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:], strict=False)), "a gap"
-    arrivals = [t for t, _ in rtp[25:]]
-    errors = sorted(abs(b - a - PERIOD_NS) / 1000 for a, b in zip(arrivals, arrivals[1:],
-                                                                 strict=False))
-    return errors[len(errors) // 2], errors[int(0.9 * (len(errors) - 1))]
+    return load_slow_processor(build_slow_processor(tmp_path_factory.mktemp("slow_processor")))
 
 
 def test_packets_leave_on_the_grid_while_processing_costs_8_ms(slow_processor: Any) -> None:
     speex = _aec.create("speex")
     assert speex is not None and speex.name == "speex"
     proc = slow_processor(speex, 8.0, 2)  # 8 ms on every other frame: 0, 8, 0, 8 ms ...
-    got, st = _stream_to_receiver(proc, 4.0)
+    got, st = stream_to_receiver(proc, 4.0)
     rtp = [(t, core.rtp_parse(d)) for t, d in got]
-    p50, p90 = _grid_errors(rtp)
+    p50, p90 = grid_errors(rtp)
     assert {(b[3] - a[3]) % 2**32 for (_, a), (_, b) in zip(rtp, rtp[1:], strict=False)} \
         == {160}
     assert len(rtp) >= 190, len(rtp)
@@ -176,11 +78,11 @@ def test_on_the_card_loop_packets_keep_the_cards_pace_while_processing_costs_8_m
     proc = slow_processor(speex, 8.0, 2)
     alsa = AlsaCard("boxcard", "boxcard")
     try:
-        got, st = _stream_to_receiver(proc, 4.0, alsa, BOX_PRIORITY)
+        got, st = stream_to_receiver(proc, 4.0, alsa, BOX_PRIORITY)
     finally:
         alsa.close()
     rtp = [(t, core.rtp_parse(d)) for t, d in got if d[1] & 0x7F == 0]
-    p50, p90 = _grid_errors(rtp)
+    p50, p90 = grid_errors(rtp)
     assert len(rtp) >= 190, len(rtp)
     assert st["card"] == "ok" and st["silent_ticks"] == 0 and st["audio_xruns"] == 0, st
     # sent when ready, every other interval is 28 or 12 ms: an error of 8,000 µs
@@ -201,7 +103,7 @@ def test_the_lead_follows_the_cost_back_down(slow_processor: Any) -> None:
     lead is bounded by what it measures, not kept at its worst), and the packets stay whole."""
     speex = _aec.create("speex")
     proc = slow_processor(speex, 8.0, 1, 50)
-    got, st = _stream_to_receiver(proc, 4.0)
+    got, st = stream_to_receiver(proc, 4.0)
     assert proc.burned == 50 and proc.frames >= 190
     assert st["work_max_us"] >= 8000, st
     # speex alone costs ~0.05 ms here; a VM hiccup in the last 1.3 s may hold the lead up a
