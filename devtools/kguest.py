@@ -63,6 +63,7 @@ SHARE=$(cat /kguest/share)
 mkdir -p "$R$SHARE" 2>/dev/null
 mount -t 9p -o "$NINEP" share "$R$SHARE" || fail "mount the share at $SHARE"
 ip link set lo up || fail "ip link set lo up"
+echo  # the BIOS left the cursor mid-line
 echo "KGUEST-READY $(cut -d' ' -f1 /proc/uptime)"
 env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
   LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 \
@@ -342,30 +343,30 @@ def run(guest: Guest, command: str, timeout: float, share: Path) -> tuple[int, s
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         chunks: list[bytes] = []
         assert proc.stdout is not None
+        console_fd = proc.stdout.fileno()
         reader = threading.Thread(target=lambda: chunks.extend(iter(
-            lambda: os.read(proc.stdout.fileno(), 65536), b"")), name="kguest-console")
+            lambda: os.read(console_fd, 65536), b"")), name="kguest-console")
         reader.start()
+        timed_out = False
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            end(proc, wait=2)
-            reader.join(5)
-            console = _text(chunks)
-            raise KguestTimeoutError(f"kguest: the guest ran past its {timeout:.0f} s budget "
-                                     f"and was killed (command {command!r}); console tail:\n"
-                                     f"{_tail(console)}") from None
+            timed_out = True
         finally:
             end(proc, wait=2)
             reader.join(5)
             proc.stdout.close()
     console = _text(chunks)
-    if failed := re.findall(r"^KGUEST-ERROR: (.*)$", console, re.M):
-        raise KguestError(f"kguest: the guest could not set up: {failed[-1]}; console tail:\n"
-                          f"{_tail(console)}")
+    if timed_out:
+        raise KguestTimeoutError(f"kguest: the guest ran past its {timeout:.0f} s budget and "
+                                 f"was killed (command {command!r}); console tail:\n"
+                                 f"{_tail(console)}")
     rcs = re.findall(r"^KGUEST-RC=(\d+)$", console, re.M)
     if not rcs:
-        raise KguestError(f"kguest: the guest stopped (qemu exit status {proc.returncode}) "
-                          f"without the command's exit status; console tail:\n{_tail(console)}")
+        failed = re.findall(r"^KGUEST-ERROR: (.*)$", console, re.M)
+        why = (f"could not set up: {failed[-1]}" if failed else
+               f"stopped (qemu exit status {proc.returncode}) without the command's exit status")
+        raise KguestError(f"kguest: the guest {why}; console tail:\n{_tail(console)}")
     return int(rcs[-1]), console
 
 

@@ -42,7 +42,7 @@ def send_early() -> list[dict]:
     rx.settimeout(2.0)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx.setsockopt(socket.SOL_SOCKET, SO_TXTIME, struct.pack("iI", CLOCK_ID, 0))
-    seen = []
+    seen: list[dict[str, object]] = []
     for i in range(-1, COUNT):  # -1: due at once, unjudged: the first pass through TCG's
         offset = real_minus_mono()  # translation of these kernel paths took 9 ms
         sent = time.monotonic_ns()

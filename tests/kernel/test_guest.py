@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import sys
 import time
@@ -39,7 +40,7 @@ def seen(guest: kguest.Guest, tmp_path_factory: pytest.TempPathFactory) -> dict[
     wall = time.monotonic() - started
     assert rc == 0 and out.exists(), console[-4000:]
     result = json.loads(out.read_text())
-    ready = float(console.split("KGUEST-READY ", 1)[1].split()[0])
+    ready = float(re.findall(r"^KGUEST-READY (\S+)$", console, re.M)[0])
     TIMINGS.append(f"kernel guest: one boot + the probe {wall:.1f} s wall; guest uptime "
                    f"{ready:.1f} s at its shell, python started in "
                    f"{result['uptime_at_start'] - ready:.1f} s")
