@@ -26,6 +26,8 @@ from devtools import kguest
 
 from .conftest import TIMINGS
 
+pytestmark = pytest.mark.kernel
+
 SCRIPT = Path(__file__).with_name("guest_txtime.py")
 BUDGET = 300.0  # seconds for boot + python + the probe under TCG on a loaded 2-core machine
 

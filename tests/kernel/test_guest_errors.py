@@ -11,6 +11,8 @@ import pytest
 
 from devtools import kguest
 
+pytestmark = pytest.mark.kernel
+
 
 def test_no_network_is_one_line_naming_the_download(guest: kguest.Guest, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
