@@ -24,11 +24,15 @@ APT_OPTS=(-o Acquire::Check-Valid-Until=false -o Acquire::Retries=3)
 # instruction counts per call-second (benchmarks/callgrind_card.py); gdb: the CPU benchmark tells
 # the jack plugin's threads in the box from the box's own by their backtraces. curl, make: the
 # box's own speexdsp (speexdsp_build below).
+# qemu-system-x86, kmod: tests/kernel boot Debian's x86 kernel under TCG on this machine's root
+# (devtools/kguest.py; depmod makes the modules.dep the kernel package leaves to its postinst).
+# The fixture fetches that kernel and busybox-static into $CACHE itself with apt-get download
+# (~70 MB once; nothing is installed, no cpio: the initrd is written in Python).
 DEB_PACKAGES=(mmdebstrap python3 python3-venv python3-dev gcc make curl iproute2 baresip-core
   sip-tester jackd2 libasound2-dev alsa-utils libsrtp2-dev git
   libspeexdsp-dev libwebrtc-audio-processing-dev g++ pkg-config espeak-ng libasound2-plugins
   nftables dnsmasq-base systemd openssl mosquitto mosquitto-clients linphone-cli kamailio
-  valgrind gdb)
+  valgrind gdb qemu-system-x86 kmod)
 
 log() { printf '\n==> %s\n' "$*"; }
 
