@@ -19,6 +19,11 @@ the figure to hold against baresip (whose jack module's threads, on its own dumm
 baresip's row: the plugin's cost is the bench's, the box does not ship it). Wake-ups per second
 come from the context switches of every thread (voluntary + involuntary): the target is one per
 20 ms period (50/s) for the whole box plus what SIP needs, the loop thread shown alone.
+
+The ALSA phases run twice: as the box runs on this machine (no ``fq`` in its kernel: with speex
+the loop paces the packets itself, a second wake-up a period) and kernel-paced, as it runs over
+the image's ``fq`` (``benchmarks/stamped``: loopback's qdisc counted as one that holds stamped
+packets; the CPU and wake-ups are the kernel-paced loop's, the wire's timing is not fq's).
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from devtools.waiting import wait_for
 from . import threadroles
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+REPO = Path(__file__).resolve().parents[1]
+STAMPED = Path(__file__).resolve().parent / "stamped"
 
 
 def threads(pid: int) -> dict[str, tuple[float, int]]:
@@ -160,6 +167,9 @@ def _phase(pbx: Asterisk, tmp: Path, audio: dict, env: dict, label: str, seconds
         for _ in range(windows):  # interleaved: both calls run all the time
             ours.window(seconds / windows)
             theirs.window(seconds / windows)
+        # who paced the packets, as the box says (the kernel-paced phases must say "kernel")
+        pacing = (box.status().get("rtp") or {}).get("pacing", "?")
+        label = f"{label}; pacing: {pacing}"
         rows = [{"client": label, "meter": ours, "idle": idle, "rss": _rss_mb(box.proc.pid),
                  "roles": roles if split else None},
                 {"client": "baresip 1.0.0 (reference, same phase)", "meter": theirs,
@@ -199,13 +209,19 @@ def run(seconds: float, windows: int = 6, paths: tuple[str, ...] = ("pump", "als
         jack = _jack_alsa(tmp) if "alsa" in paths else None
         if jack is not None:
             try:
-                for aec in ("off", "speex"):
-                    phases.append(_phase(pbx, tmp / f"alsa-{aec}",
+                for aec, kernel in (("off", False), ("speex", False), ("off", True),
+                                    ("speex", True)):
+                    what = "echo canceller off" if aec == "off" else "speex echo canceller"
+                    env = jack[1]
+                    if kernel:  # the loop as it runs over fq (benchmarks/stamped)
+                        what += ", kernel-paced"
+                        env = {**env, "PYTHONPATH": os.pathsep.join(
+                            [str(STAMPED), str(REPO), os.environ.get("PYTHONPATH", "")])}
+                    phases.append(_phase(pbx, tmp / f"alsa-{aec}-{int(kernel)}",
                                          {"capture": "icjack", "playback": "icjack",
-                                          "echo_canceller": aec}, jack[1],
-                                         ALSA_LABEL.format(aec="echo canceller off" if aec == "off"
-                                                           else "speex echo canceller"),
-                                         seconds, windows, split=True))
+                                          "echo_canceller": aec}, env,
+                                         ALSA_LABEL.format(aec=what), seconds, windows,
+                                         split=True))
             finally:
                 jack[0].terminate()
                 jack[0].wait(5)

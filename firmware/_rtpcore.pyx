@@ -5,8 +5,10 @@ Owns what touches the outside each packet period: the CLOCK_MONOTONIC deadline l
 (``clock_nanosleep(TIMER_ABSTIME)``, optional SCHED_FIFO) and when in each period the work is
 done — at the deadline while it is cheap, else a measured lead before it, so that the packet
 due at a deadline leaves at it whatever the processing cost (the split tick; its figures in
-``stats()``), ``recvmsg``/``recvfrom`` with kernel
-arrival timestamps and ``sendto`` on file descriptors it is given, the peer's address
+``stats()``): sent by a second wake-up at the deadline, or — where the caller says the kernel
+paces (``use_kernel_pacing``: the fq qdisc on the way out) — handed over at once stamped with
+its departure time (``SO_TXTIME``), one wake-up a period; ``recvmsg``/``recvfrom`` with kernel
+arrival timestamps and ``sendto``/``sendmsg`` on file descriptors it is given, the peer's address
 (symmetric RTP, latching), the mutex-guarded PCM FIFOs shared with Python audio threads, the
 loop-side stand-ins for a source and a sink that need no Python (a PCM table cycled as the
 captured signal, played frames discarded: a tone or silence into a null sink runs with this
@@ -20,8 +22,8 @@ sides of a call are one sound card (or two), the loop drives it itself through
 ``firmware.core._card`` (the card loop): each wake-up is a capture period arriving, the tick
 runs in it and the frame to play goes to the card in the same wake-up — no FIFO, no Python
 thread; the packet leaves at once, or, when a capture processor works between the period and the
-packet, at the card clock's time (the periods' arrivals smoothed) plus a measured lead, so that
-neither the work nor the card's delivery jitter reaches the wire; the card's clock is then the
+packet (or the kernel paces), at the card clock's time (the periods' arrivals smoothed) plus a
+measured lead, so that neither the work nor the card's delivery jitter reaches the wire; the card's clock is then the
 loop's, met with the network's by whole-frame slips at pauses (``ClockSlip``, made by the jitter buffer), and the
 RTP clock falls back to CLOCK_MONOTONIC (silence sent) for a period that does not come or a
 card that went, until Python hands over a reopened one (an eventfd says when). Everything
@@ -29,7 +31,7 @@ else — RTP, RTCP, DTMF, jitter buffer, concealment, gain — is ``firmware.cor
 which this module drives with (now, packets, PCM). Also the stable import point of the codec and
 RTP functions.
 Knows nothing about SIP, SDP, sockets' creation, ciphers, echo cancellation, ALSA's API (the
-card unit owns it) or files.
+card unit owns it), qdiscs (``firmware.media.pacing`` decides) or files.
 """
 
 from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t

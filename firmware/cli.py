@@ -229,7 +229,7 @@ def _print_status(st: dict[str, Any]) -> None:
                   f"{rtp.get('late_sends', 0)} over 1 ms), work per tick "
                   f"{rtp.get('work_p99_us', 0.0):.0f} µs (p99), "
                   + (f"done {lead:.0f} µs ahead" if lead else "done at the deadline")
-                  + ("; the kernel sends them at their times" if rtp.get("pacing") == "kernel"
+                  + (f"; sent at their times by the {rtp['pacing']}" if rtp.get("pacing")
                      else "")
                   + (f" (way out: {rtp['egress']})" if rtp.get("egress") else "")
                   + (f"; the card's periods {rtp['card_jitter_p99_us']:.0f} µs off its clock "

@@ -9,7 +9,9 @@ its names while it is gone, off the loop thread; one side a card: that card's ow
 FIFO; a source that is one stretch of PCM repeated, such as a tone, and
 a sink that keeps nothing handed to the loop itself, so a tone into a null sink runs on the loop
 thread alone; anything else moved between the FIFOs and the source/sink by a plain Python pump
-thread, so the real-time loop never needs the GIL), the eventfd the loop writes to when a DTMF
+thread, so the real-time loop never needs the GIL), who keeps the packets' send times (the
+kernel where the way out to the peer is fq, as ``firmware.media.pacing`` finds it and
+``StreamSettings.kernel_pacing`` allows; else the loop), the eventfd the loop writes to when a DTMF
 key arrives (``digit_fd``: the application watches it instead of polling), and stopping
 everything cleanly. The peer's address is judged by ``firmware.address`` (as SIP and SDP judge
 it) and never looked up as a name: one it refuses leaves the stream without a peer, which

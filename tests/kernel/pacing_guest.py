@@ -9,7 +9,9 @@ its root, and what a receiver on loopback saw of each, written as JSON for the h
   often the loop thread woke — the test double costs 8 ms every other frame, so a loop that
   paces itself must wake a second time to send;
 - a call's media as the application starts it (``RtpSession``, the default speex canceller),
-  which decides for itself.
+  which decides for itself;
+- the card loop (alsa-lib's jack plugin on jackd's dummy driver, started in the guest; speex
+  on), stamped on fq and paced by the loop: the grid, the room's tone, the wake-ups.
 
 Usage: python -m tests.kernel.pacing_guest SLOW_PROCESSOR_SO OUT_JSON"""
 
@@ -45,17 +47,45 @@ from ..wire_grid import (
 
 SECONDS = 4.0
 KEEP = ("kernel_pacing", "lead_us", "send_lag_p99_us", "late_sends", "send_errors",
-        "work_p99_us", "ticks", "sent", "pacing", "egress", "wakeups_per_s")
+        "work_p99_us", "ticks", "sent", "pacing", "egress", "wakeups_per_s", "card",
+        "audio_xruns", "silent_ticks")
 
 
-def judged(got: list[tuple[int, bytes]], st: dict) -> dict[str, Any]:
+def judged(got: list[tuple[int, bytes]], st: dict, hz: float = TONE_HZ) -> dict[str, Any]:
     """What the receiver saw: the grid (after the first half second), the tone by FFT."""
     rtp = [(t, core.rtp_parse(d)) for t, d in got if d[1] & 0x7F == 0]
     p50, p90 = grid_errors(rtp)
     pcm = pcm_array(b"".join(core.decode_ulaw(p[5]) for _, p in rtp[25:]))
     return {"packets": len(rtp), "grid_p50_us": p50, "grid_p90_us": p90,
-            "peak_hz": peak_hz(pcm), "snr_db": tone_snr_db(pcm, TONE_HZ),
+            "peak_hz": peak_hz(pcm), "snr_db": tone_snr_db(pcm, hz),
             **{k: st[k] for k in KEEP if k in st}}
+
+
+def card_streams(tmp: Path) -> dict[str, Any]:
+    """The card loop with speex, stamped and then loop-paced, on one jackd in the guest."""
+    import pytest
+
+    from firmware.core._card import Card as AlsaCard
+
+    from ..integration.test_card_loop import BOX_PRIORITY, MIC_HZ, Card
+
+    tmp.mkdir(exist_ok=True)
+    env = pytest.MonkeyPatch()  # the jack plugin's ALSA configuration, for this process
+    jack = Card(tmp, env, 80)
+    out: dict[str, Any] = {}
+    try:
+        for name, stamped in (("card_stamped_on_fq", True), ("card_loop_paced_on_fq", False)):
+            alsa = AlsaCard("boxcard", "boxcard")
+            try:
+                got, st = stream_to_receiver(_aec.create("speex"), SECONDS, alsa, BOX_PRIORITY,
+                                             kernel_pacing=stamped)
+            finally:
+                alsa.close()
+            out[name] = judged(got, st, MIC_HZ)
+    finally:
+        jack.stop()
+        env.undo()
+    return out
 
 
 def slow_stream(slow: Any, kernel_pacing: bool) -> dict[str, Any]:
@@ -104,6 +134,7 @@ def main(slow_so: str, out: str) -> None:
     seen["stamped_on_fq"] = slow_stream(slow, True)
     seen["loop_paced_on_fq"] = slow_stream(slow, False)
     seen["session_on_fq"] = session_call()
+    seen.update(card_streams(Path(out).parent / "card"))
     Path(out).write_text(json.dumps(seen, indent=1))
 
 

@@ -37,6 +37,14 @@ def test_in_call_status_shows_when_the_loop_sends(capsys: pytest.CaptureFixture[
     _print_status({**BASE, "rtp": {**rtp, "card_jitter_p99_us": 90.0}, "audio": {"aec": {}}})
     assert ("done 10290 µs ahead; the card's periods 90 µs off its clock (p99)"
             in capsys.readouterr().out)
+    # who paces the packets, and the interface and qdisc that decided it
+    _print_status({**BASE, "rtp": {**rtp, "pacing": "kernel", "egress": "eth0 (fq)"},
+                   "audio": {"aec": {}}})
+    assert ("done 10290 µs ahead; sent at their times by the kernel (way out: eth0 (fq))\n"
+            in capsys.readouterr().out)
+    _print_status({**BASE, "rtp": {**rtp, "pacing": "loop", "egress": "lo (noqueue)"},
+                   "audio": {"aec": {}}})
+    assert "sent at their times by the loop (way out: lo (noqueue))" in capsys.readouterr().out
 
 
 def test_idle_status_has_no_audio_lines(capsys: pytest.CaptureFixture[str]) -> None:
