@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +20,11 @@ from firmware import _rtpcore as core
 from firmware.core import _aec
 from firmware.media.pacing import egress
 
+from .. import wire_grid
 from ..audio import pcm_array, peak_hz, tone_snr_db
-from ..wire_grid import (
-    TONE_HZ,
-    build_slow_processor,
-    grid_errors,
-    load_slow_processor,
-    stream_to_receiver,
-)
+from .test_netns import B_IP, namespaces  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.integration
-REPO = Path(__file__).resolve().parents[2]
-NEAR, FAR = "10.78.0.1", "10.78.0.2"
 
 
 def sh(*args: str) -> str:
@@ -45,25 +36,6 @@ def sh(*args: str) -> str:
 def root_kind(tc_listing: str) -> str:
     """The root qdisc's kind as ``tc qdisc show`` prints it."""
     return next(line.split()[1] for line in tc_listing.splitlines() if " root" in line)
-
-
-@pytest.fixture
-def netns() -> Iterator[tuple[str, str]]:
-    """A namespace with one end of a veth pair (the other end in a second namespace)."""
-    tag = uuid.uuid4().hex[:6]
-    ns, far, dev = f"ipa-{tag}", f"ipb-{tag}", f"vip{tag}"
-    try:
-        sh("ip", "netns", "add", ns)
-        sh("ip", "netns", "add", far)
-        sh("ip", "link", "add", f"{dev}a", "netns", ns, "type", "veth", "peer", "name",
-           f"{dev}b", "netns", far)
-        sh("ip", "-n", ns, "addr", "add", f"{NEAR}/30", "dev", f"{dev}a")
-        sh("ip", "-n", ns, "link", "set", f"{dev}a", "up")
-        sh("ip", "-n", far, "link", "set", f"{dev}b", "up")
-        yield ns, f"{dev}a"
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
-        subprocess.run(["ip", "netns", "del", far], capture_output=True)
 
 
 def egress_in(ns: str, address: str) -> dict[str, Any] | None:
@@ -81,11 +53,12 @@ def test_loopback_is_noqueue_here_so_the_loop_paces() -> None:
 
 
 def test_the_way_out_is_the_routes_interface_and_its_root_as_tc_shows_it(
-        netns: tuple[str, str]) -> None:
-    ns, dev = netns
+        namespaces: tuple[str, str, str]) -> None:  # noqa: F811 (the imported fixture)
+    ns, _, pair = namespaces
+    dev = f"{pair}a"
     listing = sh("ip", "netns", "exec", ns, "tc", "qdisc", "show", "dev", dev)
     kind = root_kind(listing)
-    way = egress_in(ns, FAR)
+    way = egress_in(ns, B_IP)
     assert way is not None and way["device"] == dev, (way, listing)
     if kind == "mq":  # a veth is multi-queue: mq with a default qdisc under each queue
         under = sorted({line.split()[1] for line in listing.splitlines() if " parent " in line})
@@ -93,7 +66,7 @@ def test_the_way_out_is_the_routes_interface_and_its_root_as_tc_shows_it(
     assert way["qdisc"] == kind, (way, listing)
     assert way["kernel_paces"] is False
     sh("ip", "netns", "exec", ns, "tc", "qdisc", "replace", "dev", dev, "root", "pfifo")
-    assert egress_in(ns, FAR) == {"device": dev, "qdisc": "pfifo", "kernel_paces": False}
+    assert egress_in(ns, B_IP) == {"device": dev, "qdisc": "pfifo", "kernel_paces": False}
     # no route (the namespace has no default route): the kernel says so, the loop paces
     assert egress_in(ns, "192.0.2.9") is None
     assert egress("not an address") is None
@@ -122,15 +95,15 @@ def test_stamped_packets_leave_when_handed_over_where_no_qdisc_holds_them(
     """The stamped send on this kernel: every packet taken (no send error), the tone whole —
     and on noqueue each leaves when it is ready, not at its stamp: the 0/8 ms work shows on the
     wire (the loop-paced send keeps it off: ``test_wire_timing``)."""
-    slow = load_slow_processor(build_slow_processor(tmp_path))
+    slow = wire_grid.load_slow_processor(wire_grid.build_slow_processor(tmp_path))
     proc = slow(_aec.create("speex"), 8.0, 2)
-    got, st = stream_to_receiver(proc, 3.0, kernel_pacing=True)
+    got, st = wire_grid.stream_to_receiver(proc, 3.0, kernel_pacing=True)
     rtp = [(t, core.rtp_parse(d)) for t, d in got if d[1] & 0x7F == 0]
-    p50, _ = grid_errors(rtp)
+    p50, _ = wire_grid.grid_errors(rtp)
     assert st["kernel_pacing"] is True and st["send_errors"] == 0, st
     assert len(rtp) >= 140 and st["sent"] >= len(rtp), (len(rtp), st)
     pcm = pcm_array(b"".join(core.decode_ulaw(p[5]) for _, p in rtp[25:]))
-    assert abs(peak_hz(pcm) - TONE_HZ) < 5 and tone_snr_db(pcm, TONE_HZ) > 25
+    assert abs(peak_hz(pcm) - wire_grid.TONE_HZ) < 5 and tone_snr_db(pcm, wire_grid.TONE_HZ) > 25
     # handed over ahead (one wake-up a period: the lead covers the work), left at once
     assert 8000 < st["lead_us"] <= 15000 and st["send_lag_p99_us"] < 1000, st
     assert p50 > 6000, f"on noqueue the work's 8 ms should reach the wire: p50 {p50:.0f} µs"
