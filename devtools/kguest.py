@@ -258,7 +258,19 @@ def _download(work: Path, package: str, version: str) -> Path:
 
 
 def prepare(cache: Path) -> Guest:
-    """The guest for this machine's ``linux-image-amd64``, from ``cache`` or made there."""
+    """The guest for this machine's ``linux-image-amd64``, from ``cache`` or made there. When
+    apt's lists do not know the packages or name versions the mirror no longer has (a machine
+    whose packages were all installed long ago: build.sh then never ran ``apt-get update``),
+    the lists are refreshed once (as root) and the guest made from the new ones."""
+    try:
+        return _prepare(cache)
+    except KguestError as first:
+        if os.geteuid() != 0 or _apt("apt-get", *APT_OPTS, "update", "-q").returncode != 0:
+            raise first from None
+        return _prepare(cache)
+
+
+def _prepare(cache: Path) -> Guest:
     kpkg = kernel_package()
     versions = candidates(kpkg, BUSYBOX)
     kver, bver = versions[kpkg], versions[BUSYBOX]

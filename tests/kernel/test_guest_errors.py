@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from devtools import kguest
+from devtools.paths import CACHE
 
 pytestmark = pytest.mark.kernel
 
@@ -50,3 +51,20 @@ def test_a_hanging_command_is_killed_at_its_budget(guest: kguest.Guest, tmp_path
     assert message.split("console tail:\n", 1)[1].strip(), message
     assert _processes_naming(f"path={tmp_path}") == [], "QEMU outlived its budget"
     assert os.listdir(tmp_path) == []
+
+
+def test_apt_lists_that_do_not_know_the_kernel_are_refreshed_once(
+        guest: kguest.Guest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine whose packages were all installed long ago (build.sh then never runs
+    ``apt-get update``): apt's lists, here an empty folder of their own, know no kernel; the
+    guest is still found, from lists ``prepare`` refreshed itself."""
+    lists = tmp_path / "lists"
+    (lists / "partial").mkdir(parents=True)
+    conf = tmp_path / "apt.conf"
+    conf.write_text(f'Dir::State::Lists "{lists}";\n')
+    monkeypatch.setenv("APT_CONFIG", str(conf))
+    with pytest.raises(kguest.KguestError):
+        kguest.kernel_package()
+    made = kguest.prepare(CACHE)
+    assert (made.package, made.release) == (guest.package, guest.release)
+    assert any("Packages" in p.name for p in lists.iterdir()), list(lists.iterdir())
