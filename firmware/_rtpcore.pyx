@@ -23,8 +23,9 @@ sides of a call are one sound card (or two), the loop drives it itself through
 runs in it and the frame to play goes to the card in the same wake-up — no FIFO, no Python
 thread; the packet leaves at once, or, when a capture processor works between the period and the
 packet (or the kernel paces), at the card clock's time (the periods' arrivals smoothed) plus a
-measured lead, so that neither the work nor the card's delivery jitter reaches the wire; the card's clock is then the
-loop's, met with the network's by whole-frame slips at pauses (``ClockSlip``, made by the jitter buffer), and the
+measured lead, so that neither the work nor the card's delivery jitter reaches the wire; the
+card's clock is then the loop's, met with the network's by whole-frame slips at pauses
+(``ClockSlip``, made by the jitter buffer), and the
 RTP clock falls back to CLOCK_MONOTONIC (silence sent) for a period that does not come or a
 card that went, until Python hands over a reopened one (an eventfd says when). Everything
 else — RTP, RTCP, DTMF, jitter buffer, concealment, gain — is ``firmware.core._mediacore.MediaCore``,
