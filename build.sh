@@ -249,7 +249,7 @@ cmd_test() {
 pytest_run() {
   local what=$1 rc=0
   shift
-  INTERCOM_REQUIRE_BUILD=1 "$VENV/bin/python" -m pytest "$@" || rc=$?
+  INTERCOM_REQUIRE_BUILD=1 "$VENV/bin/python" -m pytest --durations=15 "$@" || rc=$?
   if [ "$rc" = 5 ]; then
     echo "build.sh: pytest collected nothing in $what: that is a failure" >&2
   fi

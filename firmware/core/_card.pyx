@@ -80,7 +80,9 @@ cdef extern from "<alsa/asoundlib.h>" nogil:
     int snd_pcm_poll_descriptors(snd_pcm_t *, pollfd *, unsigned int)
     int snd_pcm_poll_descriptors_revents(snd_pcm_t *, pollfd *, unsigned int, unsigned short *)
 
-RATE = 8000
+cdef enum:
+    _RATE = 8000
+RATE = _RATE
 
 
 cdef inline int64_t _ms_now() noexcept nogil:
@@ -105,74 +107,99 @@ cdef str _why(int err):
     return (<bytes>snd_strerror(err)).decode("utf-8", "replace")
 
 
+_STEPS = ("open", "any", "access", "S16_LE", "mono", f"{RATE} Hz", "period", "buffer",
+          "hw params", "sw params", "start threshold", "avail min", "sw params")
+
+
+cdef int _setup_c(snd_pcm_t **out, const char *name, bint capture, int period,
+                  snd_pcm_uframes_t *psize, snd_pcm_uframes_t *bsize, int *step) noexcept nogil:
+    """Open ``name`` and set it up, all without the GIL: a plugin's open, set-up and close may
+    wait on a server (alsa-lib's jack plugin waits for jackd's graph to change, and that may
+    wait for a client of this very process that needs the GIL) or on a USB device that is
+    going. 0 with the PCM in ``out``, or alsa-lib's error with ``step`` the call that failed
+    (the PCM closed, ``out`` NULL)."""
+    cdef snd_pcm_t *pcm = NULL
+    cdef snd_pcm_hw_params_t *hw = NULL
+    cdef snd_pcm_sw_params_t *sw = NULL
+    cdef int dirn = 0
+    cdef int rc
+    out[0] = NULL
+    step[0] = 0
+    rc = snd_pcm_open(&pcm, name, SND_PCM_STREAM_CAPTURE if capture else SND_PCM_STREAM_PLAYBACK,
+                      SND_PCM_NONBLOCK)
+    if rc < 0:
+        return rc
+    snd_pcm_hw_params_malloc(&hw)
+    snd_pcm_sw_params_malloc(&sw)
+    step[0] = 1
+    rc = snd_pcm_hw_params_any(pcm, hw)
+    if rc >= 0:
+        step[0] += 1
+        rc = snd_pcm_hw_params_set_access(pcm, hw, SND_PCM_ACCESS_RW_INTERLEAVED)
+    if rc >= 0:
+        step[0] += 1
+        rc = snd_pcm_hw_params_set_format(pcm, hw, SND_PCM_FORMAT_S16_LE)
+    if rc >= 0:
+        step[0] += 1
+        rc = snd_pcm_hw_params_set_channels(pcm, hw, 1)
+    if rc >= 0:
+        step[0] += 1
+        rc = snd_pcm_hw_params_set_rate(pcm, hw, _RATE, 0)
+    if rc >= 0:
+        step[0] += 1
+        rc = snd_pcm_hw_params_set_period_size_near(pcm, hw, psize, &dirn)
+    if rc >= 0:
+        step[0] += 1
+        rc = snd_pcm_hw_params_set_buffer_size_near(pcm, hw, bsize)
+    if rc >= 0:
+        step[0] += 1
+        rc = snd_pcm_hw_params(pcm, hw)
+    if rc >= 0:
+        step[0] += 1
+        rc = snd_pcm_sw_params_current(pcm, sw)
+    if rc >= 0:
+        step[0] += 1
+        # started by the caller (after the prefill on playback), never by a write or read
+        rc = snd_pcm_sw_params_set_start_threshold(pcm, sw, bsize[0] * 2)
+    if rc >= 0:
+        step[0] += 1
+        rc = snd_pcm_sw_params_set_avail_min(pcm, sw, period if capture else psize[0])
+    if rc >= 0:
+        step[0] += 1
+        rc = snd_pcm_sw_params(pcm, sw)
+    if hw != NULL:
+        snd_pcm_hw_params_free(hw)
+    if sw != NULL:
+        snd_pcm_sw_params_free(sw)
+    if rc < 0:
+        snd_pcm_close(pcm)
+        return rc
+    out[0] = pcm
+    return 0
+
+
 cdef snd_pcm_t *_open(str name, bint capture, int period, int periods,
                       snd_pcm_uframes_t *buffer_out) except NULL:
     """One PCM opened and set up, or CardError."""
     cdef snd_pcm_t *pcm = NULL
-    cdef snd_pcm_hw_params_t *hw = NULL
-    cdef snd_pcm_sw_params_t *sw = NULL
     cdef snd_pcm_uframes_t psize = period, bsize = period * periods
     cdef int rc, step = 0
-    cdef int dirn = 0
     cdef bytes bname = name.encode()
+    cdef const char *cname = bname
+    with nogil:
+        rc = _setup_c(&pcm, cname, capture, period, &psize, &bsize, &step)
     what = "capture" if capture else "playback"
-    rc = snd_pcm_open(&pcm, bname, SND_PCM_STREAM_CAPTURE if capture else SND_PCM_STREAM_PLAYBACK,
-                      SND_PCM_NONBLOCK)
-    if rc < 0:
+    if rc < 0 and step == 0:
         raise CardError(-rc, f"ALSA {what} device {name!r} cannot be opened: {_why(rc)}")
-    try:
-        snd_pcm_hw_params_malloc(&hw)
-        snd_pcm_sw_params_malloc(&sw)
-        steps = ("any", "access", "S16_LE", "mono", f"{RATE} Hz", "period", "buffer", "hw params",
-                 "sw params", "start threshold", "avail min", "sw params")
-        rc = snd_pcm_hw_params_any(pcm, hw)
-        if rc >= 0:
-            step += 1
-            rc = snd_pcm_hw_params_set_access(pcm, hw, SND_PCM_ACCESS_RW_INTERLEAVED)
-        if rc >= 0:
-            step += 1
-            rc = snd_pcm_hw_params_set_format(pcm, hw, SND_PCM_FORMAT_S16_LE)
-        if rc >= 0:
-            step += 1
-            rc = snd_pcm_hw_params_set_channels(pcm, hw, 1)
-        if rc >= 0:
-            step += 1
-            rc = snd_pcm_hw_params_set_rate(pcm, hw, RATE, 0)
-        if rc >= 0:
-            step += 1
-            rc = snd_pcm_hw_params_set_period_size_near(pcm, hw, &psize, &dirn)
-        if rc >= 0:
-            step += 1
-            rc = snd_pcm_hw_params_set_buffer_size_near(pcm, hw, &bsize)
-        if rc >= 0:
-            step += 1
-            rc = snd_pcm_hw_params(pcm, hw)
-        if rc >= 0:
-            step += 1
-            rc = snd_pcm_sw_params_current(pcm, sw)
-        if rc >= 0:
-            step += 1
-            # started by the caller (after the prefill on playback), never by a write or read
-            rc = snd_pcm_sw_params_set_start_threshold(pcm, sw, bsize * 2)
-        if rc >= 0:
-            step += 1
-            rc = snd_pcm_sw_params_set_avail_min(pcm, sw, period if capture else psize)
-        if rc >= 0:
-            step += 1
-            rc = snd_pcm_sw_params(pcm, sw)
-        if rc < 0:
-            raise CardError(-rc, f"ALSA {what} device {name!r} refuses {steps[step]}: "
-                                 f"{_why(rc)}")
-        buffer_out[0] = bsize
-    except BaseException:
-        snd_pcm_close(pcm)
-        raise
-    finally:
-        if hw != NULL:
-            snd_pcm_hw_params_free(hw)
-        if sw != NULL:
-            snd_pcm_sw_params_free(sw)
+    if rc < 0:
+        raise CardError(-rc, f"ALSA {what} device {name!r} refuses {_STEPS[step]}: {_why(rc)}")
+    buffer_out[0] = bsize
     return pcm
+
+
+cdef void _close_c(snd_pcm_t *pcm) noexcept nogil:
+    if pcm != NULL:
+        snd_pcm_close(pcm)
 
 
 cdef class Card:
@@ -204,7 +231,8 @@ cdef class Card:
         try:
             self.play = _open(playback, False, play_period, play_periods, &pb)
         except BaseException:
-            snd_pcm_close(self.cap)
+            with nogil:
+                _close_c(self.cap)
             self.cap = NULL
             raise
         self.cap_buffer = <int>cb
@@ -220,20 +248,23 @@ cdef class Card:
         self.nfds = snd_pcm_poll_descriptors(self.cap, self.fds, n)
 
     def __dealloc__(self):
-        if self.cap != NULL:
-            snd_pcm_close(self.cap)
-        if self.play != NULL:
-            snd_pcm_close(self.play)
+        cdef snd_pcm_t *cap = self.cap
+        cdef snd_pcm_t *play = self.play
+        self.cap = self.play = NULL
+        with nogil:
+            _close_c(cap)
+            _close_c(play)
 
     def close(self) -> None:
-        """Release both PCMs (from Python, once the loop no longer uses this card)."""
-        if self.cap != NULL:
-            snd_pcm_close(self.cap)
-            self.cap = NULL
-        if self.play != NULL:
-            snd_pcm_close(self.play)
-            self.play = NULL
+        """Release both PCMs (from Python, once the loop no longer uses this card), without
+        the GIL: a plugin's close may wait on its server (see ``_setup_c``)."""
+        cdef snd_pcm_t *cap = self.cap
+        cdef snd_pcm_t *play = self.play
+        self.cap = self.play = NULL
         self.gone = True
+        with nogil:
+            _close_c(cap)
+            _close_c(play)
 
     @property
     def closed(self) -> bool:
@@ -458,11 +489,17 @@ cdef class Card:
 
     @property
     def play_delay(self) -> int:
-        return self.play_delay_c()
+        cdef long d
+        with nogil:
+            d = self.play_delay_c()
+        return d
 
     @property
     def capture_avail(self) -> int:
-        return self.capture_avail_c()
+        cdef long a
+        with nogil:
+            a = self.capture_avail_c()
+        return a
 
     def stats(self) -> dict:
         return {"capture_xruns": self.capture_xruns, "playback_xruns": self.playback_xruns,

@@ -77,6 +77,7 @@ from .usb_audio import (
 )
 
 pytestmark = [pytest.mark.image,
+              pytest.mark.timeout(1800),  # a boot and its checks; the suite's 600 s is for one test
               pytest.mark.skipif(built_image() is None or not uboot_qemu().exists(),
                                  reason="no A/B image in images/out: ./build.sh image")]
 VIRT = ["-cpu", "cortex-a72", "-smp", "2", "-m", "1024"]
