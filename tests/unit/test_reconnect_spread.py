@@ -55,12 +55,14 @@ def test_reconnects_of_boxes_that_dropped_together_spread_apart() -> None:
     # without the spread every box knocks at 0, 0.5 and 1.5 s: the same instants
     third = [run[2] for run in herd]
     assert max(third) - min(third) < 0.15, third
-    # with it each wait is 50-100 % of the nominal 0.5, 1, 2 ... s, drawn per box
+    # with it each wait is 50-100 % of the nominal 0.5, 1, 2 ... s, drawn per box. A timer
+    # fires late, never early: the upper bound leaves a loaded machine 0.25 s (the image build
+    # beside the suite once made a 0.5 s wait 0.605)
     for run in spread:
         gaps = [b - a for a, b in zip(run, run[1:], strict=False)]
         assert len(gaps) >= 2
         for gap, nominal in zip(gaps, (0.5, 1.0, 2.0), strict=False):
-            assert 0.5 * nominal - 0.05 <= gap <= nominal + 0.1, (gaps, nominal)
+            assert 0.5 * nominal - 0.05 <= gap <= nominal + 0.25, (gaps, nominal)
     third = [run[2] for run in spread]
     assert max(third) - min(third) >= 0.3, f"the third attempts fell within {third}"
 
