@@ -284,8 +284,8 @@ def check_gpio_call_and_audio(vm: Qemu, pbx: Asterisk, room: jack_card.Room, sen
     # clean. Where no gap falls, the tone is 28-45 dB above the rest (seen here). Clean
     # frames seen: 60-93 % on a quiet host, 32 % of the line-in's with other tests on both
     # cores (loop-paced, to stop 32). Kernel-paced (stop 33 on: the image's fq) the line-in's
-    # are 12-25 % in 4 boots on a quiet host, against 50 and 96 % in 2 boots of the same image
-    # with media.kernel_pacing off: 363-479 silent ticks a call kernel-paced against 45, 271
+    # are 12-40 % in 5 boots on a quiet host, against 50 and 96 % in 2 boots of the same image
+    # with media.kernel_pacing off: 282-479 silent ticks a call kernel-paced against 45, 271
     # (docs/notes/card-loop.md: not understood yet). The bound asks for the tone to come
     # through the driver, not for TCG's timing
     for _what, got, _snr, clean, hz in report:
