@@ -51,3 +51,4 @@ cdef class Card:
     cdef void mark_gone_c(self, int err) noexcept nogil
     cdef int _prefill_c(self) noexcept nogil
     cdef int _recover_c(self, snd_pcm_t *pcm, int err, bint capture) noexcept nogil
+    cdef void _release(self) noexcept

@@ -248,20 +248,19 @@ cdef class Card:
         self.nfds = snd_pcm_poll_descriptors(self.cap, self.fds, n)
 
     def __dealloc__(self):
-        cdef snd_pcm_t *cap = self.cap
-        cdef snd_pcm_t *play = self.play
-        self.cap = self.play = NULL
-        with nogil:
-            _close_c(cap)
-            _close_c(play)
+        self._release()
 
     def close(self) -> None:
-        """Release both PCMs (from Python, once the loop no longer uses this card), without
-        the GIL: a plugin's close may wait on its server (see ``_setup_c``)."""
+        """Release both PCMs (from Python, once the loop no longer uses this card)."""
+        self.gone = True
+        self._release()
+
+    cdef void _release(self) noexcept:
+        """Both PCMs closed without the GIL: a plugin's close may wait on its server (see
+        ``_setup_c``)."""
         cdef snd_pcm_t *cap = self.cap
         cdef snd_pcm_t *play = self.play
         self.cap = self.play = NULL
-        self.gone = True
         with nogil:
             _close_c(cap)
             _close_c(play)
